@@ -1,0 +1,59 @@
+"""Maps Slipway errors to gRPC status codes and back (the only place that does)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TypeVar
+
+import grpc
+
+from client.errors import BY_CODE, Internal, SlipwayError, Unauthenticated, Unavailable
+
+T = TypeVar("T")
+
+
+def status_code(err: SlipwayError) -> grpc.StatusCode:
+    """The gRPC status code for a Slipway error."""
+    return getattr(grpc.StatusCode, err.code, grpc.StatusCode.INTERNAL)
+
+
+def from_rpc_error(err: grpc.RpcError, address: str = "", service: str = "") -> SlipwayError:
+    """The Slipway error an RpcError carries, with a useful message for transport failures."""
+    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (err.details() if isinstance(err, grpc.Call) else "") or ""
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated()
+    if code == grpc.StatusCode.UNAVAILABLE and (not details or _is_transport(details)):
+        where = f" at {address}" if address else ""
+        what = f"{service} service" if service else "rack"
+        return Unavailable(f"{what} unreachable{where}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Unavailable(f"{service or 'rack'} did not answer in time" + (f" at {address}" if address else ""))
+    cls = BY_CODE.get(code.name) if code is not None else None
+    if cls is None:
+        return Internal(details or f"unexpected error ({code.name if code else 'unknown'})")
+    return cls(details or code.name.lower())
+
+
+def _is_transport(details: str) -> bool:
+    lowered = details.lower()
+    return any(
+        word in lowered
+        for word in ("connect", "connection", "socket", "dns", "unavailable", "handshake", "closed")
+    )
+
+
+@contextlib.contextmanager
+def rpc_errors(address: str = "", service: str = "") -> Iterator[None]:
+    """Turns any RpcError raised inside the block into the matching SlipwayError."""
+    try:
+        yield
+    except grpc.RpcError as err:
+        raise from_rpc_error(err, address, service) from None
+
+
+def iter_rpc(stream: Iterator[T], address: str = "", service: str = "") -> Iterator[T]:
+    """Iterates a response stream, translating RpcErrors like `rpc_errors`."""
+    with rpc_errors(address, service):
+        yield from stream

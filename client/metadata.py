@@ -1,0 +1,125 @@
+"""Typed client of the metadata service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import grpc
+from slipway.common.v1 import common_pb2
+from slipway.metadata.v1 import metadata_pb2 as pb
+from slipway.metadata.v1 import metadata_pb2_grpc as pb_grpc
+
+from client import convert, types
+from client.grpcerrors import iter_rpc, rpc_errors
+
+
+class MetadataClient:
+    """Apps, builds, releases and logs of a rack, as dataclasses."""
+
+    service = "metadata"
+
+    def __init__(self, channel: grpc.Channel, address: str = "") -> None:
+        self._stub = pb_grpc.MetadataServiceStub(channel)
+        self.address = address
+
+    def _errors(self):  # type: ignore[no-untyped-def]
+        return rpc_errors(self.address, self.service)
+
+    def create_app(self, name: str, exist_ok: bool = False) -> types.App:
+        with self._errors():
+            resp = self._stub.CreateApp(pb.CreateAppRequest(name=name, exist_ok=exist_ok))
+        return convert.app_from_pb(resp.app)
+
+    def get_app(self, name: str) -> types.App:
+        with self._errors():
+            resp = self._stub.GetApp(pb.GetAppRequest(name=name))
+        return convert.app_from_pb(resp.app)
+
+    def list_apps(self) -> list[types.App]:
+        with self._errors():
+            resp = self._stub.ListApps(pb.ListAppsRequest())
+        return [convert.app_from_pb(a) for a in resp.apps]
+
+    def create_build(
+        self,
+        app: str,
+        description: str = "",
+        manifest: str = "",
+        git_sha: str = "",
+        archive: str = "",
+    ) -> types.Build:
+        req = pb.CreateBuildRequest(
+            app=app, description=description, manifest=manifest, git_sha=git_sha, archive=archive
+        )
+        with self._errors():
+            resp = self._stub.CreateBuild(req)
+        return convert.build_from_pb(resp.build)
+
+    def get_build(self, build_id: str, app: str = "") -> types.Build:
+        with self._errors():
+            resp = self._stub.GetBuild(pb.GetBuildRequest(id=build_id, app=app))
+        return convert.build_from_pb(resp.build)
+
+    def list_builds(self, app: str, limit: int = 10) -> list[types.Build]:
+        with self._errors():
+            resp = self._stub.ListBuilds(pb.ListBuildsRequest(app=app, limit=limit))
+        return [convert.build_from_pb(b) for b in resp.builds]
+
+    def update_build(self, build_id: str, **fields: object) -> types.Build:
+        """Sets the named Build fields, e.g. `update_build(id, status="failed", reason="x")`."""
+        msg = common_pb2.Build(id=build_id)
+        for name, value in fields.items():
+            if name == "status":
+                msg.status = convert.status_to_pb(str(value))  # type: ignore[assignment]
+            else:
+                setattr(msg, name, value)
+        with self._errors():
+            resp = self._stub.UpdateBuild(pb.UpdateBuildRequest(build=msg, fields=list(fields)))
+        return convert.build_from_pb(resp.build)
+
+    def fail_running_builds(self, reason: str) -> list[str]:
+        with self._errors():
+            resp = self._stub.FailRunningBuilds(pb.FailRunningBuildsRequest(reason=reason))
+        return list(resp.ids)
+
+    def create_release(
+        self,
+        app: str,
+        build: str = "",
+        env: Mapping[str, str] | None = None,
+        manifest: str = "",
+        description: str = "",
+    ) -> types.Release:
+        req = pb.CreateReleaseRequest(
+            app=app, build=build, env=dict(env or {}), manifest=manifest, description=description
+        )
+        with self._errors():
+            resp = self._stub.CreateRelease(req)
+        return convert.release_from_pb(resp.release)
+
+    def get_release(self, release_id: str, app: str = "") -> types.Release:
+        with self._errors():
+            resp = self._stub.GetRelease(pb.GetReleaseRequest(id=release_id, app=app))
+        return convert.release_from_pb(resp.release)
+
+    def list_releases(self, app: str, limit: int = 10) -> list[types.Release]:
+        with self._errors():
+            resp = self._stub.ListReleases(pb.ListReleasesRequest(app=app, limit=limit))
+        return [convert.release_from_pb(r) for r in resp.releases]
+
+    def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
+        """Appends lines; returns the offset the next line will take."""
+        with self._errors():
+            resp = self._stub.AppendLogs(pb.AppendLogsRequest(build=build_id, lines=list(lines)))
+        return int(resp.next_offset)
+
+    def stream_logs(
+        self, build_id: str, offset: int = 0, follow: bool = False
+    ) -> Iterator[types.LogLine]:
+        """The log from `offset`; with `follow`, until the build ends."""
+        stream = self._stub.StreamLogs(
+            pb.StreamLogsRequest(build=build_id, offset=offset, follow=follow)
+        )
+        for resp in iter_rpc(stream, self.address, self.service):
+            for line in resp.lines:
+                yield convert.line_from_pb(line)

@@ -1,0 +1,110 @@
+"""The records Slipway speaks in: plain dataclasses shared by the client library and services."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from client.errors import InvalidArgument
+
+APP_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+CREATED = "created"
+RUNNING = "running"
+COMPLETE = "complete"
+FAILED = "failed"
+CANCELLED = "cancelled"
+BUILD_STATUSES = (CREATED, RUNNING, COMPLETE, FAILED, CANCELLED)
+TERMINAL = frozenset({COMPLETE, FAILED, CANCELLED})
+
+
+def check_app_name(name: str) -> str:
+    """Returns `name` when it is a valid app name, else raises InvalidArgument."""
+    if not APP_NAME.match(name or ""):
+        raise InvalidArgument(f"invalid app name: {name!r} (must match ^[a-z][a-z0-9-]*$)")
+    return name
+
+
+@dataclass(frozen=True)
+class App:
+    """A named application on a rack."""
+
+    name: str
+    created: float = 0.0
+    release: str = ""
+
+
+@dataclass(frozen=True)
+class Build:
+    """One attempt to turn a source into images (times are epoch seconds, 0 when unset)."""
+
+    id: str
+    app: str
+    status: str = CREATED
+    description: str = ""
+    release: str = ""
+    manifest: str = ""
+    entrypoint: str = ""
+    git_sha: str = ""
+    reason: str = ""
+    created: float = 0.0
+    started: float = 0.0
+    ended: float = 0.0
+    archive: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class Release:
+    """A build plus an environment."""
+
+    id: str
+    app: str
+    build: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    manifest: str = ""
+    description: str = ""
+    created: float = 0.0
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a build log."""
+
+    offset: int
+    text: str
+    time: float = 0.0
+
+
+@dataclass(frozen=True)
+class RackInfo:
+    """What a rack's front door says of it."""
+
+    name: str
+    version: str
+    archive_address: str
+    metadata_address: str
+    registry_address: str
+    registry_host: str
+
+
+@dataclass(frozen=True)
+class PushProgress:
+    """One progress update of an image push."""
+
+    text: str
+    layer: str = ""
+    status: str = ""
+    current: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """A finished image push."""
+
+    reference: str
+    digest: str

@@ -1,0 +1,1 @@
+"""Slipway's four services: archive, builder, registry and metadata."""

@@ -1,0 +1,1 @@
+"""What every Slipway service shares: the server factory, the interceptor, logging."""

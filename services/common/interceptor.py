@@ -1,0 +1,110 @@
+"""The one server interceptor: checks the rack token and maps Slipway errors to gRPC codes.
+
+Servicers never set status codes by hand: they raise `client.errors` exceptions and this
+wrapper aborts the call with the mapped code. Anything else becomes INTERNAL and is logged
+with its traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from client.errors import SlipwayError, Unauthenticated
+from client.grpcerrors import status_code
+
+log = logging.getLogger(__name__)
+
+# Health must answer without a token so a supervisor can probe the service.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+def _abort(context: grpc.ServicerContext, err: Exception, method: str) -> None:
+    if isinstance(err, SlipwayError):
+        context.abort(status_code(err), err.message)
+    log.exception("unexpected error in %s", method)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}: {err}")
+
+
+def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return behavior(request, context)
+        except Exception as err:  # noqa: BLE001 - every error is mapped, none swallowed
+            if isinstance(err, grpc.RpcError) and not isinstance(err, SlipwayError):
+                raise
+            _abort(context, err, method)
+
+    return handler
+
+
+def _wrap_stream(behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from behavior(request, context)
+        except Exception as err:  # noqa: BLE001 - every error is mapped, none swallowed
+            _abort(context, err, method)
+
+    return handler
+
+
+class ServiceInterceptor(grpc.ServerInterceptor):
+    """Token check and error mapping for every RPC but health."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    def _authorized(self, details: grpc.HandlerCallDetails) -> bool:
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else value
+                return hmac.compare_digest(given, self._expected)
+        return False
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        handler = continuation(handler_call_details)
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        if not self._authorized(handler_call_details):
+            return _deny(handler)
+        return _wrapped(handler, method)
+
+
+def _wrapped(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    if handler.unary_unary:
+        return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
+    if handler.stream_unary:
+        return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
+    if handler.unary_stream:
+        return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+    if handler.stream_stream:
+        return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
+    return handler
+
+
+def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    err = Unauthenticated()
+
+    def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(status_code(err), err.message)
+
+    def refuse_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        context.abort(status_code(err), err.message)
+        yield  # pragma: no cover - abort raises
+
+    if handler.unary_unary:
+        return handler._replace(unary_unary=refuse)
+    if handler.stream_unary:
+        return handler._replace(stream_unary=refuse)
+    if handler.unary_stream:
+        return handler._replace(unary_stream=refuse_stream)
+    return handler._replace(stream_stream=refuse_stream)
