@@ -1,0 +1,1 @@
+"""Running a rack on this machine: the Docker engine, the registry and the four services."""
