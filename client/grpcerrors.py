@@ -12,6 +12,10 @@ from client.errors import BY_CODE, Internal, SlipwayError, Unauthenticated, Unav
 
 T = TypeVar("T")
 
+# Trailing metadata key a Slipway service sets on every error it raises on purpose; an
+# UNAVAILABLE without it comes from the transport (nothing listening, connection lost).
+ORIGIN_KEY = "slipway-origin"
+
 
 def status_code(err: SlipwayError) -> grpc.StatusCode:
     """The gRPC status code for a Slipway error."""
@@ -24,7 +28,7 @@ def from_rpc_error(err: grpc.RpcError, address: str = "", service: str = "") -> 
     details = (err.details() if isinstance(err, grpc.Call) else "") or ""
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return Unauthenticated()
-    if code == grpc.StatusCode.UNAVAILABLE and (not details or _is_transport(details)):
+    if code == grpc.StatusCode.UNAVAILABLE and not _from_service(err):
         where = f" at {address}" if address else ""
         what = f"{service} service" if service else "rack"
         return Unavailable(f"{what} unreachable{where}")
@@ -36,12 +40,15 @@ def from_rpc_error(err: grpc.RpcError, address: str = "", service: str = "") -> 
     return cls(details or code.name.lower())
 
 
-def _is_transport(details: str) -> bool:
-    lowered = details.lower()
-    return any(
-        word in lowered
-        for word in ("connect", "connection", "socket", "dns", "unavailable", "handshake", "closed")
-    )
+def _from_service(err: grpc.RpcError) -> bool:
+    """Whether a Slipway service raised this error (rather than the transport)."""
+    if not isinstance(err, grpc.Call):
+        return False
+    try:
+        trailers = err.trailing_metadata() or ()
+    except Exception:  # noqa: BLE001 - no trailers means not from a service
+        return False
+    return any(key == ORIGIN_KEY for key, _ in trailers)
 
 
 @contextlib.contextmanager

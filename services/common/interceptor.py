@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from client.errors import SlipwayError, Unauthenticated
-from client.grpcerrors import status_code
+from client.grpcerrors import ORIGIN_KEY, status_code
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
 
 def _abort(context: grpc.ServicerContext, err: Exception, method: str) -> None:
+    # The marker tells the client this status came from Slipway, not from the transport.
+    context.set_trailing_metadata(((ORIGIN_KEY, "service"),))
     if isinstance(err, SlipwayError):
         context.abort(status_code(err), err.message)
     log.exception("unexpected error in %s", method)
@@ -95,9 +97,11 @@ def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     err = Unauthenticated()
 
     def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+        context.set_trailing_metadata(((ORIGIN_KEY, "service"),))
         context.abort(status_code(err), err.message)
 
     def refuse_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        context.set_trailing_metadata(((ORIGIN_KEY, "service"),))
         context.abort(status_code(err), err.message)
         yield  # pragma: no cover - abort raises
 

@@ -1,0 +1,69 @@
+"""The archive service's configuration, read once from flags and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:7401"
+DEFAULT_DATA = "~/.local/share/slipway/archive"
+DEFAULT_MAX_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class Config:
+    """How the archive service runs."""
+
+    listen: str
+    """`host:port` to listen on (`--listen`, SLIPWAY_LISTEN)."""
+    token: str
+    """The rack token every call but health must carry (SLIPWAY_TOKEN; required)."""
+    data_dir: Path
+    """Where the filesystem object store keeps archives (`--data`, SLIPWAY_ARCHIVE_DIR)."""
+    max_bytes: int = DEFAULT_MAX_BYTES
+    """The largest archive accepted, in bytes (`--max-bytes`, SLIPWAY_ARCHIVE_MAX_BYTES)."""
+
+    @classmethod
+    def from_env(
+        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Config:
+        """Flags first, then the environment, then defaults; exits 2 on a missing token
+        or a bad value, as argparse does."""
+        env = os.environ if environ is None else environ
+        parser = argparse.ArgumentParser(
+            prog="python -m services.archive", description="Slipway archive service."
+        )
+        parser.add_argument(
+            "--listen",
+            default=env.get("SLIPWAY_LISTEN") or DEFAULT_LISTEN,
+            help=f"host:port to listen on (SLIPWAY_LISTEN, default {DEFAULT_LISTEN})",
+        )
+        parser.add_argument(
+            "--data",
+            default=env.get("SLIPWAY_ARCHIVE_DIR") or DEFAULT_DATA,
+            help=f"archive folder (SLIPWAY_ARCHIVE_DIR, default {DEFAULT_DATA})",
+        )
+        parser.add_argument(
+            "--max-bytes",
+            default=env.get("SLIPWAY_ARCHIVE_MAX_BYTES") or str(DEFAULT_MAX_BYTES),
+            help="largest archive accepted, in bytes (SLIPWAY_ARCHIVE_MAX_BYTES, default 2 GiB)",
+        )
+        args = parser.parse_args(argv)
+        token = env.get("SLIPWAY_TOKEN", "")
+        if not token:
+            parser.error("SLIPWAY_TOKEN is required: set it to the rack token")
+        try:
+            max_bytes = int(args.max_bytes)
+        except ValueError:
+            max_bytes = -1
+        if max_bytes <= 0:
+            parser.error(f"--max-bytes must be a positive number of bytes, not {args.max_bytes!r}")
+        return cls(
+            listen=args.listen,
+            token=token,
+            data_dir=Path(args.data).expanduser(),
+            max_bytes=max_bytes,
+        )

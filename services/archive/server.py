@@ -1,0 +1,45 @@
+"""`create_server`: the archive service wired to its store, used by `__main__` and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from slipway.archive.v1 import archive_pb2 as pb
+from slipway.archive.v1 import archive_pb2_grpc as pb_grpc
+
+from services.archive.config import Config
+from services.archive.core import Archives
+from services.archive.servicer import ArchiveServicer
+from services.archive.store import FileStore, ObjectStore, SizeLimit
+from services.common.server import Server, build_server
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ArchiveService"].full_name
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the service runs on; tests swap these."""
+
+    store: ObjectStore
+
+
+def default_deps(config: Config) -> Deps:
+    """The filesystem store under the configured data folder."""
+    return Deps(store=FileStore(config.data_dir))
+
+
+def create_server(config: Config, deps: Deps | None = None, address: str | None = None) -> Server:
+    """A started archive server on `address` (default: the configured one)."""
+    deps = deps or default_deps(config)
+    archives = Archives(SizeLimit(deps.store, config.max_bytes))
+
+    def register(server: grpc.Server) -> None:
+        pb_grpc.add_ArchiveServiceServicer_to_server(ArchiveServicer(archives), server)
+
+    return build_server(
+        token=config.token,
+        address=address or config.listen,
+        register=register,
+        service_names=[SERVICE_NAME],
+    )

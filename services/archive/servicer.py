@@ -1,0 +1,38 @@
+"""The ArchiveService gRPC servicer: translates messages and calls the domain core."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+from slipway.archive.v1 import archive_pb2 as pb
+from slipway.archive.v1 import archive_pb2_grpc as pb_grpc
+
+from client.streams import iter_chunks
+from services.archive import convert
+from services.archive.core import Archives
+
+
+class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
+    """Upload, Download and StatArchive over an `Archives` core."""
+
+    def __init__(self, archives: Archives) -> None:
+        self.archives = archives
+
+    def Upload(  # noqa: N802 - gRPC method name
+        self, request_iterator: Iterator[pb.UploadRequest], context: grpc.ServicerContext
+    ) -> pb.UploadResponse:
+        header, chunks = convert.split_upload(request_iterator)
+        return convert.upload_response(self.archives.upload(header, chunks))
+
+    def Download(  # noqa: N802 - gRPC method name
+        self, request: pb.DownloadRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.DownloadResponse]:
+        with self.archives.open(request.id) as fileobj:
+            for data in iter_chunks(fileobj):
+                yield convert.download_response(data)
+
+    def StatArchive(  # noqa: N802 - gRPC method name
+        self, request: pb.StatArchiveRequest, context: grpc.ServicerContext
+    ) -> pb.StatArchiveResponse:
+        return convert.stat_response(self.archives.stat(request.id))

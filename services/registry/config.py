@@ -1,0 +1,72 @@
+"""The registry service's configuration, read once from flags and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+DEFAULT_LISTEN = "127.0.0.1:7403"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+# `host`, `host:port` or `[v6]:port`, as image references name a registry: no scheme, no path.
+REGISTRY_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?$")
+
+
+@dataclass(frozen=True)
+class Config:
+    """How the registry service runs."""
+
+    listen: str
+    """`host:port` to listen on (`--listen`, SLIPWAY_LISTEN)."""
+    token: str
+    """The rack token every call but health must carry (SLIPWAY_TOKEN; required)."""
+    registry_host: str
+    """The Distribution registry images are pushed to, `host:port`
+    (`--registry`, SLIPWAY_REGISTRY_HOST; required)."""
+    docker_host: str = DEFAULT_DOCKER_HOST
+    """The Docker engine holding the images (`--docker-host`, DOCKER_HOST)."""
+
+    @classmethod
+    def from_env(
+        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Config:
+        """Flags first, then the environment, then defaults; exits 2 on a missing token or
+        registry, as argparse does."""
+        env = os.environ if environ is None else environ
+        parser = argparse.ArgumentParser(
+            prog="python -m services.registry", description="Slipway registry service."
+        )
+        parser.add_argument(
+            "--listen",
+            default=env.get("SLIPWAY_LISTEN") or DEFAULT_LISTEN,
+            help=f"host:port to listen on (SLIPWAY_LISTEN, default {DEFAULT_LISTEN})",
+        )
+        parser.add_argument(
+            "--registry",
+            default=env.get("SLIPWAY_REGISTRY_HOST", ""),
+            help="the registry's host:port, e.g. 127.0.0.1:7404 (SLIPWAY_REGISTRY_HOST)",
+        )
+        parser.add_argument(
+            "--docker-host",
+            default=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
+            help=f"the Docker engine (DOCKER_HOST, default {DEFAULT_DOCKER_HOST})",
+        )
+        args = parser.parse_args(argv)
+        token = env.get("SLIPWAY_TOKEN", "")
+        if not token:
+            parser.error("SLIPWAY_TOKEN is required: set it to the rack token")
+        if not args.registry:
+            parser.error("the registry is required: pass --registry or set SLIPWAY_REGISTRY_HOST")
+        if not REGISTRY_HOST.match(args.registry):
+            parser.error(
+                f"invalid registry {args.registry!r}: expected host:port, no scheme or path"
+            )
+        return cls(
+            listen=args.listen,
+            token=token,
+            registry_host=args.registry,
+            docker_host=args.docker_host,
+        )

@@ -1,0 +1,129 @@
+"""The registry domain: validate a push, tag, push, and turn engine events into progress
+a person can read, at a pace a terminal can show."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from client.errors import Internal, InvalidArgument
+from client.types import PushProgress, PushResult
+from services.registry.engine import ImageEngine, PushEvent
+from services.registry.registries import Registry
+
+log = logging.getLogger(__name__)
+
+# Docker's distribution reference grammar for a repository path: lowercase components
+# joined by `.`, `_`, `__` or dashes, separated by `/`.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+# At most one progress update per layer per interval, status changes excepted.
+PROGRESS_INTERVAL = 0.5
+
+Event = PushProgress | PushResult
+
+
+def check_push(image: str, repository: str, tag: str) -> None:
+    """Raises InvalidArgument unless image, repository and tag can name a push."""
+    if not image:
+        raise InvalidArgument("image is required")
+    if len(repository) > 255 or not REPOSITORY.match(repository):
+        raise InvalidArgument(
+            f"invalid repository: {repository!r} (lowercase letters and digits, "
+            "separated by '.', '_', '-' or '/')"
+        )
+    if not TAG.match(tag):
+        raise InvalidArgument(
+            f"invalid tag: {tag!r} (must match ^[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}$)"
+        )
+
+
+def human_size(n: int) -> str:
+    """Bytes the way the docker CLI shows them: decimal units, three significant digits."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.3g}{unit}"
+        size /= 1000
+    return f"{size:.3g}TB"
+
+
+def progress_of(event: PushEvent) -> PushProgress:
+    """The readable progress line for an engine event, e.g. `abc123: Pushing 1.2MB/3.4MB`."""
+    text = f"{event.layer}: {event.status}" if event.layer else event.status
+    if event.total > 0:
+        text += f" {human_size(event.current)}/{human_size(event.total)}"
+    elif event.current > 0:
+        text += f" {human_size(event.current)}"
+    return PushProgress(
+        text=text,
+        layer=event.layer,
+        status=event.status,
+        current=event.current,
+        total=event.total,
+    )
+
+
+def throttle(
+    events: Iterable[PushEvent], clock: Callable[[], float], interval: float = PROGRESS_INTERVAL
+) -> Iterator[PushEvent]:
+    """Drops layer updates arriving within `interval` of the last one shown for that layer,
+    unless the layer's status changed; everything else passes."""
+    shown: dict[str, tuple[str, float]] = {}
+    for event in events:
+        if event.layer:
+            now = clock()
+            last = shown.get(event.layer)
+            if last is not None and last[0] == event.status and now - last[1] < interval:
+                continue
+            shown[event.layer] = (event.status, now)
+        yield event
+
+
+class Pusher:
+    """Pushes local images into the rack's registry."""
+
+    def __init__(
+        self,
+        engine: ImageEngine,
+        registry: Registry,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = PROGRESS_INTERVAL,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self._clock = clock
+        self._interval = interval
+
+    @property
+    def registry_host(self) -> str:
+        return self.registry.host
+
+    def push(self, image: str, repository: str, tag: str) -> Iterator[Event]:
+        """Tags `image` as `{registry}/{repository}:{tag}` and pushes it: progress, then
+        one PushResult. Raises on bad names, an unknown image, or a failed push."""
+        check_push(image, repository, tag)
+        return self._push(image, repository, tag)
+
+    def _push(self, image: str, repository: str, tag: str) -> Iterator[Event]:
+        target = f"{self.registry.host}/{repository}"
+        reference = f"{target}:{tag}"
+        yield PushProgress(text=f"Running: docker tag {image} {reference}")
+        self.engine.tag(image, target, tag)
+        self.registry.prepare(repository)
+        yield PushProgress(text=f"Running: docker push {reference}")
+        digest = ""
+        events = self.engine.push(target, tag, self.registry.auth())
+        for event in throttle(events, self._clock, self._interval):
+            if event.digest:
+                digest = event.digest
+            elif event.status:
+                yield progress_of(event)
+        if not digest:
+            raise Internal(f"push of {reference} ended without a digest")
+        log.info("pushed %s as %s", reference, digest)
+        yield PushResult(reference=reference, digest=digest)

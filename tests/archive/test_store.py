@@ -1,0 +1,117 @@
+"""FileStore and SizeLimit against a real temporary folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.errors import InvalidArgument, NotFound
+from services.archive.store import FileStore, SizeLimit
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def files_under(root: Path) -> list[Path]:
+    """Every regular file below `root`: committed objects and temp files alike."""
+    return [Path(d) / f for d, _, names in os.walk(root) for f in names]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "archive")
+
+
+def test_put_commits_content_addressed_object(store: FileStore) -> None:
+    data = os.urandom(300_000)
+    object_id = store.put([data[:100_000], data[100_000:]], len(data), sha(data))
+    assert object_id == sha(data)
+    assert files_under(store.root) == [store.root / "objects" / object_id[:2] / object_id]
+    assert store.stat(object_id) == len(data)
+    with store.open(object_id) as f:
+        assert f.read() == data
+
+
+def test_same_bytes_twice_are_stored_once(store: FileStore) -> None:
+    data = b"same source"
+    first = store.put([data], len(data), sha(data))
+    second = store.put([data[:4], data[4:]], len(data), sha(data))
+    assert first == second
+    assert len(files_under(store.root)) == 1
+
+
+def test_empty_archive(store: FileStore) -> None:
+    object_id = store.put([], 0, sha(b""))
+    assert store.stat(object_id) == 0
+
+
+def test_checksum_mismatch_leaves_nothing(store: FileStore) -> None:
+    data = b"x" * 1000
+    wrong = sha(b"something else")
+    mismatch = f"checksum mismatch: expected {wrong}, got {sha(data)}"
+    with pytest.raises(InvalidArgument, match=mismatch):
+        store.put([data], len(data), wrong)
+    assert files_under(store.root) == []
+
+
+def test_oversize_stream_stops_early_and_leaves_nothing(store: FileStore) -> None:
+    sent: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(10):
+            sent.append(i)
+            yield b"y" * 100
+
+    with pytest.raises(InvalidArgument, match="archive larger than declared size"):
+        store.put(chunks(), 250, sha(b"y" * 250))
+    assert sent == [0, 1, 2]  # the fourth chunk was never asked for
+    assert files_under(store.root) == []
+
+
+def test_truncated_stream_leaves_nothing(store: FileStore) -> None:
+    data = b"z" * 1000
+    with pytest.raises(InvalidArgument, match="size mismatch: expected 1000 bytes, got 600"):
+        store.put([data[:600]], len(data), sha(data))
+    assert files_under(store.root) == []
+
+
+def test_broken_stream_leaves_nothing(store: FileStore) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"a" * 100
+        raise ConnectionError("sender went away")
+
+    with pytest.raises(ConnectionError):
+        store.put(chunks(), 200, sha(b"a" * 200))
+    assert files_under(store.root) == []
+
+
+def test_unknown_object_is_not_found(store: FileStore) -> None:
+    missing = sha(b"never stored")
+    with pytest.raises(NotFound, match=f"archive not found: {missing}"):
+        store.stat(missing)
+    with pytest.raises(NotFound, match=f"archive not found: {missing}"):
+        store.open(missing)
+
+
+def test_malformed_ids_are_refused(store: FileStore) -> None:
+    with pytest.raises(InvalidArgument, match="invalid archive id"):
+        store.open("../../etc/passwd")
+    with pytest.raises(InvalidArgument, match="invalid sha256"):
+        store.put([b""], 0, sha(b"").upper())
+    assert files_under(store.root) == []
+
+
+def test_size_limit_refuses_before_reading(store: FileStore) -> None:
+    def chunks() -> Iterator[bytes]:
+        raise AssertionError("no byte should be read")
+        yield b""  # pragma: no cover
+
+    limited = SizeLimit(store, max_bytes=10)
+    with pytest.raises(InvalidArgument, match="archive too large: 11 bytes, the limit is 10"):
+        limited.put(chunks(), 11, sha(b"x" * 11))
+    assert limited.put([b"x" * 10], 10, sha(b"x" * 10)) == sha(b"x" * 10)
