@@ -1,0 +1,45 @@
+# Slipway: a build service for container applications. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+SLIPWAY := $(VENV)/bin/slipway
+APT_PACKAGES := docker.io docker-registry busybox-static git skopeo iptables
+PYTEST_ARGS ?=
+
+.PHONY: help setup protos check-protos up down demo test lint
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## Install what is missing (Debian packages, Python deps), start the engine, seed busybox
+	@$(PY) -m client.localrack.engine
+
+$(VENV)/.installed: pyproject.toml
+	@scripts/install-system $(APT_PACKAGES)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+protos: $(VENV)/.installed ## Regenerate the Python code from protos/
+	@PYTHON=$(PY) scripts/gen-protos
+
+check-protos: $(VENV)/.installed ## Fail when the committed generated code differs from protos/
+	@PYTHON=$(PY) scripts/gen-protos --check
+
+up: setup ## Start the local rack (= slipway rack start)
+	@$(SLIPWAY) rack start
+
+down: ## Stop the local rack (= slipway rack stop)
+	@$(SLIPWAY) rack stop
+
+demo: up ## Build examples/hello on the local rack and show the build
+	@scripts/demo $(SLIPWAY)
+
+test: setup check-protos ## Install what is missing and run every test
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed ## ruff and mypy on the hand-written code
+	@$(VENV)/bin/ruff check client services tests
+	@$(VENV)/bin/mypy client services
