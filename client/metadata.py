@@ -107,6 +107,12 @@ class MetadataClient:
             resp = self._stub.ListReleases(pb.ListReleasesRequest(app=app, limit=limit))
         return [convert.release_from_pb(r) for r in resp.releases]
 
+    def promote_release(self, app: str, release_id: str = "") -> types.App:
+        """Makes the release (the app's latest when empty) the app's active one."""
+        with self._errors():
+            resp = self._stub.PromoteRelease(pb.PromoteReleaseRequest(app=app, id=release_id))
+        return convert.app_from_pb(resp.app)
+
     def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
         """Appends lines; returns the offset the next line will take."""
         with self._errors():

@@ -172,6 +172,20 @@ class ListReleasesResponse(_message.Message):
     releases: _containers.RepeatedCompositeFieldContainer[_common_pb2.Release]
     def __init__(self, releases: _Optional[_Iterable[_Union[_common_pb2.Release, _Mapping]]] = ...) -> None: ...
 
+class PromoteReleaseRequest(_message.Message):
+    __slots__ = ("app", "id")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    id: str
+    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class PromoteReleaseResponse(_message.Message):
+    __slots__ = ("app",)
+    APP_FIELD_NUMBER: _ClassVar[int]
+    app: _common_pb2.App
+    def __init__(self, app: _Optional[_Union[_common_pb2.App, _Mapping]] = ...) -> None: ...
+
 class AppendLogsRequest(_message.Message):
     __slots__ = ("build", "lines")
     BUILD_FIELD_NUMBER: _ClassVar[int]

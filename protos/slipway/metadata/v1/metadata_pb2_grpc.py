@@ -90,6 +90,11 @@ class MetadataServiceStub:
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListReleasesRequest.SerializeToString,
                 response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListReleasesResponse.FromString,
                 _registered_method=True)
+        self.PromoteRelease = channel.unary_unary(
+                '/slipway.metadata.v1.MetadataService/PromoteRelease',
+                request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseRequest.SerializeToString,
+                response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseResponse.FromString,
+                _registered_method=True)
         self.AppendLogs = channel.unary_unary(
                 '/slipway.metadata.v1.MetadataService/AppendLogs',
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.AppendLogsRequest.SerializeToString,
@@ -184,6 +189,14 @@ class MetadataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteRelease(self, request, context):
+        """PromoteRelease makes a release (the app's latest when `id` is empty) the app's active one;
+        NOT_FOUND when the app or release is unknown, FAILED_PRECONDITION when the app has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AppendLogs(self, request, context):
         """AppendLogs adds lines to the end of a build's log.
         """
@@ -256,6 +269,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.ListReleases,
                     request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListReleasesRequest.FromString,
                     response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListReleasesResponse.SerializeToString,
+            ),
+            'PromoteRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteRelease,
+                    request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseRequest.FromString,
+                    response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseResponse.SerializeToString,
             ),
             'AppendLogs': grpc.unary_unary_rpc_method_handler(
                     servicer.AppendLogs,
@@ -566,6 +584,33 @@ class MetadataService:
             '/slipway.metadata.v1.MetadataService/ListReleases',
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListReleasesRequest.SerializeToString,
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListReleasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slipway.metadata.v1.MetadataService/PromoteRelease',
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseRequest.SerializeToString,
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

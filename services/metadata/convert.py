@@ -1,0 +1,45 @@
+"""Translation between metadata requests/responses and the store's arguments and results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from slipway.common.v1 import common_pb2
+from slipway.metadata.v1 import metadata_pb2 as pb
+
+from client import convert
+from client.errors import InvalidArgument
+from client.types import LogLine
+
+# Keeps each StreamLogs message far below the 8 MiB message limit, whatever the line lengths.
+MAX_BATCH_BYTES = 1024 * 1024
+_BUILD_FIELDS = frozenset(common_pb2.Build.DESCRIPTOR.fields_by_name)
+
+
+def build_changes(request: pb.UpdateBuildRequest) -> dict[str, Any]:
+    """The values of the fields named in an UpdateBuild request, by field name."""
+    changes: dict[str, Any] = {}
+    for name in request.fields:
+        if name not in _BUILD_FIELDS:
+            raise InvalidArgument(f"unknown build field: {name!r}")
+        if name == "status":
+            changes[name] = convert.status_from_pb(request.build.status)
+        else:
+            changes[name] = getattr(request.build, name)
+    return changes
+
+
+def log_batches(lines: Iterable[LogLine]) -> Iterator[pb.StreamLogsResponse]:
+    """StreamLogs responses carrying `lines`, each at most MAX_BATCH_BYTES of text."""
+    batch: list[common_pb2.LogLine] = []
+    size = 0
+    for line in lines:
+        cost = len(line.text.encode()) + 32
+        if batch and size + cost > MAX_BATCH_BYTES:
+            yield pb.StreamLogsResponse(lines=batch)
+            batch, size = [], 0
+        batch.append(convert.line_to_pb(line))
+        size += cost
+    if batch:
+        yield pb.StreamLogsResponse(lines=batch)

@@ -1,0 +1,105 @@
+"""MetadataService: a thin translator between gRPC messages and the metadata store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TypeAlias
+
+import grpc
+from slipway.metadata.v1 import metadata_pb2 as pb
+from slipway.metadata.v1 import metadata_pb2_grpc as pb_grpc
+
+from client import convert
+from services.metadata.convert import build_changes, log_batches
+from services.metadata.store import MetadataStore
+
+Context: TypeAlias = grpc.ServicerContext
+
+
+class MetadataServicer(pb_grpc.MetadataServiceServicer):
+    """Every RPC maps onto one store call; errors are mapped by the interceptor."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self._store = store
+
+    def CreateApp(self, request: pb.CreateAppRequest, context: Context) -> pb.CreateAppResponse:
+        app = self._store.create_app(request.name, exist_ok=request.exist_ok)
+        return pb.CreateAppResponse(app=convert.app_to_pb(app))
+
+    def GetApp(self, request: pb.GetAppRequest, context: Context) -> pb.GetAppResponse:
+        return pb.GetAppResponse(app=convert.app_to_pb(self._store.get_app(request.name)))
+
+    def ListApps(self, request: pb.ListAppsRequest, context: Context) -> pb.ListAppsResponse:
+        return pb.ListAppsResponse(apps=[convert.app_to_pb(a) for a in self._store.list_apps()])
+
+    def CreateBuild(
+        self, request: pb.CreateBuildRequest, context: Context
+    ) -> pb.CreateBuildResponse:
+        build = self._store.create_build(
+            request.app,
+            description=request.description,
+            manifest=request.manifest,
+            git_sha=request.git_sha,
+            archive=request.archive,
+        )
+        return pb.CreateBuildResponse(build=convert.build_to_pb(build))
+
+    def GetBuild(self, request: pb.GetBuildRequest, context: Context) -> pb.GetBuildResponse:
+        build = self._store.get_build(request.id, app=request.app)
+        return pb.GetBuildResponse(build=convert.build_to_pb(build))
+
+    def ListBuilds(self, request: pb.ListBuildsRequest, context: Context) -> pb.ListBuildsResponse:
+        builds = self._store.list_builds(request.app, limit=request.limit)
+        return pb.ListBuildsResponse(builds=[convert.build_to_pb(b) for b in builds])
+
+    def UpdateBuild(
+        self, request: pb.UpdateBuildRequest, context: Context
+    ) -> pb.UpdateBuildResponse:
+        build = self._store.update_build(request.build.id, build_changes(request))
+        return pb.UpdateBuildResponse(build=convert.build_to_pb(build))
+
+    def FailRunningBuilds(
+        self, request: pb.FailRunningBuildsRequest, context: Context
+    ) -> pb.FailRunningBuildsResponse:
+        return pb.FailRunningBuildsResponse(ids=self._store.fail_running_builds(request.reason))
+
+    def CreateRelease(
+        self, request: pb.CreateReleaseRequest, context: Context
+    ) -> pb.CreateReleaseResponse:
+        release = self._store.create_release(
+            request.app,
+            build=request.build,
+            env=dict(request.env),
+            manifest=request.manifest,
+            description=request.description,
+        )
+        return pb.CreateReleaseResponse(release=convert.release_to_pb(release))
+
+    def GetRelease(self, request: pb.GetReleaseRequest, context: Context) -> pb.GetReleaseResponse:
+        release = self._store.get_release(request.id, app=request.app)
+        return pb.GetReleaseResponse(release=convert.release_to_pb(release))
+
+    def ListReleases(
+        self, request: pb.ListReleasesRequest, context: Context
+    ) -> pb.ListReleasesResponse:
+        releases = self._store.list_releases(request.app, limit=request.limit)
+        return pb.ListReleasesResponse(releases=[convert.release_to_pb(r) for r in releases])
+
+    def PromoteRelease(
+        self, request: pb.PromoteReleaseRequest, context: Context
+    ) -> pb.PromoteReleaseResponse:
+        app = self._store.promote_release(request.app, request.id)
+        return pb.PromoteReleaseResponse(app=convert.app_to_pb(app))
+
+    def AppendLogs(self, request: pb.AppendLogsRequest, context: Context) -> pb.AppendLogsResponse:
+        next_offset = self._store.append_logs(request.build, list(request.lines))
+        return pb.AppendLogsResponse(next_offset=next_offset)
+
+    def StreamLogs(
+        self, request: pb.StreamLogsRequest, context: Context
+    ) -> Iterator[pb.StreamLogsResponse]:
+        batches = self._store.stream_logs(
+            request.build, offset=request.offset, follow=request.follow, is_active=context.is_active
+        )
+        for lines in batches:
+            yield from log_batches(lines)

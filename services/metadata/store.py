@@ -1,0 +1,461 @@
+"""The metadata core: apps, builds, releases and build logs, as `client.types` dataclasses.
+
+Every public method runs on a pooled connection of its own. Rules that must hold under
+concurrency are enforced by the database: a terminal status is guarded by a conditional
+UPDATE, and log offsets come from a counter on the build row that each append increments
+(which locks the row, or the SQLite database, until the lines are in).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import secrets
+import string
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import peewee
+from playhouse.pool import MaxConnectionsExceeded
+
+from client.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from client.types import (
+    BUILD_STATUSES,
+    CREATED,
+    FAILED,
+    RUNNING,
+    TERMINAL,
+    App,
+    Build,
+    LogLine,
+    Release,
+    check_app_name,
+)
+from services.metadata import models
+from services.metadata.config import redact
+from services.metadata.models import AppRow, BuildRow, LogRow, ReleaseRow
+from services.metadata.notifier import Notifier
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 10
+# Lines read per query while streaming a log.
+LOG_BATCH = 500
+# How often a follower looks again when no change was signalled in this process
+# (another process may write to the same PostgreSQL database).
+POLL_SECONDS = 0.5
+ID_ATTEMPTS = 20
+ACTIVE = (CREATED, RUNNING)
+# Build fields UpdateBuild may change; id, app and created are fixed at creation.
+UPDATABLE = frozenset(f.name for f in dataclasses.fields(Build)) - {"id", "app", "created"}
+TIME_FIELDS = frozenset({"started", "ended"})
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def new_id(prefix: str) -> str:
+    """`prefix` followed by 10 random uppercase letters."""
+    return prefix + "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))
+
+
+def _on_connection(
+    method: Callable[Concatenate[MetadataStore, P], T],
+) -> Callable[Concatenate[MetadataStore, P], T]:
+    """Runs the method on a pooled connection; database outages become Unavailable."""
+
+    @functools.wraps(method)
+    def wrapper(self: MetadataStore, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            with self.database.connection_context():
+                return method(self, *args, **kwargs)
+        except (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded) as err:
+            raise Unavailable(f"database unavailable at {self.where}: {_first_line(err)}") from err
+
+    return wrapper
+
+
+class MetadataStore:
+    """A rack's records in one SQL database (SQLite or PostgreSQL)."""
+
+    def __init__(
+        self,
+        database: peewee.Database,
+        where: str = "the database",
+        notifier: Notifier | None = None,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        """Binds the models to `database` (one database per process) and creates any
+        missing table; `where` names it in error messages."""
+        models.bind(database)
+        self.database = database
+        self.where = where
+        self._notifier = notifier or Notifier()
+        self._poll_seconds = poll_seconds
+
+    @classmethod
+    def open(cls, url: str) -> MetadataStore:
+        """The store on the database at `url`; Unavailable when it cannot be opened."""
+        where = redact(url)
+        try:
+            return cls(models.open_database(url), where)
+        except (OSError, ValueError, peewee.PeeweeException) as err:
+            raise Unavailable(f"cannot open the database at {where}: {_first_line(err)}") from err
+
+    def close(self) -> None:
+        """Ends every follow and closes the pooled connections."""
+        self._notifier.close()
+        close_all = getattr(self.database, "close_all", None)
+        if close_all is not None:
+            close_all()
+        elif not self.database.is_closed():
+            self.database.close()
+
+    # Apps.
+
+    @_on_connection
+    def create_app(self, name: str, exist_ok: bool = False) -> App:
+        check_app_name(name)
+        with self.database.atomic():
+            inserted = (
+                AppRow.insert(name=name, created=time.time())
+                .on_conflict_ignore()
+                .as_rowcount()
+                .execute()
+            )
+            row = AppRow.get_by_id(name)
+        if not inserted and not exist_ok:
+            raise AlreadyExists(f"app already exists: {name}")
+        return _app(row)
+
+    @_on_connection
+    def get_app(self, name: str) -> App:
+        return _app(self._app_row(name))
+
+    @_on_connection
+    def list_apps(self) -> list[App]:
+        return [_app(row) for row in AppRow.select().order_by(AppRow.name)]
+
+    def _app_row(self, name: str) -> AppRow:
+        check_app_name(name)
+        row = AppRow.get_or_none(AppRow.name == name)
+        if row is None:
+            raise NotFound.of("app", name)
+        return row
+
+    # Builds.
+
+    @_on_connection
+    def create_build(
+        self,
+        app: str,
+        description: str = "",
+        manifest: str = "",
+        git_sha: str = "",
+        archive: str = "",
+    ) -> Build:
+        self._app_row(app)
+        for _ in range(ID_ATTEMPTS):
+            build_id = new_id("B")
+            inserted = (
+                BuildRow.insert(
+                    id=build_id,
+                    app=app,
+                    status=CREATED,
+                    description=description,
+                    manifest=manifest,
+                    git_sha=git_sha,
+                    archive=archive,
+                    created=time.time(),
+                )
+                .on_conflict_ignore()
+                .as_rowcount()
+                .execute()
+            )
+            if inserted:
+                return _build(BuildRow.get(BuildRow.id == build_id))
+        raise Internal("no free build id found")
+
+    @_on_connection
+    def get_build(self, build_id: str, app: str = "") -> Build:
+        return _build(self._build_row(build_id, app))
+
+    def _build_row(self, build_id: str, app: str = "") -> BuildRow:
+        row = BuildRow.get_or_none(BuildRow.id == build_id) if build_id else None
+        if row is None or (app and row.app != app):
+            raise NotFound.of("build", build_id)
+        return row
+
+    @_on_connection
+    def list_builds(self, app: str, limit: int = 0) -> list[Build]:
+        count = _limit(limit)
+        self._app_row(app)
+        rows = (
+            BuildRow.select()
+            .where(BuildRow.app == app)
+            .order_by(BuildRow.created.desc(), BuildRow.seq.desc())
+            .limit(count)
+        )
+        return [_build(row) for row in rows]
+
+    @_on_connection
+    def update_build(self, build_id: str, changes: Mapping[str, Any]) -> Build:
+        """Sets the given fields. A status change applies only while the build is not
+        terminal (checked by the UPDATE itself, so of two racing changes one wins)."""
+        values = _build_values(changes)
+        if not values:
+            return _build(self._build_row(build_id))
+        now = time.time()
+        status = values.get("status")
+        assignments: dict[Any, Any] = {getattr(BuildRow, k): v for k, v in values.items()}
+        if status in TERMINAL and "ended" not in values:
+            assignments[BuildRow.ended] = now
+        if status == RUNNING and "started" not in values:
+            assignments[BuildRow.started] = peewee.Case(
+                None, [(BuildRow.started == 0, now)], BuildRow.started
+            )
+        query = BuildRow.update(assignments).where(BuildRow.id == build_id)
+        if status is not None:
+            query = query.where(BuildRow.status.not_in(sorted(TERMINAL)))
+        with self.database.atomic():
+            updated = query.execute()
+            row = self._build_row(build_id)
+        if not updated:
+            raise FailedPrecondition(f"build {build_id} is already {row.status}")
+        self._notifier.changed(build_id)
+        return _build(row)
+
+    @_on_connection
+    def fail_running_builds(self, reason: str) -> list[str]:
+        """Fails every created or running build with `reason`, ending its log with
+        `ERROR: <reason>`; returns their ids, oldest first."""
+        now = time.time()
+        failed: list[str] = []
+        with self.database.atomic():
+            candidates = (
+                BuildRow.select(BuildRow.id)
+                .where(BuildRow.status.in_(ACTIVE))
+                .order_by(BuildRow.seq)
+            )
+            for build_id in [row.id for row in candidates]:
+                updated = (
+                    BuildRow.update(
+                        status=FAILED, reason=reason, ended=now, log_count=BuildRow.log_count + 1
+                    )
+                    .where(BuildRow.id == build_id, BuildRow.status.in_(ACTIVE))
+                    .execute()
+                )
+                if updated:
+                    offset = self._log_count(build_id) - 1
+                    LogRow.insert(
+                        build=build_id, offset=offset, text=_clean(f"ERROR: {reason}"), time=now
+                    ).execute()
+                    failed.append(build_id)
+        for build_id in failed:
+            self._notifier.changed(build_id)
+        if failed:
+            log.info("failed %d unfinished builds: %s", len(failed), reason)
+        return failed
+
+    # Releases.
+
+    @_on_connection
+    def create_release(
+        self,
+        app: str,
+        build: str = "",
+        env: Mapping[str, str] | None = None,
+        manifest: str = "",
+        description: str = "",
+    ) -> Release:
+        self._app_row(app)
+        if build:
+            self._build_row(build, app)
+        env_json = json.dumps({str(k): str(v) for k, v in (env or {}).items()}, sort_keys=True)
+        for _ in range(ID_ATTEMPTS):
+            release_id = new_id("R")
+            inserted = (
+                ReleaseRow.insert(
+                    id=release_id,
+                    app=app,
+                    build=build,
+                    env=env_json,
+                    manifest=manifest,
+                    description=description,
+                    created=time.time(),
+                )
+                .on_conflict_ignore()
+                .as_rowcount()
+                .execute()
+            )
+            if inserted:
+                return _release(ReleaseRow.get(ReleaseRow.id == release_id))
+        raise Internal("no free release id found")
+
+    @_on_connection
+    def get_release(self, release_id: str, app: str = "") -> Release:
+        return _release(self._release_row(release_id, app))
+
+    def _release_row(self, release_id: str, app: str = "") -> ReleaseRow:
+        row = ReleaseRow.get_or_none(ReleaseRow.id == release_id) if release_id else None
+        if row is None or (app and row.app != app):
+            raise NotFound.of("release", release_id)
+        return row
+
+    @_on_connection
+    def list_releases(self, app: str, limit: int = 0) -> list[Release]:
+        count = _limit(limit)
+        self._app_row(app)
+        return [_release(row) for row in self._releases(app).limit(count)]
+
+    def _releases(self, app: str) -> peewee.ModelSelect[ReleaseRow]:
+        return (
+            ReleaseRow.select()
+            .where(ReleaseRow.app == app)
+            .order_by(ReleaseRow.created.desc(), ReleaseRow.seq.desc())
+        )
+
+    @_on_connection
+    def promote_release(self, app: str, release_id: str = "") -> App:
+        """Makes the release (the app's latest when empty) the app's active one."""
+        self._app_row(app)
+        with self.database.atomic():
+            if release_id:
+                row = self._release_row(release_id, app)
+            else:
+                row = self._releases(app).first()
+                if row is None:
+                    raise FailedPrecondition(f"app {app} has no releases")
+            AppRow.update(release=row.id).where(AppRow.name == app).execute()
+            return _app(AppRow.get_by_id(app))
+
+    # Logs.
+
+    @_on_connection
+    def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
+        """Adds `lines` at the end of the build's log; returns the next line's offset."""
+        texts = [_clean(text) for text in lines]
+        now = time.time()
+        with self.database.atomic():
+            # Incrementing the counter first locks the build row until commit, so
+            # concurrent appenders take consecutive, disjoint ranges of offsets.
+            updated = (
+                (
+                    BuildRow.update(log_count=BuildRow.log_count + len(texts))
+                    .where(BuildRow.id == build_id)
+                    .execute()
+                )
+                if build_id
+                else 0
+            )
+            if not updated:
+                raise NotFound.of("build", build_id)
+            end = self._log_count(build_id)
+            start = end - len(texts)
+            rows = [
+                {"build": build_id, "offset": start + i, "text": text, "time": now}
+                for i, text in enumerate(texts)
+            ]
+            for first in range(0, len(rows), LOG_BATCH):
+                LogRow.insert_many(rows[first : first + LOG_BATCH]).execute()
+        if texts:
+            self._notifier.changed(build_id)
+        return int(end)
+
+    def _log_count(self, build_id: str) -> int:
+        return int(BuildRow.select(BuildRow.log_count).where(BuildRow.id == build_id).scalar())
+
+    @_on_connection
+    def _poll_logs(self, build_id: str, offset: int) -> tuple[str, list[LogLine]]:
+        """The build's status, then its lines from `offset` (status first: when it is
+        terminal and no line follows, the log is complete)."""
+        status = self._build_row(build_id).status
+        rows = (
+            LogRow.select()
+            .where(LogRow.build == build_id, LogRow.offset >= offset)
+            .order_by(LogRow.offset)
+            .limit(LOG_BATCH)
+        )
+        return status, [LogLine(offset=r.offset, text=r.text, time=r.time) for r in rows]
+
+    def stream_logs(
+        self,
+        build_id: str,
+        offset: int = 0,
+        follow: bool = False,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> Iterator[list[LogLine]]:
+        """The log from `offset` in batches; with `follow`, waits for new lines until the
+        build is terminal and every line was given, or `is_active()` turns false."""
+        if offset < 0:
+            raise InvalidArgument(f"invalid log offset: {offset}")
+        self.get_build(build_id)
+        with self._notifier.watch(build_id):
+            while is_active() and not self._notifier.closed:
+                seen = self._notifier.version(build_id)
+                status, lines = self._poll_logs(build_id, offset)
+                if lines:
+                    yield lines
+                    offset = lines[-1].offset + 1
+                    continue
+                if not follow or status in TERMINAL:
+                    return
+                self._notifier.wait(build_id, seen, self._poll_seconds)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _limit(limit: int) -> int:
+    if limit < 0:
+        raise InvalidArgument(f"invalid limit: {limit}")
+    return limit or DEFAULT_LIMIT
+
+
+def _build_values(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated column values for an update."""
+    values: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in UPDATABLE:
+            raise InvalidArgument(f"build field cannot be updated: {name!r}")
+        if name == "status" and value not in BUILD_STATUSES:
+            raise InvalidArgument(f"invalid build status: {value!r}")
+        values[name] = float(value) if name in TIME_FIELDS else str(value)
+    return values
+
+
+def _clean(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; keep both databases storing the same thing.
+    return text.replace("\x00", "\ufffd")
+
+
+def _app(row: AppRow) -> App:
+    return App(name=row.name, created=row.created, release=row.release)
+
+
+def _build(row: BuildRow) -> Build:
+    return Build(**{f.name: getattr(row, f.name) for f in dataclasses.fields(Build)})
+
+
+def _release(row: ReleaseRow) -> Release:
+    return Release(
+        id=row.id,
+        app=row.app,
+        build=row.build,
+        env=json.loads(row.env or "{}"),
+        manifest=row.manifest,
+        description=row.description,
+        created=row.created,
+    )
