@@ -1,0 +1,102 @@
+"""The builder's configuration, read once from the environment and the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+def _default_scratch() -> Path:
+    return Path.home() / ".local" / "share" / "slipway" / "builder"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the builder is told at start-up."""
+
+    #: The rack token: required of callers and sent to the other services.
+    token: str
+    #: Where the builder listens, `host:port` (`--listen`, SLIPWAY_LISTEN).
+    listen: str = "127.0.0.1:7400"
+    #: The rack's name, reported by GetRack (SLIPWAY_RACK_NAME).
+    rack_name: str = "local"
+    #: The archive service (SLIPWAY_ARCHIVE_ADDRESS).
+    archive_address: str = "127.0.0.1:7401"
+    #: The metadata service (SLIPWAY_METADATA_ADDRESS).
+    metadata_address: str = "127.0.0.1:7402"
+    #: The registry service (SLIPWAY_REGISTRY_ADDRESS).
+    registry_address: str = "127.0.0.1:7403"
+    #: Where builds are extracted, one folder per build, removed when it ends
+    #: (SLIPWAY_SCRATCH_DIR).
+    scratch_dir: Path = _default_scratch()
+    #: How many services of one build are built or pulled at once
+    #: (SLIPWAY_BUILD_CONCURRENCY).
+    build_concurrency: int = 2
+    #: How many builds run at once; later ones wait, status created (SLIPWAY_MAX_BUILDS).
+    max_builds: int = 4
+    #: The most bytes an archive may extract to (SLIPWAY_MAX_EXTRACT_BYTES).
+    max_extract_bytes: int = 2 * 1024**3
+    #: The most entries an archive may hold (SLIPWAY_MAX_EXTRACT_FILES).
+    max_extract_files: int = 100_000
+    #: The Docker engine (DOCKER_HOST).
+    docker_host: str = DEFAULT_DOCKER_HOST
+
+    @classmethod
+    def from_env(
+        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Config:
+        """Flags first, then the environment, then defaults; exits 2 on a missing token
+        or a bad value, as argparse does (the other services do the same)."""
+        env = os.environ if environ is None else environ
+        parser = argparse.ArgumentParser(prog="python -m services.builder")
+        parser.add_argument(
+            "--listen", default=env.get("SLIPWAY_LISTEN") or cls.listen,
+            help="host:port to listen on (SLIPWAY_LISTEN)",
+        )
+        args = parser.parse_args(argv)
+        token = env.get("SLIPWAY_TOKEN", "")
+        if not token:
+            parser.error("SLIPWAY_TOKEN is required: set it to the rack token")
+        numbers = {}
+        for name, default in (
+            ("SLIPWAY_BUILD_CONCURRENCY", cls.build_concurrency),
+            ("SLIPWAY_MAX_BUILDS", cls.max_builds),
+            ("SLIPWAY_MAX_EXTRACT_BYTES", cls.max_extract_bytes),
+            ("SLIPWAY_MAX_EXTRACT_FILES", cls.max_extract_files),
+        ):
+            value = _positive(env.get(name, ""), default)
+            if value is None:
+                parser.error(f"{name} must be a positive integer, not {env.get(name)!r}")
+            numbers[name] = value
+        scratch = env.get("SLIPWAY_SCRATCH_DIR")
+        return cls(
+            token=token,
+            listen=args.listen,
+            rack_name=env.get("SLIPWAY_RACK_NAME") or cls.rack_name,
+            archive_address=env.get("SLIPWAY_ARCHIVE_ADDRESS") or cls.archive_address,
+            metadata_address=env.get("SLIPWAY_METADATA_ADDRESS") or cls.metadata_address,
+            registry_address=env.get("SLIPWAY_REGISTRY_ADDRESS") or cls.registry_address,
+            scratch_dir=Path(scratch).expanduser() if scratch else _default_scratch(),
+            build_concurrency=numbers["SLIPWAY_BUILD_CONCURRENCY"],
+            max_builds=numbers["SLIPWAY_MAX_BUILDS"],
+            max_extract_bytes=numbers["SLIPWAY_MAX_EXTRACT_BYTES"],
+            max_extract_files=numbers["SLIPWAY_MAX_EXTRACT_FILES"],
+            docker_host=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
+        )
+
+
+def _positive(raw: str, default: int) -> int | None:
+    """`raw` as a positive integer, `default` when empty, None when invalid."""
+    raw = raw.strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if value >= 1 else None

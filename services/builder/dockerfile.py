@@ -1,0 +1,74 @@
+"""What the builder reads from a Dockerfile: declared `ARG`s and named stages."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator, Mapping
+
+_INSTRUCTION = re.compile(r"^\s*([A-Za-z]+)(?:\s+(.*))?$", re.S)
+
+
+def instructions(text: str) -> Iterator[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with comments dropped and `\\` continuations joined."""
+    pending = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") and not pending:
+            continue
+        if pending and (not stripped or stripped.startswith("#")):
+            continue  # blank and comment lines inside a continuation are skipped
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        line = pending + stripped
+        pending = ""
+        match = _INSTRUCTION.match(line)
+        if match:
+            yield match.group(1).upper(), (match.group(2) or "").strip()
+    if pending:
+        match = _INSTRUCTION.match(pending)
+        if match:
+            yield match.group(1).upper(), (match.group(2) or "").strip()
+
+
+def declared_args(text: str) -> list[str]:
+    """Names declared by `ARG` lines (`ARG A`, `ARG A=default`, `ARG A B=1`), each once."""
+    names: list[str] = []
+    for instruction, args in instructions(text):
+        if instruction != "ARG":
+            continue
+        try:
+            words = shlex.split(args, posix=True)
+        except ValueError:
+            words = args.split()
+        for word in words:
+            name = word.split("=", 1)[0]
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def has_stage(text: str, stage: str) -> bool:
+    """True when some `FROM image AS <stage>` names the stage."""
+    for instruction, args in instructions(text):
+        if instruction != "FROM":
+            continue
+        words = [w for w in args.split() if not w.startswith("--")]
+        if len(words) >= 3 and words[-2].lower() == "as" and words[-1].lower() == stage.lower():
+            return True
+    return False
+
+
+def select_args(
+    declared: list[str], given: Mapping[str, str], env: Mapping[str, str]
+) -> dict[str, str]:
+    """The build args to pass: each declared name from `given` first, then `env`;
+    names that neither has are not passed."""
+    chosen: dict[str, str] = {}
+    for name in declared:
+        if name in given:
+            chosen[name] = given[name]
+        elif name in env:
+            chosen[name] = env[name]
+    return chosen

@@ -1,0 +1,177 @@
+"""The builder core's seams: what it needs of metadata, archives, the registry and the
+Docker engine, as small protocols, plus the cancellation scope engine work runs under.
+
+The real implementations are the typed clients (`client.metadata.MetadataClient`,
+`client.archive.ArchiveClient`, `client.registry.RegistryClient`) and `engine.DockerEngine`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from client import types
+from client.errors import Cancelled, SlipwayError
+
+#: Receives one line of output, without its newline.
+LineSink = Callable[[str], None]
+
+
+class BuildStore(Protocol):
+    """Apps, builds, releases and logs (metadata)."""
+
+    def create_app(self, name: str, exist_ok: bool = False) -> types.App: ...
+
+    def create_build(
+        self,
+        app: str,
+        description: str = "",
+        manifest: str = "",
+        git_sha: str = "",
+        archive: str = "",
+    ) -> types.Build: ...
+
+    def get_build(self, build_id: str, app: str = "") -> types.Build: ...
+
+    def update_build(self, build_id: str, **fields: object) -> types.Build: ...
+
+    def fail_running_builds(self, reason: str) -> list[str]: ...
+
+    def create_release(
+        self,
+        app: str,
+        build: str = "",
+        env: Mapping[str, str] | None = None,
+        manifest: str = "",
+        description: str = "",
+    ) -> types.Release: ...
+
+    def list_releases(self, app: str, limit: int = 10) -> list[types.Release]: ...
+
+    def append_logs(self, build_id: str, lines: Sequence[str]) -> int: ...
+
+    def stream_logs(
+        self, build_id: str, offset: int = 0, follow: bool = False
+    ) -> Iterator[types.LogLine]: ...
+
+
+class SourceStore(Protocol):
+    """Uploaded source archives (archive)."""
+
+    def stat(self, archive_id: str) -> int: ...
+
+    def download(self, archive_id: str) -> Iterator[bytes]: ...
+
+
+class ImagePusher(Protocol):
+    """Tagging and pushing into the rack's registry (registry)."""
+
+    def registry_host(self) -> str: ...
+
+    def push(
+        self, image: str, repository: str, tag: str
+    ) -> Iterator[types.PushProgress | types.PushResult]: ...
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """One image build: a context folder on disk and what to build from it."""
+
+    context: str
+    #: The Dockerfile, relative to `context` (it may lie outside it, within the source).
+    dockerfile: str = "Dockerfile"
+    buildargs: Mapping[str, str] = field(default_factory=dict)
+    target: str = ""
+    nocache: bool = False
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the builder reads of a local image."""
+
+    id: str
+    entrypoint: tuple[str, ...] = ()
+
+
+class EngineError(SlipwayError):
+    """The engine refused or failed the work; the message is the engine's own text."""
+
+
+class ImageEngine(Protocol):
+    """The container engine. `build` and `pull` send every output line to `on_line` as it
+    arrives, stop promptly when `scope` is cancelled (raising Cancelled), and raise
+    EngineError with the engine's text when the work fails."""
+
+    def build(self, spec: BuildSpec, on_line: LineSink, scope: CancelScope) -> str:
+        """Builds the image; returns its id."""
+        ...
+
+    def pull(self, image: str, on_line: LineSink, scope: CancelScope) -> str:
+        """Pulls `image`; returns its id."""
+        ...
+
+    def inspect(self, image: str) -> ImageInfo:
+        """NotFound when the engine does not have it."""
+        ...
+
+    def remove(self, image: str) -> None:
+        """Removes a local image; missing is fine."""
+        ...
+
+
+class CancelScope:
+    """A one-way switch that stops work in flight: whoever starts interruptible work
+    registers how to interrupt it, and `cancel` calls every registered hook once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hooks: dict[int, Callable[[], None]] = {}
+        self._next = 0
+        self._cancelled = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._cancelled:
+                return
+            self._cancelled = True
+            hooks = list(self._hooks.values())
+            self._hooks.clear()
+        for hook in hooks:
+            hook()
+
+    def check(self) -> None:
+        """Raises Cancelled once the scope is cancelled."""
+        if self._cancelled:
+            raise Cancelled("build cancelled")
+
+    def on_cancel(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Registers `hook` (called at once when already cancelled); returns an unregister."""
+        with self._lock:
+            if not self._cancelled:
+                key = self._next
+                self._next += 1
+                self._hooks[key] = hook
+
+                def unregister() -> None:
+                    with self._lock:
+                        self._hooks.pop(key, None)
+
+                return unregister
+        hook()
+        return lambda: None
+
+
+@dataclass(frozen=True)
+class Deps:
+    """Everything the builder core talks to."""
+
+    store: BuildStore
+    sources: SourceStore
+    pusher: ImagePusher
+    engine: ImageEngine

@@ -1,0 +1,64 @@
+"""`create_server`: the builder's gRPC server, for `__main__` and tests alike."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from slipway.builder.v1 import builder_pb2, builder_pb2_grpc
+
+from client.archive import ArchiveClient
+from client.channel import open_channel
+from client.metadata import MetadataClient
+from client.registry import RegistryClient
+from services.builder.config import Config
+from services.builder.core import Builder
+from services.builder.engine import DockerEngine
+from services.builder.seams import Deps
+from services.builder.servicer import BuilderServicer
+from services.common.server import Server, build_server
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = builder_pb2.DESCRIPTOR.services_by_name["BuilderService"].full_name
+
+
+def connect(config: Config) -> Deps:
+    """The real dependencies: the other services of the rack and the Docker engine."""
+    return Deps(
+        store=MetadataClient(
+            open_channel(config.metadata_address, config.token), config.metadata_address
+        ),
+        sources=ArchiveClient(
+            open_channel(config.archive_address, config.token), config.archive_address
+        ),
+        pusher=RegistryClient(
+            open_channel(config.registry_address, config.token), config.registry_address
+        ),
+        engine=DockerEngine(config.docker_host),
+    )
+
+
+def create_server(config: Config, deps: Deps | None = None, address: str | None = None) -> Server:
+    """Fails leftover builds, then serves BuilderService on `address` (default
+    `config.listen`; port 0 picks a free one). Stopping it stops every build."""
+    deps = deps or connect(config)
+    builder = Builder(config, deps)
+    builder.recover()
+
+    def register(server: grpc.Server) -> None:
+        builder_pb2_grpc.add_BuilderServiceServicer_to_server(BuilderServicer(builder), server)
+
+    def on_stop() -> None:
+        builder.shutdown()
+        close = getattr(deps.engine, "close", None)
+        if close is not None:
+            close()
+
+    return build_server(
+        token=config.token,
+        address=address or config.listen,
+        register=register,
+        service_names=[SERVICE_NAME],
+        on_stop=on_stop,
+    )

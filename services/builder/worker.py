@@ -1,0 +1,312 @@
+"""The build pipeline: extract, read the manifest, build or pull each service, push, and
+record the release; or record why it failed. One `Job` per build carries its state."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client import types
+from client.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound, SlipwayError
+from services.builder import dockerfile, manifest
+from services.builder.config import Config
+from services.builder.extract import Limits, extract
+from services.builder.logwriter import LogWriter
+from services.builder.seams import BuildSpec, CancelScope, Deps, EngineError
+from services.common.server import BuildLogAdapter
+
+log = logging.getLogger(__name__)
+
+CANCELLED_LINE = "Build cancelled"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What StartBuild asks for."""
+
+    app: str
+    archive: str
+    description: str = ""
+    manifest: str = ""
+    no_cache: bool = False
+    development: bool = False
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    git_sha: str = ""
+
+
+@dataclass
+class Job:
+    """A build in this builder's hands. The lock orders the worker recording an outcome
+    against a cancel request: whichever takes it first decides the build's status."""
+
+    build: types.Build
+    request: BuildRequest
+    log: LogWriter
+    scope: CancelScope = field(default_factory=CancelScope)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: A user cancelled it; the canceller records the status.
+    cancelled: bool = False
+    #: The worker is recording (or has recorded) its outcome; too late to cancel.
+    finished: bool = False
+    #: Why the builder itself stopped it (shutdown), recorded as the failure reason.
+    abort_reason: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.build.id
+
+    def request_cancel(self) -> bool:
+        """Marks the job cancelled, ends its log with `Build cancelled` and stops its engine
+        work; False when it has finished."""
+        with self.lock:
+            if self.finished:
+                return False
+            self.cancelled = True
+        # The log is closed first: the worker's own close, once its work stops, is then a
+        # no-op, and no straggling engine line lands after this one.
+        self.log.close([CANCELLED_LINE])
+        self.scope.cancel()
+        return True
+
+    def abort(self, reason: str) -> None:
+        """Stops the job; it fails with `reason`."""
+        self.abort_reason = reason
+        self.scope.cancel()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One piece of engine work: a pull, or a build shared by identical services."""
+
+    services: tuple[str, ...]
+    image: str = ""
+    path: str = "."
+    spec: BuildSpec | None = None
+
+
+def one_line(message: str) -> str:
+    """A failure reason: the first line, or `head: a; b` when the first line introduces a list."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {'; '.join(lines[1:])}"
+    return lines[0]
+
+
+class Worker:
+    """Runs jobs to a terminal status."""
+
+    def __init__(self, config: Config, deps: Deps, clock: Callable[[], float] = time.time):
+        self._config = config
+        self._deps = deps
+        self._clock = clock
+
+    def run(self, job: Job) -> None:
+        logger = BuildLogAdapter(log, {"build": job.id})
+        scratch = self._config.scratch_dir / job.id
+        try:
+            if self._begin(job):
+                logger.info("building %s from archive %s", job.request.app, job.request.archive)
+                self._build(job, scratch / "src", logger)
+        except Exception as err:  # noqa: BLE001 - every failure is recorded on the build
+            self._fail(job, err, logger)
+        finally:
+            job.log.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _begin(self, job: Job) -> bool:
+        if job.cancelled:
+            return False
+        try:
+            self._deps.store.update_build(job.id, status=types.RUNNING, started=self._clock())
+        except FailedPrecondition:
+            return False  # it reached a terminal status (cancelled) while queued
+        return True
+
+    def _build(self, job: Job, src: Path, logger: logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
+        req, store = job.request, self._deps.store
+        limits = Limits(self._config.max_extract_bytes, self._config.max_extract_files)
+        files = extract(_checked(self._deps.sources.download(req.archive), job.scope), src, limits)
+        logger.info("extracted %d entries", files)
+        job.scope.check()
+        env = self._latest_env(req.app)
+        parsed = manifest.load(src, req.manifest or manifest.DEFAULT_MANIFEST, env)
+        store.update_build(job.id, manifest=parsed.text)
+        steps = plan(parsed, src, req, env)
+        images = self._produce(job, steps)
+        refs: dict[str, str] = {}
+        for service in parsed.services:
+            job.scope.check()
+            refs[service.name] = self._push(job, images[service.name], service.name)
+        entrypoint = self._entrypoint(parsed, images)
+        self._complete(job, parsed, entrypoint)
+        logger.info("complete: %s", ", ".join(refs.values()) or "no services")
+
+    def _latest_env(self, app: str) -> dict[str, str]:
+        releases = self._deps.store.list_releases(app, limit=1)
+        return dict(releases[0].env) if releases else {}
+
+    def _produce(self, job: Job, steps: list[Step]) -> dict[str, str]:
+        """Runs the steps, independent ones in parallel; returns each service's image id.
+        The first failure stops the others and is raised."""
+        images: dict[str, str] = {}
+        errors: list[Exception] = []
+        workers = max(1, min(self._config.build_concurrency, len(steps)))
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"step-{job.id}") as pool:
+            futures = {pool.submit(self._step, job, step): step for step in steps}
+            for future in as_completed(futures):
+                try:
+                    image = future.result()
+                except Exception as err:  # noqa: BLE001 - re-raised below
+                    errors.append(err)
+                    job.scope.cancel()  # stop the sibling steps
+                    continue
+                for service in futures[future].services:
+                    images[service] = image
+        if errors:
+            real = [e for e in errors if not isinstance(e, Cancelled)]
+            raise (real or errors)[0]
+        return images
+
+    def _step(self, job: Job, step: Step) -> str:
+        job.scope.check()
+        engine = self._deps.engine
+        if step.spec is None:
+            job.log.line(f"Running: docker pull {step.image}")
+            try:
+                return engine.pull(step.image, job.log.line, job.scope)
+            except EngineError as err:
+                # No registry reachable (an offline rack): a local copy is as good.
+                try:
+                    image_id = engine.inspect(step.image).id
+                except NotFound:
+                    raise err from None
+                job.log.line(f"Pull failed ({one_line(str(err))}); using the local {step.image}")
+                return image_id
+        job.log.line(f"Building: {step.path}")
+        return engine.build(step.spec, job.log.line, job.scope)
+
+    def _push(self, job: Job, image: str, service: str) -> str:
+        tag = f"{service}.{job.id}"
+        events = self._deps.pusher.push(image, job.request.app, tag)
+        reference = ""
+        try:
+            for event in events:
+                job.scope.check()
+                if isinstance(event, types.PushResult):
+                    reference = event.reference
+                elif event.text and not (event.status == "Pushing" and event.current):
+                    job.log.line(event.text)
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+        return reference
+
+    def _entrypoint(self, parsed: manifest.Manifest, images: Mapping[str, str]) -> str:
+        """The entrypoint of the first built service's image, else of the first service's."""
+        built = [s for s in parsed.services if not s.image] or list(parsed.services)
+        if not built:
+            return ""
+        info = self._deps.engine.inspect(images[built[0].name])
+        return shlex.join(info.entrypoint) if info.entrypoint else ""
+
+    def _complete(self, job: Job, parsed: manifest.Manifest, entrypoint: str) -> None:
+        store, req = self._deps.store, job.request
+        with job.lock:
+            if job.cancelled:
+                raise Cancelled("build cancelled")
+            job.finished = True
+            job.log.flush()  # every line is stored before the status turns terminal
+            release = store.create_release(
+                req.app,
+                build=job.id,
+                env=self._latest_env(req.app),
+                manifest=parsed.text,
+                description=req.description,
+            )
+            store.update_build(
+                job.id,
+                status=types.COMPLETE,
+                release=release.id,
+                entrypoint=entrypoint,
+                ended=self._clock(),
+            )
+
+    def _fail(self, job: Job, err: Exception, logger: logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
+        if isinstance(err, Cancelled) and job.abort_reason:
+            reason = job.abort_reason
+        else:
+            reason = one_line(str(err) or type(err).__name__)
+        with job.lock:
+            if job.cancelled:
+                logger.info("cancelled")
+                return
+            job.finished = True
+            if not isinstance(err, SlipwayError):
+                logger.error("build failed unexpectedly", exc_info=err)
+            else:
+                logger.info("failed: %s", reason)
+            job.log.close([f"ERROR: {reason}"])
+            try:
+                self._deps.store.update_build(
+                    job.id, status=types.FAILED, reason=reason, ended=self._clock()
+                )
+            except FailedPrecondition:
+                pass  # a terminal status is already recorded
+            except SlipwayError as record_err:
+                logger.error("could not record the failure: %s", record_err)
+
+
+def plan(
+    parsed: manifest.Manifest, src: Path, req: BuildRequest, env: Mapping[str, str]
+) -> list[Step]:
+    """The engine work the manifest needs, one step per distinct pull or build."""
+    steps: dict[tuple[object, ...], Step] = {}
+    for service in parsed.services:
+        if service.image:
+            key: tuple[object, ...] = ("pull", service.image)
+            step = Step(services=(), image=service.image)
+        else:
+            path = os.path.normpath(service.path)
+            dockerfile_path = os.path.normpath(os.path.join(path, service.dockerfile))
+            file = src / dockerfile_path
+            if not file.is_file():
+                raise InvalidArgument(f"no such file: {dockerfile_path}")
+            text = file.read_text(encoding="utf-8", errors="replace")
+            args = dockerfile.select_args(dockerfile.declared_args(text), req.build_args, env)
+            target = "development" if req.development and dockerfile.has_stage(
+                text, "development") else ""
+            key = ("build", path, dockerfile_path, tuple(sorted(args.items())), target)
+            spec = BuildSpec(
+                context=str(src / path),
+                dockerfile=os.path.relpath(dockerfile_path, path),
+                buildargs=args,
+                target=target,
+                nocache=req.no_cache,
+            )
+            step = Step(services=(), path=service.path, spec=spec)
+        existing = steps.get(key, step)
+        steps[key] = Step(
+            services=(*existing.services, service.name),
+            image=existing.image,
+            path=existing.path,
+            spec=existing.spec,
+        )
+    return list(steps.values())
+
+
+def _checked(chunks: Iterable[bytes], scope: CancelScope) -> Iterator[bytes]:
+    """The chunks, stopping with Cancelled as soon as the scope is cancelled."""
+    for chunk in chunks:
+        scope.check()
+        yield chunk

@@ -1,0 +1,228 @@
+"""In-memory fakes of the builder's seams, and a helper to pack test archives."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import os
+import random
+import string
+import tarfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+
+from client import types
+from client.errors import Cancelled, FailedPrecondition, NotFound
+from services.builder.seams import BuildSpec, CancelScope, EngineError, ImageInfo, LineSink
+
+
+def make_archive(files: Mapping[str, str | bytes]) -> bytes:
+    """A gzip'd tar of `files` (path → content)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _id(prefix: str) -> str:
+    return prefix + "".join(random.choices(string.ascii_uppercase, k=10))
+
+
+class FakeStore:
+    """BuildStore in memory, with metadata's rule that a terminal status is final."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, types.App] = {}
+        self.builds: dict[str, types.Build] = {}
+        self.releases: list[types.Release] = []
+        self.logs: dict[str, list[types.LogLine]] = {}
+        self.appends: list[list[str]] = []
+        self.failed_running_calls: list[str] = []
+        self._cond = threading.Condition()
+
+    def create_app(self, name: str, exist_ok: bool = False) -> types.App:
+        with self._cond:
+            return self.apps.setdefault(name, types.App(name=name))
+
+    def create_build(self, app: str, description: str = "", manifest: str = "",
+                     git_sha: str = "", archive: str = "") -> types.Build:
+        with self._cond:
+            build = types.Build(id=_id("B"), app=app, description=description,
+                                manifest=manifest, git_sha=git_sha, archive=archive, created=1.0)
+            self.builds[build.id] = build
+            self.logs[build.id] = []
+            return build
+
+    def get_build(self, build_id: str, app: str = "") -> types.Build:
+        with self._cond:
+            build = self.builds.get(build_id)
+            if build is None or (app and build.app != app):
+                raise NotFound.of("build", build_id)
+            return build
+
+    def update_build(self, build_id: str, **fields: object) -> types.Build:
+        with self._cond:
+            build = self.get_build(build_id)
+            if "status" in fields and build.terminal:
+                raise FailedPrecondition(f"build {build_id} is {build.status}")
+            build = replace(build, **fields)  # type: ignore[arg-type]
+            self.builds[build_id] = build
+            self._cond.notify_all()
+            return build
+
+    def fail_running_builds(self, reason: str) -> list[str]:
+        self.failed_running_calls.append(reason)
+        return []
+
+    def create_release(self, app: str, build: str = "", env: Mapping[str, str] | None = None,
+                       manifest: str = "", description: str = "") -> types.Release:
+        with self._cond:
+            release = types.Release(id=_id("R"), app=app, build=build, env=dict(env or {}),
+                                    manifest=manifest, description=description)
+            self.releases.append(release)
+            return release
+
+    def list_releases(self, app: str, limit: int = 10) -> list[types.Release]:
+        with self._cond:
+            return [r for r in reversed(self.releases) if r.app == app][:limit]
+
+    def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
+        with self._cond:
+            log = self.logs[build_id]
+            for text in lines:
+                log.append(types.LogLine(offset=len(log), text=text))
+            self.appends.append(list(lines))
+            self._cond.notify_all()
+            return len(log)
+
+    def stream_logs(self, build_id: str, offset: int = 0,
+                    follow: bool = False) -> Iterator[types.LogLine]:
+        self.get_build(build_id)
+        while True:
+            with self._cond:
+                lines = self.logs[build_id][offset:]
+                done = self.builds[build_id].terminal
+                if not lines and follow and not done:
+                    self._cond.wait(0.1)
+                    continue
+            yield from lines
+            offset += len(lines)
+            if not follow or (done and not lines):
+                return
+
+    def log_text(self, build_id: str) -> list[str]:
+        with self._cond:
+            return [line.text for line in self.logs[build_id]]
+
+
+class FakeSources:
+    """SourceStore over archives in memory, sent in small chunks."""
+
+    def __init__(self) -> None:
+        self.archives: dict[str, bytes] = {}
+
+    def add(self, data: bytes) -> str:
+        archive_id = hashlib.sha256(data).hexdigest()
+        self.archives[archive_id] = data
+        return archive_id
+
+    def stat(self, archive_id: str) -> int:
+        if archive_id not in self.archives:
+            raise NotFound.of("archive", archive_id)
+        return len(self.archives[archive_id])
+
+    def download(self, archive_id: str) -> Iterator[bytes]:
+        data = self.archives[archive_id]
+        for start in range(0, len(data), 1000):
+            yield data[start:start + 1000]
+
+
+class FakePusher:
+    """ImagePusher that records what it was asked to push."""
+
+    host = "registry.test:5000"
+
+    def __init__(self) -> None:
+        self.pushed: list[tuple[str, str, str]] = []
+
+    def registry_host(self) -> str:
+        return self.host
+
+    def push(self, image: str, repository: str,
+             tag: str) -> Iterator[types.PushProgress | types.PushResult]:
+        ref = f"{self.host}/{repository}:{tag}"
+        yield types.PushProgress(text=f"Running: docker tag {image} {ref}")
+        yield types.PushProgress(text=f"Running: docker push {ref}")
+        yield types.PushProgress(text="abc123: Pushing", status="Pushing", current=10, total=20)
+        yield types.PushProgress(text="abc123: Pushed", layer="abc123", status="Pushed")
+        self.pushed.append((image, repository, tag))
+        yield types.PushResult(reference=ref, digest="sha256:" + "0" * 64)
+
+
+class FakeEngine:
+    """ImageEngine that 'builds' by reading the Dockerfile: it prints a line per
+    instruction; `RUN exit N` fails like the classic builder; `RUN wait` blocks until the
+    scope is cancelled; `ENTRYPOINT [...]` (JSON) sets the entrypoint."""
+
+    def __init__(self) -> None:
+        self.builds: list[BuildSpec] = []
+        self.pulls: list[str] = []
+        self.images: dict[str, ImageInfo] = {"busybox:latest": ImageInfo("sha256:busybox")}
+        self.waiting = threading.Event()
+        self.offline = False  # every pull fails as with no registry reachable
+        self._lock = threading.Lock()
+        self._counter = itertools.count()
+
+    def build(self, spec: BuildSpec, on_line: LineSink, scope: CancelScope) -> str:
+        with self._lock:
+            self.builds.append(spec)
+        text = open(os.path.join(spec.context, spec.dockerfile)).read()
+        entrypoint: tuple[str, ...] = ()
+        lines = [line for line in text.splitlines() if line.strip()]
+        for n, line in enumerate(lines, 1):
+            on_line(f"Step {n}/{len(lines)} : {line}")
+            if line.startswith("RUN exit "):
+                code = line.split()[-1]
+                raise EngineError(f"The command '/bin/sh -c exit {code}' returned a non-zero "
+                                  f"code: {code}")
+            if line.startswith("RUN wait"):
+                stopped = threading.Event()
+                scope.on_cancel(stopped.set)
+                self.waiting.set()
+                stopped.wait(30)
+                raise Cancelled("build cancelled")
+            if line.startswith("ENTRYPOINT "):
+                entrypoint = tuple(json.loads(line.split(" ", 1)[1]))
+        image = f"sha256:{next(self._counter):064d}"
+        with self._lock:
+            self.images[image] = ImageInfo(image, entrypoint)
+        on_line(f"Successfully built {image[7:19]}")
+        return image
+
+    def pull(self, image: str, on_line: LineSink, scope: CancelScope) -> str:
+        self.pulls.append(image)
+        on_line(f"{image}: Pulling")
+        if self.offline:
+            raise EngineError("dial tcp: lookup registry-1.docker.io: no such host")
+        if image not in self.images:
+            raise EngineError(f"pull access denied for {image}")
+        return self.images[image].id
+
+    def inspect(self, image: str) -> ImageInfo:
+        for info in self.images.values():
+            if image == info.id:
+                return info
+        if image in self.images:
+            return self.images[image]
+        raise NotFound.of("image", image)
+
+    def remove(self, image: str) -> None:
+        self.images.pop(image, None)

@@ -1,0 +1,151 @@
+"""The builder wired to the real metadata, archive and registry services, the real Docker
+engine and a real Distribution registry: a build goes from an uploaded archive to images
+in the registry and a release, as `slipway build` drives it."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client import types
+from client.builder import BuildOptions
+from client.rack import Rack
+from services.common.server import Server
+
+pytestmark = pytest.mark.docker
+
+
+@dataclass
+class LiveRack:
+    rack: Rack
+    registry_host: str
+
+
+@pytest.fixture
+def live(
+    tmp_path: Path, token: str, docker_client: Any, registry_host: str
+) -> Iterator[LiveRack]:
+    from client.localrack.engine import docker_host
+    from services.archive import config as archive_config
+    from services.archive import server as archive_server
+    from services.builder import config as builder_config
+    from services.builder import server as builder_server
+    from services.metadata import config as metadata_config
+    from services.metadata import server as metadata_server
+    from services.registry import config as registry_config
+    from services.registry import server as registry_server
+
+    servers: list[Server] = []
+    try:
+        metadata = metadata_server.create_server(
+            metadata_config.Config(listen="127.0.0.1:0", token=token, data_dir=tmp_path,
+                                   database_url=f"sqlite:///{tmp_path / 'metadata.db'}"))
+        servers.append(metadata)
+        archive = archive_server.create_server(
+            archive_config.Config(listen="127.0.0.1:0", token=token,
+                                  data_dir=tmp_path / "archives"))
+        servers.append(archive)
+        registry = registry_server.create_server(
+            registry_config.Config(listen="127.0.0.1:0", token=token,
+                                   registry_host=registry_host, docker_host=docker_host()))
+        servers.append(registry)
+        builder = builder_server.create_server(builder_config.Config(
+            token=token, listen="127.0.0.1:0", scratch_dir=tmp_path / "scratch",
+            archive_address=archive.address, metadata_address=metadata.address,
+            registry_address=registry.address, docker_host=docker_host(),
+        ))
+        servers.append(builder)
+        yield LiveRack(Rack.connect(builder.address, token), registry_host)
+    finally:
+        for server in reversed(servers):
+            server.stop(grace=1)
+
+
+def _upload(rack: Rack, app: str, files: dict[str, str], tmp_path: Path) -> str:
+    path = tmp_path / "source.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return rack.archive.upload_file(app, path)
+
+
+def _follow(rack: Rack, build_id: str) -> tuple[types.Build, list[str]]:
+    follower = rack.builder.follow(build_id)
+    events = list(follower)
+    follower.close()
+    last = events[-1]
+    assert isinstance(last, types.Build)
+    return last, [e.text for e in events if isinstance(e, types.LogLine)]
+
+
+def test_build_pushes_images_and_creates_a_release(live: LiveRack, tmp_path: Path) -> None:
+    rack = live.rack
+    assert rack.info.registry_host == live.registry_host
+    rack.metadata.create_app("webapp")
+    rack.metadata.create_release("webapp", env={"GREETING": "hello from env"})
+    archive = _upload(rack, "webapp", {
+        "convox.yml": "services:\n  web:\n    build: .\n  worker:\n    build: .\n",
+        "Dockerfile": 'FROM busybox\nARG GREETING\nRUN echo "said: $GREETING"\n'
+                      'ENTRYPOINT ["sh", "-c"]\n',
+    }, tmp_path)
+    build = rack.builder.start_build(BuildOptions(app="webapp", archive=archive,
+                                                  description="live", no_cache=True))
+    final, lines = _follow(rack, build.id)
+    assert final.status == "complete", (final.reason, lines)
+    assert final.entrypoint == "sh -c"
+    assert "said: hello from env" in lines
+    assert lines.count("Building: .") == 1  # web and worker are one build
+    assert any(line.startswith("Running: docker push ") for line in lines)
+    release = rack.metadata.get_release(final.release)
+    assert (release.build, release.env) == (build.id, {"GREETING": "hello from env"})
+    stored = [line.text for line in rack.metadata.stream_logs(build.id)]
+    assert stored == lines
+    with urllib.request.urlopen(f"http://{live.registry_host}/v2/webapp/tags/list") as resp:
+        body = resp.read().decode()
+    assert f"web.{build.id}" in body and f"worker.{build.id}" in body
+
+
+def test_a_failing_build_records_the_engine_reason(live: LiveRack, tmp_path: Path) -> None:
+    rack = live.rack
+    archive = _upload(rack, "failing", {
+        "convox.yml": "services:\n  web:\n    build: .\n",
+        "Dockerfile": "FROM busybox\nRUN exit 3\n",
+    }, tmp_path)
+    build = rack.builder.start_build(BuildOptions(app="failing", archive=archive))
+    final, lines = _follow(rack, build.id)
+    reason = "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
+    assert (final.status, final.reason) == ("failed", reason)
+    assert lines[-1] == f"ERROR: {reason}"
+
+
+def test_cancel_a_running_build(live: LiveRack, tmp_path: Path) -> None:
+    rack = live.rack
+    archive = _upload(rack, "slow", {
+        "convox.yml": "services:\n  web:\n    build: .\n",
+        "Dockerfile": "FROM busybox\nRUN echo started && sleep 300\n",
+    }, tmp_path)
+    build = rack.builder.start_build(BuildOptions(app="slow", archive=archive, no_cache=True))
+    follower = rack.builder.follow(build.id)
+    lines: list[str] = []
+    final = None
+    for event in follower:
+        if isinstance(event, types.LogLine):
+            lines.append(event.text)
+            if event.text == "started":
+                rack.builder.cancel_build(build.id)
+        else:
+            final = event
+    follower.close()
+    assert final is not None and final.status == "cancelled"
+    assert lines[-1] == "Build cancelled"
+    assert not rack.metadata.list_releases("slow")
