@@ -62,7 +62,9 @@ class ArchiveClient:
             resp = self._stub.Upload(requests())
         return str(resp.id)
 
-    def upload_file(self, app: str, path: str | os.PathLike[str], progress: Progress | None = None) -> str:
+    def upload_file(
+        self, app: str, path: str | os.PathLike[str], progress: Progress | None = None
+    ) -> str:
         """Uploads a file from disk, computing its size and digest first."""
         with open(path, "rb") as fileobj:
             size, sha = file_digest(fileobj)

@@ -75,7 +75,7 @@ class BuilderClient:
         self.address = address
 
     def rack(self) -> types.RackInfo:
-        with rpc_errors(self.address, "rack"):
+        with rpc_errors(self.address):  # unreachable: "rack unreachable at …"
             r = self._stub.GetRack(pb.GetRackRequest())
         return types.RackInfo(
             name=r.name,

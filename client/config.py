@@ -52,7 +52,9 @@ class ClientConfig:
         except (OSError, ValueError) as err:
             raise InvalidArgument(f"cannot read client configuration {path}: {err}") from None
         racks = {
-            name: RackEntry(name=name, host=r["host"], token=r.get("token", ""), local=r.get("local", {}))
+            name: RackEntry(
+                name=name, host=r["host"], token=r.get("token", ""), local=r.get("local", {})
+            )
             for name, r in (raw.get("racks") or {}).items()
         }
         return cls(racks=racks, current=raw.get("current", ""))
@@ -63,7 +65,10 @@ class ClientConfig:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "current": self.current,
-            "racks": {n: {k: v for k, v in asdict(r).items() if k != "name"} for n, r in self.racks.items()},
+            "racks": {
+                n: {k: v for k, v in asdict(r).items() if k != "name"}
+                for n, r in self.racks.items()
+            },
         }
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-")
         with os.fdopen(fd, "w") as out:

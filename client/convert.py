@@ -17,8 +17,18 @@ _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
 
 # Build fields that travel as-is between the dataclass and the message.
 _BUILD_FIELDS = (
-    "id", "app", "description", "release", "manifest", "entrypoint", "git_sha",
-    "reason", "created", "started", "ended", "archive",
+    "id",
+    "app",
+    "description",
+    "release",
+    "manifest",
+    "entrypoint",
+    "git_sha",
+    "reason",
+    "created",
+    "started",
+    "ended",
+    "archive",
 )
 
 

@@ -33,7 +33,9 @@ def from_rpc_error(err: grpc.RpcError, address: str = "", service: str = "") -> 
         what = f"{service} service" if service else "rack"
         return Unavailable(f"{what} unreachable{where}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return Unavailable(f"{service or 'rack'} did not answer in time" + (f" at {address}" if address else ""))
+        return Unavailable(
+            f"{service or 'rack'} did not answer in time" + (f" at {address}" if address else "")
+        )
     cls = BY_CODE.get(code.name) if code is not None else None
     if cls is None:
         return Internal(details or f"unexpected error ({code.name if code else 'unknown'})")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from client.commands import Context
 from client.config import RackEntry
@@ -74,12 +73,6 @@ def _local_name(ctx: Context, args: argparse.Namespace) -> str:
     return current.name if current is not None and current.local else DEFAULT_LOCAL
 
 
-def _console(ctx: Context) -> Any:
-    """The progress console, typed loosely: `localrack`'s Console protocol wants a `print`
-    taking any keyword, which rich's does not declare."""
-    return ctx.status
-
-
 def show_rack(ctx: Context, args: argparse.Namespace) -> int:
     entry = ctx.config().resolve(ctx.rack_flag)
     for line in key_values([("Name", entry.name), ("Host", entry.host)]):
@@ -103,14 +96,14 @@ def start_rack(ctx: Context, args: argparse.Namespace) -> int:
     from client.localrack.rack import start_rack as start
 
     data = Path(args.data).expanduser().resolve() if args.data else None
-    start(args.name or ctx.rack_flag or DEFAULT_LOCAL, args.port, data, _console(ctx))
+    start(args.name or ctx.rack_flag or DEFAULT_LOCAL, args.port, data, ctx.status)
     return 0
 
 
 def stop_rack(ctx: Context, args: argparse.Namespace) -> int:
     from client.localrack.rack import stop_rack as stop
 
-    stop(_local_name(ctx, args), _console(ctx))
+    stop(_local_name(ctx, args), ctx.status)
     return 0
 
 

@@ -64,9 +64,21 @@ def ensure_engine(timeout: float = 60.0) -> str:
     log.info("starting dockerd at %s", host)
     with open(LOG_FILE, "ab") as out:
         subprocess.Popen(
-            [dockerd, "--data-root", str(DATA_ROOT), "--exec-root", str(EXEC_ROOT),
-             "-H", host, "--pidfile", str(PID_FILE)],
-            stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True,
+            [
+                dockerd,
+                "--data-root",
+                str(DATA_ROOT),
+                "--exec-root",
+                str(EXEC_ROOT),
+                "-H",
+                host,
+                "--pidfile",
+                str(PID_FILE),
+            ],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,7 +107,9 @@ def seed_busybox(host: str | None = None, ref: str = "busybox:latest") -> bool:
             tar_file.flush()
             repo, _, tag = ref.partition(":")
             client.api.import_image(
-                tar_file.name, repository=repo, tag=tag or "latest",
+                tar_file.name,
+                repository=repo,
+                tag=tag or "latest",
                 changes=[
                     'CMD ["sh"]',
                     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -112,8 +126,14 @@ def _write_busybox_rootfs(fileobj) -> None:  # type: ignore[no-untyped-def]
         [BUSYBOX, "--list"], check=True, capture_output=True, text=True
     ).stdout.split()
     with tarfile.open(fileobj=fileobj, mode="w") as tar:
-        for folder, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777),
-                             ("root", 0o700), ("var", 0o755), ("usr", 0o755)):
+        for folder, mode in (
+            ("bin", 0o755),
+            ("etc", 0o755),
+            ("tmp", 0o1777),
+            ("root", 0o700),
+            ("var", 0o755),
+            ("usr", 0o755),
+        ):
             info = tarfile.TarInfo(folder)
             info.type, info.mode = tarfile.DIRTYPE, mode
             tar.addfile(info)
@@ -124,8 +144,10 @@ def _write_busybox_rootfs(fileobj) -> None:  # type: ignore[no-untyped-def]
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
-        for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
-                           ("etc/group", "root:x:0:\n")):
+        for name, text in (
+            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+            ("etc/group", "root:x:0:\n"),
+        ):
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)

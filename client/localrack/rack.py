@@ -21,10 +21,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
 
 from client.config import ClientConfig, RackEntry
 from client.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -37,10 +37,6 @@ STOP_TIMEOUT = 10.0
 # Start order: builder last, since it asks metadata to fail builds it left running.
 SERVICES = ("metadata", "archive", "registry", "builder")
 OFFSETS = {"builder": 0, "archive": 1, "metadata": 2, "registry": 3, "distribution": 4}
-
-
-class Console(Protocol):
-    def print(self, *objects: object, **kwargs: object) -> None: ...
 
 
 def default_data(name: str) -> Path:
@@ -158,26 +154,36 @@ def _tail(path: Path, lines: int = 8) -> str:
     return "\n".join(text[-lines:])
 
 
-def _wait(check: Callable[[], bool], proc: subprocess.Popen[bytes], part: str, layout: Layout) -> None:
+def _wait(
+    check: Callable[[], bool], proc: subprocess.Popen[bytes], part: str, layout: Layout
+) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if check():
             return
         if proc.poll() is not None:
-            raise Unavailable(
-                f"{part} exited at start-up (see {layout.logfile(part)}):\n{_tail(layout.logfile(part))}"
-            )
+            log = layout.logfile(part)
+            raise Unavailable(f"{part} exited at start-up (see {log}):\n{_tail(log)}")
         time.sleep(0.2)
-    raise Unavailable(f"{part} did not become healthy within {START_TIMEOUT:.0f}s (see {layout.logfile(part)})")
+    raise Unavailable(
+        f"{part} did not become healthy within {START_TIMEOUT:.0f}s (see {layout.logfile(part)})"
+    )
 
 
-def _spawn(part: str, argv: list[str], env: dict[str, str], layout: Layout) -> subprocess.Popen[bytes]:
+def _spawn(
+    part: str, argv: list[str], env: dict[str, str], layout: Layout
+) -> subprocess.Popen[bytes]:
     layout.logfile(part).parent.mkdir(parents=True, exist_ok=True)
     layout.pidfile(part).parent.mkdir(parents=True, exist_ok=True)
     with open(layout.logfile(part), "ab") as log:
         proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=layout.data,
+            argv,
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=layout.data,
         )
     layout.pidfile(part).write_text(f"{proc.pid}\n")
     return proc
@@ -268,7 +274,9 @@ def _start_part(part: str, layout: Layout, token: str, docker_host: str, console
         console.print(f"{label}  already running")
         return
     if not _port_free(address):
-        raise FailedPrecondition(f"cannot start {part}: {address} is in use (choose another --port)")
+        raise FailedPrecondition(
+            f"cannot start {part}: {address} is in use (choose another --port)"
+        )
     if part == "distribution":
         argv = ["docker-registry", "serve", str(_registry_config(layout))]
         proc = _spawn(part, argv, dict(os.environ), layout)

@@ -55,7 +55,8 @@ class Config:
         env = os.environ if environ is None else environ
         parser = argparse.ArgumentParser(prog="python -m services.builder")
         parser.add_argument(
-            "--listen", default=env.get("SLIPWAY_LISTEN") or cls.listen,
+            "--listen",
+            default=env.get("SLIPWAY_LISTEN") or cls.listen,
             help="host:port to listen on (SLIPWAY_LISTEN)",
         )
         args = parser.parse_args(argv)

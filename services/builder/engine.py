@@ -155,8 +155,10 @@ class DockerEngine:
     def _kill(self, container: str) -> None:
         """Best effort: the engine also stops the build when its client goes away."""
         control = self._control_api()
-        for action in (lambda: control.kill(container),
-                       lambda: control.remove_container(container, force=True)):
+        for action in (
+            lambda: control.kill(container),
+            lambda: control.remove_container(container, force=True),
+        ):
             try:
                 action()
             except Exception as err:  # noqa: BLE001 - the container may already be gone

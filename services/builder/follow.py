@@ -29,8 +29,10 @@ def follow(
     lines: queue.Queue[object] = queue.Queue(maxsize=1000)
     stop = threading.Event()
     pump = threading.Thread(
-        target=_pump, args=(store, build_id, offset, lines, stop),
-        name=f"follow-{build_id}", daemon=True,
+        target=_pump,
+        args=(store, build_id, offset, lines, stop),
+        name=f"follow-{build_id}",
+        daemon=True,
     )
     pump.start()
     status = build.status

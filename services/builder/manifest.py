@@ -84,9 +84,7 @@ def load(root: Path, path: str, env: Mapping[str, str]) -> Manifest:
         if _inside(root, service.path) is None:
             raise InvalidArgument(f"build path escapes the build folder: {service.path}")
         if _inside(root, os.path.join(service.path, service.dockerfile)) is None:
-            raise InvalidArgument(
-                f"build manifest escapes the build folder: {service.dockerfile}"
-            )
+            raise InvalidArgument(f"build manifest escapes the build folder: {service.dockerfile}")
     return manifest
 
 

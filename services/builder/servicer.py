@@ -51,8 +51,10 @@ class BuilderServicer(pb_grpc.BuilderServiceServicer):
         events = self._builder.follow(build_id, first.start.offset, context.is_active)
         yield convert.follow_event_to_pb(next(events))  # the record, or NotFound
         threading.Thread(
-            target=self._read_requests, args=(request_iterator, build_id),
-            name=f"follow-requests-{build_id}", daemon=True,
+            target=self._read_requests,
+            args=(request_iterator, build_id),
+            name=f"follow-requests-{build_id}",
+            daemon=True,
         ).start()
         for event in events:
             yield convert.follow_event_to_pb(event)

@@ -284,8 +284,11 @@ def plan(
                 raise InvalidArgument(f"no such file: {dockerfile_path}")
             text = file.read_text(encoding="utf-8", errors="replace")
             args = dockerfile.select_args(dockerfile.declared_args(text), req.build_args, env)
-            target = "development" if req.development and dockerfile.has_stage(
-                text, "development") else ""
+            target = (
+                "development"
+                if req.development and dockerfile.has_stage(text, "development")
+                else ""
+            )
             key = ("build", path, dockerfile_path, tuple(sorted(args.items())), target)
             spec = BuildSpec(
                 context=str(src / path),

@@ -93,9 +93,7 @@ def serve_until_signalled(server: Server) -> None:
 def configure_logging(level: str = "INFO") -> None:
     """Log records to stderr with time, logger and (when set) the build id."""
     handler = logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

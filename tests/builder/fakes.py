@@ -52,11 +52,24 @@ class FakeStore:
         with self._cond:
             return self.apps.setdefault(name, types.App(name=name))
 
-    def create_build(self, app: str, description: str = "", manifest: str = "",
-                     git_sha: str = "", archive: str = "") -> types.Build:
+    def create_build(
+        self,
+        app: str,
+        description: str = "",
+        manifest: str = "",
+        git_sha: str = "",
+        archive: str = "",
+    ) -> types.Build:
         with self._cond:
-            build = types.Build(id=_id("B"), app=app, description=description,
-                                manifest=manifest, git_sha=git_sha, archive=archive, created=1.0)
+            build = types.Build(
+                id=_id("B"),
+                app=app,
+                description=description,
+                manifest=manifest,
+                git_sha=git_sha,
+                archive=archive,
+                created=1.0,
+            )
             self.builds[build.id] = build
             self.logs[build.id] = []
             return build
@@ -82,11 +95,23 @@ class FakeStore:
         self.failed_running_calls.append(reason)
         return []
 
-    def create_release(self, app: str, build: str = "", env: Mapping[str, str] | None = None,
-                       manifest: str = "", description: str = "") -> types.Release:
+    def create_release(
+        self,
+        app: str,
+        build: str = "",
+        env: Mapping[str, str] | None = None,
+        manifest: str = "",
+        description: str = "",
+    ) -> types.Release:
         with self._cond:
-            release = types.Release(id=_id("R"), app=app, build=build, env=dict(env or {}),
-                                    manifest=manifest, description=description)
+            release = types.Release(
+                id=_id("R"),
+                app=app,
+                build=build,
+                env=dict(env or {}),
+                manifest=manifest,
+                description=description,
+            )
             self.releases.append(release)
             return release
 
@@ -103,8 +128,9 @@ class FakeStore:
             self._cond.notify_all()
             return len(log)
 
-    def stream_logs(self, build_id: str, offset: int = 0,
-                    follow: bool = False) -> Iterator[types.LogLine]:
+    def stream_logs(
+        self, build_id: str, offset: int = 0, follow: bool = False
+    ) -> Iterator[types.LogLine]:
         self.get_build(build_id)
         while True:
             with self._cond:
@@ -142,7 +168,7 @@ class FakeSources:
     def download(self, archive_id: str) -> Iterator[bytes]:
         data = self.archives[archive_id]
         for start in range(0, len(data), 1000):
-            yield data[start:start + 1000]
+            yield data[start : start + 1000]
 
 
 class FakePusher:
@@ -156,8 +182,9 @@ class FakePusher:
     def registry_host(self) -> str:
         return self.host
 
-    def push(self, image: str, repository: str,
-             tag: str) -> Iterator[types.PushProgress | types.PushResult]:
+    def push(
+        self, image: str, repository: str, tag: str
+    ) -> Iterator[types.PushProgress | types.PushResult]:
         ref = f"{self.host}/{repository}:{tag}"
         yield types.PushProgress(text=f"Running: docker tag {image} {ref}")
         yield types.PushProgress(text=f"Running: docker push {ref}")
@@ -191,8 +218,9 @@ class FakeEngine:
             on_line(f"Step {n}/{len(lines)} : {line}")
             if line.startswith("RUN exit "):
                 code = line.split()[-1]
-                raise EngineError(f"The command '/bin/sh -c exit {code}' returned a non-zero "
-                                  f"code: {code}")
+                raise EngineError(
+                    f"The command '/bin/sh -c exit {code}' returned a non-zero code: {code}"
+                )
             if line.startswith("RUN wait"):
                 stopped = threading.Event()
                 scope.on_cancel(stopped.set)

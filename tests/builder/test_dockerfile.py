@@ -22,7 +22,13 @@ FROM --platform=linux/amd64 base As Development
 
 def test_declared_args() -> None:
     assert declared_args(DOCKERFILE) == [
-        "BASE", "lower", "A", "B", "C", "QUOTED", "CONTINUED",
+        "BASE",
+        "lower",
+        "A",
+        "B",
+        "C",
+        "QUOTED",
+        "CONTINUED",
     ]
 
 

@@ -34,11 +34,13 @@ def test_build_streams_lines_and_returns_the_image(
 ) -> None:
     engine = DockerEngine(engine_host)
     marker = uuid.uuid4().hex
-    context = _context(tmp_path, 'FROM busybox\nARG WORD\nENTRYPOINT ["echo", "a b"]\n'
-                                 'RUN echo "said $WORD"\n')
+    context = _context(
+        tmp_path, 'FROM busybox\nARG WORD\nENTRYPOINT ["echo", "a b"]\nRUN echo "said $WORD"\n'
+    )
     lines: list[str] = []
-    image = engine.build(BuildSpec(context, buildargs={"WORD": marker}, nocache=True),
-                         lines.append, CancelScope())
+    image = engine.build(
+        BuildSpec(context, buildargs={"WORD": marker}, nocache=True), lines.append, CancelScope()
+    )
     try:
         assert lines[0] == "Step 1/4 : FROM busybox"
         assert f"said {marker}" in lines

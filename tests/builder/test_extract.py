@@ -79,24 +79,45 @@ def layout(tmp_path: Path) -> tuple[Path, Path]:
         ([_file("/etc/evil")], "archive rejected: absolute path: /etc/evil"),
         ([_file("../x")], "archive rejected: path escapes the build folder: ../x"),
         ([_file("a/../../x")], "archive rejected: path escapes the build folder: a/../../x"),
-        ([_link("esc", "../../outside")],
-         "archive rejected: link points outside the build folder: esc -> ../../outside"),
-        ([_link("abs", "/etc/passwd")],
-         "archive rejected: link points outside the build folder: abs -> /etc/passwd"),
-        ([_link("hard", "../../outside/secret", tarfile.LNKTYPE)],
-         "archive rejected: path escapes the build folder: ../../outside/secret"),
-        ([_link("hard", "/etc/passwd", tarfile.LNKTYPE)],
-         "archive rejected: absolute path: /etc/passwd"),
+        (
+            [_link("esc", "../../outside")],
+            "archive rejected: link points outside the build folder: esc -> ../../outside",
+        ),
+        (
+            [_link("abs", "/etc/passwd")],
+            "archive rejected: link points outside the build folder: abs -> /etc/passwd",
+        ),
+        (
+            [_link("hard", "../../outside/secret", tarfile.LNKTYPE)],
+            "archive rejected: path escapes the build folder: ../../outside/secret",
+        ),
+        (
+            [_link("hard", "/etc/passwd", tarfile.LNKTYPE)],
+            "archive rejected: absolute path: /etc/passwd",
+        ),
         ([_node("dev", tarfile.CHRTYPE)], "archive rejected: device or fifo node: dev"),
         ([_node("blk", tarfile.BLKTYPE)], "archive rejected: device or fifo node: blk"),
         ([_node("pipe", tarfile.FIFOTYPE)], "archive rejected: device or fifo node: pipe"),
-        ([_file("big", b"x" * 600_000), _file("big2", b"x" * 600_000)],
-         "archive rejected: larger than 1000000 bytes once extracted"),
+        (
+            [_file("big", b"x" * 600_000), _file("big2", b"x" * 600_000)],
+            "archive rejected: larger than 1000000 bytes once extracted",
+        ),
         ([_file(f"f{i}") for i in range(101)], "archive rejected: more than 100 files"),
     ],
-    ids=["absolute", "dotdot", "dotdot-inner", "symlink-escape", "symlink-absolute",
-         "hardlink-escape", "hardlink-absolute", "chardev", "blockdev", "fifo", "too-big",
-         "too-many"],
+    ids=[
+        "absolute",
+        "dotdot",
+        "dotdot-inner",
+        "symlink-escape",
+        "symlink-absolute",
+        "hardlink-escape",
+        "hardlink-absolute",
+        "chardev",
+        "blockdev",
+        "fifo",
+        "too-big",
+        "too-many",
+    ],
 )
 def test_rejects_malicious_archives(
     layout: tuple[Path, Path], entries: list[Entry], message: str
@@ -120,8 +141,7 @@ def test_a_symlink_planted_earlier_cannot_carry_a_later_entry_out(
     outside, dest = layout
     # `dir -> .` is inside, and so is `up -> dir/..` when checked; but once both exist,
     # `up` resolves outside and a file under it must not be written.
-    archive = _archive(outside, _link("up", "dir/.."), _link("dir", "."),
-                       _file("up/evil", b"evil"))
+    archive = _archive(outside, _link("up", "dir/.."), _link("dir", "."), _file("up/evil", b"evil"))
     with pytest.raises(InvalidArgument, match="escapes the build folder"):
         _extract(archive, dest)
     assert not list(dest.parent.parent.parent.rglob("evil"))
@@ -131,8 +151,9 @@ def test_writing_over_a_symlink_replaces_it_instead_of_following(
     layout: tuple[Path, Path],
 ) -> None:
     outside, dest = layout
-    archive = _archive(outside, _file("target", b"original"), _link("alias", "target"),
-                       _file("alias", b"replaced"))
+    archive = _archive(
+        outside, _file("target", b"original"), _link("alias", "target"), _file("alias", b"replaced")
+    )
     _extract(archive, dest)
     assert (dest / "target").read_bytes() == b"original"
     assert not (dest / "alias").is_symlink()
@@ -143,8 +164,10 @@ def test_good_archive_keeps_symlinks_and_modes(layout: tuple[Path, Path]) -> Non
     outside, dest = layout
     path = outside / "good.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
-        for name, data, mode in (("app/run.sh", b"#!/bin/sh\n", 0o755),
-                                 ("app/data.txt", b"hello", 0o644)):
+        for name, data, mode in (
+            ("app/run.sh", b"#!/bin/sh\n", 0o755),
+            ("app/data.txt", b"hello", 0o644),
+        ):
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))

@@ -29,9 +29,7 @@ class LiveRack:
 
 
 @pytest.fixture
-def live(
-    tmp_path: Path, token: str, docker_client: Any, registry_host: str
-) -> Iterator[LiveRack]:
+def live(tmp_path: Path, token: str, docker_client: Any, registry_host: str) -> Iterator[LiveRack]:
     from client.localrack.engine import docker_host
     from services.archive import config as archive_config
     from services.archive import server as archive_server
@@ -45,22 +43,38 @@ def live(
     servers: list[Server] = []
     try:
         metadata = metadata_server.create_server(
-            metadata_config.Config(listen="127.0.0.1:0", token=token, data_dir=tmp_path,
-                                   database_url=f"sqlite:///{tmp_path / 'metadata.db'}"))
+            metadata_config.Config(
+                listen="127.0.0.1:0",
+                token=token,
+                data_dir=tmp_path,
+                database_url=f"sqlite:///{tmp_path / 'metadata.db'}",
+            )
+        )
         servers.append(metadata)
         archive = archive_server.create_server(
-            archive_config.Config(listen="127.0.0.1:0", token=token,
-                                  data_dir=tmp_path / "archives"))
+            archive_config.Config(listen="127.0.0.1:0", token=token, data_dir=tmp_path / "archives")
+        )
         servers.append(archive)
         registry = registry_server.create_server(
-            registry_config.Config(listen="127.0.0.1:0", token=token,
-                                   registry_host=registry_host, docker_host=docker_host()))
+            registry_config.Config(
+                listen="127.0.0.1:0",
+                token=token,
+                registry_host=registry_host,
+                docker_host=docker_host(),
+            )
+        )
         servers.append(registry)
-        builder = builder_server.create_server(builder_config.Config(
-            token=token, listen="127.0.0.1:0", scratch_dir=tmp_path / "scratch",
-            archive_address=archive.address, metadata_address=metadata.address,
-            registry_address=registry.address, docker_host=docker_host(),
-        ))
+        builder = builder_server.create_server(
+            builder_config.Config(
+                token=token,
+                listen="127.0.0.1:0",
+                scratch_dir=tmp_path / "scratch",
+                archive_address=archive.address,
+                metadata_address=metadata.address,
+                registry_address=registry.address,
+                docker_host=docker_host(),
+            )
+        )
         servers.append(builder)
         yield LiveRack(Rack.connect(builder.address, token), registry_host)
     finally:
@@ -93,13 +107,19 @@ def test_build_pushes_images_and_creates_a_release(live: LiveRack, tmp_path: Pat
     assert rack.info.registry_host == live.registry_host
     rack.metadata.create_app("webapp")
     rack.metadata.create_release("webapp", env={"GREETING": "hello from env"})
-    archive = _upload(rack, "webapp", {
-        "convox.yml": "services:\n  web:\n    build: .\n  worker:\n    build: .\n",
-        "Dockerfile": 'FROM busybox\nARG GREETING\nRUN echo "said: $GREETING"\n'
-                      'ENTRYPOINT ["sh", "-c"]\n',
-    }, tmp_path)
-    build = rack.builder.start_build(BuildOptions(app="webapp", archive=archive,
-                                                  description="live", no_cache=True))
+    archive = _upload(
+        rack,
+        "webapp",
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n  worker:\n    build: .\n",
+            "Dockerfile": 'FROM busybox\nARG GREETING\nRUN echo "said: $GREETING"\n'
+            'ENTRYPOINT ["sh", "-c"]\n',
+        },
+        tmp_path,
+    )
+    build = rack.builder.start_build(
+        BuildOptions(app="webapp", archive=archive, description="live", no_cache=True)
+    )
     final, lines = _follow(rack, build.id)
     assert final.status == "complete", (final.reason, lines)
     assert final.entrypoint == "sh -c"
@@ -117,10 +137,15 @@ def test_build_pushes_images_and_creates_a_release(live: LiveRack, tmp_path: Pat
 
 def test_a_failing_build_records_the_engine_reason(live: LiveRack, tmp_path: Path) -> None:
     rack = live.rack
-    archive = _upload(rack, "failing", {
-        "convox.yml": "services:\n  web:\n    build: .\n",
-        "Dockerfile": "FROM busybox\nRUN exit 3\n",
-    }, tmp_path)
+    archive = _upload(
+        rack,
+        "failing",
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": "FROM busybox\nRUN exit 3\n",
+        },
+        tmp_path,
+    )
     build = rack.builder.start_build(BuildOptions(app="failing", archive=archive))
     final, lines = _follow(rack, build.id)
     reason = "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
@@ -130,10 +155,15 @@ def test_a_failing_build_records_the_engine_reason(live: LiveRack, tmp_path: Pat
 
 def test_cancel_a_running_build(live: LiveRack, tmp_path: Path) -> None:
     rack = live.rack
-    archive = _upload(rack, "slow", {
-        "convox.yml": "services:\n  web:\n    build: .\n",
-        "Dockerfile": "FROM busybox\nRUN echo started && sleep 300\n",
-    }, tmp_path)
+    archive = _upload(
+        rack,
+        "slow",
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": "FROM busybox\nRUN echo started && sleep 300\n",
+        },
+        tmp_path,
+    )
     build = rack.builder.start_build(BuildOptions(app="slow", archive=archive, no_cache=True))
     follower = rack.builder.follow(build.id)
     lines: list[str] = []

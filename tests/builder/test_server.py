@@ -37,9 +37,14 @@ class Rack:
 @pytest.fixture
 def rack(tmp_path: Path, token: str) -> Iterator[Rack]:
     store, sources, engine = FakeStore(), FakeSources(), FakeEngine()
-    config = Config(token=token, scratch_dir=tmp_path / "scratch", rack_name="test-rack",
-                    archive_address="10.0.0.1:1", metadata_address="10.0.0.1:2",
-                    registry_address="10.0.0.1:3")
+    config = Config(
+        token=token,
+        scratch_dir=tmp_path / "scratch",
+        rack_name="test-rack",
+        archive_address="10.0.0.1:1",
+        metadata_address="10.0.0.1:2",
+        registry_address="10.0.0.1:3",
+    )
     server = create_server(config, Deps(store, sources, FakePusher(), engine), "127.0.0.1:0")
     builder = BuilderClient(open_channel(server.address, token), server.address)
     try:
@@ -59,17 +64,28 @@ def test_start_up_fails_leftover_builds(rack: Rack) -> None:
 
 def test_get_rack(rack: Rack) -> None:
     assert rack.client.rack() == types.RackInfo(
-        name="test-rack", version=client.__version__, archive_address="10.0.0.1:1",
-        metadata_address="10.0.0.1:2", registry_address="10.0.0.1:3",
+        name="test-rack",
+        version=client.__version__,
+        archive_address="10.0.0.1:1",
+        metadata_address="10.0.0.1:2",
+        registry_address="10.0.0.1:3",
         registry_host=FakePusher.host,
     )
 
 
 def test_build_and_follow_to_the_end(rack: Rack) -> None:
-    build = _start(rack, 'FROM busybox\nENTRYPOINT ["/app"]\n', description="d", git_sha="s",
-                   build_args={"X": "1"})
+    build = _start(
+        rack,
+        'FROM busybox\nENTRYPOINT ["/app"]\n',
+        description="d",
+        git_sha="s",
+        build_args={"X": "1"},
+    )
     assert (build.status, build.app, build.description, build.git_sha) == (
-        "created", "myapp", "d", "s",
+        "created",
+        "myapp",
+        "d",
+        "s",
     )
     follower = rack.client.follow(build.id)
     events = list(follower)

@@ -77,24 +77,36 @@ def test_success_records_release_entrypoint_and_complete(rig: Rig) -> None:
     release = rig.store.releases[-1]
     assert build.release == release.id
     assert (release.build, release.env, release.manifest, release.description) == (
-        build_id, {"FOO": "bar"}, manifest, "first",
+        build_id,
+        {"FOO": "bar"},
+        manifest,
+        "first",
     )
     assert sorted(tag for _, _, tag in rig.pusher.pushed) == [
-        f"cache.{build_id}", f"web.{build_id}",
+        f"cache.{build_id}",
+        f"web.{build_id}",
     ]
     assert {repo for _, repo, _ in rig.pusher.pushed} == {"myapp"}
     log = rig.log(build_id)
-    for expected in ("Building: .", "Step 1/3 : FROM busybox",
-                     "Running: docker pull busybox:latest", "abc123: Pushed",
-                     f"Running: docker push registry.test:5000/myapp:web.{build_id}"):
+    for expected in (
+        "Building: .",
+        "Step 1/3 : FROM busybox",
+        "Running: docker pull busybox:latest",
+        "abc123: Pushed",
+        f"Running: docker push registry.test:5000/myapp:web.{build_id}",
+    ):
         assert expected in log
     assert "abc123: Pushing" not in log  # byte-level progress stays out of the log
     assert not (rig.scratch / build_id).exists()
 
 
 def test_engine_error_fails_with_the_engine_text(rig: Rig) -> None:
-    build_id = rig.start({"convox.yml": "services:\n  web:\n    build: .\n",
-                          "Dockerfile": "FROM busybox\nRUN exit 3\n"})
+    build_id = rig.start(
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": "FROM busybox\nRUN exit 3\n",
+        }
+    )
     build = rig.finish(build_id)
     reason = "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
     assert (build.status, build.reason, build.release) == ("failed", reason, "")
@@ -105,11 +117,15 @@ def test_engine_error_fails_with_the_engine_text(rig: Rig) -> None:
 @pytest.mark.parametrize(
     ("files", "reason"),
     [
-        ({"convox.yml": "environment:\n  - B\n  - A\nservices:\n  web: {}\n"},
-         "required env: A, B"),
+        (
+            {"convox.yml": "environment:\n  - B\n  - A\nservices:\n  web: {}\n"},
+            "required env: A, B",
+        ),
         ({"Dockerfile": WEB}, "no such file: convox.yml"),
-        ({"convox.yml": "services:\n  Web: {}\n"},
-         "validation errors: service Web: invalid name (must match ^[a-z][a-z0-9-]*$)"),
+        (
+            {"convox.yml": "services:\n  Web: {}\n"},
+            "validation errors: service Web: invalid name (must match ^[a-z][a-z0-9-]*$)",
+        ),
         ({"convox.yml": "services:\n  web:\n    build: api\n"}, "no such file: api/Dockerfile"),
         ({"../evil": "x"}, "archive rejected: path escapes the build folder: ../evil"),
     ],
@@ -124,13 +140,18 @@ def test_bad_input_fails_the_build_with_a_one_line_reason(
 
 
 def test_identical_services_build_once_and_are_tagged_for_each(rig: Rig) -> None:
-    manifest = ("services:\n  web:\n    build: .\n  worker:\n    build: .\n"
-                "  other:\n    build:\n      manifest: Dockerfile.other\n")
-    build_id = rig.start({"convox.yml": manifest, "Dockerfile": WEB,
-                          "Dockerfile.other": "FROM busybox\n"})
+    manifest = (
+        "services:\n  web:\n    build: .\n  worker:\n    build: .\n"
+        "  other:\n    build:\n      manifest: Dockerfile.other\n"
+    )
+    build_id = rig.start(
+        {"convox.yml": manifest, "Dockerfile": WEB, "Dockerfile.other": "FROM busybox\n"}
+    )
     assert rig.finish(build_id).status == "complete"
-    assert sorted(spec.dockerfile for spec in rig.engine.builds) == ["Dockerfile",
-                                                                      "Dockerfile.other"]
+    assert sorted(spec.dockerfile for spec in rig.engine.builds) == [
+        "Dockerfile",
+        "Dockerfile.other",
+    ]
     images = {tag.split(".")[0]: image for image, _, tag in rig.pusher.pushed}
     assert images["web"] == images["worker"] != images["other"]
     assert rig.log(build_id).count("Building: .") == 2
@@ -140,8 +161,10 @@ def test_build_args_only_for_declared_args_flags_before_env(rig: Rig) -> None:
     rig.store.create_app("myapp")
     rig.store.create_release("myapp", env={"A": "env-a", "B": "env-b", "X": "env-x"})
     build_id = rig.start(
-        {"convox.yml": "services:\n  web:\n    build: .\n",
-         "Dockerfile": "FROM busybox\nARG A\nARG B=2 C\n"},
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": "FROM busybox\nARG A\nARG B=2 C\n",
+        },
         build_args={"A": "flag, with = 'quotes'", "Z": "undeclared"},
     )
     assert rig.finish(build_id).status == "complete"
@@ -149,8 +172,10 @@ def test_build_args_only_for_declared_args_flags_before_env(rig: Rig) -> None:
 
 
 def test_development_target_and_no_cache(rig: Rig) -> None:
-    files = {"convox.yml": "services:\n  web:\n    build: .\n",
-             "Dockerfile": "FROM busybox AS development\nFROM busybox\n"}
+    files = {
+        "convox.yml": "services:\n  web:\n    build: .\n",
+        "Dockerfile": "FROM busybox AS development\nFROM busybox\n",
+    }
     rig.finish(rig.start(files, development=True, no_cache=True))
     rig.finish(rig.start(files))
     first, second = rig.engine.builds
@@ -159,8 +184,12 @@ def test_development_target_and_no_cache(rig: Rig) -> None:
 
 
 def test_cancel_stops_a_running_build(rig: Rig) -> None:
-    build_id = rig.start({"convox.yml": "services:\n  web:\n    build: .\n",
-                          "Dockerfile": "FROM busybox\nRUN wait\n"})
+    build_id = rig.start(
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": "FROM busybox\nRUN wait\n",
+        }
+    )
     assert rig.engine.waiting.wait(10)
     cancelled = rig.builder.cancel(build_id, "myapp")
     assert cancelled.status == "cancelled"
@@ -175,8 +204,10 @@ def test_cancel_stops_a_running_build(rig: Rig) -> None:
 def test_cancel_a_queued_build_and_unknown_builds(tmp_path: Path) -> None:
     rig = _rig(tmp_path, max_builds=1)
     try:
-        files = {"convox.yml": "services:\n  web:\n    build: .\n",
-                 "Dockerfile": "FROM busybox\nRUN wait\n"}
+        files = {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": "FROM busybox\nRUN wait\n",
+        }
         running = rig.start(files)
         assert rig.engine.waiting.wait(10)
         queued = rig.start(files)
@@ -212,24 +243,31 @@ def test_pull_failure_uses_a_local_image_else_fails(rig: Rig) -> None:
     assert any(line.startswith("Pull failed (") for line in rig.log(ok.id))
     bad = rig.finish(rig.start({"convox.yml": "services:\n  a:\n    image: nosuch:1\n"}))
     assert (bad.status, bad.reason) == (
-        "failed", "dial tcp: lookup registry-1.docker.io: no such host",
+        "failed",
+        "dial tcp: lookup registry-1.docker.io: no such host",
     )
 
 
 def test_log_lines_are_batched_and_ordered(rig: Rig) -> None:
     runs = "".join(f"RUN echo {i}\n" for i in range(300))
-    build_id = rig.start({"convox.yml": "services:\n  web:\n    build: .\n",
-                          "Dockerfile": "FROM busybox\n" + runs})
+    build_id = rig.start(
+        {"convox.yml": "services:\n  web:\n    build: .\n", "Dockerfile": "FROM busybox\n" + runs}
+    )
     assert rig.finish(build_id).status == "complete"
     steps = [line for line in rig.log(build_id) if line.startswith("Step ")]
-    assert steps == [f"Step {n}/301 : {line}" for n, line in
-                     enumerate(["FROM busybox"] + runs.splitlines(), 1)]
+    assert steps == [
+        f"Step {n}/301 : {line}" for n, line in enumerate(["FROM busybox"] + runs.splitlines(), 1)
+    ]
     assert len(rig.store.appends) < len(rig.log(build_id)) / 5
 
 
 def test_follow_sends_record_lines_status_changes_and_the_end(rig: Rig) -> None:
-    build_id = rig.start({"convox.yml": "services:\n  web:\n    build: .\n",
-                          "Dockerfile": "FROM busybox\nRUN wait\n"})
+    build_id = rig.start(
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": "FROM busybox\nRUN wait\n",
+        }
+    )
     events = rig.builder.follow(build_id)
     first = next(events)
     assert isinstance(first, types.Build) and first.id == build_id
@@ -253,8 +291,12 @@ def test_follow_sends_record_lines_status_changes_and_the_end(rig: Rig) -> None:
 
 def test_shutdown_fails_running_builds(tmp_path: Path) -> None:
     rig = _rig(tmp_path)
-    build_id = rig.start({"convox.yml": "services:\n  web:\n    build: .\n",
-                          "Dockerfile": "FROM busybox\nRUN wait\n"})
+    build_id = rig.start(
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": "FROM busybox\nRUN wait\n",
+        }
+    )
     assert rig.engine.waiting.wait(10)
     rig.builder.shutdown()
     build = rig.store.get_build(build_id)

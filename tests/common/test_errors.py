@@ -38,13 +38,19 @@ def server(token: str) -> Iterator[Server]:
         yield b"first"
         raise RAISED[request.decode()]
 
-    handler = grpc.method_handlers_generic_handler("test.Errors", {
-        "Unary": grpc.unary_unary_rpc_method_handler(unary, _ident, _ident),
-        "Stream": grpc.unary_stream_rpc_method_handler(stream, _ident, _ident),
-    })
-    srv = build_server(token=token, address="127.0.0.1:0",
-                       register=lambda s: s.add_generic_rpc_handlers((handler,)),
-                       service_names=["test.Errors"])
+    handler = grpc.method_handlers_generic_handler(
+        "test.Errors",
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary, _ident, _ident),
+            "Stream": grpc.unary_stream_rpc_method_handler(stream, _ident, _ident),
+        },
+    )
+    srv = build_server(
+        token=token,
+        address="127.0.0.1:0",
+        register=lambda s: s.add_generic_rpc_handlers((handler,)),
+        service_names=["test.Errors"],
+    )
     yield srv
     srv.stop(0)
 

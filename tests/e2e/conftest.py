@@ -37,11 +37,17 @@ class RackHandle:
     def registry(self) -> str:
         return f"127.0.0.1:{self.port + 4}"
 
-    def slipway(self, *args: str, cwd: Path | None = None, timeout: float = 300,
-                input: str | None = None) -> Result:
+    def slipway(
+        self, *args: str, cwd: Path | None = None, timeout: float = 300, input: str | None = None
+    ) -> Result:
         proc = subprocess.run(
-            [SLIPWAY, *args], cwd=cwd, env=self.env, capture_output=True, text=True,
-            timeout=timeout, input=input,
+            [SLIPWAY, *args],
+            cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -75,8 +81,17 @@ def rack(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ra
         env.pop(var, None)
     name = f"e2e{random.randint(1000, 9999)}"
     handle = RackHandle(name, _free_block(), home / "rack", env)
-    started = handle.slipway("rack", "start", "--name", name, "--port", str(handle.port),
-                             "--data", str(handle.data), timeout=180)
+    started = handle.slipway(
+        "rack",
+        "start",
+        "--name",
+        name,
+        "--port",
+        str(handle.port),
+        "--data",
+        str(handle.data),
+        timeout=180,
+    )
     assert started.code == 0, f"rack start failed:\n{started.out}\n{started.err}"
     try:
         yield handle

@@ -37,8 +37,11 @@ def base_image(rack: RackHandle) -> str:
     marker = secrets.token_hex(4)
     ref = f"{rack.registry}/base:{marker}"
     build = subprocess.run(
-        ["docker", "build", "-t", ref, "-"], input=f"FROM busybox\nRUN echo base-{marker} > /base\n",
-        capture_output=True, text=True, timeout=300,
+        ["docker", "build", "-t", ref, "-"],
+        input=f"FROM busybox\nRUN echo base-{marker} > /base\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stderr
     _docker("push", ref)
@@ -46,21 +49,26 @@ def base_image(rack: RackHandle) -> str:
     return ref
 
 
-def test_two_service_app_builds_pushes_and_releases(rack: RackHandle, base_image: str, tmp_path: Path) -> None:
+def test_two_service_app_builds_pushes_and_releases(
+    rack: RackHandle, base_image: str, tmp_path: Path
+) -> None:
     marker = secrets.token_hex(6)
     app = f"two-{marker[:6]}"
-    src = _write(tmp_path / "app", {
-        "convox.yml": f"services:\n  web:\n    build: .\n  cache:\n    image: {base_image}\n",
-        "Dockerfile": (
-            "FROM busybox\n"
-            "COPY message.txt /message.txt\n"
-            f"RUN echo made-by-run-{marker} >> /message.txt\n"
-            'ENTRYPOINT ["cat", "/message.txt"]\n'
-        ),
-        "message.txt": f"copied-{marker}\n",
-        "ignored.log": "must not reach the rack\n",
-        ".dockerignore": "*.log\n",
-    })
+    src = _write(
+        tmp_path / "app",
+        {
+            "convox.yml": f"services:\n  web:\n    build: .\n  cache:\n    image: {base_image}\n",
+            "Dockerfile": (
+                "FROM busybox\n"
+                "COPY message.txt /message.txt\n"
+                f"RUN echo made-by-run-{marker} >> /message.txt\n"
+                'ENTRYPOINT ["cat", "/message.txt"]\n'
+            ),
+            "message.txt": f"copied-{marker}\n",
+            "ignored.log": "must not reach the rack\n",
+            ".dockerignore": "*.log\n",
+        },
+    )
 
     out = rack.ok("build", str(src), "-a", app, "-d", "first build")
 
@@ -88,7 +96,9 @@ def test_two_service_app_builds_pushes_and_releases(rack: RackHandle, base_image
 
     # builds: SPEC's columns, two spaces apart.
     table = rack.ok("builds", "-a", app).splitlines()
-    assert re.match(r"^ID {11}STATUS {4}RELEASE {6}STARTED +ELAPSED  DESCRIPTION$", table[0]), table[0]
+    assert re.match(r"^ID {11}STATUS {4}RELEASE {6}STARTED +ELAPSED  DESCRIPTION$", table[0]), (
+        table[0]
+    )
     row = re.split(r"  +", table[1])
     assert row[:3] == [build_id, "complete", release_id]
     assert row[-1] == "first build"
@@ -99,7 +109,14 @@ def test_two_service_app_builds_pushes_and_releases(rack: RackHandle, base_image
     assert info[1] == "Status       complete"
     assert info[2] == f"Release      {release_id}"
     assert info[3] == "Description  first build"
-    assert [line.split()[0] for line in info] == ["Id", "Status", "Release", "Description", "Started", "Elapsed"]
+    assert [line.split()[0] for line in info] == [
+        "Id",
+        "Status",
+        "Release",
+        "Description",
+        "Started",
+        "Elapsed",
+    ]
 
     logs = rack.ok("builds", "logs", build_id, "-a", app).splitlines()
     assert "Building: ." in logs
@@ -109,10 +126,13 @@ def test_two_service_app_builds_pushes_and_releases(rack: RackHandle, base_image
 
 def test_failing_run_step_fails_the_build(rack: RackHandle, tmp_path: Path) -> None:
     app = f"broken-{secrets.token_hex(3)}"
-    src = _write(tmp_path / "app", {
-        "convox.yml": "services:\n  web:\n    build: .\n",
-        "Dockerfile": "FROM busybox\nRUN echo about-to-fail && exit 3\n",
-    })
+    src = _write(
+        tmp_path / "app",
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": "FROM busybox\nRUN echo about-to-fail && exit 3\n",
+        },
+    )
 
     res = rack.slipway("build", str(src), "-a", app)
 
@@ -132,7 +152,10 @@ def test_failing_run_step_fails_the_build(rack: RackHandle, tmp_path: Path) -> N
 def test_unknown_build_and_app_say_so(rack: RackHandle) -> None:
     res = rack.slipway("builds", "info", "BNOSUCHBUILD", "-a", "nosuchapp")
     assert res.code == 1
-    assert res.err.strip() in ("ERROR: build not found: BNOSUCHBUILD", "ERROR: app not found: nosuchapp")
+    assert res.err.strip() in (
+        "ERROR: build not found: BNOSUCHBUILD",
+        "ERROR: app not found: nosuchapp",
+    )
     res = rack.slipway("builds", "-a", "nosuchapp")
     assert (res.code, res.err.strip()) == (1, "ERROR: app not found: nosuchapp")
     assert "Traceback" not in res.err

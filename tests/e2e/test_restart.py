@@ -29,17 +29,25 @@ def test_builder_restart_fails_builds_it_left_running(rack: RackHandle, tmp_path
     (tmp_path / "Dockerfile").write_text(
         f"FROM busybox\nRUN echo slow-step-{secrets.token_hex(4)} && sleep 120\n"
     )
-    proc = subprocess.Popen([SLIPWAY, "build", str(tmp_path), "-a", app], env=rack.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [SLIPWAY, "build", str(tmp_path), "-a", app],
+        env=rack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def running_build() -> str:
             rows = rack.ok("builds", "-a", app).splitlines()[1:]
             assert rows and rows[0].split()[1] == "running", rows
             return rows[0].split()[0]
 
         build_id = eventually(running_build, timeout=60)
-        eventually(lambda: "slow-step" in rack.ok("builds", "logs", build_id, "-a", app, "--no-follow"),
-                   timeout=60)
+        eventually(
+            lambda: "slow-step" in rack.ok("builds", "logs", build_id, "-a", app, "--no-follow"),
+            timeout=60,
+        )
 
         pid = int((rack.data / "run" / "builder.pid").read_text())
         os.kill(pid, signal.SIGKILL)
