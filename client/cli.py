@@ -18,7 +18,7 @@ from typing import IO, Any, NoReturn
 import grpc
 
 from client.commands import Connect, Context, build, builds, racks
-from client.errors import SlipwayError
+from client.errors import InvalidArgument, SlipwayError
 from client.grpcerrors import from_rpc_error
 from client.render import make_console
 
@@ -74,12 +74,17 @@ def extract_globals(argv: Sequence[str]) -> tuple[list[str], str | None, str | N
 
 
 def build_parser(out: IO[str], err: IO[str]) -> argparse.ArgumentParser:
-    """The whole command tree; help goes to `out`, usage errors to `err` (exit 2)."""
+    """The whole command tree; help goes to `out`; a usage error prints the usage line on
+    `err` and raises InvalidArgument, so it ends as `ERROR: <message>`, status 1 (SPEC §3)."""
 
     class Parser(argparse.ArgumentParser):
         def _print_message(self, message: str, file: Any = None) -> None:
             if message:
                 (out if file is sys.stdout else err).write(message)
+
+        def error(self, message: str) -> NoReturn:
+            self.print_usage(err)
+            raise InvalidArgument(message)
 
         def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
             if message:

@@ -178,10 +178,17 @@ def test_default_app_is_the_folder_name(run: Any, rack: FakeRack, tmp_path: Path
     )
 
 
-def test_usage_errors_exit_2(run: Any) -> None:
+def test_usage_errors_are_one_error_line_and_exit_1(run: Any) -> None:
     result = run("builds", "info")
-    assert result.code == 2 and "the following arguments are required: BUILD" in result.err
-    assert run("frobnicate").code == 2
+    assert result.code == 1
+    assert result.err.splitlines()[0].startswith("usage: slipway builds info")
+    assert result.err.splitlines()[-1] == "ERROR: the following arguments are required: BUILD"
+    bad = run("builds", "--limit", "abc")
+    assert (bad.code, bad.err.splitlines()[-1]) == (
+        1,
+        "ERROR: argument --limit: invalid int value: 'abc'",
+    )
+    assert run("frobnicate").code == 1
 
 
 def test_help_goes_to_stdout(run: Any) -> None:
