@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 import grpc
 from slipway.builder.v1 import builder_pb2 as pb
@@ -12,20 +11,6 @@ from slipway.builder.v1 import builder_pb2_grpc as pb_grpc
 
 from client import convert, types
 from client.grpcerrors import iter_rpc, rpc_errors
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """What `slipway build` asks of the builder."""
-
-    app: str
-    archive: str
-    description: str = ""
-    manifest: str = ""
-    no_cache: bool = False
-    development: bool = False
-    build_args: Mapping[str, str] = field(default_factory=dict)
-    git_sha: str = ""
 
 
 class Follower:
@@ -86,7 +71,7 @@ class BuilderClient:
             registry_host=r.registry_host,
         )
 
-    def start_build(self, options: BuildOptions) -> types.Build:
+    def start_build(self, options: types.BuildRequest) -> types.Build:
         req = pb.StartBuildRequest(
             app=options.app,
             archive=options.archive,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from client.errors import InvalidArgument
@@ -55,6 +56,20 @@ class Build:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What a build is asked to do: the uploaded archive and how to build it."""
+
+    app: str
+    archive: str
+    description: str = ""
+    manifest: str = ""
+    no_cache: bool = False
+    development: bool = False
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    git_sha: str = ""
 
 
 @dataclass(frozen=True)

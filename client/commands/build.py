@@ -8,11 +8,11 @@ import tempfile
 from collections.abc import Mapping, Sequence
 
 from client import gitinfo, packing, types
-from client.builder import BuildOptions
 from client.commands import Context
 from client.commands.follow import follow_build
 from client.errors import InvalidArgument, SlipwayError
 from client.render import step, transfer, write_line
+from client.types import BuildRequest
 
 _GIT_URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
 
@@ -98,7 +98,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
 
     with step(out, "Starting build"):
         build = rack.builder.start_build(
-            BuildOptions(
+            BuildRequest(
                 app=app,
                 archive=archive,
                 description=description,

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-
 from services.archive.config import Config
 from services.archive.server import create_server
-from services.common.server import configure_logging, serve_until_signalled
-
-log = logging.getLogger("services.archive")
+from services.common.server import run_service
 
 
 def main() -> int:
     config = Config.from_env()
-    configure_logging()
-    try:
-        server = create_server(config)
-    except OSError as err:
-        log.error("cannot start: %s", err)
-        return 1
-    log.info("archive service on %s, data in %s", config.listen, config.data_dir)
-    serve_until_signalled(server)
-    return 0
+    return run_service(
+        "archive",
+        lambda: create_server(config),
+        lambda server: f"archive service on {server.address}, data in {config.data_dir}",
+    )
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from services.common.config import ServiceArgs
 
 DEFAULT_LISTEN = "127.0.0.1:7401"
 DEFAULT_DATA = "~/.local/share/slipway/archive"
@@ -33,14 +34,7 @@ class Config:
         """Flags first, then the environment, then defaults; exits 2 on a missing token
         or a bad value, as argparse does."""
         env = os.environ if environ is None else environ
-        parser = argparse.ArgumentParser(
-            prog="python -m services.archive", description="Slipway archive service."
-        )
-        parser.add_argument(
-            "--listen",
-            default=env.get("SLIPWAY_LISTEN") or DEFAULT_LISTEN,
-            help=f"host:port to listen on (SLIPWAY_LISTEN, default {DEFAULT_LISTEN})",
-        )
+        parser = ServiceArgs("archive", DEFAULT_LISTEN, env)
         parser.add_argument(
             "--data",
             default=env.get("SLIPWAY_ARCHIVE_DIR") or DEFAULT_DATA,
@@ -52,9 +46,7 @@ class Config:
             help="largest archive accepted, in bytes (SLIPWAY_ARCHIVE_MAX_BYTES, default 2 GiB)",
         )
         args = parser.parse_args(argv)
-        token = env.get("SLIPWAY_TOKEN", "")
-        if not token:
-            parser.error("SLIPWAY_TOKEN is required: set it to the rack token")
+        token = parser.token()
         try:
             max_bytes = int(args.max_bytes)
         except ValueError:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from services.common.config import ServiceArgs
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -53,16 +54,9 @@ class Config:
         """Flags first, then the environment, then defaults; exits 2 on a missing token
         or a bad value, as argparse does (the other services do the same)."""
         env = os.environ if environ is None else environ
-        parser = argparse.ArgumentParser(prog="python -m services.builder")
-        parser.add_argument(
-            "--listen",
-            default=env.get("SLIPWAY_LISTEN") or cls.listen,
-            help="host:port to listen on (SLIPWAY_LISTEN)",
-        )
+        parser = ServiceArgs("builder", cls.listen, env)
         args = parser.parse_args(argv)
-        token = env.get("SLIPWAY_TOKEN", "")
-        if not token:
-            parser.error("SLIPWAY_TOKEN is required: set it to the rack token")
+        token = parser.token()
         numbers = {}
         for name, default in (
             ("SLIPWAY_BUILD_CONCURRENCY", cls.build_concurrency),

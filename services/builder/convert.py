@@ -5,7 +5,7 @@ from __future__ import annotations
 from slipway.builder.v1 import builder_pb2 as pb
 
 from client import convert, types
-from services.builder.worker import BuildRequest
+from client.types import BuildRequest
 
 
 def build_request_from_pb(msg: pb.StartBuildRequest) -> BuildRequest:

@@ -16,8 +16,8 @@ from services.builder import follow as following
 from services.builder.config import Config
 from services.builder.logwriter import LogWriter
 from services.builder.seams import Deps
-from services.builder.worker import CANCELLED_LINE, BuildRequest, Job, Worker
-from services.common.server import BuildLogAdapter
+from services.builder.worker import CANCELLED_LINE, Job, Worker
+from services.common.logs import BuildLogAdapter
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Builder:
                 log.info("failed %d leftover builds: %s", len(ids), ", ".join(ids))
             return ids
 
-    def start(self, req: BuildRequest) -> types.Build:
+    def start(self, req: types.BuildRequest) -> types.Build:
         """Records a build and queues it; returns the record (status created) at once."""
         types.check_app_name(req.app)
         if not req.archive:

@@ -21,25 +21,11 @@ from services.builder.config import Config
 from services.builder.extract import Limits, extract
 from services.builder.logwriter import LogWriter
 from services.builder.seams import BuildSpec, CancelScope, Deps, EngineError
-from services.common.server import BuildLogAdapter
+from services.common.logs import BuildLogAdapter
 
 log = logging.getLogger(__name__)
 
 CANCELLED_LINE = "Build cancelled"
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    """What StartBuild asks for."""
-
-    app: str
-    archive: str
-    description: str = ""
-    manifest: str = ""
-    no_cache: bool = False
-    development: bool = False
-    build_args: Mapping[str, str] = field(default_factory=dict)
-    git_sha: str = ""
 
 
 @dataclass
@@ -48,7 +34,7 @@ class Job:
     against a cancel request: whichever takes it first decides the build's status."""
 
     build: types.Build
-    request: BuildRequest
+    request: types.BuildRequest
     log: LogWriter
     scope: CancelScope = field(default_factory=CancelScope)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -268,7 +254,7 @@ class Worker:
 
 
 def plan(
-    parsed: manifest.Manifest, src: Path, req: BuildRequest, env: Mapping[str, str]
+    parsed: manifest.Manifest, src: Path, req: types.BuildRequest, env: Mapping[str, str]
 ) -> list[Step]:
     """The engine work the manifest needs, one step per distinct pull or build."""
     steps: dict[tuple[object, ...], Step] = {}

@@ -14,7 +14,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from client.channel import CHANNEL_OPTIONS
+from client.errors import SlipwayError
 from services.common.interceptor import ServiceInterceptor
+from services.common.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +92,16 @@ def serve_until_signalled(server: Server) -> None:
     server.stop()
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Log records to stderr with time, logger and (when set) the build id."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
-class BuildLogAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Carries the build id on every record made while handling a build."""
-
-    def process(self, msg, kwargs):  # type: ignore[no-untyped-def]
-        return f"[{self.extra['build']}] {msg}", kwargs  # type: ignore[index]
+def run_service(name: str, create: Callable[[], Server], describe: Callable[[Server], str]) -> int:
+    """The body of every `python -m services.<name>`: start, log where, serve until
+    signalled. A start-up failure is one log line and exit status 1, never a traceback."""
+    configure_logging()
+    log = logging.getLogger(f"services.{name}")
+    try:
+        server = create()
+    except (SlipwayError, OSError) as err:
+        log.error("cannot start: %s", err)
+        return 1
+    log.info("%s", describe(server))
+    serve_until_signalled(server)
+    return 0

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
-from client.errors import SlipwayError
-from services.common.server import configure_logging, serve_until_signalled
+from services.common.server import run_service
 from services.metadata.config import Config, redact
 from services.metadata.server import create_server
-
-log = logging.getLogger("services.metadata")
 
 
 def main() -> int:
     config = Config.from_env()
-    configure_logging()
-    try:
-        server = create_server(config)
-    except (SlipwayError, OSError) as err:
-        log.error("cannot start: %s", err)
-        return 1
-    host = config.listen.rsplit(":", 1)[0]
-    where = redact(config.database_url)
-    log.info("metadata service on %s:%d, database %s", host, server.port, where)
-    serve_until_signalled(server)
-    return 0
+    return run_service(
+        "metadata",
+        lambda: create_server(config),
+        lambda server: (
+            f"metadata service on {server.address}, database {redact(config.database_url)}"
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from services.common.config import ServiceArgs
 
 DEFAULT_LISTEN = "127.0.0.1:7402"
 DEFAULT_DATA = "~/.local/share/slipway/metadata"
@@ -35,14 +36,7 @@ class Config:
         """Flags first, then the environment, then defaults; exits 2 on a missing token
         or a bad value, as argparse does."""
         env = os.environ if environ is None else environ
-        parser = argparse.ArgumentParser(
-            prog="python -m services.metadata", description="Slipway metadata service."
-        )
-        parser.add_argument(
-            "--listen",
-            default=env.get("SLIPWAY_LISTEN") or DEFAULT_LISTEN,
-            help=f"host:port to listen on (SLIPWAY_LISTEN, default {DEFAULT_LISTEN})",
-        )
+        parser = ServiceArgs("metadata", DEFAULT_LISTEN, env)
         parser.add_argument(
             "--data",
             default=env.get("SLIPWAY_DATA") or DEFAULT_DATA,
@@ -55,9 +49,7 @@ class Config:
             "(SLIPWAY_DATABASE_URL, default sqlite:///DATA/metadata.db)",
         )
         args = parser.parse_args(argv)
-        token = env.get("SLIPWAY_TOKEN", "")
-        if not token:
-            parser.error("SLIPWAY_TOKEN is required: set it to the rack token")
+        token = parser.token()
         data_dir = Path(args.data).expanduser()
         url = args.database or f"sqlite:///{data_dir / 'metadata.db'}"
         problem = check_database_url(url)

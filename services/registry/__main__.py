@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import logging
-
-from services.common.server import configure_logging, serve_until_signalled
+from services.common.server import run_service
 from services.registry.config import Config
 from services.registry.server import create_server
-
-log = logging.getLogger("services.registry")
 
 
 def main() -> int:
     config = Config.from_env()
-    configure_logging()
-    try:
-        server = create_server(config)
-    except OSError as err:
-        log.error("cannot start: %s", err)
-        return 1
-    log.info(
-        "registry service on %s: pushing to %s with the engine at %s",
-        config.listen,
-        config.registry_host,
-        config.docker_host,
+    return run_service(
+        "registry",
+        lambda: create_server(config),
+        lambda server: (
+            f"registry service on {server.address}: pushing to "
+            f"{config.registry_host} with the engine at {config.docker_host}"
+        ),
     )
-    serve_until_signalled(server)
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from services.common.config import ServiceArgs
 
 DEFAULT_LISTEN = "127.0.0.1:7403"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -36,14 +37,7 @@ class Config:
         """Flags first, then the environment, then defaults; exits 2 on a missing token or
         registry, as argparse does."""
         env = os.environ if environ is None else environ
-        parser = argparse.ArgumentParser(
-            prog="python -m services.registry", description="Slipway registry service."
-        )
-        parser.add_argument(
-            "--listen",
-            default=env.get("SLIPWAY_LISTEN") or DEFAULT_LISTEN,
-            help=f"host:port to listen on (SLIPWAY_LISTEN, default {DEFAULT_LISTEN})",
-        )
+        parser = ServiceArgs("registry", DEFAULT_LISTEN, env)
         parser.add_argument(
             "--registry",
             default=env.get("SLIPWAY_REGISTRY_HOST", ""),
@@ -55,9 +49,7 @@ class Config:
             help=f"the Docker engine (DOCKER_HOST, default {DEFAULT_DOCKER_HOST})",
         )
         args = parser.parse_args(argv)
-        token = env.get("SLIPWAY_TOKEN", "")
-        if not token:
-            parser.error("SLIPWAY_TOKEN is required: set it to the rack token")
+        token = parser.token()
         if not args.registry:
             parser.error("the registry is required: pass --registry or set SLIPWAY_REGISTRY_HOST")
         if not REGISTRY_HOST.match(args.registry):

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from client import types
-from client.builder import BuildOptions
 from client.rack import Rack
+from client.types import BuildRequest
 from services.common.server import Server
 
 pytestmark = pytest.mark.docker
@@ -118,7 +118,7 @@ def test_build_pushes_images_and_creates_a_release(live: LiveRack, tmp_path: Pat
         tmp_path,
     )
     build = rack.builder.start_build(
-        BuildOptions(app="webapp", archive=archive, description="live", no_cache=True)
+        BuildRequest(app="webapp", archive=archive, description="live", no_cache=True)
     )
     final, lines = _follow(rack, build.id)
     assert final.status == "complete", (final.reason, lines)
@@ -146,7 +146,7 @@ def test_a_failing_build_records_the_engine_reason(live: LiveRack, tmp_path: Pat
         },
         tmp_path,
     )
-    build = rack.builder.start_build(BuildOptions(app="failing", archive=archive))
+    build = rack.builder.start_build(BuildRequest(app="failing", archive=archive))
     final, lines = _follow(rack, build.id)
     reason = "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
     assert (final.status, final.reason) == ("failed", reason)
@@ -164,7 +164,7 @@ def test_cancel_a_running_build(live: LiveRack, tmp_path: Path) -> None:
         },
         tmp_path,
     )
-    build = rack.builder.start_build(BuildOptions(app="slow", archive=archive, no_cache=True))
+    build = rack.builder.start_build(BuildRequest(app="slow", archive=archive, no_cache=True))
     follower = rack.builder.follow(build.id)
     lines: list[str] = []
     final = None

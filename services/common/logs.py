@@ -1,0 +1,22 @@
+"""Logging for the services: handlers set once at start-up, the build id on every record
+made while handling a build. No gRPC here, so domain cores can use it."""
+
+from __future__ import annotations
+
+import logging
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Log records to stderr with time, logger and (when set) the build id."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+class BuildLogAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Carries the build id on every record made while handling a build."""
+
+    def process(self, msg, kwargs):  # type: ignore[no-untyped-def]
+        return f"[{self.extra['build']}] {msg}", kwargs  # type: ignore[index]
