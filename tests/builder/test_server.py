@@ -11,9 +11,10 @@ import pytest
 
 import client
 from client import types
-from client.builder import BuilderClient, BuildOptions
+from client.builder import BuilderClient
 from client.channel import open_channel
 from client.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from client.types import BuildRequest
 from services.builder.config import Config
 from services.builder.seams import Deps
 from services.builder.server import create_server
@@ -55,7 +56,7 @@ def rack(tmp_path: Path, token: str) -> Iterator[Rack]:
 
 def _start(rack: Rack, dockerfile: str, **options: object) -> types.Build:
     archive = rack.sources.add(make_archive({"convox.yml": MANIFEST, "Dockerfile": dockerfile}))
-    return rack.client.start_build(BuildOptions(app="myapp", archive=archive, **options))  # type: ignore[arg-type]
+    return rack.client.start_build(BuildRequest(app="myapp", archive=archive, **options))  # type: ignore[arg-type]
 
 
 def test_start_up_fails_leftover_builds(rack: Rack) -> None:
@@ -128,9 +129,9 @@ def test_errors_map_to_codes(rack: Rack) -> None:
     with pytest.raises(NotFound, match="build not found: BNOSUCHBUILD"):
         list(rack.client.follow("BNOSUCHBUILD"))
     with pytest.raises(NotFound, match="archive not found"):
-        rack.client.start_build(BuildOptions(app="myapp", archive="0" * 64))
+        rack.client.start_build(BuildRequest(app="myapp", archive="0" * 64))
     with pytest.raises(InvalidArgument, match="invalid app name"):
-        rack.client.start_build(BuildOptions(app="My App", archive="0" * 64))
+        rack.client.start_build(BuildRequest(app="My App", archive="0" * 64))
 
 
 def test_a_wrong_token_is_refused(rack: Rack) -> None:

@@ -10,10 +10,11 @@ import pytest
 
 from client import types
 from client.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from client.types import BuildRequest
 from services.builder.config import Config
 from services.builder.core import Builder
 from services.builder.seams import Deps
-from services.builder.worker import BuildRequest, one_line
+from services.builder.worker import one_line
 from tests.builder.fakes import FakeEngine, FakePusher, FakeSources, FakeStore, make_archive
 from tests.helpers import eventually
 
