@@ -218,6 +218,7 @@ def _service_env(part: str, layout: Layout, token: str, docker_host: str) -> dic
         env["SLIPWAY_ARCHIVE_DIR"] = str(layout.data / "archive")
     elif part == "registry":
         env["SLIPWAY_REGISTRY_HOST"] = layout.address("distribution")
+        env["SLIPWAY_METADATA_ADDRESS"] = layout.address("metadata")
     elif part == "builder":
         env.update(
             SLIPWAY_RACK_NAME=layout.name,
