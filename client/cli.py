@@ -17,7 +17,7 @@ from typing import IO, Any, NoReturn
 
 import grpc
 
-from client.commands import Connect, Context, build, builds, racks
+from client.commands import Connect, Context, build, builds, deploy, env, racks, releases
 from client.errors import InvalidArgument, SlipwayError
 from client.grpcerrors import from_rpc_error
 from client.render import make_console
@@ -115,6 +115,9 @@ def build_parser(out: IO[str], err: IO[str]) -> argparse.ArgumentParser:
     build.register(commands, common)
     builds.register(commands, common)
     racks.register(commands, common)
+    releases.register(commands, common)
+    env.register(commands, common)
+    deploy.register(commands, common)
     return parser
 
 

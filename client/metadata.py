@@ -113,6 +113,20 @@ class MetadataClient:
             resp = self._stub.PromoteRelease(pb.PromoteReleaseRequest(app=app, id=release_id))
         return convert.app_from_pb(resp.app)
 
+    def update_env(
+        self, app: str, set_vars: Mapping[str, str], unset: Sequence[str] = ()
+    ) -> types.Release:
+        """One new release of the app with `set_vars` set (in their order) and `unset`
+        removed, atomically on top of the latest release; see UpdateEnv in metadata.proto."""
+        req = pb.UpdateEnvRequest(
+            app=app,
+            set=[pb.EnvVar(key=k, value=v) for k, v in set_vars.items()],
+            unset=list(unset),
+        )
+        with self._errors():
+            resp = self._stub.UpdateEnv(req)
+        return convert.release_from_pb(resp.release)
+
     def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
         """Appends lines; returns the offset the next line will take."""
         with self._errors():

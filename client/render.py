@@ -83,6 +83,17 @@ def key_values(pairs: Sequence[tuple[str, str]]) -> list[str]:
     return [f"{k.ljust(width)}{v}".rstrip() for k, v in pairs]
 
 
+def key_blocks(pairs: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """Like `key_values`, but each value is several lines: the first on the key's line, the
+    rest indented to the value column; a key with no lines stands alone."""
+    width = max((len(k) for k, _ in pairs), default=0) + 2
+    lines: list[str] = []
+    for key, values in pairs:
+        for i, value in enumerate(values or [""]):
+            lines.append(f"{(key if i == 0 else '').ljust(width)}{value}".rstrip())
+    return lines
+
+
 def builds_table(builds: Sequence[types.Build], now: float | None = None) -> list[str]:
     """The `slipway builds` table."""
     rows = [

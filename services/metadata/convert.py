@@ -30,6 +30,15 @@ def build_changes(request: pb.UpdateBuildRequest) -> dict[str, Any]:
     return changes
 
 
+def env_changes(request: pb.UpdateEnvRequest) -> dict[str, str]:
+    """The variables an UpdateEnv request sets, in request order (a repeated key keeps its
+    first place and takes its last value)."""
+    values: dict[str, str] = {}
+    for var in request.set:
+        values[var.key] = var.value
+    return values
+
+
 def log_batches(lines: Iterable[LogLine]) -> Iterator[pb.StreamLogsResponse]:
     """StreamLogs responses carrying `lines`, each at most MAX_BATCH_BYTES of text."""
     batch: list[common_pb2.LogLine] = []

@@ -10,7 +10,7 @@ from slipway.metadata.v1 import metadata_pb2 as pb
 from slipway.metadata.v1 import metadata_pb2_grpc as pb_grpc
 
 from client import convert
-from services.metadata.convert import build_changes, log_batches
+from services.metadata.convert import build_changes, env_changes, log_batches
 from services.metadata.store import MetadataStore
 
 Context: TypeAlias = grpc.ServicerContext
@@ -90,6 +90,10 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
     ) -> pb.PromoteReleaseResponse:
         app = self._store.promote_release(request.app, request.id)
         return pb.PromoteReleaseResponse(app=convert.app_to_pb(app))
+
+    def UpdateEnv(self, request: pb.UpdateEnvRequest, context: Context) -> pb.UpdateEnvResponse:
+        release = self._store.update_env(request.app, env_changes(request), list(request.unset))
+        return pb.UpdateEnvResponse(release=convert.release_to_pb(release))
 
     def AppendLogs(self, request: pb.AppendLogsRequest, context: Context) -> pb.AppendLogsResponse:
         next_offset = self._store.append_logs(request.build, list(request.lines))

@@ -3,7 +3,8 @@
 Every public method runs on a pooled connection of its own. Rules that must hold under
 concurrency are enforced by the database: a terminal status is guarded by a conditional
 UPDATE, and log offsets come from a counter on the build row that each append increments
-(which locks the row, or the SQLite database, until the lines are in).
+(which locks the row, or the SQLite database, until the lines are in); an environment
+change holds the app row while it reads the latest release and writes the next one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
+from client.environment import apply_change
 from client.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -281,7 +283,20 @@ class MetadataStore:
         self._app_row(app)
         if build:
             self._build_row(build, app)
-        env_json = json.dumps({str(k): str(v) for k, v in (env or {}).items()}, sort_keys=True)
+        return _release(
+            self._insert_release(app, build, env or {}, manifest, description, time.time())
+        )
+
+    def _insert_release(
+        self,
+        app: str,
+        build: str,
+        env: Mapping[str, str],
+        manifest: str,
+        description: str,
+        created: float,
+    ) -> ReleaseRow:
+        env_json = json.dumps({str(k): str(v) for k, v in env.items()}, sort_keys=True)
         for _ in range(ID_ATTEMPTS):
             release_id = new_id("R")
             inserted = (
@@ -292,15 +307,48 @@ class MetadataStore:
                     env=env_json,
                     manifest=manifest,
                     description=description,
-                    created=time.time(),
+                    created=created,
                 )
                 .on_conflict_ignore()
                 .as_rowcount()
                 .execute()
             )
             if inserted:
-                return _release(ReleaseRow.get(ReleaseRow.id == release_id))
+                return ReleaseRow.get(ReleaseRow.id == release_id)
         raise Internal("no free release id found")
+
+    @_on_connection
+    def update_env(
+        self, app: str, set_vars: Mapping[str, str], unset: Sequence[str] = ()
+    ) -> Release:
+        """Records one release whose env is the latest release's with the change applied
+        (see `client.environment.apply_change`) and whose build and manifest are that
+        release's. The app is created when missing, as a build does.
+
+        The app row is locked (FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transaction holds
+        the write lock) before the latest release is read, so concurrent changes to one app
+        run one after another and none is lost. On error the transaction, app creation
+        included, is rolled back."""
+        check_app_name(app)
+        with self.database.atomic():
+            AppRow.insert(name=app, created=time.time()).on_conflict_ignore().execute()
+            locked = AppRow.select().where(AppRow.name == app)
+            if self.database.for_update:
+                locked = locked.for_update()
+            locked.get()
+            latest = self._releases(app).first()
+            old_env: dict[str, str] = json.loads(latest.env or "{}") if latest else {}
+            change = apply_change(old_env, set_vars, unset)
+            row = self._insert_release(
+                app,
+                build=latest.build if latest else "",
+                env=change.env,
+                manifest=latest.manifest if latest else "",
+                description=change.description,
+                # Never older than the release it follows, whatever the clock does.
+                created=max(time.time(), latest.created if latest else 0.0),
+            )
+        return _release(row)
 
     @_on_connection
     def get_release(self, release_id: str, app: str = "") -> Release:
@@ -335,7 +383,7 @@ class MetadataStore:
             else:
                 row = self._releases(app).first()
                 if row is None:
-                    raise FailedPrecondition(f"app {app} has no releases")
+                    raise FailedPrecondition(f"app {app} has no releases to promote")
             AppRow.update(release=row.id).where(AppRow.name == app).execute()
             return _app(AppRow.get_by_id(app))
 

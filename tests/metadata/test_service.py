@@ -271,3 +271,22 @@ def test_health_answers_without_a_token(server: Server) -> None:
         for name in ("", SERVICE_NAME):
             reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_update_env_keeps_the_order_and_values_over_the_wire(md: MetadataClient, app: str) -> None:
+    build = md.create_build(app)
+    md.create_release(app, build=build.id, env={"OLD": "o"}, manifest="m", description="b")
+    values = {"ZED": 'a=b, "c"\nd', "ALPHA": ""}
+    release = md.update_env(app, values, ["OLD"])
+    assert release.description == "env add:ZED,ALPHA remove:OLD"
+    assert (release.build, release.manifest, release.env) == (build.id, "m", values)
+    assert md.list_releases(app, limit=1) == [release]
+    assert md.get_app(app).release == ""
+
+
+def test_update_env_errors_keep_their_codes_and_words(md: MetadataClient, app: str) -> None:
+    with pytest.raises(NotFound, match="^env var not set: GONE$"):
+        md.update_env(app, {}, ["GONE"])
+    with pytest.raises(InvalidArgument, match="^invalid environment variable: '9X'"):
+        md.update_env(app, {"9X": "1"})
+    assert md.list_releases(app) == []

@@ -186,6 +186,30 @@ class PromoteReleaseResponse(_message.Message):
     app: _common_pb2.App
     def __init__(self, app: _Optional[_Union[_common_pb2.App, _Mapping]] = ...) -> None: ...
 
+class EnvVar(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class UpdateEnvRequest(_message.Message):
+    __slots__ = ("app", "set", "unset")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    SET_FIELD_NUMBER: _ClassVar[int]
+    UNSET_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    set: _containers.RepeatedCompositeFieldContainer[EnvVar]
+    unset: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, app: _Optional[str] = ..., set: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., unset: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateEnvResponse(_message.Message):
+    __slots__ = ("release",)
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    release: _common_pb2.Release
+    def __init__(self, release: _Optional[_Union[_common_pb2.Release, _Mapping]] = ...) -> None: ...
+
 class AppendLogsRequest(_message.Message):
     __slots__ = ("build", "lines")
     BUILD_FIELD_NUMBER: _ClassVar[int]

@@ -95,6 +95,11 @@ class MetadataServiceStub:
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseRequest.SerializeToString,
                 response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseResponse.FromString,
                 _registered_method=True)
+        self.UpdateEnv = channel.unary_unary(
+                '/slipway.metadata.v1.MetadataService/UpdateEnv',
+                request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateEnvRequest.SerializeToString,
+                response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateEnvResponse.FromString,
+                _registered_method=True)
         self.AppendLogs = channel.unary_unary(
                 '/slipway.metadata.v1.MetadataService/AppendLogs',
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.AppendLogsRequest.SerializeToString,
@@ -197,6 +202,22 @@ class MetadataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateEnv(self, request, context):
+        """UpdateEnv records one release of the app whose environment is the latest release's with
+        `set` applied and `unset` removed, and whose build and manifest are that release's (empty
+        before any). The latest release is read and the new one written in one transaction that
+        holds the app, so concurrent changes never lose one another. The app is created when it
+        is missing, as a build does. The description is `env add:K1,K2 change:K3 remove:K4`:
+        kinds that occur only, in that order, keys in request order; a key set to the value it
+        already has is not listed (`env` alone when nothing changes). INVALID_ARGUMENT for an
+        invalid name (`^[A-Za-z_][A-Za-z0-9_]*$`), a key both set and unset, or no change at all;
+        NOT_FOUND (`env var not set: K`) for unsetting a key that is not set. Nothing is written
+        on error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AppendLogs(self, request, context):
         """AppendLogs adds lines to the end of a build's log.
         """
@@ -274,6 +295,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.PromoteRelease,
                     request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseRequest.FromString,
                     response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseResponse.SerializeToString,
+            ),
+            'UpdateEnv': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEnv,
+                    request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateEnvRequest.FromString,
+                    response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateEnvResponse.SerializeToString,
             ),
             'AppendLogs': grpc.unary_unary_rpc_method_handler(
                     servicer.AppendLogs,
@@ -611,6 +637,33 @@ class MetadataService:
             '/slipway.metadata.v1.MetadataService/PromoteRelease',
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseRequest.SerializeToString,
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.PromoteReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateEnv(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slipway.metadata.v1.MetadataService/UpdateEnv',
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateEnvRequest.SerializeToString,
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateEnvResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,192 @@
+"""UpdateEnv in the metadata core, against real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import threading
+import types
+from collections.abc import Callable
+
+import pytest
+
+from client.errors import InvalidArgument, NotFound
+from client.types import Release
+from services.metadata import store as store_module
+from services.metadata.store import MetadataStore
+
+
+@pytest.fixture
+def app(store: MetadataStore) -> str:
+    store.create_app("web")
+    return "web"
+
+
+def test_the_first_change_creates_the_app_and_a_release_without_a_build(
+    store: MetadataStore,
+) -> None:
+    release = store.update_env("fresh", {"B": "2", "A": "1"})
+    assert store.get_app("fresh").release == ""  # made, not promoted
+    assert (release.app, release.build, release.manifest) == ("fresh", "", "")
+    assert release.env == {"A": "1", "B": "2"}
+    assert release.description == "env add:B,A"
+    assert store.list_releases("fresh") == [release]
+
+
+def test_a_change_carries_the_latest_build_and_manifest(store: MetadataStore, app: str) -> None:
+    build = store.create_build(app)
+    base = store.create_release(
+        app,
+        build=build.id,
+        env={"KEEP": "k", "OLD": "o", "SAME": "s"},
+        manifest="services: {}\n",
+        description="build one",
+    )
+    release = store.update_env(app, {"SAME": "s", "NEW": "n", "KEEP": "k2"}, ["OLD"])
+    assert release.id != base.id
+    assert (release.build, release.manifest) == (build.id, "services: {}\n")
+    assert release.env == {"KEEP": "k2", "NEW": "n", "SAME": "s"}
+    assert release.description == "env add:NEW change:KEEP remove:OLD"
+    assert store.get_release(base.id) == base  # the old release is untouched
+    assert [r.id for r in store.list_releases(app)] == [release.id, base.id]
+
+
+@pytest.mark.parametrize(
+    ("set_vars", "unset", "description"),
+    [
+        ({"A": "1"}, [], "env add:A"),
+        ({"X": "changed", "Y": "changed"}, [], "env change:X,Y"),
+        ({}, ["Y", "X"], "env remove:Y,X"),
+        ({"X": "x"}, [], "env"),
+        ({"C": "1", "X": "2", "B": "3"}, ["Y"], "env add:C,B change:X remove:Y"),
+    ],
+)
+def test_descriptions_list_kinds_that_occur_with_keys_in_the_order_given(
+    store: MetadataStore,
+    app: str,
+    set_vars: dict[str, str],
+    unset: list[str],
+    description: str,
+) -> None:
+    store.create_release(app, env={"X": "x", "Y": "y"})
+    assert store.update_env(app, set_vars, unset).description == description
+
+
+def test_values_keep_every_character(store: MetadataStore, app: str) -> None:
+    values = {
+        "EQ": "a=b=c",
+        "SPACES": "  two  words  ",
+        "QUOTES": "\"double\" 'single' `back`",
+        "COMMAS": "a,b, c",
+        "LINES": "first\nsecond\n",
+        "EMPTY": "",
+        "UNICODE": "héllo ✓",
+    }
+    release = store.update_env(app, values)
+    assert release.env == values
+    assert store.get_release(release.id).env == values
+    again = store.update_env(app, {"OTHER": "x"})
+    assert again.env == {**values, "OTHER": "x"}
+
+
+def test_unsetting_a_key_that_is_not_set_changes_nothing(store: MetadataStore, app: str) -> None:
+    base = store.create_release(app, env={"A": "1"})
+    with pytest.raises(NotFound, match=r"^env var not set: NOPE$"):
+        store.update_env(app, {}, ["A", "NOPE"])
+    with pytest.raises(NotFound, match=r"^env vars not set: B, C$"):
+        store.update_env(app, {}, ["B", "A", "C"])
+    assert store.list_releases(app) == [base]
+
+
+def test_a_failed_first_change_does_not_create_the_app(store: MetadataStore) -> None:
+    with pytest.raises(NotFound, match="env var not set: A"):
+        store.update_env("ghost", {}, ["A"])
+    with pytest.raises(NotFound, match="app not found: ghost"):
+        store.get_app("ghost")
+
+
+@pytest.mark.parametrize(
+    ("set_vars", "unset", "message"),
+    [
+        ({"1ABC": "x"}, [], "invalid environment variable: '1ABC'"),
+        ({"A-B": "x"}, [], "invalid environment variable: 'A-B'"),
+        ({"": "x"}, [], "invalid environment variable: ''"),
+        ({"OK\n": "x"}, [], "invalid environment variable: 'OK\\\\n'"),
+        ({"GOOD": "x"}, ["BAD KEY"], "invalid environment variable: 'BAD KEY'"),
+        ({"A": "x"}, ["A"], "environment variable both set and unset: A"),
+        ({}, [], "no environment change given"),
+    ],
+)
+def test_bad_changes_are_refused_and_write_nothing(
+    store: MetadataStore, app: str, set_vars: dict[str, str], unset: list[str], message: str
+) -> None:
+    store.create_release(app, env={"A": "1"})
+    before = store.list_releases(app)
+    with pytest.raises(InvalidArgument, match=f"^{message}"):
+        store.update_env(app, set_vars, unset)
+    assert store.list_releases(app) == before
+
+
+def test_an_invalid_app_name_is_refused(store: MetadataStore) -> None:
+    with pytest.raises(InvalidArgument, match="invalid app name"):
+        store.update_env("Bad_App", {"A": "1"})
+    assert store.list_apps() == []
+
+
+def test_a_new_release_is_never_older_than_the_one_it_follows(
+    store: MetadataStore, app: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = store.create_release(app, env={"A": "1"})
+    monkeypatch.setattr(
+        store_module, "time", types.SimpleNamespace(time=lambda: base.created - 3600)
+    )
+    changed = store.update_env(app, {"A": "2"})
+    assert changed.created == base.created
+    assert store.list_releases(app, limit=1) == [changed]
+    assert store.update_env(app, {"A": "3"}).env == {"A": "3"}  # it built on the latest
+
+
+def _race(count: int, change: Callable[[int], Release]) -> list[Release]:
+    """Runs `change(i)` for each i from its own thread, all released at once."""
+    barrier = threading.Barrier(count)
+    made: list[Release] = []
+    errors: list[BaseException] = []
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        try:
+            made.append(change(i))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(made) == count
+    return made
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["existing-app", "new-app"])
+def test_concurrent_changes_each_make_a_release_and_lose_nothing(
+    store: MetadataStore, existing: bool
+) -> None:
+    app = "racy"
+    if existing:
+        store.create_release(store.create_app(app).name, env={"BASE": "b"})
+    writers = 12
+    for round_ in range(3):
+        value = str(round_)
+        made = _race(writers, lambda i, v=value: store.update_env(app, {f"K{i}": v}))
+        assert len({r.id for r in made}) == writers
+        latest = store.list_releases(app, limit=1)[0]
+        expected = {f"K{i}": value for i in range(writers)}
+        if existing:
+            expected["BASE"] = "b"
+        assert latest.env == expected
+    # Each release saw every earlier one: the environments grow by one key at a time.
+    history = store.list_releases(app, limit=100)[::-1]
+    first_round = [r for r in history if r.description.startswith("env add:")]
+    sizes = [len(r.env) for r in first_round]
+    start = 1 if existing else 0
+    assert sizes == list(range(start + 1, start + writers + 1))
