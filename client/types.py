@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from client.errors import InvalidArgument
 
-APP_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+APP_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")
 
 CREATED = "created"
 RUNNING = "running"

@@ -20,7 +20,7 @@ from client.errors import InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def check_id(value: str, what: str = "archive id") -> str:
