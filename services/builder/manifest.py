@@ -18,7 +18,7 @@ import yaml
 from client.errors import InvalidArgument
 
 DEFAULT_MANIFEST = "convox.yml"
-SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

@@ -88,6 +88,15 @@ def one_line(message: str) -> str:
     return lines[0]
 
 
+def error_lines(message: str) -> list[str]:
+    """How a failure ends the log: `ERROR: <first line>`, then any further lines as they
+    are (a list of validation errors keeps one line each)."""
+    lines = [line.rstrip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ["ERROR: unknown error"]
+    return [f"ERROR: {lines[0].strip()}", *lines[1:]]
+
+
 class Worker:
     """Runs jobs to a terminal status."""
 
@@ -230,9 +239,10 @@ class Worker:
 
     def _fail(self, job: Job, err: Exception, logger: logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
         if isinstance(err, Cancelled) and job.abort_reason:
-            reason = job.abort_reason
+            message = job.abort_reason
         else:
-            reason = one_line(str(err) or type(err).__name__)
+            message = str(err) or type(err).__name__
+        reason = one_line(message)
         with job.lock:
             if job.cancelled:
                 logger.info("cancelled")
@@ -242,7 +252,7 @@ class Worker:
                 logger.error("build failed unexpectedly", exc_info=err)
             else:
                 logger.info("failed: %s", reason)
-            job.log.close([f"ERROR: {reason}"])
+            job.log.close(error_lines(message))
             try:
                 self._deps.store.update_build(
                     job.id, status=types.FAILED, reason=reason, ended=self._clock()

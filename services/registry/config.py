@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.common.config import ServiceArgs
 
@@ -13,7 +15,7 @@ DEFAULT_LISTEN = "127.0.0.1:7403"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 # `host`, `host:port` or `[v6]:port`, as image references name a registry: no scheme, no path.
-REGISTRY_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?$")
+REGISTRY_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?\Z")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,12 @@ class Config:
     (`--registry`, SLIPWAY_REGISTRY_HOST; required)."""
     docker_host: str = DEFAULT_DOCKER_HOST
     """The Docker engine holding the images (`--docker-host`, DOCKER_HOST)."""
+    metadata_address: str = ""
+    """The metadata service, `host:port`, which exports read builds from and imports record
+    them in (`--metadata`, SLIPWAY_METADATA_ADDRESS); without it both are UNAVAILABLE."""
+    scratch_dir: Path = Path(tempfile.gettempdir())
+    """Where exports and imports spool image tars on disk, never in memory
+    (`--scratch`, SLIPWAY_SCRATCH_DIR; default: the system's temporary folder)."""
 
     @classmethod
     def from_env(
@@ -48,6 +56,17 @@ class Config:
             default=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
             help=f"the Docker engine (DOCKER_HOST, default {DEFAULT_DOCKER_HOST})",
         )
+        parser.add_argument(
+            "--metadata",
+            default=env.get("SLIPWAY_METADATA_ADDRESS", ""),
+            help="the metadata service's host:port, for builds export/import "
+            "(SLIPWAY_METADATA_ADDRESS)",
+        )
+        parser.add_argument(
+            "--scratch",
+            default=env.get("SLIPWAY_SCRATCH_DIR") or tempfile.gettempdir(),
+            help="where image tars are spooled during export/import (SLIPWAY_SCRATCH_DIR)",
+        )
         args = parser.parse_args(argv)
         token = parser.token()
         if not args.registry:
@@ -61,4 +80,6 @@ class Config:
             token=token,
             registry_host=args.registry,
             docker_host=args.docker_host,
+            metadata_address=args.metadata,
+            scratch_dir=Path(args.scratch).expanduser(),
         )

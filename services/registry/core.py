@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 # Docker's distribution reference grammar for a repository path: lowercase components
 # joined by `.`, `_`, `__` or dashes, separated by `/`.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
+TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 # At most one progress update per layer per interval, status changes excepted.
 PROGRESS_INTERVAL = 0.5

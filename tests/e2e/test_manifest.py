@@ -1,0 +1,240 @@
+"""convox.yml end to end (SPEC §4): build forms and defaults, `image:` pulls, environment
+and interpolation, validation, other manifests, shared and parallel builds."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from client.config import ClientConfig
+from client.rack import Rack
+from tests.e2e.conftest import RackHandle
+
+pytestmark = pytest.mark.docker
+
+BUILD_ID = re.compile(r"^Build:   (B[A-Z]{10})$", re.M)
+
+
+def _write(folder: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder
+
+
+def _docker(*args: str) -> str:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"docker {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+def _build_id(out: str) -> str:
+    match = BUILD_ID.search(out)
+    assert match, out
+    return match.group(1)
+
+
+def _pulled(rack: RackHandle, app: str, service: str, build_id: str) -> str:
+    """Pulls `{registry}/{app}:{service}.{build}` back from the registry; returns the ref."""
+    ref = f"{rack.registry}/{app}:{service}.{build_id}"
+    subprocess.run(["docker", "rmi", ref], capture_output=True)
+    _docker("pull", ref)
+    return ref
+
+
+def _library(rack: RackHandle) -> Rack:
+    """The rack through the client library, as the CLI's configuration names it."""
+    config = Path(rack.env["XDG_CONFIG_HOME"]) / "slipway" / "config.json"
+    entry = ClientConfig.load(config).resolve(rack.name)
+    return Rack.connect(entry.host, entry.token)
+
+
+def _failure(res_err: str) -> str:
+    return res_err.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def pulled_image(rack: RackHandle) -> str:
+    """An image in the rack's registry for `image:` services, absent from the engine."""
+    marker = secrets.token_hex(4)
+    ref = f"{rack.registry}/base:{marker}"
+    build = subprocess.run(
+        ["docker", "build", "-t", ref, "-"],
+        input=f"FROM busybox\nRUN echo pulled-{marker} > /which\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    _docker("push", ref)
+    _docker("rmi", ref)
+    return ref
+
+
+def test_build_forms_defaults_image_and_shared_builds(
+    rack: RackHandle, pulled_image: str, tmp_path: Path
+) -> None:
+    marker = secrets.token_hex(4)
+    app = f"forms-{marker}"
+    src = _write(
+        tmp_path / "app",
+        {
+            "convox.yml": (
+                "resources:\n  db:\n    type: postgres\n"  # unknown keys are ignored
+                "services:\n"
+                "  web:\n    build: .\n    port: 3000\n"
+                "  worker: {}\n"  # the defaults: path `.`, `Dockerfile`
+                "  api:\n    build:\n      path: api\n      manifest: Dockerfile.api\n"
+                "    scale:\n      count: 2\n"
+                f"  cache:\n    build: no-such-folder\n    image: {pulled_image}\n"
+            ),
+            "Dockerfile": f"FROM busybox\nRUN echo root-{marker} > /which\n",
+            "api/Dockerfile.api": (
+                f"FROM busybox\nCOPY hello /hello\nRUN echo api-{marker} > /which\n"
+            ),
+            "api/hello": "from the api folder\n",
+        },
+    )
+
+    out = rack.ok("build", str(src), "-a", app)
+
+    lines = out.splitlines()
+    build_id = _build_id(out)
+    # web and worker share (path, Dockerfile, args): one build, tagged and pushed for each.
+    assert sorted(line for line in lines if line.startswith("Building: ")) == [
+        "Building: .",
+        "Building: api",
+    ]
+    assert f"Running: docker pull {pulled_image}" in lines
+    for service in ("web", "worker", "api", "cache"):
+        assert f"Running: docker push {rack.registry}/{app}:{service}.{build_id}" in lines
+
+    images = {s: _pulled(rack, app, s, build_id) for s in ("web", "worker", "api", "cache")}
+    assert _docker("run", "--rm", images["web"], "cat", "/which") == f"root-{marker}\n"
+    assert _docker("run", "--rm", images["api"], "cat", "/which", "/hello") == (
+        f"api-{marker}\nfrom the api folder\n"
+    )
+    assert _docker("run", "--rm", images["cache"], "cat", "/which").startswith("pulled-")
+    image_id = "{{.Id}}"
+    assert _docker("inspect", "-f", image_id, images["web"]) == _docker(
+        "inspect", "-f", image_id, images["worker"]
+    )
+
+
+def test_independent_builds_run_in_parallel_up_to_the_limit(
+    rack: RackHandle, tmp_path: Path
+) -> None:
+    """Three independent builds under the default limit of two: the first two overlap (each
+    starts before the other ends), the third starts only after one has ended. Each step
+    sleeps 4 s, far longer than starting a build takes, so the order is not a race."""
+    marker = secrets.token_hex(4)
+    app = f"parallel-{marker}"
+    files = {"convox.yml": "services:\n"}
+    for name in ("one", "two", "three"):
+        files["convox.yml"] += f"  {name}:\n    build: {name}\n"
+        files[f"{name}/Dockerfile"] = (
+            f"FROM busybox\nRUN echo start-{name}-{marker} && sleep 4 && echo end-{name}-{marker}\n"
+        )
+    src = _write(tmp_path / "app", files)
+
+    lines = rack.ok("build", str(src), "-a", app).splitlines()
+
+    def at(event: str, name: str) -> int:
+        return lines.index(f"{event}-{name}-{marker}")
+
+    order = sorted(("one", "two", "three"), key=lambda name: at("start", name))
+    first, second, third = order
+    assert at("start", second) < at("end", first), lines  # the first two overlap
+    assert at("start", third) > min(at("end", first), at("end", second)), lines  # bounded
+
+
+def test_environment_required_then_interpolated(rack: RackHandle, tmp_path: Path) -> None:
+    marker = secrets.token_hex(4)
+    app = f"envs-{marker}"
+    src = _write(
+        tmp_path / "app",
+        {
+            "convox.yml": (
+                "environment:\n  - ZED_KEY\n  - WITH_DEFAULT=fallback\n  - '*'\n"
+                "services:\n"
+                "  web:\n    build: ${WEB_DIR}\n"
+                "    environment:\n      - ALPHA_KEY\n      - ZED_KEY\n"
+            ),
+            "chosen/Dockerfile": f"FROM busybox\nRUN echo chosen-{marker} > /which\n",
+        },
+    )
+
+    res = rack.slipway("build", str(src), "-a", app)
+    assert res.code == 1
+    assert "Traceback" not in res.err
+    assert _failure(res.err) == "ERROR: build failed: required env: ALPHA_KEY, ZED_KEY"
+
+    library = _library(rack)
+    library.metadata.create_release(
+        app, env={"ALPHA_KEY": "a", "ZED_KEY": "", "WEB_DIR": "chosen"}, description="env"
+    )
+    out = rack.ok("build", str(src), "-a", app)
+
+    assert "Building: chosen" in out.splitlines()
+    web = _pulled(rack, app, "web", _build_id(out))
+    assert _docker("run", "--rm", web, "cat", "/which") == f"chosen-{marker}\n"
+
+
+def test_invalid_service_names_are_validation_errors(rack: RackHandle, tmp_path: Path) -> None:
+    app = f"names-{secrets.token_hex(3)}"
+    src = _write(
+        tmp_path / "app",
+        {
+            "convox.yml": "services:\n  Web:\n    build: .\n  9lives:\n    build: .\n  ok: {}\n",
+            "Dockerfile": "FROM busybox\n",
+        },
+    )
+
+    res = rack.slipway("build", str(src), "-a", app)
+
+    assert res.code == 1
+    assert "Traceback" not in res.err
+    rule = "invalid name (must match ^[a-z][a-z0-9-]*$)"
+    assert _failure(res.err) == (
+        f"ERROR: build failed: validation errors: service Web: {rule}; service 9lives: {rule}"
+    )
+    # The log keeps SPEC's layout: the heading, then one line per violation.
+    assert res.out.splitlines()[-3:] == [
+        "ERROR: validation errors:",
+        f"  service Web: {rule}",
+        f"  service 9lives: {rule}",
+    ]
+
+
+def test_other_manifest_with_m_and_missing_manifests(rack: RackHandle, tmp_path: Path) -> None:
+    marker = secrets.token_hex(4)
+    app = f"manifests-{marker}"
+    src = _write(
+        tmp_path / "app",
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "deploy/other.yml": "services:\n  other:\n    build: alt\n",  # paths from the root
+            "Dockerfile": "FROM busybox\nRUN echo from-convox-yml > /which\n",
+            "alt/Dockerfile": f"FROM busybox\nRUN echo alt-{marker} > /which\n",
+        },
+    )
+
+    out = rack.ok("build", str(src), "-a", app, "-m", "deploy/other.yml")
+
+    lines = out.splitlines()
+    build_id = _build_id(out)
+    assert [line for line in lines if line.startswith("Building: ")] == ["Building: alt"]
+    assert not any(f":web.{build_id}" in line for line in lines)
+    other = _pulled(rack, app, "other", build_id)
+    assert _docker("run", "--rm", other, "cat", "/which") == f"alt-{marker}\n"
+
+    res = rack.slipway("build", str(src), "-a", app, "-m", "missing.yml")
+    assert (res.code, _failure(res.err)) == (1, "ERROR: build failed: no such file: missing.yml")
+    (src / "convox.yml").unlink()
+    res = rack.slipway("build", str(src), "-a", app)
+    assert (res.code, _failure(res.err)) == (1, "ERROR: build failed: no such file: convox.yml")
