@@ -13,10 +13,13 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import socket
+import tarfile
+import tempfile
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker
 import docker.errors
@@ -32,6 +35,33 @@ log = logging.getLogger(__name__)
 CONTROL_TIMEOUT = 120
 _RUNNING_IN = re.compile(r"^\s*---> Running in ([0-9a-f]{12,64})\s*$")
 _BUILT = re.compile(r"^Successfully built ([0-9a-f]{12,64})\s*$")
+
+
+@contextlib.contextmanager
+def context_tar(context: str, dockerfile: str) -> Iterator[tuple[BinaryIO, str]]:
+    """The build context as the engine receives it: every file of `context` exactly as the
+    client sent it (the client already applied `.dockerignore`; filtering again here would
+    drop files Docker itself sends), symlinks kept, owned by root as the Docker CLI sends
+    them. Spooled to disk, never held in memory. A Dockerfile outside the context is added
+    under a generated name, as the Docker CLI does. Yields the file and the Dockerfile's
+    name inside it."""
+    inside = os.path.relpath(dockerfile, context)
+    outside = inside == os.pardir or inside.startswith(os.pardir + os.sep)
+    name = f".dockerfile.{secrets.token_hex(10)}" if outside else inside
+
+    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    with tempfile.TemporaryFile(prefix="context-", suffix=".tar") as spool:
+        with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for entry in sorted(os.listdir(context)):
+                tar.add(os.path.join(context, entry), arcname=entry, filter=as_root)
+            if outside:
+                tar.add(dockerfile, arcname=name, filter=as_root)
+        spool.seek(0)
+        yield spool, name
 
 
 class DockerEngine:
@@ -65,10 +95,15 @@ class DockerEngine:
             on_line(text)
 
         lines = LineSplitter(line)
-        with self._job(scope, containers) as api, self._translated(scope):
+        with (
+            context_tar(spec.context, dockerfile) as (context, dockerfile_name),
+            self._job(scope, containers) as api,
+            self._translated(scope),
+        ):
             stream = api.build(
-                path=spec.context,
-                dockerfile=dockerfile,
+                fileobj=context,
+                custom_context=True,
+                dockerfile=dockerfile_name,
                 nocache=spec.nocache,
                 rm=True,
                 forcerm=True,

@@ -22,8 +22,9 @@ def follow(
     interval: float = 0.5,
 ) -> Iterator[types.Build | types.LogLine]:
     """Yields the build, then its log lines from `offset` as they are written, a fresh
-    record whenever the status changes (checked every `interval` seconds), and finally the
-    terminal record. Stops early, quietly, once `active()` turns false."""
+    record whenever the status changes to another non-terminal one (checked every
+    `interval` seconds), and finally, after every line, the terminal record. Stops early,
+    quietly, once `active()` turns false."""
     build = store.get_build(build_id)
     yield build
     lines: queue.Queue[object] = queue.Queue(maxsize=1000)
@@ -53,7 +54,9 @@ def follow(
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + interval
                 current = store.get_build(build_id)
-                if current.status != status:
+                # A terminal record goes out only after the last line (below, on _END):
+                # followers take it as the end of the stream.
+                if current.status != status and not current.terminal:
                     status = current.status
                     yield current
     finally:
