@@ -1,8 +1,9 @@
 """Packing a source folder into the gzip'd tar `slipway build` uploads.
 
-The tree is the one Docker would send for the folder (see `client.dockerignore`), plus the
-manifest, `.dockerignore` and every Dockerfile the manifest names, even when ignored.
-Symlinks stay symlinks; sockets, FIFOs and devices are left out. The archive is written as
+The tree is the one the Docker CLI would send for the folder (see `client.dockerignore`),
+plus the manifest, `.dockerignore` and every Dockerfile the manifest names, even when
+ignored. Symlinks stay symlinks; sockets, FIFOs and devices (which Docker would send and the
+rack refuses) are left out. The archive is written as
 it is produced, so memory stays flat whatever the folder's size.
 """
 

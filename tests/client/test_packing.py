@@ -213,3 +213,24 @@ def test_memory_stays_flat(tmp_path: Path) -> None:
             tracemalloc.stop()
         assert out.tell() == size
     assert peak < 4 * 1024 * 1024, f"peak {peak} bytes while packing 50 MB"
+
+
+def test_bad_regexp_is_reported_when_used(tmp_path: Path) -> None:
+    """Like Docker, a pattern whose regexp Go rejects fails only once a path meets it."""
+    _write(tmp_path, {"app.py": "x", ".dockerignore": "app.py\n!a\\q\n"})
+    with pytest.raises(InvalidArgument, match=r"^\.dockerignore: syntax error in pattern: a\\q$"):
+        pack(tmp_path, io.BytesIO())
+    (tmp_path / ".dockerignore").write_text("!a\\q\n")
+    members, _ = _pack(tmp_path)
+    assert sorted(members) == [".dockerignore", "app.py"]
+
+
+def test_reincluded_entries_come_with_their_folders(tmp_path: Path) -> None:
+    """Docker sends `dir/keep` alone and its receiver creates `dir`; the archive holds `dir`
+    itself, so it is a tree whatever extracts it. A wildcard exception such as `!**/keep`
+    does not reach into a pruned folder (the classic builder's rule)."""
+    _write(tmp_path, {"dir/keep": "x", "dir/drop": "x", "other/sub/keep": "x"})
+    (tmp_path / ".dockerignore").write_text("dir\nother\n!dir/keep\n!**/keep\n")
+    members, _ = _pack(tmp_path)
+    assert sorted(members) == [".dockerignore", "dir", "dir/keep"]
+    assert members["dir"].isdir()
