@@ -89,9 +89,17 @@ class MetadataClient:
         env: Mapping[str, str] | None = None,
         manifest: str = "",
         description: str = "",
+        inherit_env: bool = False,
     ) -> types.Release:
+        """Records a release; with `inherit_env` its environment is the app's latest
+        release's, read atomically with the write (`env` is then ignored)."""
         req = pb.CreateReleaseRequest(
-            app=app, build=build, env=dict(env or {}), manifest=manifest, description=description
+            app=app,
+            build=build,
+            env=dict(env or {}),
+            manifest=manifest,
+            description=description,
+            inherit_env=inherit_env,
         )
         with self._errors():
             resp = self._stub.CreateRelease(req)

@@ -46,6 +46,7 @@ class BuildStore(Protocol):
         env: Mapping[str, str] | None = None,
         manifest: str = "",
         description: str = "",
+        inherit_env: bool = False,
     ) -> types.Release: ...
 
     def list_releases(self, app: str, limit: int = 10) -> list[types.Release]: ...

@@ -225,7 +225,7 @@ class Worker:
             release = store.create_release(
                 req.app,
                 build=job.id,
-                env=self._latest_env(req.app),
+                inherit_env=True,  # the env as it is now, not as the build began
                 manifest=parsed.text,
                 description=req.description,
             )

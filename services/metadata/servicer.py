@@ -72,6 +72,7 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
             env=dict(request.env),
             manifest=request.manifest,
             description=request.description,
+            inherit_env=request.inherit_env,
         )
         return pb.CreateReleaseResponse(release=convert.release_to_pb(release))
 

@@ -279,13 +279,30 @@ class MetadataStore:
         env: Mapping[str, str] | None = None,
         manifest: str = "",
         description: str = "",
+        inherit_env: bool = False,
     ) -> Release:
-        self._app_row(app)
-        if build:
-            self._build_row(build, app)
-        return _release(
-            self._insert_release(app, build, env or {}, manifest, description, time.time())
-        )
+        """Records a release. With `inherit_env` its environment is the latest release's,
+        read under the app lock like `update_env`, so a concurrent change is not lost."""
+        with self.database.atomic():
+            latest = self._lock_app(app)
+            if build:
+                self._build_row(build, app)
+            if inherit_env:
+                env = json.loads(latest.env or "{}") if latest else {}
+            created = max(time.time(), latest.created if latest else 0.0)
+            row = self._insert_release(app, build, env or {}, manifest, description, created)
+        return _release(row)
+
+    def _lock_app(self, app: str) -> ReleaseRow | None:
+        """Inside a transaction: locks the app row (FOR UPDATE on PostgreSQL; SQLite's
+        transaction holds the write lock) and returns its latest release. NotFound when
+        the app does not exist."""
+        locked = AppRow.select().where(AppRow.name == app)
+        if self.database.for_update:
+            locked = locked.for_update()
+        if locked.first() is None:
+            raise NotFound.of("app", app)
+        return self._releases(app).first()
 
     def _insert_release(
         self,
@@ -332,11 +349,7 @@ class MetadataStore:
         check_app_name(app)
         with self.database.atomic():
             AppRow.insert(name=app, created=time.time()).on_conflict_ignore().execute()
-            locked = AppRow.select().where(AppRow.name == app)
-            if self.database.for_update:
-                locked = locked.for_update()
-            locked.get()
-            latest = self._releases(app).first()
+            latest = self._lock_app(app)
             old_env: dict[str, str] = json.loads(latest.env or "{}") if latest else {}
             change = apply_change(old_env, set_vars, unset)
             row = self._insert_release(

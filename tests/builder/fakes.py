@@ -102,8 +102,12 @@ class FakeStore:
         env: Mapping[str, str] | None = None,
         manifest: str = "",
         description: str = "",
+        inherit_env: bool = False,
     ) -> types.Release:
         with self._cond:
+            if inherit_env:
+                latest = [r for r in self.releases if r.app == app]
+                env = latest[-1].env if latest else {}
             release = types.Release(
                 id=_id("R"),
                 app=app,

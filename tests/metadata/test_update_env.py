@@ -190,3 +190,20 @@ def test_concurrent_changes_each_make_a_release_and_lose_nothing(
     sizes = [len(r.env) for r in first_round]
     start = 1 if existing else 0
     assert sizes == list(range(start + 1, start + writers + 1))
+
+
+def test_release_inheriting_env_keeps_a_change_made_meanwhile(store: MetadataStore) -> None:
+    """A build reads the env when it starts and releases when it ends; an env change in
+    between must be in the build's release."""
+    store.create_app("inherit")
+    build = store.create_build("inherit")
+    store.update_env("inherit", {"A": "1"})
+    store.update_env("inherit", {"B": "2"})  # lands while the build runs
+    release = store.create_release("inherit", build=build.id, env={"A": "stale"}, inherit_env=True)
+    assert release.env == {"A": "1", "B": "2"}
+    assert store.list_releases("inherit", limit=1)[0].id == release.id
+
+
+def test_release_for_unknown_app_is_not_found(store: MetadataStore) -> None:
+    with pytest.raises(NotFound, match="app not found: ghost"):
+        store.create_release("ghost", inherit_env=True)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from slipway.common.v1 import common_pb2 as slipway_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"slipway/metadata/v1/metadata.proto\x12\x13slipway.metadata.v1\x1a\x1eslipway/common/v1/common.proto\"2\n\x10\x43reateAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xist_ok\x18\x02 \x01(\x08\"8\n\x11\x43reateAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.slipway.common.v1.App\"\x1d\n\rGetAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x0eGetAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.slipway.common.v1.App\"\x11\n\x0fListAppsRequest\"8\n\x10ListAppsResponse\x12$\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x16.slipway.common.v1.App\"j\n\x12\x43reateBuildRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x10\n\x08manifest\x18\x03 \x01(\t\x12\x0f\n\x07git_sha\x18\x04 \x01(\t\x12\x0f\n\x07\x61rchive\x18\x05 \x01(\t\">\n\x13\x43reateBuildResponse\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build\"*\n\x0fGetBuildRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\";\n\x10GetBuildResponse\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build\"/\n\x11ListBuildsRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\">\n\x12ListBuildsResponse\x12(\n\x06\x62uilds\x18\x01 \x03(\x0b\x32\x18.slipway.common.v1.Build\"M\n\x12UpdateBuildRequest\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\">\n\x13UpdateBuildResponse\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build\"*\n\x18\x46\x61ilRunningBuildsRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"(\n\x19\x46\x61ilRunningBuildsResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\"\xc6\x01\n\x14\x43reateReleaseRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05\x62uild\x18\x02 \x01(\t\x12?\n\x03\x65nv\x18\x03 \x03(\x0b\x32\x32.slipway.metadata.v1.CreateReleaseRequest.EnvEntry\x12\x10\n\x08manifest\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x15\x43reateReleaseResponse\x12+\n\x07release\x18\x01 \x01(\x0b\x32\x1a.slipway.common.v1.Release\",\n\x11GetReleaseRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\"A\n\x12GetReleaseResponse\x12+\n\x07release\x18\x01 \x01(\x0b\x32\x1a.slipway.common.v1.Release\"1\n\x13ListReleasesRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"D\n\x14ListReleasesResponse\x12,\n\x08releases\x18\x01 \x03(\x0b\x32\x1a.slipway.common.v1.Release\"0\n\x15PromoteReleaseRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"=\n\x16PromoteReleaseResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.slipway.common.v1.App\"$\n\x06\x45nvVar\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"X\n\x10UpdateEnvRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12(\n\x03set\x18\x02 \x03(\x0b\x32\x1b.slipway.metadata.v1.EnvVar\x12\r\n\x05unset\x18\x03 \x03(\t\"@\n\x11UpdateEnvResponse\x12+\n\x07release\x18\x01 \x01(\x0b\x32\x1a.slipway.common.v1.Release\"1\n\x11\x41ppendLogsRequest\x12\r\n\x05\x62uild\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x03(\t\")\n\x12\x41ppendLogsResponse\x12\x13\n\x0bnext_offset\x18\x01 \x01(\x03\"B\n\x11StreamLogsRequest\x12\r\n\x05\x62uild\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"?\n\x12StreamLogsResponse\x12)\n\x05lines\x18\x01 \x03(\x0b\x32\x1a.slipway.common.v1.LogLine2\xbc\x0b\n\x0fMetadataService\x12Z\n\tCreateApp\x12%.slipway.metadata.v1.CreateAppRequest\x1a&.slipway.metadata.v1.CreateAppResponse\x12Q\n\x06GetApp\x12\".slipway.metadata.v1.GetAppRequest\x1a#.slipway.metadata.v1.GetAppResponse\x12W\n\x08ListApps\x12$.slipway.metadata.v1.ListAppsRequest\x1a%.slipway.metadata.v1.ListAppsResponse\x12`\n\x0b\x43reateBuild\x12\'.slipway.metadata.v1.CreateBuildRequest\x1a(.slipway.metadata.v1.CreateBuildResponse\x12W\n\x08GetBuild\x12$.slipway.metadata.v1.GetBuildRequest\x1a%.slipway.metadata.v1.GetBuildResponse\x12]\n\nListBuilds\x12&.slipway.metadata.v1.ListBuildsRequest\x1a\'.slipway.metadata.v1.ListBuildsResponse\x12`\n\x0bUpdateBuild\x12\'.slipway.metadata.v1.UpdateBuildRequest\x1a(.slipway.metadata.v1.UpdateBuildResponse\x12r\n\x11\x46\x61ilRunningBuilds\x12-.slipway.metadata.v1.FailRunningBuildsRequest\x1a..slipway.metadata.v1.FailRunningBuildsResponse\x12\x66\n\rCreateRelease\x12).slipway.metadata.v1.CreateReleaseRequest\x1a*.slipway.metadata.v1.CreateReleaseResponse\x12]\n\nGetRelease\x12&.slipway.metadata.v1.GetReleaseRequest\x1a\'.slipway.metadata.v1.GetReleaseResponse\x12\x63\n\x0cListReleases\x12(.slipway.metadata.v1.ListReleasesRequest\x1a).slipway.metadata.v1.ListReleasesResponse\x12i\n\x0ePromoteRelease\x12*.slipway.metadata.v1.PromoteReleaseRequest\x1a+.slipway.metadata.v1.PromoteReleaseResponse\x12Z\n\tUpdateEnv\x12%.slipway.metadata.v1.UpdateEnvRequest\x1a&.slipway.metadata.v1.UpdateEnvResponse\x12]\n\nAppendLogs\x12&.slipway.metadata.v1.AppendLogsRequest\x1a\'.slipway.metadata.v1.AppendLogsResponse\x12_\n\nStreamLogs\x12&.slipway.metadata.v1.StreamLogsRequest\x1a\'.slipway.metadata.v1.StreamLogsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"slipway/metadata/v1/metadata.proto\x12\x13slipway.metadata.v1\x1a\x1eslipway/common/v1/common.proto\"2\n\x10\x43reateAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xist_ok\x18\x02 \x01(\x08\"8\n\x11\x43reateAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.slipway.common.v1.App\"\x1d\n\rGetAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x0eGetAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.slipway.common.v1.App\"\x11\n\x0fListAppsRequest\"8\n\x10ListAppsResponse\x12$\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x16.slipway.common.v1.App\"j\n\x12\x43reateBuildRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x10\n\x08manifest\x18\x03 \x01(\t\x12\x0f\n\x07git_sha\x18\x04 \x01(\t\x12\x0f\n\x07\x61rchive\x18\x05 \x01(\t\">\n\x13\x43reateBuildResponse\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build\"*\n\x0fGetBuildRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\";\n\x10GetBuildResponse\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build\"/\n\x11ListBuildsRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\">\n\x12ListBuildsResponse\x12(\n\x06\x62uilds\x18\x01 \x03(\x0b\x32\x18.slipway.common.v1.Build\"M\n\x12UpdateBuildRequest\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\">\n\x13UpdateBuildResponse\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build\"*\n\x18\x46\x61ilRunningBuildsRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"(\n\x19\x46\x61ilRunningBuildsResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\"\xdb\x01\n\x14\x43reateReleaseRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05\x62uild\x18\x02 \x01(\t\x12?\n\x03\x65nv\x18\x03 \x03(\x0b\x32\x32.slipway.metadata.v1.CreateReleaseRequest.EnvEntry\x12\x10\n\x08manifest\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x13\n\x0binherit_env\x18\x06 \x01(\x08\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x15\x43reateReleaseResponse\x12+\n\x07release\x18\x01 \x01(\x0b\x32\x1a.slipway.common.v1.Release\",\n\x11GetReleaseRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\"A\n\x12GetReleaseResponse\x12+\n\x07release\x18\x01 \x01(\x0b\x32\x1a.slipway.common.v1.Release\"1\n\x13ListReleasesRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"D\n\x14ListReleasesResponse\x12,\n\x08releases\x18\x01 \x03(\x0b\x32\x1a.slipway.common.v1.Release\"0\n\x15PromoteReleaseRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"=\n\x16PromoteReleaseResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.slipway.common.v1.App\"$\n\x06\x45nvVar\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"X\n\x10UpdateEnvRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12(\n\x03set\x18\x02 \x03(\x0b\x32\x1b.slipway.metadata.v1.EnvVar\x12\r\n\x05unset\x18\x03 \x03(\t\"@\n\x11UpdateEnvResponse\x12+\n\x07release\x18\x01 \x01(\x0b\x32\x1a.slipway.common.v1.Release\"1\n\x11\x41ppendLogsRequest\x12\r\n\x05\x62uild\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x03(\t\")\n\x12\x41ppendLogsResponse\x12\x13\n\x0bnext_offset\x18\x01 \x01(\x03\"B\n\x11StreamLogsRequest\x12\r\n\x05\x62uild\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"?\n\x12StreamLogsResponse\x12)\n\x05lines\x18\x01 \x03(\x0b\x32\x1a.slipway.common.v1.LogLine2\xbc\x0b\n\x0fMetadataService\x12Z\n\tCreateApp\x12%.slipway.metadata.v1.CreateAppRequest\x1a&.slipway.metadata.v1.CreateAppResponse\x12Q\n\x06GetApp\x12\".slipway.metadata.v1.GetAppRequest\x1a#.slipway.metadata.v1.GetAppResponse\x12W\n\x08ListApps\x12$.slipway.metadata.v1.ListAppsRequest\x1a%.slipway.metadata.v1.ListAppsResponse\x12`\n\x0b\x43reateBuild\x12\'.slipway.metadata.v1.CreateBuildRequest\x1a(.slipway.metadata.v1.CreateBuildResponse\x12W\n\x08GetBuild\x12$.slipway.metadata.v1.GetBuildRequest\x1a%.slipway.metadata.v1.GetBuildResponse\x12]\n\nListBuilds\x12&.slipway.metadata.v1.ListBuildsRequest\x1a\'.slipway.metadata.v1.ListBuildsResponse\x12`\n\x0bUpdateBuild\x12\'.slipway.metadata.v1.UpdateBuildRequest\x1a(.slipway.metadata.v1.UpdateBuildResponse\x12r\n\x11\x46\x61ilRunningBuilds\x12-.slipway.metadata.v1.FailRunningBuildsRequest\x1a..slipway.metadata.v1.FailRunningBuildsResponse\x12\x66\n\rCreateRelease\x12).slipway.metadata.v1.CreateReleaseRequest\x1a*.slipway.metadata.v1.CreateReleaseResponse\x12]\n\nGetRelease\x12&.slipway.metadata.v1.GetReleaseRequest\x1a\'.slipway.metadata.v1.GetReleaseResponse\x12\x63\n\x0cListReleases\x12(.slipway.metadata.v1.ListReleasesRequest\x1a).slipway.metadata.v1.ListReleasesResponse\x12i\n\x0ePromoteRelease\x12*.slipway.metadata.v1.PromoteReleaseRequest\x1a+.slipway.metadata.v1.PromoteReleaseResponse\x12Z\n\tUpdateEnv\x12%.slipway.metadata.v1.UpdateEnvRequest\x1a&.slipway.metadata.v1.UpdateEnvResponse\x12]\n\nAppendLogs\x12&.slipway.metadata.v1.AppendLogsRequest\x1a\'.slipway.metadata.v1.AppendLogsResponse\x12_\n\nStreamLogs\x12&.slipway.metadata.v1.StreamLogsRequest\x1a\'.slipway.metadata.v1.StreamLogsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -67,37 +67,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FAILRUNNINGBUILDSRESPONSE']._serialized_start=941
   _globals['_FAILRUNNINGBUILDSRESPONSE']._serialized_end=981
   _globals['_CREATERELEASEREQUEST']._serialized_start=984
-  _globals['_CREATERELEASEREQUEST']._serialized_end=1182
-  _globals['_CREATERELEASEREQUEST_ENVENTRY']._serialized_start=1140
-  _globals['_CREATERELEASEREQUEST_ENVENTRY']._serialized_end=1182
-  _globals['_CREATERELEASERESPONSE']._serialized_start=1184
-  _globals['_CREATERELEASERESPONSE']._serialized_end=1252
-  _globals['_GETRELEASEREQUEST']._serialized_start=1254
-  _globals['_GETRELEASEREQUEST']._serialized_end=1298
-  _globals['_GETRELEASERESPONSE']._serialized_start=1300
-  _globals['_GETRELEASERESPONSE']._serialized_end=1365
-  _globals['_LISTRELEASESREQUEST']._serialized_start=1367
-  _globals['_LISTRELEASESREQUEST']._serialized_end=1416
-  _globals['_LISTRELEASESRESPONSE']._serialized_start=1418
-  _globals['_LISTRELEASESRESPONSE']._serialized_end=1486
-  _globals['_PROMOTERELEASEREQUEST']._serialized_start=1488
-  _globals['_PROMOTERELEASEREQUEST']._serialized_end=1536
-  _globals['_PROMOTERELEASERESPONSE']._serialized_start=1538
-  _globals['_PROMOTERELEASERESPONSE']._serialized_end=1599
-  _globals['_ENVVAR']._serialized_start=1601
-  _globals['_ENVVAR']._serialized_end=1637
-  _globals['_UPDATEENVREQUEST']._serialized_start=1639
-  _globals['_UPDATEENVREQUEST']._serialized_end=1727
-  _globals['_UPDATEENVRESPONSE']._serialized_start=1729
-  _globals['_UPDATEENVRESPONSE']._serialized_end=1793
-  _globals['_APPENDLOGSREQUEST']._serialized_start=1795
-  _globals['_APPENDLOGSREQUEST']._serialized_end=1844
-  _globals['_APPENDLOGSRESPONSE']._serialized_start=1846
-  _globals['_APPENDLOGSRESPONSE']._serialized_end=1887
-  _globals['_STREAMLOGSREQUEST']._serialized_start=1889
-  _globals['_STREAMLOGSREQUEST']._serialized_end=1955
-  _globals['_STREAMLOGSRESPONSE']._serialized_start=1957
-  _globals['_STREAMLOGSRESPONSE']._serialized_end=2020
-  _globals['_METADATASERVICE']._serialized_start=2023
-  _globals['_METADATASERVICE']._serialized_end=3491
+  _globals['_CREATERELEASEREQUEST']._serialized_end=1203
+  _globals['_CREATERELEASEREQUEST_ENVENTRY']._serialized_start=1161
+  _globals['_CREATERELEASEREQUEST_ENVENTRY']._serialized_end=1203
+  _globals['_CREATERELEASERESPONSE']._serialized_start=1205
+  _globals['_CREATERELEASERESPONSE']._serialized_end=1273
+  _globals['_GETRELEASEREQUEST']._serialized_start=1275
+  _globals['_GETRELEASEREQUEST']._serialized_end=1319
+  _globals['_GETRELEASERESPONSE']._serialized_start=1321
+  _globals['_GETRELEASERESPONSE']._serialized_end=1386
+  _globals['_LISTRELEASESREQUEST']._serialized_start=1388
+  _globals['_LISTRELEASESREQUEST']._serialized_end=1437
+  _globals['_LISTRELEASESRESPONSE']._serialized_start=1439
+  _globals['_LISTRELEASESRESPONSE']._serialized_end=1507
+  _globals['_PROMOTERELEASEREQUEST']._serialized_start=1509
+  _globals['_PROMOTERELEASEREQUEST']._serialized_end=1557
+  _globals['_PROMOTERELEASERESPONSE']._serialized_start=1559
+  _globals['_PROMOTERELEASERESPONSE']._serialized_end=1620
+  _globals['_ENVVAR']._serialized_start=1622
+  _globals['_ENVVAR']._serialized_end=1658
+  _globals['_UPDATEENVREQUEST']._serialized_start=1660
+  _globals['_UPDATEENVREQUEST']._serialized_end=1748
+  _globals['_UPDATEENVRESPONSE']._serialized_start=1750
+  _globals['_UPDATEENVRESPONSE']._serialized_end=1814
+  _globals['_APPENDLOGSREQUEST']._serialized_start=1816
+  _globals['_APPENDLOGSREQUEST']._serialized_end=1865
+  _globals['_APPENDLOGSRESPONSE']._serialized_start=1867
+  _globals['_APPENDLOGSRESPONSE']._serialized_end=1908
+  _globals['_STREAMLOGSREQUEST']._serialized_start=1910
+  _globals['_STREAMLOGSREQUEST']._serialized_end=1976
+  _globals['_STREAMLOGSRESPONSE']._serialized_start=1978
+  _globals['_STREAMLOGSRESPONSE']._serialized_end=2041
+  _globals['_METADATASERVICE']._serialized_start=2044
+  _globals['_METADATASERVICE']._serialized_end=3512
 # @@protoc_insertion_point(module_scope)

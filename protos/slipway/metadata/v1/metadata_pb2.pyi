@@ -118,7 +118,7 @@ class FailRunningBuildsResponse(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateReleaseRequest(_message.Message):
-    __slots__ = ("app", "build", "env", "manifest", "description")
+    __slots__ = ("app", "build", "env", "manifest", "description", "inherit_env")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -131,12 +131,14 @@ class CreateReleaseRequest(_message.Message):
     ENV_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    INHERIT_ENV_FIELD_NUMBER: _ClassVar[int]
     app: str
     build: str
     env: _containers.ScalarMap[str, str]
     manifest: str
     description: str
-    def __init__(self, app: _Optional[str] = ..., build: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., manifest: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    inherit_env: bool
+    def __init__(self, app: _Optional[str] = ..., build: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., manifest: _Optional[str] = ..., description: _Optional[str] = ..., inherit_env: _Optional[bool] = ...) -> None: ...
 
 class CreateReleaseResponse(_message.Message):
     __slots__ = ("release",)
