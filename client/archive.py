@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import grpc
@@ -28,6 +29,20 @@ def file_digest(fileobj: BinaryIO) -> tuple[int, str]:
         size += len(data)
     fileobj.seek(0)
     return size, digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FetchedSource:
+    """An archive the rack made from a git repository."""
+
+    id: str
+    """The archive id (sha256)."""
+    size: int
+    """Its size in bytes."""
+    commit: str
+    """The full sha of the commit it holds."""
+    subject: str
+    """That commit's subject line."""
 
 
 class ArchiveClient:
@@ -80,3 +95,13 @@ class ArchiveClient:
         """The stored archive's size; NotFound when it is not stored."""
         with rpc_errors(self.address, self.service):
             return int(self._stub.StatArchive(pb.StatArchiveRequest(id=archive_id)).size)
+
+    def fetch_git(self, app: str, url: str, ref: str = "", manifest: str = "") -> FetchedSource:
+        """Has the rack clone `url` at `ref` (default: the remote HEAD) and store its work
+        tree as an archive; InvalidArgument says why it could not."""
+        request = pb.FetchGitRequest(app=app, url=url, ref=ref, manifest=manifest)
+        with rpc_errors(self.address, self.service):
+            resp = self._stub.FetchGit(request)
+        return FetchedSource(
+            id=str(resp.id), size=int(resp.size), commit=str(resp.commit), subject=str(resp.subject)
+        )

@@ -1,4 +1,5 @@
-"""What git says of a source folder, for a build's default description."""
+"""What git says of a source folder, for a build's default description; and how
+`slipway build` tells a git URL (`URL#ref`) from a folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,31 @@ import subprocess
 from pathlib import Path
 
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_GIT_URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:", re.I)
+
+
+def is_git_url(source: str) -> bool:
+    """Whether `slipway build SOURCE` names a repository rather than a folder."""
+    return bool(_GIT_URL.match(source))
+
+
+def split_ref(source: str) -> tuple[str, str]:
+    """`URL#ref` as (URL, ref); the ref is empty when there is none (the remote HEAD)."""
+    url, _, ref = source.partition("#")
+    return url, ref
+
+
+def repo_name(url: str) -> str:
+    """The repository's name: the last part of its path without `.git` (`x` for
+    `https://host/org/x.git` and `git@host:org/x.git`)."""
+    path = url.partition("://")[2] if "://" in url else url.partition(":")[2]
+    last = re.split(r"[/:]", path.rstrip("/"))[-1]
+    return last[: -len(".git")] if last.endswith(".git") else last
+
+
+def description(sha: str, subject: str) -> str:
+    """A build's default description: `build <sha[:10]> <subject>`."""
+    return f"build {sha[:10]} {subject}".rstrip()
 
 
 def _git(folder: Path, *args: str) -> str | None:
@@ -42,6 +68,6 @@ def describe(folder: str | os.PathLike[str]) -> tuple[str, str] | None:
         if not _SHA.match(sha):
             return None
         subject = (_git(path, "log", "-1", "--format=%s") or "").strip()
-        return sha, f"build {sha[:10]} {subject}".rstrip()
+        return sha, description(sha, subject)
     except Exception:  # noqa: BLE001 - a description is never worth failing a build
         return None

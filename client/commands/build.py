@@ -1,33 +1,43 @@
-"""`slipway build [DIR]`: pack, upload, start, follow the log, report the outcome."""
+"""`slipway build [DIR]`: pack, upload, start, follow the log, report the outcome.
+
+DIR may be a git URL (`URL#ref`): the rack then fetches the repository itself, and the
+build starts on the archive it made."""
 
 from __future__ import annotations
 
 import argparse
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from rich.console import Console
 
 from client import gitinfo, packing, types
 from client.commands import Context
 from client.commands.follow import follow_build
 from client.errors import InvalidArgument, SlipwayError
 from client.render import step, transfer, write_line
-from client.types import BuildRequest
+from client.types import BuildRequest, check_app_name
 
-_GIT_URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
+if TYPE_CHECKING:
+    from client.rack import Rack
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = commands.add_parser(
         "build",
         parents=[common],
-        help="build the app from a folder",
+        help="build the app from a folder or a git repository",
         description=(
             "Packs DIR (default: the current folder), uploads it to the rack, builds it as "
-            "convox.yml says and prints the build log as it happens."
+            "convox.yml says and prints the build log as it happens. DIR may also be a git "
+            "URL (https://, http://, ssh://, git://, file:// or user@host:path) with an "
+            "optional #ref (branch, tag or commit): the rack then clones it itself."
         ),
     )
-    p.add_argument("dir", nargs="?", default=".", metavar="DIR", help="the source folder")
+    p.add_argument(
+        "dir", nargs="?", default=".", metavar="DIR", help="the source folder or git URL[#ref]"
+    )
     p.add_argument("-d", "--description", help="the build's description")
     p.add_argument(
         "-m",
@@ -73,28 +83,19 @@ def parse_build_args(values: Sequence[str], env: Mapping[str, str]) -> dict[str,
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
-    if _GIT_URL.match(args.dir):
-        raise InvalidArgument("building from a git URL is not supported by this client yet")
-    folder = ctx.cwd / args.dir
-    if not folder.is_dir():
+    from_git = gitinfo.is_git_url(args.dir)
+    if not from_git and not (ctx.cwd / args.dir).is_dir():
         raise InvalidArgument(f"no such directory: {args.dir}")
     build_args = parse_build_args(args.build_args, ctx.env)
-    app = ctx.app(args.dir)
+    app = _git_app(ctx, args.dir) if from_git else ctx.app(args.dir)
     out = ctx.err if args.id else ctx.out
     rack = ctx.rack()
 
-    description, git_sha = args.description or "", ""
-    described = gitinfo.describe(folder)
-    if described:
-        git_sha = described[0]
-        description = description or described[1]
-
-    with tempfile.TemporaryFile(prefix="slipway-source-") as source:
-        with step(out, "Packaging source"):
-            size, sha256 = packing.pack(folder, source, args.manifest)
-        source.seek(0)
-        with transfer(out, "Uploading source", size) as sent:
-            archive = rack.archive.upload(app, source, size, sha256, sent)
+    if from_git:
+        archive, git_sha, described = _fetch(rack, out, app, args.dir, args.manifest)
+    else:
+        archive, git_sha, described = _upload(rack, out, app, ctx, args.dir, args.manifest)
+    description = args.description or described
 
     with step(out, "Starting build"):
         build = rack.builder.start_build(
@@ -124,6 +125,39 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     if not final.terminal and followed.build is not None:
         final = followed.build  # the record store lags the stream; trust the stream
     return _outcome(ctx, final, args.id)
+
+
+def _git_app(ctx: Context, source: str) -> str:
+    """`-a NAME`, else the repository's name."""
+    if ctx.app_flag:
+        return ctx.app()
+    try:
+        return check_app_name(gitinfo.repo_name(gitinfo.split_ref(source)[0]))
+    except InvalidArgument as err:
+        raise InvalidArgument(f"{err}; it comes from the repository name, pass -a NAME") from None
+
+
+def _upload(
+    rack: Rack, out: Console, app: str, ctx: Context, folder: str, manifest: str
+) -> tuple[str, str, str]:
+    """Packs and uploads a folder: (archive id, git sha, default description)."""
+    path = ctx.cwd / folder
+    git_sha, description = gitinfo.describe(path) or ("", "")
+    with tempfile.TemporaryFile(prefix="slipway-source-") as source:
+        with step(out, "Packaging source"):
+            size, sha256 = packing.pack(path, source, manifest)
+        source.seek(0)
+        with transfer(out, "Uploading source", size) as sent:
+            archive = rack.archive.upload(app, source, size, sha256, sent)
+    return archive, git_sha, description
+
+
+def _fetch(rack: Rack, out: Console, app: str, source: str, manifest: str) -> tuple[str, str, str]:
+    """Has the rack fetch a repository: (archive id, git sha, default description)."""
+    url, ref = gitinfo.split_ref(source)
+    with step(out, "Fetching source"):
+        fetched = rack.archive.fetch_git(app, url, ref, manifest)
+    return fetched.id, fetched.commit, gitinfo.description(fetched.commit, fetched.subject)
 
 
 def _outcome(ctx: Context, build: types.Build, only_id: bool) -> int:

@@ -12,6 +12,7 @@ from services.common.config import ServiceArgs
 DEFAULT_LISTEN = "127.0.0.1:7401"
 DEFAULT_DATA = "~/.local/share/slipway/archive"
 DEFAULT_MAX_BYTES = 2 * 1024**3
+DEFAULT_GIT_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,14 @@ class Config:
     """Where the filesystem object store keeps archives (`--data`, SLIPWAY_ARCHIVE_DIR)."""
     max_bytes: int = DEFAULT_MAX_BYTES
     """The largest archive accepted, in bytes (`--max-bytes`, SLIPWAY_ARCHIVE_MAX_BYTES)."""
+    git_timeout: float = DEFAULT_GIT_TIMEOUT
+    """The longest a git fetch may take, in seconds, submodules included (`--git-timeout`,
+    SLIPWAY_ARCHIVE_GIT_TIMEOUT)."""
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Where git fetches clone and pack, beside the store's own temporary files."""
+        return self.data_dir / "tmp"
 
     @classmethod
     def from_env(
@@ -45,6 +54,12 @@ class Config:
             default=env.get("SLIPWAY_ARCHIVE_MAX_BYTES") or str(DEFAULT_MAX_BYTES),
             help="largest archive accepted, in bytes (SLIPWAY_ARCHIVE_MAX_BYTES, default 2 GiB)",
         )
+        parser.add_argument(
+            "--git-timeout",
+            default=env.get("SLIPWAY_ARCHIVE_GIT_TIMEOUT") or str(DEFAULT_GIT_TIMEOUT),
+            help="longest a git fetch may take, in seconds (SLIPWAY_ARCHIVE_GIT_TIMEOUT, "
+            "default 600)",
+        )
         args = parser.parse_args(argv)
         token = parser.token()
         try:
@@ -53,9 +68,18 @@ class Config:
             max_bytes = -1
         if max_bytes <= 0:
             parser.error(f"--max-bytes must be a positive number of bytes, not {args.max_bytes!r}")
+        try:
+            git_timeout = float(args.git_timeout)
+        except ValueError:
+            git_timeout = -1.0
+        if not 0 < git_timeout < float("inf"):
+            parser.error(
+                f"--git-timeout must be a positive number of seconds, not {args.git_timeout!r}"
+            )
         return cls(
             listen=args.listen,
             token=token,
             data_dir=Path(args.data).expanduser(),
             max_bytes=max_bytes,
+            git_timeout=git_timeout,
         )

@@ -8,7 +8,7 @@ from slipway.archive.v1 import archive_pb2 as pb
 from slipway.common.v1 import common_pb2
 
 from client.errors import InvalidArgument
-from services.archive.core import ArchiveInfo, UploadHeader
+from services.archive.core import ArchiveInfo, GitArchive, GitRequest, UploadHeader
 
 
 def split_upload(requests: Iterable[pb.UploadRequest]) -> tuple[UploadHeader, Iterator[bytes]]:
@@ -38,3 +38,13 @@ def download_response(data: bytes) -> pb.DownloadResponse:
 
 def stat_response(info: ArchiveInfo) -> pb.StatArchiveResponse:
     return pb.StatArchiveResponse(id=info.id, size=info.size)
+
+
+def git_request(req: pb.FetchGitRequest) -> GitRequest:
+    return GitRequest(app=req.app, url=req.url, ref=req.ref, manifest=req.manifest)
+
+
+def fetch_git_response(fetched: GitArchive) -> pb.FetchGitResponse:
+    return pb.FetchGitResponse(
+        id=fetched.id, size=fetched.size, commit=fetched.commit, subject=fetched.subject
+    )

@@ -9,7 +9,8 @@ from slipway.archive.v1 import archive_pb2 as pb
 from slipway.archive.v1 import archive_pb2_grpc as pb_grpc
 
 from services.archive.config import Config
-from services.archive.core import Archives
+from services.archive.core import Archives, Fetcher
+from services.archive.gitfetch import Git
 from services.archive.servicer import ArchiveServicer
 from services.archive.store import FileStore, ObjectStore, SizeLimit
 from services.common.server import Server, build_server
@@ -22,17 +23,19 @@ class Deps:
     """What the service runs on; tests swap these."""
 
     store: ObjectStore
+    fetcher: Fetcher
 
 
 def default_deps(config: Config) -> Deps:
-    """The filesystem store under the configured data folder."""
-    return Deps(store=FileStore(config.data_dir))
+    """The filesystem store under the configured data folder, and the `git` command."""
+    return Deps(store=FileStore(config.data_dir), fetcher=Git(config.git_timeout))
 
 
 def create_server(config: Config, deps: Deps | None = None, address: str | None = None) -> Server:
     """A started archive server on `address` (default: the configured one)."""
     deps = deps or default_deps(config)
-    archives = Archives(SizeLimit(deps.store, config.max_bytes))
+    archives = Archives(SizeLimit(deps.store, config.max_bytes), deps.fetcher, config.scratch_dir)
+    archives.sweep()
 
     def register(server: grpc.Server) -> None:
         pb_grpc.add_ArchiveServiceServicer_to_server(ArchiveServicer(archives), server)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -14,7 +15,7 @@ from services.archive.core import Archives
 
 
 class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
-    """Upload, Download and StatArchive over an `Archives` core."""
+    """Upload, Download, StatArchive and FetchGit over an `Archives` core."""
 
     def __init__(self, archives: Archives) -> None:
         self.archives = archives
@@ -36,3 +37,11 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         self, request: pb.StatArchiveRequest, context: grpc.ServicerContext
     ) -> pb.StatArchiveResponse:
         return convert.stat_response(self.archives.stat(request.id))
+
+    def FetchGit(  # noqa: N802 - gRPC method name
+        self, request: pb.FetchGitRequest, context: grpc.ServicerContext
+    ) -> pb.FetchGitResponse:
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)  # the caller went away: stop git
+        fetched = self.archives.fetch_git(convert.git_request(request), cancelled)
+        return convert.fetch_git_response(fetched)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.archive.config import DEFAULT_MAX_BYTES, Config
+from services.archive.config import DEFAULT_GIT_TIMEOUT, DEFAULT_MAX_BYTES, Config
 
 
 def test_defaults() -> None:
@@ -42,3 +42,14 @@ def test_bad_max_bytes_exits_2() -> None:
     with pytest.raises(SystemExit) as exc:
         Config.from_env(["--max-bytes", "lots"], {"SLIPWAY_TOKEN": "t"})
     assert exc.value.code == 2
+
+
+def test_git_timeout() -> None:
+    assert Config.from_env([], {"SLIPWAY_TOKEN": "t"}).git_timeout == DEFAULT_GIT_TIMEOUT == 600
+    env = {"SLIPWAY_TOKEN": "t", "SLIPWAY_ARCHIVE_GIT_TIMEOUT": "90"}
+    assert Config.from_env([], env).git_timeout == 90
+    assert Config.from_env(["--git-timeout", "2.5"], env).git_timeout == 2.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        with pytest.raises(SystemExit) as exc:
+            Config.from_env(["--git-timeout", bad], env)
+        assert exc.value.code == 2

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from slipway.common.v1 import common_pb2 as slipway_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n slipway/archive/v1/archive.proto\x12\x12slipway.archive.v1\x1a\x1eslipway/common/v1/common.proto\"9\n\x0cUploadHeader\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"v\n\rUploadRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .slipway.archive.v1.UploadHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.slipway.common.v1.ChunkH\x00\x42\x06\n\x04part\"*\n\x0eUploadResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x1d\n\x0f\x44ownloadRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x10\x44ownloadResponse\x12\'\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Chunk\" \n\x12StatArchiveRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x13StatArchiveResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x32\x9c\x02\n\x0e\x41rchiveService\x12Q\n\x06Upload\x12!.slipway.archive.v1.UploadRequest\x1a\".slipway.archive.v1.UploadResponse(\x01\x12W\n\x08\x44ownload\x12#.slipway.archive.v1.DownloadRequest\x1a$.slipway.archive.v1.DownloadResponse0\x01\x12^\n\x0bStatArchive\x12&.slipway.archive.v1.StatArchiveRequest\x1a\'.slipway.archive.v1.StatArchiveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n slipway/archive/v1/archive.proto\x12\x12slipway.archive.v1\x1a\x1eslipway/common/v1/common.proto\"9\n\x0cUploadHeader\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"v\n\rUploadRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .slipway.archive.v1.UploadHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.slipway.common.v1.ChunkH\x00\x42\x06\n\x04part\"*\n\x0eUploadResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x1d\n\x0f\x44ownloadRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x10\x44ownloadResponse\x12\'\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Chunk\" \n\x12StatArchiveRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x13StatArchiveResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"J\n\x0f\x46\x65tchGitRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x10\n\x08manifest\x18\x04 \x01(\t\"M\n\x10\x46\x65tchGitResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t2\xf3\x02\n\x0e\x41rchiveService\x12Q\n\x06Upload\x12!.slipway.archive.v1.UploadRequest\x1a\".slipway.archive.v1.UploadResponse(\x01\x12W\n\x08\x44ownload\x12#.slipway.archive.v1.DownloadRequest\x1a$.slipway.archive.v1.DownloadResponse0\x01\x12^\n\x0bStatArchive\x12&.slipway.archive.v1.StatArchiveRequest\x1a\'.slipway.archive.v1.StatArchiveResponse\x12U\n\x08\x46\x65tchGit\x12#.slipway.archive.v1.FetchGitRequest\x1a$.slipway.archive.v1.FetchGitResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,6 +46,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATARCHIVEREQUEST']._serialized_end=435
   _globals['_STATARCHIVERESPONSE']._serialized_start=437
   _globals['_STATARCHIVERESPONSE']._serialized_end=484
-  _globals['_ARCHIVESERVICE']._serialized_start=487
-  _globals['_ARCHIVESERVICE']._serialized_end=771
+  _globals['_FETCHGITREQUEST']._serialized_start=486
+  _globals['_FETCHGITREQUEST']._serialized_end=560
+  _globals['_FETCHGITRESPONSE']._serialized_start=562
+  _globals['_FETCHGITRESPONSE']._serialized_end=639
+  _globals['_ARCHIVESERVICE']._serialized_start=642
+  _globals['_ARCHIVESERVICE']._serialized_end=1013
 # @@protoc_insertion_point(module_scope)

@@ -57,3 +57,27 @@ class StatArchiveResponse(_message.Message):
     id: str
     size: int
     def __init__(self, id: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class FetchGitRequest(_message.Message):
+    __slots__ = ("app", "url", "ref", "manifest")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    url: str
+    ref: str
+    manifest: str
+    def __init__(self, app: _Optional[str] = ..., url: _Optional[str] = ..., ref: _Optional[str] = ..., manifest: _Optional[str] = ...) -> None: ...
+
+class FetchGitResponse(_message.Message):
+    __slots__ = ("id", "size", "commit", "subject")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    size: int
+    commit: str
+    subject: str
+    def __init__(self, id: _Optional[str] = ..., size: _Optional[int] = ..., commit: _Optional[str] = ..., subject: _Optional[str] = ...) -> None: ...

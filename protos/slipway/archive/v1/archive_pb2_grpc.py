@@ -50,6 +50,11 @@ class ArchiveServiceStub:
                 request_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.StatArchiveRequest.SerializeToString,
                 response_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.StatArchiveResponse.FromString,
                 _registered_method=True)
+        self.FetchGit = channel.unary_unary(
+                '/slipway.archive.v1.ArchiveService/FetchGit',
+                request_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitRequest.SerializeToString,
+                response_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -78,6 +83,17 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchGit(self, request, context):
+        """FetchGit clones a git repository on the rack (shallow where the ref allows, with its
+        submodules), packs the work tree without `.git` as an upload would be packed (honouring
+        its root `.dockerignore`) and stores it like an upload. A bad URL, a missing ref or
+        repository, an unknown host or a refused credential is INVALID_ARGUMENT with the reason;
+        nothing is kept then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArchiveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +111,11 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.StatArchive,
                     request_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.StatArchiveRequest.FromString,
                     response_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.StatArchiveResponse.SerializeToString,
+            ),
+            'FetchGit': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchGit,
+                    request_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitRequest.FromString,
+                    response_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +200,33 @@ class ArchiveService:
             '/slipway.archive.v1.ArchiveService/StatArchive',
             slipway_dot_archive_dot_v1_dot_archive__pb2.StatArchiveRequest.SerializeToString,
             slipway_dot_archive_dot_v1_dot_archive__pb2.StatArchiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchGit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slipway.archive.v1.ArchiveService/FetchGit',
+            slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitRequest.SerializeToString,
+            slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitResponse.FromString,
             options,
             channel_credentials,
             insecure,
