@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -35,6 +35,12 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
             "optional #ref (branch, tag or commit): the rack then clones it itself."
         ),
     )
+    add_flags(p)
+    p.set_defaults(func=run)
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `slipway build`, which `slipway deploy` shares."""
     p.add_argument(
         "dir", nargs="?", default=".", metavar="DIR", help="the source folder or git URL[#ref]"
     )
@@ -64,7 +70,6 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         action="store_true",
         help="print only the release id on stdout, everything else on stderr",
     )
-    p.set_defaults(func=run)
 
 
 def parse_build_args(values: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
@@ -83,6 +88,15 @@ def parse_build_args(values: Sequence[str], env: Mapping[str, str]) -> dict[str,
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
+    return execute(ctx, args)
+
+
+def execute(
+    ctx: Context,
+    args: argparse.Namespace,
+    then: Callable[[Rack, types.Build], None] | None = None,
+) -> int:
+    """Runs a build as `slipway build` does; `then(rack, build)` runs after it completed."""
     from_git = gitinfo.is_git_url(args.dir)
     if not from_git and not (ctx.cwd / args.dir).is_dir():
         raise InvalidArgument(f"no such directory: {args.dir}")
@@ -124,7 +138,10 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     final = rack.metadata.get_build(build.id, app)
     if not final.terminal and followed.build is not None:
         final = followed.build  # the record store lags the stream; trust the stream
-    return _outcome(ctx, final, args.id)
+    code = _outcome(ctx, final, args.id)
+    if then is not None:
+        then(rack, final)
+    return code
 
 
 def _git_app(ctx: Context, source: str) -> str:
