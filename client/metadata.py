@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import grpc
 from slipway.common.v1 import common_pb2
@@ -76,6 +76,21 @@ class MetadataClient:
         with self._errors():
             resp = self._stub.UpdateBuild(pb.UpdateBuildRequest(build=msg, fields=list(fields)))
         return convert.build_from_pb(resp.build)
+
+    def record_build(
+        self, build: types.Build, log_lines: Iterable[str]
+    ) -> tuple[types.Build, types.Release]:
+        """Records a finished build under `build.id` with its log and an unpromoted
+        release, all or nothing (see RecordBuild); the log streams in batches."""
+
+        def requests() -> Iterator[pb.RecordBuildRequest]:
+            yield pb.RecordBuildRequest(build=convert.build_to_pb(build))
+            for batch in log_batches(log_lines):
+                yield pb.RecordBuildRequest(logs=pb.LogBatch(lines=batch))
+
+        with self._errors():
+            resp = self._stub.RecordBuild(requests())
+        return convert.build_from_pb(resp.build), convert.release_from_pb(resp.release)
 
     def fail_running_builds(self, reason: str) -> list[str]:
         with self._errors():
@@ -151,3 +166,22 @@ class MetadataClient:
         for resp in iter_rpc(stream, self.address, self.service):
             for line in resp.lines:
                 yield convert.line_from_pb(line)
+
+
+# Keeps each message of a log far below the 8 MiB message limit, whatever the line lengths.
+MAX_LOG_BATCH_BYTES = 1024 * 1024
+
+
+def log_batches(lines: Iterable[str]) -> Iterator[list[str]]:
+    """`lines` in batches of at most MAX_LOG_BATCH_BYTES of text (a longer line alone)."""
+    batch: list[str] = []
+    size = 0
+    for line in lines:
+        cost = len(line.encode()) + 16
+        if batch and size + cost > MAX_LOG_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+        batch.append(line)
+        size += cost
+    if batch:
+        yield batch

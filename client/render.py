@@ -159,3 +159,40 @@ def transfer(console: Console, label: str, total: int) -> Iterator[Callable[[int
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
     console.print(f"{label}... OK")
+
+
+class Meter:
+    """What a `metered` block reports: each number of bytes moved, and words to put after
+    `OK` when it ends (e.g. `, RXXXXXXXXXX`)."""
+
+    def __init__(self) -> None:
+        self.advance: Callable[[int], None] = lambda _n: None
+        self.result = ""
+
+
+@contextlib.contextmanager
+def metered(console: Console, label: str, total: int | None = None) -> Iterator[Meter]:
+    """`label... OK<result>` around a byte stream whose size may be unknown; on a terminal a
+    bar shows bytes and rate meanwhile (and progress and ETA when `total` is known)."""
+    meter = Meter()
+    if not console.is_terminal:
+        console.print(f"{label}... ", end="")
+        try:
+            yield meter
+        except BaseException:
+            console.print()
+            raise
+        console.print(f"OK{meter.result}")
+        return
+    columns = (
+        TextColumn(f"{label}..."),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        meter.advance = lambda n: progress.advance(task, n)
+        yield meter
+    console.print(f"{label}... OK{meter.result}")

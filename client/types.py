@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import secrets
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -17,6 +19,11 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 BUILD_STATUSES = (CREATED, RUNNING, COMPLETE, FAILED, CANCELLED)
 TERMINAL = frozenset({COMPLETE, FAILED, CANCELLED})
+
+
+def new_id(prefix: str) -> str:
+    """A build or release id: `prefix` followed by 10 random uppercase letters."""
+    return prefix + "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))
 
 
 def check_app_name(name: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from client.commands import Context
+from client.commands import Context, transfer
 from client.commands.follow import follow_build
 from client.errors import FailedPrecondition, InvalidArgument
 from client.render import build_info, builds_table, write_line
@@ -46,6 +46,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     cancel = sub.add_parser("cancel", parents=[common], help="cancel a created or running build")
     cancel.add_argument("build", metavar="BUILD")
     cancel.set_defaults(func=cancel_build)
+    transfer.register(sub, common)
 
 
 def list_builds(ctx: Context, args: argparse.Namespace) -> int:
@@ -84,8 +85,8 @@ def cancel_build(ctx: Context, args: argparse.Namespace) -> int:
     app = ctx.app()
     try:
         ctx.rack().builder.cancel_build(args.build, app)
-    except FailedPrecondition:
-        ctx.out.print(f"build {args.build} is already complete")
+    except FailedPrecondition as already:  # a terminal build: a no-op that says so
+        write_line(ctx.out, str(already))
         return 0
     ctx.out.print("Cancelling build... OK")
     return 0

@@ -219,6 +219,7 @@ def _service_env(part: str, layout: Layout, token: str, docker_host: str) -> dic
     elif part == "registry":
         env["SLIPWAY_REGISTRY_HOST"] = layout.address("distribution")
         env["SLIPWAY_METADATA_ADDRESS"] = layout.address("metadata")
+        env["SLIPWAY_SCRATCH_DIR"] = str(layout.data / "registry")
     elif part == "builder":
         env.update(
             SLIPWAY_RACK_NAME=layout.name,

@@ -10,7 +10,7 @@ from slipway.metadata.v1 import metadata_pb2 as pb
 
 from client import convert
 from client.errors import InvalidArgument
-from client.types import LogLine
+from client.types import Build, LogLine
 
 # Keeps each StreamLogs message far below the 8 MiB message limit, whatever the line lengths.
 MAX_BATCH_BYTES = 1024 * 1024
@@ -52,3 +52,20 @@ def log_batches(lines: Iterable[LogLine]) -> Iterator[pb.StreamLogsResponse]:
         size += cost
     if batch:
         yield pb.StreamLogsResponse(lines=batch)
+
+
+def recorded_build(
+    requests: Iterator[pb.RecordBuildRequest],
+) -> tuple[Build, Iterator[list[str]]]:
+    """A RecordBuild stream: the build from the first message, then its log batches."""
+    first = next(requests, None)
+    if first is None or not first.HasField("build"):
+        raise InvalidArgument("RecordBuild must start with the build")
+
+    def batches() -> Iterator[list[str]]:
+        for request in requests:
+            if not request.HasField("logs"):
+                raise InvalidArgument("RecordBuild: only log lines may follow the build")
+            yield list(request.logs.lines)
+
+    return convert.build_from_pb(first.build), batches()

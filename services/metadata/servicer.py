@@ -10,7 +10,7 @@ from slipway.metadata.v1 import metadata_pb2 as pb
 from slipway.metadata.v1 import metadata_pb2_grpc as pb_grpc
 
 from client import convert
-from services.metadata.convert import build_changes, env_changes, log_batches
+from services.metadata.convert import build_changes, env_changes, log_batches, recorded_build
 from services.metadata.store import MetadataStore
 
 Context: TypeAlias = grpc.ServicerContext
@@ -57,6 +57,15 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
     ) -> pb.UpdateBuildResponse:
         build = self._store.update_build(request.build.id, build_changes(request))
         return pb.UpdateBuildResponse(build=convert.build_to_pb(build))
+
+    def RecordBuild(
+        self, request_iterator: Iterator[pb.RecordBuildRequest], context: Context
+    ) -> pb.RecordBuildResponse:
+        build, batches = recorded_build(request_iterator)
+        recorded, release = self._store.record_build(build, batches)
+        return pb.RecordBuildResponse(
+            build=convert.build_to_pb(recorded), release=convert.release_to_pb(release)
+        )
 
     def FailRunningBuilds(
         self, request: pb.FailRunningBuildsRequest, context: Context

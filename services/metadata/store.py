@@ -13,10 +13,9 @@ import dataclasses
 import functools
 import json
 import logging
-import secrets
-import string
+import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import peewee
@@ -33,6 +32,7 @@ from client.errors import (
 )
 from client.types import (
     BUILD_STATUSES,
+    COMPLETE,
     CREATED,
     FAILED,
     RUNNING,
@@ -42,6 +42,7 @@ from client.types import (
     LogLine,
     Release,
     check_app_name,
+    new_id,
 )
 from services.metadata import models
 from services.metadata.config import redact
@@ -66,9 +67,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def new_id(prefix: str) -> str:
-    """`prefix` followed by 10 random uppercase letters."""
-    return prefix + "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))
+BUILD_ID = re.compile(r"^B[A-Z]{10}\Z")
 
 
 def _on_connection(
@@ -187,6 +186,58 @@ class MetadataStore:
             if inserted:
                 return _build(BuildRow.get(BuildRow.id == build_id))
         raise Internal("no free build id found")
+
+    @_on_connection
+    def record_build(
+        self, build: Build, log_batches: Iterable[Sequence[str]]
+    ) -> tuple[Build, Release]:
+        """Records a finished build under its own id with its log, the app when new, and an
+        unpromoted release inheriting the app's latest environment, in one transaction:
+        if `log_batches` raises (a broken stream), nothing is kept."""
+        check_app_name(build.app)
+        if not BUILD_ID.match(build.id):
+            raise InvalidArgument(f"invalid build id: {build.id!r} (B and 10 uppercase letters)")
+        now = time.time()
+        with self.database.atomic():
+            AppRow.insert(name=build.app, created=now).on_conflict_ignore().execute()
+            latest = self._lock_app(build.app)
+            inserted = (
+                BuildRow.insert(
+                    id=build.id,
+                    app=build.app,
+                    status=COMPLETE,
+                    description=build.description,
+                    manifest=build.manifest,
+                    entrypoint=build.entrypoint,
+                    git_sha=build.git_sha,
+                    created=now,
+                    started=build.started or now,
+                    ended=build.ended or now,
+                )
+                .on_conflict_ignore()
+                .as_rowcount()
+                .execute()
+            )
+            if not inserted:
+                raise AlreadyExists(f"build {build.id} already exists")
+            offset = 0
+            for batch in log_batches:
+                rows = [
+                    {"build": build.id, "offset": offset + i, "text": _clean(t), "time": now}
+                    for i, t in enumerate(batch)
+                ]
+                for first in range(0, len(rows), LOG_BATCH):
+                    LogRow.insert_many(rows[first : first + LOG_BATCH]).execute()
+                offset += len(rows)
+            env = json.loads(latest.env or "{}") if latest else {}
+            created = max(now, latest.created if latest else 0.0)
+            release = self._insert_release(
+                build.app, build.id, env, build.manifest, build.description, created
+            )
+            BuildRow.update(release=release.id, log_count=offset).where(
+                BuildRow.id == build.id
+            ).execute()
+        return _build(BuildRow.get(BuildRow.id == build.id)), _release(release)
 
     @_on_connection
     def get_build(self, build_id: str, app: str = "") -> Build:

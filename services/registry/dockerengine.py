@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
+import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -17,6 +21,7 @@ import docker.errors
 import requests.exceptions
 
 from client.errors import Internal, InvalidArgument, NotFound, SlipwayError, Unavailable
+from client.streams import CHUNK_SIZE
 from services.registry.engine import PushEvent
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,10 @@ UNREACHABLE = (
     "client.timeout exceeded",
 )
 BAD_NAME = ("invalid reference format", "repository name must", "invalid tag format")
+# skopeo texts meaning the engine, not the archive, is at fault.
+ENGINE_DOWN = ("cannot connect to the docker daemon", "dial unix", "connection refused")
+# How long skopeo may take to load one OCI archive into the engine.
+SKOPEO_TIMEOUT = 3600
 
 
 def push_error(registry: str, reference: str, text: str) -> SlipwayError:
@@ -147,6 +156,117 @@ class DockerEngine:
             current=int(progress.get("current") or 0),
             total=int(progress.get("total") or 0),
         )
+
+    def image_id(self, image: str) -> str | None:
+        api = self._api()
+        with self._errors("docker inspect"):
+            try:
+                return str(api.inspect_image(image)["Id"])
+            except (docker.errors.NotFound, docker.errors.NullResource):
+                return None
+            except docker.errors.APIError as err:
+                if err.status_code == 400:  # not a valid name: certainly not there
+                    return None
+                raise Internal(f"docker inspect {image} failed: {err.explanation or err}") from None
+
+    def pull(self, repository: str, tag: str, auth: Mapping[str, str] | None = None) -> None:
+        api = self._api()
+        reference = f"{repository}:{tag}"
+        with self._errors("docker pull"):
+            try:
+                lines = api.pull(
+                    repository,
+                    tag=tag,
+                    stream=True,
+                    decode=True,
+                    auth_config=dict(auth) if auth else None,
+                )
+                for line in lines:
+                    if line.get("error") or line.get("errorDetail"):
+                        raise self._pull_error(repository, reference, line)
+            except docker.errors.APIError as err:
+                text = str(err.explanation or err)
+                if err.status_code == 404 or "not found" in text.lower():
+                    raise NotFound.of("image", reference) from None
+                raise push_error(registry_of(repository), reference, text) from None
+
+    def _pull_error(self, repository: str, reference: str, line: dict[str, Any]) -> SlipwayError:
+        detail = line.get("errorDetail") or {}
+        text = str(detail.get("message") or line.get("error") or "unknown error")
+        if "not found" in text.lower() or "unknown" in text.lower():
+            return NotFound.of("image", reference)
+        return push_error(registry_of(repository), reference, text)
+
+    def save(self, images: Sequence[str]) -> Iterator[bytes]:
+        api = self._api()
+        with self._errors("docker save"):
+            # docker-py saves one image per call; the engine API takes several, so that
+            # layers shared between them are stored once.
+            res = api._get(api._url("/images/get"), params={"names": list(images)}, stream=True)
+            try:
+                api._raise_for_status(res)
+            except docker.errors.NotFound as err:
+                raise NotFound(f"image not found: {err.explanation or err}") from None
+            except docker.errors.APIError as err:
+                raise Internal(f"docker save failed: {err.explanation or err}") from None
+            try:
+                yield from res.iter_content(CHUNK_SIZE)
+            finally:
+                res.close()
+
+    def load(self, tar: Iterable[bytes]) -> None:
+        api = self._api()
+        with self._errors("docker load"):
+            try:
+                for line in api.load_image(iter(tar), quiet=True):
+                    if line.get("error") or line.get("errorDetail"):
+                        detail = line.get("errorDetail") or {}
+                        text = str(detail.get("message") or line.get("error"))
+                        raise InvalidArgument(f"the engine refused the image tar: {text}")
+            except docker.errors.APIError as err:
+                text = str(err.explanation or err)
+                if (err.status_code or 500) < 500 or "invalid" in text:
+                    raise InvalidArgument(f"the engine refused the image tar: {text}") from None
+                raise Internal(f"docker load failed: {text}") from None
+
+    def load_oci(self, archive: Path, name: str) -> None:
+        skopeo = shutil.which("skopeo")
+        if skopeo is None:
+            raise Unavailable("skopeo not found: it loads OCI archives (apt-get install skopeo)")
+        argv = [
+            skopeo,
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-daemon-host",
+            self.base_url,
+            f"oci-archive:{archive}",
+            f"docker-daemon:{name}",
+        ]
+        # skopeo unpacks the archive into TMPDIR: keep that next to the archive, on disk.
+        env = dict(os.environ, TMPDIR=str(archive.parent))
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, env=env, timeout=SKOPEO_TIMEOUT
+            )
+        except subprocess.TimeoutExpired:
+            raise Unavailable(f"loading {archive.name} took over {SKOPEO_TIMEOUT}s") from None
+        if done.returncode != 0:
+            text = " ".join(done.stderr.strip().splitlines()[-1:]) or f"status {done.returncode}"
+            if any(marker in text.lower() for marker in ENGINE_DOWN):
+                log.warning("skopeo: engine at %s: %s", self.base_url, text)
+                raise self._unreachable()
+            raise InvalidArgument(text)
+
+    def remove(self, image: str) -> None:
+        api = self._api()
+        with self._errors("docker rmi"):
+            try:
+                api.remove_image(image)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as err:
+                raise Internal(f"docker rmi {image} failed: {err.explanation or err}") from None
 
     def close(self) -> None:
         with self._lock:

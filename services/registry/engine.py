@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -20,8 +21,9 @@ class PushEvent:
 
 
 class ImageEngine(Protocol):
-    """Tags and pushes local images. Implementations raise `client.errors` exceptions:
-    NotFound for an unknown image, Unavailable when the engine or registry cannot be reached."""
+    """Tags, pushes, pulls, saves and loads local images. Implementations raise
+    `client.errors` exceptions: NotFound for an unknown image, Unavailable when the engine or
+    registry cannot be reached, InvalidArgument for an image archive the engine rejects."""
 
     def tag(self, image: str, repository: str, tag: str) -> None:
         """Gives the local `image` the name `repository:tag` (repository includes the host)."""
@@ -31,4 +33,31 @@ class ImageEngine(Protocol):
         self, repository: str, tag: str, auth: Mapping[str, str] | None = None
     ) -> Iterator[PushEvent]:
         """Pushes `repository:tag`, yielding its progress; a failed push raises."""
+        ...
+
+    def image_id(self, image: str) -> str | None:
+        """The id (`sha256:…`) of a local image named or identified by `image`, else None."""
+        ...
+
+    def pull(self, repository: str, tag: str, auth: Mapping[str, str] | None = None) -> None:
+        """Pulls `repository:tag` into the engine; a failed pull raises."""
+        ...
+
+    def save(self, images: Sequence[str]) -> Iterator[bytes]:
+        """`docker save` of every image in one tar (shared layers stored once), as a stream."""
+        ...
+
+    def load(self, tar: Iterable[bytes]) -> None:
+        """`docker load` of a `docker save` tar streamed in; InvalidArgument when the engine
+        rejects it (a layer whose content does not match its digest, say)."""
+        ...
+
+    def load_oci(self, archive: Path, name: str) -> None:
+        """Loads a one-image OCI-archive tar as the local image `name` (`repository:tag`),
+        verifying every blob's digest; InvalidArgument when the archive is bad."""
+        ...
+
+    def remove(self, image: str) -> None:
+        """Removes the name `image` (or the untagged image of that id); the image itself goes
+        when no other name holds it. Nothing happens when it is not there."""
         ...

@@ -10,11 +10,16 @@ import grpc
 from slipway.registry.v1 import registry_pb2 as pb
 from slipway.registry.v1 import registry_pb2_grpc as pb_grpc
 
+from client.channel import open_channel
+from client.metadata import MetadataClient
 from services.common.server import Server, build_server
 from services.registry.config import Config
 from services.registry.core import Pusher
 from services.registry.dockerengine import DockerEngine
 from services.registry.engine import ImageEngine
+from services.registry.export import Exporter
+from services.registry.imports import Importer
+from services.registry.records import BuildRecords, MetadataRecords, NoRecords
 from services.registry.registries import DistributionRegistry, Registry
 from services.registry.servicer import RegistryServicer
 
@@ -27,14 +32,30 @@ class Deps:
 
     engine: ImageEngine
     registry: Registry
+    records: BuildRecords = NoRecords()
     close: Callable[[], None] | None = None
 
 
 def default_deps(config: Config) -> Deps:
-    """The Docker engine at DOCKER_HOST and the configured Distribution registry."""
+    """The Docker engine at DOCKER_HOST, the configured Distribution registry, and the
+    metadata service when its address is configured."""
     engine = DockerEngine(config.docker_host)
+    records: BuildRecords = NoRecords()
+    closers: list[Callable[[], None]] = [engine.close]
+    if config.metadata_address:
+        channel = open_channel(config.metadata_address, config.token)
+        records = MetadataRecords(MetadataClient(channel, config.metadata_address))
+        closers.append(channel.close)
+
+    def close() -> None:
+        for closer in closers:
+            closer()
+
     return Deps(
-        engine=engine, registry=DistributionRegistry(config.registry_host), close=engine.close
+        engine=engine,
+        registry=DistributionRegistry(config.registry_host),
+        records=records,
+        close=close,
     )
 
 
@@ -42,9 +63,13 @@ def create_server(config: Config, deps: Deps | None = None, address: str | None 
     """A started registry server on `address` (default: the configured one)."""
     deps = deps or default_deps(config)
     pusher = Pusher(deps.engine, deps.registry)
+    scratch = config.scratch_dir
+    exporter = Exporter(deps.engine, deps.registry, deps.records, scratch)
+    importer = Importer(deps.engine, deps.registry, deps.records, pusher, scratch)
 
     def register(server: grpc.Server) -> None:
-        pb_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(pusher), server)
+        servicer = RegistryServicer(pusher, exporter, importer)
+        pb_grpc.add_RegistryServiceServicer_to_server(servicer, server)
 
     return build_server(
         token=config.token,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from client.errors import InvalidArgument, NotFound
-from client.types import Release
+from client.errors import AlreadyExists, InvalidArgument, NotFound
+from client.types import Build, Release
 from services.metadata import store as store_module
 from services.metadata.store import MetadataStore
 
@@ -207,3 +207,47 @@ def test_release_inheriting_env_keeps_a_change_made_meanwhile(store: MetadataSto
 def test_release_for_unknown_app_is_not_found(store: MetadataStore) -> None:
     with pytest.raises(NotFound, match="app not found: ghost"):
         store.create_release("ghost", inherit_env=True)
+
+
+def _finished(build_id: str, app: str = "moved") -> Build:
+    return Build(
+        id=build_id,
+        app=app,
+        description="imported",
+        manifest="services: {}\n",
+        entrypoint="cat /msg",
+        git_sha="a" * 40,
+        started=100.0,
+        ended=160.0,
+    )
+
+
+def test_record_build_keeps_build_log_and_release_together(store: MetadataStore) -> None:
+    store.update_env("moved", {"KEY": "v"})
+    build, release = store.record_build(_finished("BAAAAAAAAAA"), [["one", "two"], ["three"]])
+    assert (build.id, build.status, build.release) == ("BAAAAAAAAAA", "complete", release.id)
+    assert (build.started, build.ended, build.entrypoint) == (100.0, 160.0, "cat /msg")
+    texts = [line.text for batch in store.stream_logs(build.id) for line in batch]
+    assert texts == ["one", "two", "three"]
+    assert (release.build, release.env, release.description) == (build.id, {"KEY": "v"}, "imported")
+    assert store.get_app("moved").release == ""  # not promoted
+    with pytest.raises(AlreadyExists, match="build BAAAAAAAAAA already exists"):
+        store.record_build(_finished("BAAAAAAAAAA"), [])
+
+
+def test_record_build_keeps_nothing_when_its_log_breaks(store: MetadataStore) -> None:
+    def broken() -> Iterator[list[str]]:
+        yield ["first"]
+        raise ConnectionError("the stream broke")
+
+    with pytest.raises(ConnectionError):
+        store.record_build(_finished("BBBBBBBBBBB", app="never"), broken())
+    with pytest.raises(NotFound):
+        store.get_app("never")
+    with pytest.raises(NotFound):
+        store.get_build("BBBBBBBBBBB")
+
+
+def test_record_build_rejects_a_malformed_id(store: MetadataStore) -> None:
+    with pytest.raises(InvalidArgument, match="invalid build id"):
+        store.record_build(_finished("Bshort"), [])

@@ -241,3 +241,25 @@ class StreamLogsResponse(_message.Message):
     LINES_FIELD_NUMBER: _ClassVar[int]
     lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.LogLine]
     def __init__(self, lines: _Optional[_Iterable[_Union[_common_pb2.LogLine, _Mapping]]] = ...) -> None: ...
+
+class RecordBuildRequest(_message.Message):
+    __slots__ = ("build", "logs")
+    BUILD_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    build: _common_pb2.Build
+    logs: LogBatch
+    def __init__(self, build: _Optional[_Union[_common_pb2.Build, _Mapping]] = ..., logs: _Optional[_Union[LogBatch, _Mapping]] = ...) -> None: ...
+
+class LogBatch(_message.Message):
+    __slots__ = ("lines",)
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lines: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RecordBuildResponse(_message.Message):
+    __slots__ = ("build", "release")
+    BUILD_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    build: _common_pb2.Build
+    release: _common_pb2.Release
+    def __init__(self, build: _Optional[_Union[_common_pb2.Build, _Mapping]] = ..., release: _Optional[_Union[_common_pb2.Release, _Mapping]] = ...) -> None: ...

@@ -70,6 +70,11 @@ class MetadataServiceStub:
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateBuildRequest.SerializeToString,
                 response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateBuildResponse.FromString,
                 _registered_method=True)
+        self.RecordBuild = channel.stream_unary(
+                '/slipway.metadata.v1.MetadataService/RecordBuild',
+                request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildRequest.SerializeToString,
+                response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildResponse.FromString,
+                _registered_method=True)
         self.FailRunningBuilds = channel.unary_unary(
                 '/slipway.metadata.v1.MetadataService/FailRunningBuilds',
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsRequest.SerializeToString,
@@ -161,6 +166,17 @@ class MetadataServiceServicer:
     def UpdateBuild(self, request, context):
         """UpdateBuild changes the fields named in `fields`. A terminal status is never
         overwritten: changing one is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordBuild(self, request_iterator, context):
+        """RecordBuild records a finished build under the id the caller chose (an import, whose
+        images were pushed under that id first): the build as complete, its log, the app when
+        new, and an unpromoted release with the app's latest environment, in one transaction.
+        The first message carries the build, later ones its log; nothing is kept unless the
+        stream ends cleanly. ALREADY_EXISTS when the id is taken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -270,6 +286,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.UpdateBuild,
                     request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateBuildRequest.FromString,
                     response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateBuildResponse.SerializeToString,
+            ),
+            'RecordBuild': grpc.stream_unary_rpc_method_handler(
+                    servicer.RecordBuild,
+                    request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildRequest.FromString,
+                    response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildResponse.SerializeToString,
             ),
             'FailRunningBuilds': grpc.unary_unary_rpc_method_handler(
                     servicer.FailRunningBuilds,
@@ -502,6 +523,33 @@ class MetadataService:
             '/slipway.metadata.v1.MetadataService/UpdateBuild',
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateBuildRequest.SerializeToString,
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.UpdateBuildResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordBuild(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/slipway.metadata.v1.MetadataService/RecordBuild',
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildRequest.SerializeToString,
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildResponse.FromString,
             options,
             channel_credentials,
             insecure,

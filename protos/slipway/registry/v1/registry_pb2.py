@@ -22,27 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from slipway.common.v1 import common_pb2 as slipway_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"slipway/registry/v1/registry.proto\x12\x13slipway.registry.v1\"\x14\n\x12GetRegistryRequest\"#\n\x13GetRegistryResponse\x12\x0c\n\x04host\x18\x01 \x01(\t\"=\n\x0bPushRequest\x12\r\n\x05image\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\"\x81\x01\n\x0cPushResponse\x12\x35\n\x08progress\x18\x01 \x01(\x0b\x32!.slipway.registry.v1.PushProgressH\x00\x12\x31\n\x06result\x18\x02 \x01(\x0b\x32\x1f.slipway.registry.v1.PushResultH\x00\x42\x07\n\x05\x65vent\"[\n\x0cPushProgress\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07\x63urrent\x18\x03 \x01(\x03\x12\r\n\x05total\x18\x04 \x01(\x03\x12\x0c\n\x04text\x18\x05 \x01(\t\"/\n\nPushResult\x12\x11\n\treference\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t2\xc2\x01\n\x0fRegistryService\x12`\n\x0bGetRegistry\x12\'.slipway.registry.v1.GetRegistryRequest\x1a(.slipway.registry.v1.GetRegistryResponse\x12M\n\x04Push\x12 .slipway.registry.v1.PushRequest\x1a!.slipway.registry.v1.PushResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"slipway/registry/v1/registry.proto\x12\x13slipway.registry.v1\x1a\x1eslipway/common/v1/common.proto\"\x14\n\x12GetRegistryRequest\"#\n\x13GetRegistryResponse\x12\x0c\n\x04host\x18\x01 \x01(\t\"=\n\x0bPushRequest\x12\r\n\x05image\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\"\x81\x01\n\x0cPushResponse\x12\x35\n\x08progress\x18\x01 \x01(\x0b\x32!.slipway.registry.v1.PushProgressH\x00\x12\x31\n\x06result\x18\x02 \x01(\x0b\x32\x1f.slipway.registry.v1.PushResultH\x00\x42\x07\n\x05\x65vent\"[\n\x0cPushProgress\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07\x63urrent\x18\x03 \x01(\x03\x12\r\n\x05total\x18\x04 \x01(\x03\x12\x0c\n\x04text\x18\x05 \x01(\t\"/\n\nPushResult\x12\x11\n\treference\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"0\n\x12\x45xportBuildRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05\x62uild\x18\x02 \x01(\t\">\n\x13\x45xportBuildResponse\x12\'\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Chunk\"{\n\x12ImportBuildRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.slipway.registry.v1.ImportHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.slipway.common.v1.ChunkH\x00\x42\x05\n\x03msg\"\x1b\n\x0cImportHeader\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\"k\n\x13ImportBuildResponse\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build\x12+\n\x07release\x18\x02 \x01(\x0b\x32\x1a.slipway.common.v1.Release2\x8a\x03\n\x0fRegistryService\x12`\n\x0bGetRegistry\x12\'.slipway.registry.v1.GetRegistryRequest\x1a(.slipway.registry.v1.GetRegistryResponse\x12M\n\x04Push\x12 .slipway.registry.v1.PushRequest\x1a!.slipway.registry.v1.PushResponse0\x01\x12\x62\n\x0b\x45xportBuild\x12\'.slipway.registry.v1.ExportBuildRequest\x1a(.slipway.registry.v1.ExportBuildResponse0\x01\x12\x62\n\x0bImportBuild\x12\'.slipway.registry.v1.ImportBuildRequest\x1a(.slipway.registry.v1.ImportBuildResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'slipway.registry.v1.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETREGISTRYREQUEST']._serialized_start=59
-  _globals['_GETREGISTRYREQUEST']._serialized_end=79
-  _globals['_GETREGISTRYRESPONSE']._serialized_start=81
-  _globals['_GETREGISTRYRESPONSE']._serialized_end=116
-  _globals['_PUSHREQUEST']._serialized_start=118
-  _globals['_PUSHREQUEST']._serialized_end=179
-  _globals['_PUSHRESPONSE']._serialized_start=182
-  _globals['_PUSHRESPONSE']._serialized_end=311
-  _globals['_PUSHPROGRESS']._serialized_start=313
-  _globals['_PUSHPROGRESS']._serialized_end=404
-  _globals['_PUSHRESULT']._serialized_start=406
-  _globals['_PUSHRESULT']._serialized_end=453
-  _globals['_REGISTRYSERVICE']._serialized_start=456
-  _globals['_REGISTRYSERVICE']._serialized_end=650
+  _globals['_GETREGISTRYREQUEST']._serialized_start=91
+  _globals['_GETREGISTRYREQUEST']._serialized_end=111
+  _globals['_GETREGISTRYRESPONSE']._serialized_start=113
+  _globals['_GETREGISTRYRESPONSE']._serialized_end=148
+  _globals['_PUSHREQUEST']._serialized_start=150
+  _globals['_PUSHREQUEST']._serialized_end=211
+  _globals['_PUSHRESPONSE']._serialized_start=214
+  _globals['_PUSHRESPONSE']._serialized_end=343
+  _globals['_PUSHPROGRESS']._serialized_start=345
+  _globals['_PUSHPROGRESS']._serialized_end=436
+  _globals['_PUSHRESULT']._serialized_start=438
+  _globals['_PUSHRESULT']._serialized_end=485
+  _globals['_EXPORTBUILDREQUEST']._serialized_start=487
+  _globals['_EXPORTBUILDREQUEST']._serialized_end=535
+  _globals['_EXPORTBUILDRESPONSE']._serialized_start=537
+  _globals['_EXPORTBUILDRESPONSE']._serialized_end=599
+  _globals['_IMPORTBUILDREQUEST']._serialized_start=601
+  _globals['_IMPORTBUILDREQUEST']._serialized_end=724
+  _globals['_IMPORTHEADER']._serialized_start=726
+  _globals['_IMPORTHEADER']._serialized_end=753
+  _globals['_IMPORTBUILDRESPONSE']._serialized_start=755
+  _globals['_IMPORTBUILDRESPONSE']._serialized_end=862
+  _globals['_REGISTRYSERVICE']._serialized_start=865
+  _globals['_REGISTRYSERVICE']._serialized_end=1259
 # @@protoc_insertion_point(module_scope)

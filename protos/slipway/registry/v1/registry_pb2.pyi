@@ -1,3 +1,4 @@
+from slipway.common.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
@@ -54,3 +55,39 @@ class PushResult(_message.Message):
     reference: str
     digest: str
     def __init__(self, reference: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class ExportBuildRequest(_message.Message):
+    __slots__ = ("app", "build")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    BUILD_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    build: str
+    def __init__(self, app: _Optional[str] = ..., build: _Optional[str] = ...) -> None: ...
+
+class ExportBuildResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: _common_pb2.Chunk
+    def __init__(self, chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ...) -> None: ...
+
+class ImportBuildRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: ImportHeader
+    chunk: _common_pb2.Chunk
+    def __init__(self, header: _Optional[_Union[ImportHeader, _Mapping]] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ...) -> None: ...
+
+class ImportHeader(_message.Message):
+    __slots__ = ("app",)
+    APP_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    def __init__(self, app: _Optional[str] = ...) -> None: ...
+
+class ImportBuildResponse(_message.Message):
+    __slots__ = ("build", "release")
+    BUILD_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    build: _common_pb2.Build
+    release: _common_pb2.Release
+    def __init__(self, build: _Optional[_Union[_common_pb2.Build, _Mapping]] = ..., release: _Optional[_Union[_common_pb2.Release, _Mapping]] = ...) -> None: ...

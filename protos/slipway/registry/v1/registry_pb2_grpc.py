@@ -45,6 +45,16 @@ class RegistryServiceStub:
                 request_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.PushRequest.SerializeToString,
                 response_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.PushResponse.FromString,
                 _registered_method=True)
+        self.ExportBuild = channel.unary_stream(
+                '/slipway.registry.v1.RegistryService/ExportBuild',
+                request_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ExportBuildRequest.SerializeToString,
+                response_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ExportBuildResponse.FromString,
+                _registered_method=True)
+        self.ImportBuild = channel.stream_unary(
+                '/slipway.registry.v1.RegistryService/ImportBuild',
+                request_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildRequest.SerializeToString,
+                response_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -66,6 +76,25 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportBuild(self, request, context):
+        """ExportBuild streams a complete build of an app as a gzip'd tar (SPEC §5): `build.json`,
+        then one `docker save` tar of every service image. NOT_FOUND for an unknown app or build,
+        FAILED_PRECONDITION for a build that is not complete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportBuild(self, request_iterator, context):
+        """ImportBuild reads such an archive (a header, then chunks), pushes every image under a
+        new build id, then records a complete build and an unpromoted release of the app. A bad
+        archive is INVALID_ARGUMENT, an unreachable engine or registry UNAVAILABLE; either way
+        nothing is left behind.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +107,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.Push,
                     request_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.PushRequest.FromString,
                     response_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.PushResponse.SerializeToString,
+            ),
+            'ExportBuild': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportBuild,
+                    request_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ExportBuildRequest.FromString,
+                    response_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ExportBuildResponse.SerializeToString,
+            ),
+            'ImportBuild': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportBuild,
+                    request_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildRequest.FromString,
+                    response_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +174,60 @@ class RegistryService:
             '/slipway.registry.v1.RegistryService/Push',
             slipway_dot_registry_dot_v1_dot_registry__pb2.PushRequest.SerializeToString,
             slipway_dot_registry_dot_v1_dot_registry__pb2.PushResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportBuild(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/slipway.registry.v1.RegistryService/ExportBuild',
+            slipway_dot_registry_dot_v1_dot_registry__pb2.ExportBuildRequest.SerializeToString,
+            slipway_dot_registry_dot_v1_dot_registry__pb2.ExportBuildResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportBuild(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/slipway.registry.v1.RegistryService/ImportBuild',
+            slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildRequest.SerializeToString,
+            slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildResponse.FromString,
             options,
             channel_credentials,
             insecure,

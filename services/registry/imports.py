@@ -1,0 +1,202 @@
+"""Importing a build (SPEC §5): the archive is spooled to disk as it arrives, its images are
+loaded into the engine and pushed, and only then is the build recorded, under a new id.
+
+The new id is chosen first; each image is pushed as `{app}:{service}.{newId}`, and then
+metadata records the build, its log and its release in one transaction under that id. A
+failure at any step removes what the import made (pushed tags, local names, loaded images),
+and no record exists unless every push succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client import types
+from client.errors import Internal, InvalidArgument, SlipwayError
+from client.streams import iter_chunks
+from services.registry.buildarchive import BuildRecord, decode_build, unpack
+from services.registry.core import Pusher
+from services.registry.engine import ImageEngine
+from services.registry.imagetar import DOCKER, OCI, kind_of, retag, saved_images, split_name
+from services.registry.records import BuildRecords, ImportedBuild
+from services.registry.registries import Registry
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")
+# Local names of loaded OCI archives: `slipway-import-<token>:<service>`.
+LOCAL_NAME = "slipway-import"
+
+
+@dataclass
+class Source:
+    """Where one service's image comes from."""
+
+    service: str
+    kind: str
+    #: The image tar's name in the archive, and where it was spooled.
+    name: str
+    path: Path
+    #: The image id, known from a `docker save` tar's config; for an OCI archive, once loaded.
+    image: str = ""
+
+
+def plan(record: BuildRecord, tars: dict[str, Path]) -> list[Source]:
+    """Each service's image source: images of `docker save` tars tagged
+    `<repository>:<service>.<buildId>`, and OCI archives named `<service>.<buildId>.tar`."""
+    suffix = f".{record.id}"
+    found: dict[str, Source] = {}
+
+    def add(source: Source, where: str) -> None:
+        if not SERVICE_NAME.match(source.service):
+            raise InvalidArgument(f"invalid service name {source.service!r} in {where}")
+        if source.service in found:
+            raise InvalidArgument(f"the archive holds two images for service {source.service}")
+        found[source.service] = source
+
+    for name, path in sorted(tars.items()):
+        if kind_of(path) == DOCKER:
+            for image in saved_images(path):
+                for repo_tag in image.repo_tags:
+                    tag = split_name(repo_tag)[1]
+                    if tag.endswith(suffix):
+                        add(Source(tag.removesuffix(suffix), DOCKER, name, path, image.id), name)
+        elif name.endswith(f"{suffix}.tar"):
+            add(Source(name.removesuffix(f"{suffix}.tar"), OCI, name, path), name)
+        else:
+            raise InvalidArgument(f"{name}: an OCI archive must be named <service>{suffix}.tar")
+    if not found:
+        raise InvalidArgument(f"the archive holds no image tagged <service>{suffix}")
+    return sorted(found.values(), key=lambda s: s.service)
+
+
+@dataclass
+class Leftovers:
+    """What an import made along the way, undone at its end (local names, loaded images)
+    or on failure (pushed tags)."""
+
+    published: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+
+
+class Importer:
+    """Brings exported builds into the rack."""
+
+    def __init__(
+        self,
+        engine: ImageEngine,
+        registry: Registry,
+        records: BuildRecords,
+        pusher: Pusher,
+        scratch: Path,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.records = records
+        self.pusher = pusher
+        self.scratch = scratch
+
+    def import_build(self, app: str, chunks: Iterable[bytes]) -> tuple[types.Build, types.Release]:
+        """Reads the whole archive from `chunks`, then pushes and records the build."""
+        types.check_app_name(app)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="slipway-import-", dir=self.scratch) as work:
+            unpacked = unpack(chunks, Path(work))
+            if unpacked.build_json is None:
+                raise InvalidArgument("invalid archive: it holds no build.json")
+            record = decode_build(unpacked.build_json)
+            sources = plan(record, unpacked.tars)
+            made = Leftovers()
+            try:
+                return self._import(app, record, sources, made)
+            except BaseException:
+                self._unpublish(app, made)
+                raise
+            finally:
+                self._clean(made)
+
+    def _import(
+        self, app: str, record: BuildRecord, sources: list[Source], made: Leftovers
+    ) -> tuple[types.Build, types.Release]:
+        build_id = types.new_id("B")
+        self._load(sources, secrets.token_hex(6), made)
+        self.registry.prepare(app)
+        for source in sources:
+            tag = f"{source.service}.{build_id}"
+            made.names.append(f"{self.registry.host}/{app}:{tag}")
+            self._push(source, app, tag)
+            made.published.append(tag)
+        imported = ImportedBuild(
+            description=record.description,
+            manifest=record.manifest,
+            entrypoint=record.entrypoint,
+            git_sha=record.git_sha,
+            log_lines=record.log_lines,
+            started=record.started,
+            ended=record.ended,
+        )
+        build, release = self.records.record_import(app, build_id, imported)
+        log.info("imported %s/%s as %s/%s, %s", record.app, record.id, app, build.id, release.id)
+        return build, release
+
+    def _load(self, sources: list[Source], token: str, made: Leftovers) -> None:
+        """Loads every image into the engine, `docker save` tars unnamed (their names are
+        the source rack's), OCI archives under a name of this import's own."""
+        for path in dict.fromkeys(s.path for s in sources if s.kind == DOCKER):
+            tar_name = next(s.name for s in sources if s.path == path)
+            ids = sorted({s.image for s in sources if s.path == path})
+            made.loaded.extend(i for i in ids if self.engine.image_id(i) is None)
+            with _named(tar_name), open(path, "rb") as tar:
+                self.engine.load(retag(iter_chunks(tar), lambda _name: None))
+            for image in ids:
+                if self.engine.image_id(image) is None:
+                    raise InvalidArgument(f"{tar_name}: image {image} is missing after loading")
+        for source in sources:
+            if source.kind != DOCKER:
+                name = f"{LOCAL_NAME}-{token}:{source.service}"
+                made.names.append(name)
+                with _named(f"invalid OCI archive {source.name}"):
+                    self.engine.load_oci(source.path, name)
+                source.image = self.engine.image_id(name) or ""
+                if not source.image:
+                    raise InvalidArgument(f"{source.name}: no image after loading it")
+
+    def _push(self, source: Source, repository: str, tag: str) -> str:
+        try:
+            for event in self.pusher.push(source.image, repository, tag):
+                if isinstance(event, types.PushResult):
+                    return event.digest
+        except SlipwayError as err:
+            raise type(err)(f"cannot push {source.service}: {err}") from None
+        raise Internal(f"cannot push {source.service}: the push gave no digest")
+
+    def _unpublish(self, app: str, made: Leftovers) -> None:
+        for tag in made.published:
+            try:
+                self.registry.untag(app, tag)
+            except SlipwayError as err:
+                log.warning("cannot remove %s:%s after a failed import: %s", app, tag, err)
+
+    def _clean(self, made: Leftovers) -> None:
+        for ref in [*made.names, *made.loaded]:
+            try:
+                self.engine.remove(ref)
+            except SlipwayError as err:
+                log.warning("cannot remove the local image %s: %s", ref, err)
+
+
+@contextlib.contextmanager
+def _named(what: str) -> Iterator[None]:
+    """Puts `what` (the image tar's name in the archive) in front of an InvalidArgument."""
+    try:
+        yield
+    except InvalidArgument as err:
+        raise InvalidArgument(f"{what}: {err}") from None

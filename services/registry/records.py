@@ -1,0 +1,98 @@
+"""The `BuildRecords` seam: what exports read from metadata and what imports record there."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from client import types
+from client.errors import Unavailable
+
+if TYPE_CHECKING:  # the client pulls in gRPC, which the domain cores stay free of
+    from client.metadata import MetadataClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImportedBuild:
+    """The parts of an exported build an import keeps."""
+
+    description: str = ""
+    manifest: str = ""
+    entrypoint: str = ""
+    git_sha: str = ""
+    log_lines: Sequence[str] = ()
+    started: float = 0.0
+    ended: float = 0.0
+
+
+class BuildRecords(Protocol):
+    """Builds, logs and releases, as exports and imports need them."""
+
+    def get_build(self, build_id: str, app: str) -> types.Build:
+        """The build of `app`; NotFound when unknown."""
+        ...
+
+    def log_lines(self, build_id: str) -> Iterator[str]:
+        """The build's stored log, line by line."""
+        ...
+
+    def record_import(
+        self, app: str, build_id: str, build: ImportedBuild
+    ) -> tuple[types.Build, types.Release]:
+        """Records `build` as the complete build `build_id` of `app` (created when missing)
+        with its log and an unpromoted release carrying the app's latest environment, all
+        or nothing."""
+        ...
+
+
+class MetadataRecords:
+    """`BuildRecords` on the metadata service."""
+
+    def __init__(self, client: MetadataClient) -> None:
+        self._client = client
+
+    def get_build(self, build_id: str, app: str) -> types.Build:
+        return self._client.get_build(build_id, app)
+
+    def log_lines(self, build_id: str) -> Iterator[str]:
+        for line in self._client.stream_logs(build_id):
+            yield line.text
+
+    def record_import(
+        self, app: str, build_id: str, build: ImportedBuild
+    ) -> tuple[types.Build, types.Release]:
+        record = types.Build(
+            id=build_id,
+            app=app,
+            description=build.description,
+            manifest=build.manifest,
+            entrypoint=build.entrypoint,
+            git_sha=build.git_sha,
+            started=build.started,
+            ended=build.ended,
+        )
+        return self._client.record_build(record, build.log_lines)
+
+
+class NoRecords:
+    """`BuildRecords` of a registry service started without a metadata address."""
+
+    def _missing(self) -> Unavailable:
+        return Unavailable(
+            "the registry service has no metadata service: set SLIPWAY_METADATA_ADDRESS"
+        )
+
+    def get_build(self, build_id: str, app: str) -> types.Build:
+        raise self._missing()
+
+    def log_lines(self, build_id: str) -> Iterator[str]:
+        raise self._missing()
+
+    def record_import(
+        self, app: str, build_id: str, build: ImportedBuild
+    ) -> tuple[types.Build, types.Release]:
+        raise self._missing()
