@@ -8,7 +8,7 @@ SLIPWAY := $(VENV)/bin/slipway
 APT_PACKAGES := docker.io docker-registry busybox-static git skopeo iptables
 PYTEST_ARGS ?=
 
-.PHONY: help setup protos check-protos up down demo test lint
+.PHONY: help setup protos check-protos up down demo test lint bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ demo: up ## Build examples/hello on the local rack and show the build
 
 test: setup check-protos ## Install what is missing and run every test
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: setup ## Move a 1 GiB build rack to rack; write bench/results.json (with docker save|load as reference)
+	@$(PY) bench/run.py
 
 lint: $(VENV)/.installed ## ruff and mypy on the hand-written code
 	@$(VENV)/bin/ruff check client services tests

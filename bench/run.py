@@ -1,0 +1,203 @@
+"""`make bench`: moves a build of at least 1 GiB of layers between two fresh local racks
+and records throughput and peak memory in bench/results.json, next to the same run's
+`docker save | docker load` as the reference.
+
+Peak memory is the kernel's own count: `ru_maxrss` of each client process (from wait4)
+and `VmHWM` of each service process (its peak since the rack started for this run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SLIPWAY = str(Path(sys.executable).parent / "slipway")
+RESULTS = ROOT / "bench" / "results.json"
+MIB = 1024 * 1024
+LAYER_MIB = int(os.environ.get("SLIPWAY_BENCH_LAYER_MIB", "512"))  # two layers: 1 GiB
+SERVICES = ("builder", "archive", "metadata", "registry")
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_rss_mib: dict[str, float]
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"))
+    for var in ("SLIPWAY_RACK", "SLIPWAY_HOST", "SLIPWAY_TOKEN"):
+        env.pop(var, None)
+    return env
+
+
+def _slipway(env: dict[str, str], *args: str) -> str:
+    proc = subprocess.run([SLIPWAY, *args], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"slipway {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def _pipeline(commands: list[list[str]], env: dict[str, str]) -> Run:
+    """Runs `a | b | …`, returning the wall time and each process's peak RSS."""
+    start = time.monotonic()
+    procs: list[subprocess.Popen[bytes]] = []
+    stdin = None
+    for i, argv in enumerate(commands):
+        last = i == len(commands) - 1
+        proc = subprocess.Popen(
+            argv, env=env, stdin=stdin, stdout=subprocess.DEVNULL if last else subprocess.PIPE
+        )
+        if stdin is not None:
+            stdin.close()  # the next process owns the read end now
+        stdin = proc.stdout
+        procs.append(proc)
+    peaks: dict[str, float] = {}
+    for argv, proc in zip(commands, procs, strict=True):
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        name = " ".join(a for a in argv[:3] if not a.startswith("/")) or argv[0]
+        peaks[f"{Path(argv[0]).name} {name}"] = round(usage.ru_maxrss / 1024, 1)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}")
+    return Run(time.monotonic() - start, peaks)
+
+
+def _service_peaks(data: Path) -> dict[str, float]:
+    peaks = {}
+    for part in SERVICES:
+        pid = (data / "run" / f"{part}.pid").read_text().strip()
+        status = Path(f"/proc/{pid}/status").read_text()
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+        peaks[part] = round(int(match.group(1)) / 1024, 1) if match else -1.0
+    return peaks
+
+
+def _free_base() -> int:
+    import socket
+
+    while True:
+        base = random.randint(30000, 50000)
+        try:
+            for port in range(base, base + 5):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+
+
+def main() -> int:
+    home = Path(tempfile.mkdtemp(prefix="slipway-bench-"))
+    env = _env(home)
+    racks = {"bench1": home / "bench1", "bench2": home / "bench2"}
+    try:
+        for name, data in racks.items():
+            _slipway(
+                env,
+                "rack",
+                "start",
+                "--name",
+                name,
+                "--port",
+                str(_free_base()),
+                "--data",
+                str(data),
+            )
+        app = home / "big"
+        app.mkdir()
+        (app / "convox.yml").write_text("services:\n  web:\n    build: .\n")
+        (app / "Dockerfile").write_text(
+            "FROM busybox\n"
+            f"RUN head -c {LAYER_MIB * MIB} /dev/urandom > /layer-a\n"
+            f"RUN head -c {LAYER_MIB * MIB} /dev/urandom > /layer-b\n"
+        )
+        out = _slipway(env, "build", str(app), "-a", "big", "-r", "bench1", "--no-cache")
+        build_id = re.search(r"^Build: +(B[A-Z]{10})$", out, re.M).group(1)  # type: ignore[union-attr]
+        image = f"big-{build_id.lower()}"
+        registry1 = json.loads((home / "config" / "slipway" / "config.json").read_text())
+        port1 = registry1["racks"]["bench1"]["local"]["port"]
+        ref = f"127.0.0.1:{port1 + 4}/big:web.{build_id}"
+        size = int(
+            subprocess.run(
+                ["docker", "image", "inspect", "-f", "{{.Size}}", ref],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+
+        # The reference, measured in this run: docker save | docker load of the same image.
+        subprocess.run(["docker", "tag", ref, f"{image}:ref"], check=True)
+        reference = _pipeline([["docker", "save", f"{image}:ref"], ["docker", "load", "-q"]], env)
+        subprocess.run(["docker", "rmi", f"{image}:ref"], capture_output=True)
+
+        moved = _pipeline(
+            [
+                [SLIPWAY, "builds", "export", build_id, "-a", "big", "-r", "bench1"],
+                [SLIPWAY, "builds", "import", "-a", "big2", "-r", "bench2", "--id"],
+            ],
+            env,
+        )
+        results = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "image_bytes": size,
+            "reference_docker_save_load": {
+                "seconds": round(reference.seconds, 2),
+                "mib_per_s": round(size / MIB / reference.seconds, 1),
+                "peak_rss_mib": reference.peak_rss_mib,
+            },
+            "export_import_pipe": {
+                "seconds": round(moved.seconds, 2),
+                "mib_per_s": round(size / MIB / moved.seconds, 1),
+                "vs_reference": round(reference.seconds / moved.seconds, 2),
+                "client_peak_rss_mib": moved.peak_rss_mib,
+            },
+            "service_peak_rss_mib": {name: _service_peaks(d) for name, d in racks.items()},
+        }
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results, indent=2))
+        return 0
+    finally:
+        hosts = _registry_hosts(home)
+        for name in racks:
+            subprocess.run([SLIPWAY, "rack", "stop", "--name", name], env=env, capture_output=True)
+        _remove_images(hosts)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _registry_hosts(home: Path) -> list[str]:
+    try:
+        config = json.loads((home / "config" / "slipway" / "config.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [f"127.0.0.1:{r['local']['port'] + 4}/" for r in config.get("racks", {}).values()]
+
+
+def _remove_images(hosts: list[str]) -> None:
+    """The bench's images are gigabytes: remove every local name of its racks' registries."""
+    names = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    doomed = [n for n in names if any(n.startswith(h) for h in hosts)]
+    if doomed:
+        subprocess.run(["docker", "rmi", "-f", *doomed], capture_output=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
