@@ -128,37 +128,16 @@ def build_info(build: types.Build, now: float | None = None) -> list[str]:
 
 
 @contextlib.contextmanager
-def step(console: Console, label: str) -> Iterator[None]:
-    """`label... OK` around a block; a failing block just ends the line (the error is
-    reported on its own)."""
+def step(console: Console, label: str, after: Callable[[], str] = str) -> Iterator[None]:
+    """`label... OK` around a block, then what `after()` gives (e.g. `, RXXXXXXXXXX`); a
+    failing block just ends the line (the error is reported on its own)."""
     console.print(f"{label}... ", end="")
     try:
         yield
     except BaseException:
         console.print()
         raise
-    console.print("OK")
-
-
-@contextlib.contextmanager
-def transfer(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
-    """`label... OK` around a byte transfer; on a terminal a bar with bytes, rate and ETA
-    shows meanwhile. Yields the function to call with each number of bytes sent."""
-    if not console.is_terminal:
-        with step(console, label):
-            yield lambda _n: None
-        return
-    columns = (
-        TextColumn(f"{label}..."),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
-    console.print(f"{label}... OK")
+    console.print(f"OK{after()}")
 
 
 class Meter:
@@ -176,13 +155,8 @@ def metered(console: Console, label: str, total: int | None = None) -> Iterator[
     bar shows bytes and rate meanwhile (and progress and ETA when `total` is known)."""
     meter = Meter()
     if not console.is_terminal:
-        console.print(f"{label}... ", end="")
-        try:
+        with step(console, label, lambda: meter.result):
             yield meter
-        except BaseException:
-            console.print()
-            raise
-        console.print(f"OK{meter.result}")
         return
     columns = (
         TextColumn(f"{label}..."),
@@ -196,3 +170,11 @@ def metered(console: Console, label: str, total: int | None = None) -> Iterator[
         meter.advance = lambda n: progress.advance(task, n)
         yield meter
     console.print(f"{label}... OK{meter.result}")
+
+
+@contextlib.contextmanager
+def transfer(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """`metered` for a transfer of known size: yields the function to call with each
+    number of bytes sent."""
+    with metered(console, label, total) as meter:
+        yield meter.advance
