@@ -77,6 +77,16 @@ def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def skopeo() -> str:
+    """The skopeo binary (make setup installs it)."""
+    path = shutil.which("skopeo")
+    if path is None:
+        _unavailable("skopeo")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
 def postgres_url() -> str:
     """PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`)."""
     url = os.environ.get("SLIPWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

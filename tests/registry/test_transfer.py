@@ -10,7 +10,6 @@ import gzip
 import io
 import json
 import secrets
-import shutil
 import subprocess
 import tarfile
 import urllib.request
@@ -456,8 +455,8 @@ def oci_archive(docker_client: Any, image: str, path: Path) -> bytes:
     return path.read_bytes()
 
 
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
 def test_import_of_oci_archives_one_per_service(
+    skopeo: str,
     rack: Rack, docker_client: Any, two_images: dict[str, tuple[str, str]], tmp_path: Path
 ) -> None:
     old = "BOCIARCHIVE"
@@ -564,8 +563,8 @@ def test_a_bad_archive_fails_and_leaves_nothing(
     assert_nothing_left(rack, target, docker_client)
 
 
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
 def test_an_oci_blob_whose_digest_does_not_match_fails(
+    skopeo: str,
     rack: Rack, docker_client: Any, two_images: dict[str, tuple[str, str]], tmp_path: Path
 ) -> None:
     old = "BOCIDIGESTX"
