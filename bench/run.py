@@ -1,9 +1,11 @@
 """`make bench`: moves a build of at least 1 GiB of layers between two fresh local racks
 and records throughput and peak memory in bench/results.json, next to the same run's
-`docker save | docker load` as the reference.
+`docker save | docker load` as the reference; then `builds copy` of the same build from
+bench1 into a fresh app of bench2 (rack to rack, service to service, every layer missing).
 
 Peak memory is the kernel's own count: `ru_maxrss` of each client process (from wait4)
-and `VmHWM` of each service process (its peak since the rack started for this run).
+and `VmHWM` of each service process (its peak since the rack started for this run; reset
+through /proc/PID/clear_refs before the copy, so the copy's peaks are its own).
 """
 
 from __future__ import annotations
@@ -85,6 +87,27 @@ def _service_peaks(data: Path) -> dict[str, float]:
     return peaks
 
 
+def _reset_peaks(data: Path) -> None:
+    """Resets each service's VmHWM to its current RSS (`5` > /proc/PID/clear_refs)."""
+    for part in SERVICES:
+        pid = (data / "run" / f"{part}.pid").read_text().strip()
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _timed(argv: list[str], env: dict[str, str]) -> tuple[Run, str]:
+    """Runs one command, returning its wall time, peak RSS and stderr (a few lines)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{err}")
+    name = f"slipway {' '.join(argv[1:3])}"
+    return Run(time.monotonic() - start, {name: round(usage.ru_maxrss / 1024, 1)}), err
+
+
 def _free_base() -> int:
     import socket
 
@@ -151,6 +174,15 @@ def main() -> int:
             ],
             env,
         )
+        service_peaks = {name: _service_peaks(d) for name, d in racks.items()}
+
+        # builds copy: bench2 fetches the build from bench1 itself, into a fresh app.
+        for data in racks.values():
+            _reset_peaks(data)
+        copy_argv = [SLIPWAY, "builds", "copy", build_id, "-a", "big", "-r", "bench1"]
+        copy_argv += ["--to", "bench2", "--to-app", "big3", "--id"]
+        copied, copy_err = _timed(copy_argv, env)
+        copy_summary = copy_err.strip().splitlines()[-1]
         results = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -166,7 +198,16 @@ def main() -> int:
                 "vs_reference": round(reference.seconds / moved.seconds, 2),
                 "client_peak_rss_mib": moved.peak_rss_mib,
             },
-            "service_peak_rss_mib": {name: _service_peaks(d) for name, d in racks.items()},
+            "service_peak_rss_mib": service_peaks,
+            "builds_copy": {
+                "seconds": round(copied.seconds, 2),
+                "mib_per_s": round(size / MIB / copied.seconds, 1),
+                "vs_reference": round(reference.seconds / copied.seconds, 2),
+                "vs_export_import": round(moved.seconds / copied.seconds, 2),
+                "summary": copy_summary,
+                "client_peak_rss_mib": copied.peak_rss_mib,
+                "service_peak_rss_mib": {name: _service_peaks(d) for name, d in racks.items()},
+            },
         }
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         print(json.dumps(results, indent=2))

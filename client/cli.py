@@ -38,6 +38,8 @@ VALUE_OPTIONS = frozenset(
         "--token",
         "-f",
         "--file",
+        "--to",
+        "--to-app",
     }
 )
 _GLOBALS = {"-a": "app", "--app": "app", "-r": "rack", "--rack": "rack"}

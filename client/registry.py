@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 from slipway.common.v1 import common_pb2
@@ -10,6 +10,7 @@ from slipway.registry.v1 import registry_pb2 as pb
 from slipway.registry.v1 import registry_pb2_grpc as pb_grpc
 
 from client import convert, types
+from client.errors import Internal
 from client.grpcerrors import from_rpc_error, iter_rpc, rpc_errors
 
 
@@ -80,3 +81,104 @@ class RegistryClient:
             call.cancel()
             raise
         return convert.build_from_pb(resp.build), convert.release_from_pb(resp.release)
+
+    def import_image(
+        self,
+        app: str,
+        image: str,
+        manifest: str = "",
+        description: str = "",
+        progress: Callable[[types.PushProgress], None] | None = None,
+    ) -> tuple[types.Build, types.Release]:
+        """Relays `image` (and the `image:`s of the manifest text) into a new build of `app`,
+        passing each progress update to `progress`; returns the build and its release."""
+        request = pb.ImportImageRequest(
+            app=app, image=image, manifest=manifest, description=description
+        )
+        stream = self._stub.ImportImage(request)
+        try:
+            for resp in iter_rpc(stream, self.address, self.service):
+                if resp.HasField("result"):
+                    build = convert.build_from_pb(resp.result.build)
+                    return build, convert.release_from_pb(resp.result.release)
+                if progress is not None:
+                    p = resp.progress
+                    progress(
+                        types.PushProgress(
+                            text=p.text,
+                            layer=p.layer,
+                            status=p.status,
+                            current=p.current,
+                            total=p.total,
+                        )
+                    )
+        finally:
+            stream.cancel()
+        raise Internal("the image import ended without a result")
+
+    def get_manifests(self, app: str, build_id: str) -> list[types.ImageManifest]:
+        """The manifest of every service image of a complete build, by service name."""
+        with rpc_errors(self.address, self.service):
+            resp = self._stub.GetManifests(pb.GetManifestsRequest(app=app, build=build_id))
+        return [
+            types.ImageManifest(
+                service=m.service,
+                media_type=m.media_type,
+                body=m.manifest,
+                digest=m.digest,
+                config_digest=m.config_digest,
+            )
+            for m in resp.images
+        ]
+
+    def read_blob(self, app: str, digest: str) -> Iterator[bytes]:
+        """The bytes of one blob of the app's repository, chunk by chunk."""
+        stream = self._stub.ReadBlob(pb.ReadBlobRequest(app=app, digest=digest))
+        try:
+            for resp in iter_rpc(stream, self.address, self.service):
+                yield resp.chunk.data
+        finally:
+            stream.cancel()
+
+    def copy_build(
+        self,
+        source_host: str,
+        source_token: str,
+        app: str,
+        build_id: str,
+        to_app: str = "",
+        source_name: str = "",
+        progress: Callable[[types.CopyProgress], None] | None = None,
+    ) -> types.CopyResult:
+        """Has this rack copy the build `app`/`build_id` of the rack at `source_host` (reached
+        with `source_token`) into `to_app` (default: `app`), moving only the blobs this rack
+        lacks; passes each progress update to `progress`; returns the new build, its
+        release and what moved."""
+        request = pb.CopyBuildRequest(
+            source_host=source_host,
+            source_token=source_token,
+            source_name=source_name,
+            app=app,
+            build=build_id,
+            to_app=to_app,
+        )
+        stream = self._stub.CopyBuild(request)
+        try:
+            for resp in iter_rpc(stream, self.address, self.service):
+                if resp.HasField("result"):
+                    r = resp.result
+                    return types.CopyResult(
+                        build=convert.build_from_pb(r.build),
+                        release=convert.release_from_pb(r.release),
+                        blobs=r.blobs,
+                        moved=r.moved,
+                        mounted=r.mounted,
+                        bytes=r.bytes,
+                        moved_blobs=tuple(r.moved_blobs),
+                    )
+                if progress is not None:
+                    p = resp.progress
+                    progress(types.CopyProgress(text=p.text, current=p.current, total=p.total))
+        finally:
+            stream.cancel()
+        raise Internal("the copy ended without a result")

@@ -130,3 +130,43 @@ class PushResult:
 
     reference: str
     digest: str
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    """One service's image of a build, as its rack's registry serves it (`body` unchanged:
+    its digest depends on every byte)."""
+
+    service: str
+    media_type: str
+    body: bytes
+    digest: str
+    config_digest: str
+
+
+@dataclass(frozen=True)
+class CopyProgress:
+    """One progress update of a rack-to-rack copy: bytes moved so far of `total`."""
+
+    text: str
+    current: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """A finished copy: the new build and release, and how many blobs (layers and image
+    configs) travelled, were mounted from another repository, or were already there."""
+
+    build: Build
+    release: Release
+    blobs: int = 0
+    moved: int = 0
+    mounted: int = 0
+    bytes: int = 0
+    moved_blobs: tuple[str, ...] = ()
+
+    @property
+    def present(self) -> int:
+        """Blobs the destination repository already held."""
+        return self.blobs - self.moved - self.mounted

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from client.commands import Context, transfer
+from client.commands import Context, copy, importimage, transfer
 from client.commands.follow import follow_build
 from client.errors import FailedPrecondition, InvalidArgument
 from client.render import build_info, builds_table, write_line
@@ -47,6 +47,8 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     cancel.add_argument("build", metavar="BUILD")
     cancel.set_defaults(func=cancel_build)
     transfer.register(sub, common)
+    importimage.register(sub, common)
+    copy.register(sub, common)
 
 
 def list_builds(ctx: Context, args: argparse.Namespace) -> int:

@@ -9,7 +9,17 @@ from slipway.registry.v1 import registry_pb2 as pb
 
 from client import convert
 from client.errors import InvalidArgument
-from client.types import Build, PushProgress, PushResult, Release
+from client.types import (
+    Build,
+    CopyProgress,
+    CopyResult,
+    ImageManifest,
+    PushProgress,
+    PushResult,
+    Release,
+)
+from services.registry.copy import CopyRequest
+from services.registry.importimage import ImageImported
 
 
 def push_response(event: PushProgress | PushResult) -> pb.PushResponse:
@@ -53,4 +63,61 @@ def import_request(requests: Iterator[pb.ImportBuildRequest]) -> tuple[str, Iter
 def import_response(build: Build, release: Release) -> pb.ImportBuildResponse:
     return pb.ImportBuildResponse(
         build=convert.build_to_pb(build), release=convert.release_to_pb(release)
+    )
+
+
+def import_image_response(event: PushProgress | ImageImported) -> pb.ImportImageResponse:
+    if isinstance(event, ImageImported):
+        result = pb.ImportImageResult(
+            build=convert.build_to_pb(event.build), release=convert.release_to_pb(event.release)
+        )
+        return pb.ImportImageResponse(result=result)
+    return pb.ImportImageResponse(progress=push_response(event).progress)
+
+
+def manifests_response(images: list[ImageManifest]) -> pb.GetManifestsResponse:
+    return pb.GetManifestsResponse(
+        images=[
+            pb.ImageManifest(
+                service=i.service,
+                media_type=i.media_type,
+                manifest=i.body,
+                digest=i.digest,
+                config_digest=i.config_digest,
+            )
+            for i in images
+        ]
+    )
+
+
+def blob_response(data: bytes) -> pb.ReadBlobResponse:
+    return pb.ReadBlobResponse(chunk=common_pb2.Chunk(data=data))
+
+
+def copy_request(request: pb.CopyBuildRequest) -> CopyRequest:
+    return CopyRequest(
+        source_host=request.source_host,
+        source_token=request.source_token,
+        source_name=request.source_name,
+        app=request.app,
+        build=request.build,
+        to_app=request.to_app,
+    )
+
+
+def copy_response(event: CopyProgress | CopyResult) -> pb.CopyBuildResponse:
+    if isinstance(event, CopyResult):
+        return pb.CopyBuildResponse(
+            result=pb.CopyResult(
+                build=convert.build_to_pb(event.build),
+                release=convert.release_to_pb(event.release),
+                blobs=event.blobs,
+                moved=event.moved,
+                mounted=event.mounted,
+                bytes=event.bytes,
+                moved_blobs=list(event.moved_blobs),
+            )
+        )
+    return pb.CopyBuildResponse(
+        progress=pb.CopyProgress(text=event.text, current=event.current, total=event.total)
     )

@@ -66,6 +66,28 @@ def push_error(registry: str, reference: str, text: str) -> SlipwayError:
     return Internal(f"push of {reference} failed: {text}")
 
 
+def pull_error(reference: str, text: str, status: int) -> SlipwayError:
+    """The Slipway error for an engine's pull error, keeping the engine's text: a missing
+    image is NotFound, a bad name InvalidArgument, an unreachable registry Unavailable."""
+    lowered = text.lower()
+    if any(marker in lowered for marker in UNREACHABLE):
+        log.warning("pull of %s: registry unreachable: %s", reference, text)
+        return Unavailable(f"cannot pull {reference}: registry unreachable at {host_of(reference)}")
+    if status == 404 or any(m in lowered for m in ("not found", "manifest unknown", "not exist")):
+        return NotFound(f"cannot pull {reference}: {text}")
+    if status == 400 or any(marker in lowered for marker in BAD_NAME):
+        return InvalidArgument(f"cannot pull {reference}: {text}")
+    return Internal(f"cannot pull {reference}: {text}")
+
+
+def host_of(reference: str) -> str:
+    """The registry host of an image reference, Docker Hub's when it names none."""
+    first, slash, _ = reference.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "registry-1.docker.io"
+
+
 def registry_of(repository: str) -> str:
     """The registry host of a full repository name (`127.0.0.1:7404/app` → `127.0.0.1:7404`)."""
     return repository.split("/", 1)[0]
@@ -196,6 +218,48 @@ class DockerEngine:
         if "not found" in text.lower() or "unknown" in text.lower():
             return NotFound.of("image", reference)
         return push_error(registry_of(repository), reference, text)
+
+    def pull_events(
+        self, repository: str, tag: str, auth: Mapping[str, str] | None = None
+    ) -> Iterator[PushEvent]:
+        api = self._api()
+        reference = f"{repository}@{tag}" if tag.startswith("sha256:") else f"{repository}:{tag}"
+        with self._errors("docker pull"):
+            try:
+                lines = api.pull(
+                    repository,
+                    tag=tag,
+                    stream=True,
+                    decode=True,
+                    auth_config=dict(auth) if auth else None,
+                )
+                for line in lines:
+                    if line.get("error") or line.get("errorDetail"):
+                        detail = line.get("errorDetail") or {}
+                        text = str(detail.get("message") or line.get("error") or "unknown error")
+                        raise pull_error(reference, text, 0)
+                    progress = line.get("progressDetail") or {}
+                    yield PushEvent(
+                        status=str(line.get("status") or ""),
+                        layer=str(line.get("id") or ""),
+                        current=int(progress.get("current") or 0),
+                        total=int(progress.get("total") or 0),
+                    )
+            except docker.errors.APIError as err:
+                text = str(err.explanation or err)
+                raise pull_error(reference, text, err.status_code or 0) from None
+
+    def entrypoint(self, image: str) -> tuple[str, ...]:
+        api = self._api()
+        with self._errors("docker inspect"):
+            try:
+                attrs = api.inspect_image(image)
+            except (docker.errors.NotFound, docker.errors.NullResource):
+                raise NotFound.of("image", image) from None
+            except docker.errors.APIError as err:
+                raise Internal(f"docker inspect {image} failed: {err.explanation or err}") from None
+        config = attrs.get("Config") or {}
+        return tuple(str(part) for part in config.get("Entrypoint") or ())
 
     def save(self, images: Sequence[str]) -> Iterator[bytes]:
         api = self._api()

@@ -43,6 +43,19 @@ class ImageEngine(Protocol):
         """Pulls `repository:tag` into the engine; a failed pull raises."""
         ...
 
+    def pull_events(
+        self, repository: str, tag: str, auth: Mapping[str, str] | None = None
+    ) -> Iterator[PushEvent]:
+        """Pulls `repository:tag` (`tag` may be a `sha256:` digest), yielding its progress
+        as `PushEvent`s. A failed pull raises with the engine's text: NotFound when the
+        registry has no such image, Unavailable when it cannot be reached."""
+        ...
+
+    def entrypoint(self, image: str) -> tuple[str, ...]:
+        """The entrypoint of the local `image` (empty when it has none); NotFound when the
+        engine does not know it."""
+        ...
+
     def save(self, images: Sequence[str]) -> Iterator[bytes]:
         """`docker save` of every image in one tar (shared layers stored once), as a stream."""
         ...

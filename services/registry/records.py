@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from client import types
-from client.errors import Unavailable
+from client.errors import NotFound, Unavailable
 
 if TYPE_CHECKING:  # the client pulls in gRPC, which the domain cores stay free of
     from client.metadata import MetadataClient
@@ -48,6 +48,10 @@ class BuildRecords(Protocol):
         or nothing."""
         ...
 
+    def app_env(self, app: str) -> dict[str, str]:
+        """The environment of the app's latest release; empty for a new app."""
+        ...
+
 
 class MetadataRecords:
     """`BuildRecords` on the metadata service."""
@@ -77,6 +81,13 @@ class MetadataRecords:
         )
         return self._client.record_build(record, build.log_lines)
 
+    def app_env(self, app: str) -> dict[str, str]:
+        try:
+            releases = self._client.list_releases(app, limit=1)
+        except NotFound:
+            return {}
+        return dict(releases[0].env) if releases else {}
+
 
 class NoRecords:
     """`BuildRecords` of a registry service started without a metadata address."""
@@ -95,4 +106,7 @@ class NoRecords:
     def record_import(
         self, app: str, build_id: str, build: ImportedBuild
     ) -> tuple[types.Build, types.Release]:
+        raise self._missing()
+
+    def app_env(self, app: str) -> dict[str, str]:
         raise self._missing()

@@ -9,19 +9,33 @@ from slipway.registry.v1 import registry_pb2 as pb
 from slipway.registry.v1 import registry_pb2_grpc as pb_grpc
 
 from services.registry import convert
+from services.registry.copy import BuildImages, Copier
 from services.registry.core import Pusher
 from services.registry.export import Exporter
+from services.registry.importimage import ImageImporter
 from services.registry.imports import Importer
 
 
 class RegistryServicer(pb_grpc.RegistryServiceServicer):
     """GetRegistry and Push over a `Pusher`; ExportBuild and ImportBuild over an `Exporter`
-    and an `Importer`."""
+    and an `Importer`; ImportImage over an `ImageImporter`; GetManifests and ReadBlob (a
+    build leaving for another rack) over `BuildImages`; CopyBuild over a `Copier`."""
 
-    def __init__(self, pusher: Pusher, exporter: Exporter, importer: Importer) -> None:
+    def __init__(
+        self,
+        pusher: Pusher,
+        exporter: Exporter,
+        importer: Importer,
+        image_importer: ImageImporter,
+        images: BuildImages,
+        copier: Copier,
+    ) -> None:
         self.pusher = pusher
         self.exporter = exporter
         self.importer = importer
+        self.image_importer = image_importer
+        self.images = images
+        self.copier = copier
 
     def GetRegistry(  # noqa: N802 - gRPC method name
         self, request: pb.GetRegistryRequest, context: grpc.ServicerContext
@@ -46,3 +60,29 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         app, chunks = convert.import_request(requests)
         build, release = self.importer.import_build(app, chunks)
         return convert.import_response(build, release)
+
+    def ImportImage(  # noqa: N802 - gRPC method name
+        self, request: pb.ImportImageRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ImportImageResponse]:
+        events = self.image_importer.import_image(
+            request.app, request.image, request.manifest, request.description
+        )
+        for event in events:
+            yield convert.import_image_response(event)
+
+    def GetManifests(  # noqa: N802 - gRPC method name
+        self, request: pb.GetManifestsRequest, context: grpc.ServicerContext
+    ) -> pb.GetManifestsResponse:
+        return convert.manifests_response(self.images.manifests(request.app, request.build))
+
+    def ReadBlob(  # noqa: N802 - gRPC method name
+        self, request: pb.ReadBlobRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ReadBlobResponse]:
+        for data in self.images.read_blob(request.app, request.digest):
+            yield convert.blob_response(data)
+
+    def CopyBuild(  # noqa: N802 - gRPC method name
+        self, request: pb.CopyBuildRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.CopyBuildResponse]:
+        for event in self.copier.copy(convert.copy_request(request)):
+            yield convert.copy_response(event)

@@ -72,20 +72,30 @@ def _free_block(size: int = 5) -> int:
     raise RuntimeError("no free port block")
 
 
+@dataclass(frozen=True)
+class ClientHome:
+    """One user's home for the whole session: both test racks are in its client config."""
+
+    home: Path
+    env: dict[str, str]
+
+
 @pytest.fixture(scope="session")
-def rack(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RackHandle]:  # type: ignore[no-untyped-def]
+def client_home(tmp_path_factory: pytest.TempPathFactory) -> ClientHome:
     home = tmp_path_factory.mktemp("home")
     env = dict(os.environ)
     env.update(XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"))
     for var in ("SLIPWAY_RACK", "SLIPWAY_HOST", "SLIPWAY_TOKEN"):
         env.pop(var, None)
-    name = f"e2e{random.randint(1000, 9999)}"
-    handle = RackHandle(name, _free_block(), home / "rack", env)
+    return ClientHome(home, env)
+
+
+def _start(handle: RackHandle) -> None:
     started = handle.slipway(
         "rack",
         "start",
         "--name",
-        name,
+        handle.name,
         "--port",
         str(handle.port),
         "--data",
@@ -93,7 +103,31 @@ def rack(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ra
         timeout=180,
     )
     assert started.code == 0, f"rack start failed:\n{started.out}\n{started.err}"
+
+
+@pytest.fixture(scope="session")
+def rack(docker_client, client_home: ClientHome) -> Iterator[RackHandle]:  # type: ignore[no-untyped-def]
+    """The current rack of the client config (commands without `-r` talk to it)."""
+    name = f"e2e{random.randint(1000, 9999)}"
+    handle = RackHandle(name, _free_block(), client_home.home / "rack", client_home.env)
+    _start(handle)
     try:
+        yield handle
+    finally:
+        handle.slipway("rack", "stop", "--name", name, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def rack2(rack: RackHandle, client_home: ClientHome) -> Iterator[RackHandle]:
+    """A second local rack beside `rack`, in the same client config. `rack` stays the
+    current one; this handle's commands talk to rack2 (SLIPWAY_RACK) unless `-r` says
+    otherwise."""
+    name = f"{rack.name}b"
+    env = dict(client_home.env, SLIPWAY_RACK=name)
+    handle = RackHandle(name, _free_block(), client_home.home / "rack2", env)
+    _start(handle)
+    try:
+        rack.ok("switch", rack.name)
         yield handle
     finally:
         handle.slipway("rack", "stop", "--name", name, timeout=60)

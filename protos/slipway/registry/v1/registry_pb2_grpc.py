@@ -55,6 +55,26 @@ class RegistryServiceStub:
                 request_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildRequest.SerializeToString,
                 response_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildResponse.FromString,
                 _registered_method=True)
+        self.ImportImage = channel.unary_stream(
+                '/slipway.registry.v1.RegistryService/ImportImage',
+                request_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportImageRequest.SerializeToString,
+                response_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportImageResponse.FromString,
+                _registered_method=True)
+        self.GetManifests = channel.unary_unary(
+                '/slipway.registry.v1.RegistryService/GetManifests',
+                request_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.GetManifestsRequest.SerializeToString,
+                response_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.GetManifestsResponse.FromString,
+                _registered_method=True)
+        self.ReadBlob = channel.unary_stream(
+                '/slipway.registry.v1.RegistryService/ReadBlob',
+                request_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ReadBlobRequest.SerializeToString,
+                response_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ReadBlobResponse.FromString,
+                _registered_method=True)
+        self.CopyBuild = channel.unary_stream(
+                '/slipway.registry.v1.RegistryService/CopyBuild',
+                request_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.CopyBuildRequest.SerializeToString,
+                response_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.CopyBuildResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -95,6 +115,47 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportImage(self, request, context):
+        """ImportImage relays existing images into a new build of an app (`builds import-image`):
+        each service of the manifest takes its own `image:`, else the request's image; each
+        distinct image is pulled, then pushed as `{registry}/{app}:{service}.{newId}`, streaming
+        progress; then a complete build (with its log) and an unpromoted release are recorded,
+        and sent last. A missing image is NOT_FOUND with the engine's text; whatever fails,
+        nothing is left behind (no build, release or tag).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetManifests(self, request, context):
+        """GetManifests gives the image manifest of every service of a complete build, exactly as
+        the rack's registry serves it, for another rack copying the build (CopyBuild). NOT_FOUND
+        for an unknown app or build, FAILED_PRECONDITION for a build that is not complete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadBlob(self, request, context):
+        """ReadBlob streams one blob (a layer or an image config) of an app's repository out of the
+        rack's registry in 512 KiB chunks. NOT_FOUND when the repository does not hold it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyBuild(self, request, context):
+        """CopyBuild copies a complete build of another rack into this one, service to service:
+        this rack reads the build's record, log and manifests from the source rack with the
+        source's token, moves only the blobs its registry lacks (ReadBlob), puts the manifests
+        as `{to_app}:{service}.{newId}`, then records a complete build and an unpromoted release.
+        Progress, then the result. Whatever fails, nothing is left behind (no build, release or
+        tag); a token the source refuses is INVALID_ARGUMENT naming the source rack.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +178,26 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ImportBuild,
                     request_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildRequest.FromString,
                     response_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildResponse.SerializeToString,
+            ),
+            'ImportImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.ImportImage,
+                    request_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportImageRequest.FromString,
+                    response_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ImportImageResponse.SerializeToString,
+            ),
+            'GetManifests': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetManifests,
+                    request_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.GetManifestsRequest.FromString,
+                    response_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.GetManifestsResponse.SerializeToString,
+            ),
+            'ReadBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadBlob,
+                    request_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ReadBlobRequest.FromString,
+                    response_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ReadBlobResponse.SerializeToString,
+            ),
+            'CopyBuild': grpc.unary_stream_rpc_method_handler(
+                    servicer.CopyBuild,
+                    request_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.CopyBuildRequest.FromString,
+                    response_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.CopyBuildResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +309,114 @@ class RegistryService:
             '/slipway.registry.v1.RegistryService/ImportBuild',
             slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildRequest.SerializeToString,
             slipway_dot_registry_dot_v1_dot_registry__pb2.ImportBuildResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/slipway.registry.v1.RegistryService/ImportImage',
+            slipway_dot_registry_dot_v1_dot_registry__pb2.ImportImageRequest.SerializeToString,
+            slipway_dot_registry_dot_v1_dot_registry__pb2.ImportImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetManifests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slipway.registry.v1.RegistryService/GetManifests',
+            slipway_dot_registry_dot_v1_dot_registry__pb2.GetManifestsRequest.SerializeToString,
+            slipway_dot_registry_dot_v1_dot_registry__pb2.GetManifestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/slipway.registry.v1.RegistryService/ReadBlob',
+            slipway_dot_registry_dot_v1_dot_registry__pb2.ReadBlobRequest.SerializeToString,
+            slipway_dot_registry_dot_v1_dot_registry__pb2.ReadBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyBuild(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/slipway.registry.v1.RegistryService/CopyBuild',
+            slipway_dot_registry_dot_v1_dot_registry__pb2.CopyBuildRequest.SerializeToString,
+            slipway_dot_registry_dot_v1_dot_registry__pb2.CopyBuildResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,217 @@
+"""Importing images (SPEC §3 `slipway builds import-image`): existing images relayed from
+their registries into a new build of an app.
+
+Each service of the manifest takes its own `image:`, else the requested image; without a
+manifest there is one service, `web`. Every distinct image is pulled once, then pushed as
+`{registry}/{app}:{service}.{newId}` through the `Pusher`; only when every push succeeded
+are the build (complete, with the log of what happened) and its unpromoted release
+recorded, in one metadata transaction. A failure at any step untags what was pushed and
+removes the local names the import made, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import yaml
+
+from client import types
+from client.errors import Internal, InvalidArgument, SlipwayError, Unavailable
+from client.types import PushProgress, PushResult
+from services.builder import manifest
+from services.registry.core import PROGRESS_INTERVAL, Pusher, progress_of, throttle
+from services.registry.engine import ImageEngine
+from services.registry.records import BuildRecords, ImportedBuild
+from services.registry.registries import Registry
+
+log = logging.getLogger(__name__)
+
+#: The one service of an import without a manifest.
+DEFAULT_SERVICE = "web"
+
+
+@dataclass(frozen=True)
+class ImageImported:
+    """The last event of an import: what was recorded."""
+
+    build: types.Build
+    release: types.Release
+
+
+Event = PushProgress | ImageImported
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an import does: the manifest recorded with the build, and each service's image
+    in the manifest's order."""
+
+    manifest: str
+    images: dict[str, str]
+
+
+def plan(image: str, text: str, env: Mapping[str, str]) -> Plan:
+    """Each service's image: its own `image:`, else `image`. An empty manifest means one
+    service, `web`, recorded as `services: {web: {image: <image>}}`."""
+    if not text.strip():
+        default = {"services": {DEFAULT_SERVICE: {"image": image}}}
+        text = yaml.safe_dump(default, default_flow_style=False, sort_keys=False)
+    parsed = manifest.parse(text, env)
+    if not parsed.services:
+        raise InvalidArgument("the manifest has no services")
+    return Plan(parsed.text, {s.name: s.image or image for s in parsed.services})
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """`(repository, tag)` of an image reference, the tag being `latest` when it names none
+    and the digest when it names one (`repo@sha256:…`, a tag beside it ignored)."""
+    name, at, digest = reference.partition("@")
+    repository, colon, tag = name.rpartition(":")
+    if not colon or "/" in tag:
+        repository, tag = name, "latest"
+    return repository, digest if at else tag
+
+
+@dataclass
+class Leftovers:
+    """What an import made: pushed tags (untagged on failure), local names of the pushed
+    images (always removed) and images it pulled that the engine lacked (removed on
+    failure; on success they stay, as the builder's pulls do)."""
+
+    published: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    pulled: list[str] = field(default_factory=list)
+
+
+class ImageImporter:
+    """Relays images from any registry the engine can pull from into the rack."""
+
+    def __init__(
+        self,
+        engine: ImageEngine,
+        registry: Registry,
+        records: BuildRecords,
+        pusher: Pusher,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        interval: float = PROGRESS_INTERVAL,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.records = records
+        self.pusher = pusher
+        self._clock = clock
+        self._monotonic = monotonic
+        self._interval = interval
+
+    def import_image(
+        self, app: str, image: str, manifest_text: str = "", description: str = ""
+    ) -> Iterator[Event]:
+        """Progress, then one ImageImported. Bad input raises at once; a failed pull or push
+        raises from the stream, leaving nothing behind."""
+        types.check_app_name(app)
+        image = image.strip()
+        if not image:
+            raise InvalidArgument("image is required")
+        planned = plan(image, manifest_text, self.records.app_env(app))
+        return self._run(app, planned, description or f"import-image {image}")
+
+    def _run(self, app: str, planned: Plan, description: str) -> Iterator[Event]:
+        started = self._clock()
+        build_id = types.new_id("B")
+        lines: list[str] = []
+        made = Leftovers()
+        try:
+            ids: dict[str, str] = {}
+            for reference in dict.fromkeys(planned.images.values()):
+                ids[reference] = yield from self._pull(reference, lines, made)
+            for service, reference in planned.images.items():
+                tag = f"{service}.{build_id}"
+                made.names.append(f"{self.registry.host}/{app}:{tag}")
+                made.published.append(tag)  # untagging a tag never pushed does nothing
+                # Tagged by reference, so the log reads as the commands a person would type.
+                yield from self._push(reference, app, tag, service, lines)
+            first = ids[next(iter(planned.images.values()))]
+            imported = ImportedBuild(
+                description=description,
+                manifest=planned.manifest,
+                entrypoint=shlex.join(self.engine.entrypoint(first)),
+                log_lines=lines,
+                started=started,
+                ended=self._clock(),
+            )
+            build, release = self.records.record_import(app, build_id, imported)
+        except BaseException:
+            self._unpublish(app, made)
+            self._remove(made.pulled)
+            raise
+        finally:
+            self._remove(made.names)
+        log.info("imported %s into %s as %s, %s", description, app, build.id, release.id)
+        yield ImageImported(build, release)
+
+    def _pull(
+        self, reference: str, lines: list[str], made: Leftovers
+    ) -> Generator[Event, None, str]:
+        """Pulls `reference`, logging what happens; returns the local image id. When its
+        registry cannot be reached, a copy the engine already has will do (as in builds)."""
+        repository, tag = split_reference(reference)
+        yield self._line(lines, f"Running: docker pull {reference}")
+        had = self.engine.image_id(reference) is not None
+        auth = self.registry.auth() if repository.startswith(f"{self.registry.host}/") else None
+        try:
+            if not had:
+                made.pulled.append(reference)
+            events = self.engine.pull_events(repository, tag, auth)
+            for event in throttle(events, self._monotonic, self._interval):
+                progress = progress_of(event)
+                if not event.current:
+                    lines.append(progress.text)
+                yield progress
+        except Unavailable as err:
+            image_id = self.engine.image_id(reference) if had else None
+            if image_id is None:
+                raise
+            yield self._line(lines, f"Pull failed ({err}); using the local {reference}")
+            return image_id
+        image_id = self.engine.image_id(reference)
+        if image_id is None:
+            raise Internal(f"cannot pull {reference}: the engine has no image after pulling it")
+        return image_id
+
+    def _push(
+        self, image: str, app: str, tag: str, service: str, lines: list[str]
+    ) -> Iterator[Event]:
+        try:
+            for event in self.pusher.push(image, app, tag):
+                if isinstance(event, PushResult):
+                    return
+                if not event.current:
+                    lines.append(event.text)
+                yield event
+        except SlipwayError as err:
+            raise type(err)(f"cannot push {service}: {err}") from None
+        raise Internal(f"cannot push {service}: the push gave no digest")
+
+    @staticmethod
+    def _line(lines: list[str], text: str) -> PushProgress:
+        lines.append(text)
+        return PushProgress(text=text)
+
+    def _unpublish(self, app: str, made: Leftovers) -> None:
+        for tag in made.published:
+            try:
+                self.registry.untag(app, tag)
+            except SlipwayError as err:
+                log.warning("cannot remove %s:%s after a failed import: %s", app, tag, err)
+
+    def _remove(self, references: list[str]) -> None:
+        for reference in references:
+            try:
+                self.engine.remove(reference)
+            except SlipwayError as err:
+                log.warning("cannot remove the local image %s: %s", reference, err)
