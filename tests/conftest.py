@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually, free_port, remove_images_of
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -72,6 +72,7 @@ def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         eventually(lambda: urllib.request.urlopen(f"http://{host}/v2/", timeout=2).status == 200)
         yield host
     finally:
+        remove_images_of(host)
         proc.terminate()
         proc.wait(10)
 

@@ -33,3 +33,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def remove_images_of(registry: str) -> None:
+    """Removes every local image name under `registry/` (what a test rack's builds and
+    pushes left in the shared engine), so test runs do not fill the disk."""
+    import subprocess
+
+    names = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
+    mine = [name for name in names if name.startswith(f"{registry}/")]
+    for first in range(0, len(mine), 100):
+        subprocess.run(
+            ["docker", "rmi", "-f", *mine[first : first + 100]], capture_output=True, timeout=300
+        )

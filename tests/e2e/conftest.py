@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import remove_images_of
+
 SLIPWAY = str(Path(sys.executable).parent / "slipway")
 
 
@@ -115,6 +117,7 @@ def rack(docker_client, client_home: ClientHome) -> Iterator[RackHandle]:  # typ
         yield handle
     finally:
         handle.slipway("rack", "stop", "--name", name, timeout=60)
+        remove_images_of(handle.registry)
 
 
 @pytest.fixture(scope="session")
@@ -131,3 +134,4 @@ def rack2(rack: RackHandle, client_home: ClientHome) -> Iterator[RackHandle]:
         yield handle
     finally:
         handle.slipway("rack", "stop", "--name", name, timeout=60)
+        remove_images_of(handle.registry)
