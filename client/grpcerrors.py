@@ -8,7 +8,14 @@ from typing import TypeVar
 
 import grpc
 
-from client.errors import BY_CODE, Internal, SlipwayError, Unauthenticated, Unavailable
+from client.errors import (
+    BY_CODE,
+    FailedPrecondition,
+    Internal,
+    SlipwayError,
+    Unauthenticated,
+    Unavailable,
+)
 
 T = TypeVar("T")
 
@@ -32,6 +39,13 @@ def from_rpc_error(err: grpc.RpcError, address: str = "", service: str = "") -> 
         where = f" at {address}" if address else ""
         what = f"{service} service" if service else "rack"
         return Unavailable(f"{what} unreachable{where}")
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        where = f"the {service} service" if service else "the rack"
+        where += f" at {address}" if address else ""
+        return FailedPrecondition(
+            f"{where} does not know this call: it runs an older Slipway than this client "
+            "(restart the rack: 'slipway rack stop', then 'slipway rack start')"
+        )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Unavailable(
             f"{service or 'rack'} did not answer in time" + (f" at {address}" if address else "")

@@ -92,3 +92,14 @@ def test_nothing_listening_names_service_and_address(token: str) -> None:
     with pytest.raises(errors.Unavailable) as caught, rpc_errors(address, "metadata"):
         call(b"x", timeout=5)
     assert str(caught.value) == f"metadata service unreachable at {address}"
+
+
+def test_a_call_the_service_lacks_says_the_rack_is_older(server: Server, token: str) -> None:
+    call = open_channel(server.address, token).unary_unary("/test.Errors/Newer", _ident, _ident)
+    with pytest.raises(errors.FailedPrecondition) as caught, rpc_errors(server.address, "registry"):
+        call(b"x")
+    assert str(caught.value) == (
+        f"the registry service at {server.address} does not know this call: it runs an "
+        "older Slipway than this client "
+        "(restart the rack: 'slipway rack stop', then 'slipway rack start')"
+    )
