@@ -8,6 +8,7 @@ import contextlib
 import os
 import stat
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -66,16 +67,23 @@ def export_build(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _export_to_file(ctx: Context, app: str, build: str, path: str) -> int:
+    """Writes beside `path` and renames on success: a partial export is never left to be
+    imported later, and a file already at `path` survives a failed export."""
     rack = ctx.rack()
-    with metered(ctx.status, "Exporting build") as meter:
-        try:
-            with open(path, "wb") as out:
-                _copy(rack.registry.export_build(app, build), out, meter.advance)
-        except BaseException:
-            # A partial export is no export: never leave one to be imported later.
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, partial = tempfile.mkstemp(dir=folder, prefix=".slipway-export-")
+    except OSError as err:
+        raise InvalidArgument(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with metered(ctx.status, "Exporting build") as meter, os.fdopen(fd, "wb") as out:
+            _copy(rack.registry.export_build(app, build), out, meter.advance)
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
     return 0
 
 
@@ -84,7 +92,13 @@ def import_build(ctx: Context, args: argparse.Namespace) -> int:
     status = ctx.err if args.id else ctx.status
     rack = ctx.rack()
     if args.file:
-        with open(args.file, "rb") as source:
+        try:
+            source = open(args.file, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise InvalidArgument(f"no such file: {args.file}") from None
+        except OSError as err:
+            raise InvalidArgument(f"cannot read {args.file}: {err.strerror or err}") from None
+        with source:
             release = _import(rack, app, source, status)
     else:
         if sys.stdin is None or sys.stdin.isatty():

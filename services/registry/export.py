@@ -47,7 +47,8 @@ class Exporter:
         build = self.records.get_build(build_id, app)
         if build.status != types.COMPLETE:
             raise FailedPrecondition(
-                f"build {build.id} is {build.status}: only a complete build can be exported"
+                f"build {build.id} is not complete ({build.status}): "
+                "only a complete build can be exported"
             )
         services = services_of(self.registry.tags(app), build.id)
         if not services:

@@ -187,6 +187,19 @@ def test_errors_leave_nothing_behind(rack: RackHandle, built: Built, tmp_path: P
     assert missing.code == 1
     assert missing.err.splitlines()[-1] == "ERROR: build not found: BNOSUCHBUIL"
     assert not archive.exists()
+    # A file already there survives a failed export, and no partial file is left beside it.
+    archive.write_bytes(b"keep me")
+    again = rack.slipway("builds", "export", "BNOSUCHBUIL", "-a", built.app, "-f", str(archive))
+    assert again.code == 1
+    assert archive.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["none.tgz"]
+    nowhere = rack.slipway("builds", "import", "-a", built.app, "-f", str(tmp_path / "no.tgz"))
+    assert (nowhere.code, nowhere.err.strip()) == (1, f"ERROR: no such file: {tmp_path}/no.tgz")
+    unwritable = tmp_path / "missing-dir" / "x.tgz"
+    cannot = rack.slipway("builds", "export", built.id, "-a", built.app, "-f", str(unwritable))
+    assert cannot.code == 1
+    assert cannot.err.strip() == f"ERROR: cannot write {unwritable}: No such file or directory"
+    archive.unlink()
 
     target = f"bad-{secrets.token_hex(3)}"
     garbage = tmp_path / "garbage.tgz"

@@ -324,7 +324,9 @@ def test_export_errors(rack: Rack, made: Made) -> None:
     with pytest.raises(InvalidArgument, match="invalid app name"):
         list(rack.registry.export_build("Bad", made.id))
     running = rack.metadata.create_build(made.app)
-    with pytest.raises(FailedPrecondition, match=f"build {running.id} is created"):
+    with pytest.raises(
+        FailedPrecondition, match=f"build {running.id} is not complete \\(created\\)"
+    ):
         list(rack.registry.export_build(made.app, running.id))
 
 
@@ -457,7 +459,10 @@ def oci_archive(docker_client: Any, image: str, path: Path) -> bytes:
 
 def test_import_of_oci_archives_one_per_service(
     skopeo: str,
-    rack: Rack, docker_client: Any, two_images: dict[str, tuple[str, str]], tmp_path: Path
+    rack: Rack,
+    docker_client: Any,
+    two_images: dict[str, tuple[str, str]],
+    tmp_path: Path,
 ) -> None:
     old = "BOCIARCHIVE"
     entries = [("build.json", convox_build_json(old, "oci"))]
@@ -565,7 +570,10 @@ def test_a_bad_archive_fails_and_leaves_nothing(
 
 def test_an_oci_blob_whose_digest_does_not_match_fails(
     skopeo: str,
-    rack: Rack, docker_client: Any, two_images: dict[str, tuple[str, str]], tmp_path: Path
+    rack: Rack,
+    docker_client: Any,
+    two_images: dict[str, tuple[str, str]],
+    tmp_path: Path,
 ) -> None:
     old = "BOCIDIGESTX"
     oci = oci_archive(docker_client, two_images["web"][0], tmp_path / "web")
