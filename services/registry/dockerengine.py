@@ -192,32 +192,8 @@ class DockerEngine:
                 raise Internal(f"docker inspect {image} failed: {err.explanation or err}") from None
 
     def pull(self, repository: str, tag: str, auth: Mapping[str, str] | None = None) -> None:
-        api = self._api()
-        reference = f"{repository}:{tag}"
-        with self._errors("docker pull"):
-            try:
-                lines = api.pull(
-                    repository,
-                    tag=tag,
-                    stream=True,
-                    decode=True,
-                    auth_config=dict(auth) if auth else None,
-                )
-                for line in lines:
-                    if line.get("error") or line.get("errorDetail"):
-                        raise self._pull_error(repository, reference, line)
-            except docker.errors.APIError as err:
-                text = str(err.explanation or err)
-                if err.status_code == 404 or "not found" in text.lower():
-                    raise NotFound.of("image", reference) from None
-                raise push_error(registry_of(repository), reference, text) from None
-
-    def _pull_error(self, repository: str, reference: str, line: dict[str, Any]) -> SlipwayError:
-        detail = line.get("errorDetail") or {}
-        text = str(detail.get("message") or line.get("error") or "unknown error")
-        if "not found" in text.lower() or "unknown" in text.lower():
-            return NotFound.of("image", reference)
-        return push_error(registry_of(repository), reference, text)
+        for _event in self.pull_events(repository, tag, auth):
+            pass
 
     def pull_events(
         self, repository: str, tag: str, auth: Mapping[str, str] | None = None
