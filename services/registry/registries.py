@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import Protocol
 
-from client.errors import Internal, NotFound, Unavailable
+from client.errors import Internal, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,6 @@ class Manifest:
     media_type: str
     body: bytes
 
-    def blobs(self) -> list[str]:
-        """The digests of the config and layers it references (none for an index)."""
-        data = json.loads(self.body)
-        refs = [data.get("config") or {}, *(data.get("layers") or [])]
-        return [str(ref["digest"]) for ref in refs if ref.get("digest") and not ref.get("urls")]
-
-
 class Registry(Protocol):
     """A registry as pushes, exports and imports need it."""
 
@@ -62,16 +55,6 @@ class Registry(Protocol):
 
     def tags(self, repository: str) -> list[str]:
         """Every tag of `repository`; empty when it does not exist."""
-        ...
-
-    def copy(self, source: str, digest: str, repository: str, tag: str) -> None:
-        """Tags the manifest `digest` of repository `source` as `repository:tag`, bringing its
-        blobs over without moving their bytes."""
-        ...
-
-    def delete(self, repository: str, digest: str) -> None:
-        """Deletes the manifest `digest` of `repository` and every tag naming it; nothing
-        happens when it is not there."""
         ...
 
     def untag(self, repository: str, tag: str) -> None:
@@ -144,21 +127,6 @@ class DistributionRegistry:
         media_type = headers.get("Content-Type") or json.loads(body).get("mediaType", "")
         return Manifest(str(headers.get("Docker-Content-Digest", "")), media_type, body)
 
-    def copy(self, source: str, digest: str, repository: str, tag: str) -> None:
-        manifest = self.manifest(source, digest)
-        if manifest is None:
-            raise NotFound(f"manifest not found: {source}@{digest}")
-        for blob in manifest.blobs():
-            query = urllib.parse.urlencode({"mount": blob, "from": source})
-            status, headers, _ = self._call("POST", f"{repository}/blobs/uploads/?{query}", b"")
-            if status != 201:
-                # The registry opened an upload instead of mounting: the blob is not there.
-                location = headers.get("Location", "")
-                if location:
-                    self._cancel_upload(location)
-                raise Internal(f"registry {self._host} could not mount {blob} from {source}")
-        self._put(repository, tag, manifest)
-
     def _put(self, repository: str, tag: str, manifest: Manifest) -> None:
         self._call(
             "PUT",
@@ -166,16 +134,6 @@ class DistributionRegistry:
             body=manifest.body,
             headers={"Content-Type": manifest.media_type},
         )
-
-    def _cancel_upload(self, location: str) -> None:
-        path = urllib.parse.urlsplit(location).path.removeprefix("/v2/")
-        try:
-            self._call("DELETE", path)
-        except (Internal, Unavailable) as err:
-            log.warning("cannot cancel the upload %s: %s", location, err)
-
-    def delete(self, repository: str, digest: str) -> None:
-        self._call("DELETE", f"{repository}/manifests/{digest}")
 
     def untag(self, repository: str, tag: str) -> None:
         # Distribution 2.x deletes manifests, not tags: delete the manifest, then put it
@@ -188,7 +146,7 @@ class DistributionRegistry:
             for other in self.tags(repository)
             if other != tag and self._digest(repository, other) == manifest.digest
         ]
-        self.delete(repository, manifest.digest)
+        self._call("DELETE", f"{repository}/manifests/{manifest.digest}")
         for other in others:
             self._put(repository, other, manifest)
 
