@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from client import types
-from client.errors import Cancelled, FailedPrecondition, InvalidArgument, SlipwayError
+from client.errors import Cancelled, FailedPrecondition, InvalidArgument
 from services.registry.blobs import BlobRegistry, check_digest
 from services.registry.core import human_size
 from services.registry.export import services_of
+from services.registry.publish import untag_all
 from services.registry.records import BuildRecords, ImportedBuild
 from services.registry.registries import Manifest, Registry
 
@@ -320,9 +321,5 @@ class Copier:
             )
             return self.records.record_import(to_app, build_id, copied)
         except BaseException:
-            for tag in put:
-                try:
-                    self.registry.untag(to_app, tag)
-                except SlipwayError as err:
-                    log.warning("cannot remove %s:%s after a failed copy: %s", to_app, tag, err)
+            untag_all(self.registry, to_app, put, "copy")
             raise

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 import yaml
 
 from client import types
-from client.errors import Internal, InvalidArgument, SlipwayError, Unavailable
-from client.types import PushProgress, PushResult
+from client.errors import Internal, InvalidArgument, Unavailable
+from client.types import PushProgress
 from services.builder import manifest
 from services.registry.core import PROGRESS_INTERVAL, Pusher, progress_of, throttle
 from services.registry.engine import ImageEngine
+from services.registry.publish import push_as, remove_local, untag_all
 from services.registry.records import BuildRecords, ImportedBuild
 from services.registry.registries import Registry
 
@@ -146,11 +147,11 @@ class ImageImporter:
             )
             build, release = self.records.record_import(app, build_id, imported)
         except BaseException:
-            self._unpublish(app, made)
-            self._remove(made.pulled)
+            untag_all(self.registry, app, made.published, "image import")
+            remove_local(self.engine, made.pulled)
             raise
         finally:
-            self._remove(made.names)
+            remove_local(self.engine, made.names)
         log.info("imported %s into %s as %s, %s", description, app, build.id, release.id)
         yield ImageImported(build, release)
 
@@ -186,32 +187,12 @@ class ImageImporter:
     def _push(
         self, image: str, app: str, tag: str, service: str, lines: list[str]
     ) -> Iterator[Event]:
-        try:
-            for event in self.pusher.push(image, app, tag):
-                if isinstance(event, PushResult):
-                    return
-                if not event.current:
-                    lines.append(event.text)
-                yield event
-        except SlipwayError as err:
-            raise type(err)(f"cannot push {service}: {err}") from None
-        raise Internal(f"cannot push {service}: the push gave no digest")
+        for event in push_as(self.pusher, image, app, tag, service):
+            if not event.current:
+                lines.append(event.text)
+            yield event
 
     @staticmethod
     def _line(lines: list[str], text: str) -> PushProgress:
         lines.append(text)
         return PushProgress(text=text)
-
-    def _unpublish(self, app: str, made: Leftovers) -> None:
-        for tag in made.published:
-            try:
-                self.registry.untag(app, tag)
-            except SlipwayError as err:
-                log.warning("cannot remove %s:%s after a failed import: %s", app, tag, err)
-
-    def _remove(self, references: list[str]) -> None:
-        for reference in references:
-            try:
-                self.engine.remove(reference)
-            except SlipwayError as err:
-                log.warning("cannot remove the local image %s: %s", reference, err)

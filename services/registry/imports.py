@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from client import types
-from client.errors import Internal, InvalidArgument, SlipwayError
+from client.errors import InvalidArgument
 from client.streams import iter_chunks
 from services.registry.buildarchive import BuildRecord, decode_build, unpack
 from services.registry.core import Pusher
 from services.registry.engine import ImageEngine
 from services.registry.imagetar import DOCKER, OCI, kind_of, retag, saved_images, split_name
+from services.registry.publish import push_as, remove_local, untag_all
 from services.registry.records import BuildRecords, ImportedBuild
 from services.registry.registries import Registry
 
@@ -132,8 +133,9 @@ class Importer:
         for source in sources:
             tag = f"{source.service}.{build_id}"
             made.names.append(f"{self.registry.host}/{app}:{tag}")
-            self._push(source, app, tag)
-            made.published.append(tag)
+            made.published.append(tag)  # untagging a tag never pushed does nothing
+            for _progress in push_as(self.pusher, source.image, app, tag, source.service):
+                pass
         imported = ImportedBuild(
             description=record.description,
             manifest=record.manifest,
@@ -169,28 +171,11 @@ class Importer:
                 if not source.image:
                     raise InvalidArgument(f"{source.name}: no image after loading it")
 
-    def _push(self, source: Source, repository: str, tag: str) -> str:
-        try:
-            for event in self.pusher.push(source.image, repository, tag):
-                if isinstance(event, types.PushResult):
-                    return event.digest
-        except SlipwayError as err:
-            raise type(err)(f"cannot push {source.service}: {err}") from None
-        raise Internal(f"cannot push {source.service}: the push gave no digest")
-
     def _unpublish(self, app: str, made: Leftovers) -> None:
-        for tag in made.published:
-            try:
-                self.registry.untag(app, tag)
-            except SlipwayError as err:
-                log.warning("cannot remove %s:%s after a failed import: %s", app, tag, err)
+        untag_all(self.registry, app, made.published, "import")
 
     def _clean(self, made: Leftovers) -> None:
-        for ref in [*made.names, *made.loaded]:
-            try:
-                self.engine.remove(ref)
-            except SlipwayError as err:
-                log.warning("cannot remove the local image %s: %s", ref, err)
+        remove_local(self.engine, [*made.names, *made.loaded])
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ class Manifest:
     media_type: str
     body: bytes
 
+
 class Registry(Protocol):
     """A registry as pushes, exports and imports need it."""
 
