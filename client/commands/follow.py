@@ -17,6 +17,8 @@ from client.render import write_line
 log = logging.getLogger(__name__)
 
 # Seconds to wait before each re-attach; the stream is given up after the last.
+# Lines shown between two acknowledgements sent upstream (and one more at the end).
+ACK_EVERY = 100
 RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
 # What a broken stream looks like; anything else (not found, unauthorized) is final.
 _TRANSIENT = (Unavailable, Internal, Cancelled)
@@ -65,6 +67,7 @@ def follow_build(
     failures = 0
     while True:
         follower = builder.follow(build_id, offset)
+        acked = offset
         try:
             for item in follower:
                 if isinstance(item, types.LogLine):
@@ -72,9 +75,12 @@ def follow_build(
                         continue
                     write_line(console, item.text)
                     offset = item.offset + 1
-                    follower.ack(offset)
+                    if offset - acked >= ACK_EVERY:  # not one upstream message per line
+                        follower.ack(offset)
+                        acked = offset
                     failures = 0
                 elif item.terminal:
+                    follower.ack(offset)
                     return Followed(offset, item)
             raise _StreamEnded()
         except (_StreamEnded, *_TRANSIENT) as error:

@@ -222,7 +222,18 @@ def test_build_output(run: Any, rack: FakeRack, project: Path) -> None:
     options = rack.builder.started[0]
     assert (options.app, options.description, options.no_cache) == ("myapp", "first", True)
     assert options.build_args == {"A": "1"} and options.manifest == "convox.yml"
-    assert rack.builder.followers[0].acks == [1, 2] and rack.builder.followers[0].closed
+    # Acks report what was shown: here, both lines, once the build ended.
+    assert rack.builder.followers[0].acks == [2] and rack.builder.followers[0].closed
+
+
+def test_build_acks_shown_lines_in_batches(run: Any, rack: FakeRack, project: Path) -> None:
+    lines = [f"line-{i}" for i in range(250)]
+    rack.builder.streams.append(_stream(rack, lines, _done(rack)))
+    rack.builds[B] = _done(rack)
+    result = run("build")
+    assert result.code == 0, result.err
+    assert result.out.count("line-") == 250
+    assert rack.builder.followers[0].acks == [100, 200, 250]
 
 
 def test_build_with_id_prints_only_the_release(run: Any, rack: FakeRack) -> None:
