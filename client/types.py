@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from client.errors import InvalidArgument
 
-APP_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")
+# Apps and services follow the same rule (SPEC §1, §4).
+APP_NAME = SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")
 
 CREATED = "created"
 RUNNING = "running"

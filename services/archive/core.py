@@ -90,9 +90,7 @@ def _checked_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
 class Archives:
     """Uploads, downloads and stats of source archives over an ObjectStore."""
 
-    def __init__(
-        self, store: ObjectStore, fetcher: Fetcher | None = None, scratch: Path | None = None
-    ) -> None:
+    def __init__(self, store: ObjectStore, fetcher: Fetcher, scratch: Path) -> None:
         self.store = store
         self.fetcher = fetcher
         self.scratch = scratch
@@ -124,8 +122,6 @@ class Archives:
         left behind but the stored archive, whatever happens."""
         if request.app:
             check_app_name(request.app)
-        if self.fetcher is None or self.scratch is None:
-            raise InvalidArgument("this archive service cannot fetch git repositories")
         self.scratch.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(dir=self.scratch, prefix=FETCH_PREFIX))
@@ -156,7 +152,7 @@ class Archives:
 
     def sweep(self) -> None:
         """Removes fetch folders a previous run left (it was killed mid-fetch)."""
-        if self.scratch is None or not self.scratch.is_dir():
+        if not self.scratch.is_dir():
             return
         for leftover in self.scratch.glob(f"{FETCH_PREFIX}*"):
             log.info("removing %s, left by an interrupted fetch", leftover)

@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 from client.errors import InvalidArgument
+from client.packing import DEFAULT_MANIFEST
+from client.types import SERVICE_NAME
 
-DEFAULT_MANIFEST = "convox.yml"
-SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

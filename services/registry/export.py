@@ -12,10 +12,10 @@ from typing import BinaryIO, cast
 from client import types
 from client.errors import FailedPrecondition
 from client.streams import write_stream_to
+from client.types import SERVICE_NAME
 from services.registry.buildarchive import encode_build, write_archive
 from services.registry.engine import ImageEngine
 from services.registry.imagetar import retag
-from services.registry.imports import SERVICE_NAME
 from services.registry.records import BuildRecords
 from services.registry.registries import Registry
 

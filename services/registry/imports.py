@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import secrets
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 from client import types
 from client.errors import InvalidArgument
 from client.streams import iter_chunks
+from client.types import SERVICE_NAME
 from services.registry.buildarchive import BuildRecord, decode_build, unpack
 from services.registry.core import Pusher
 from services.registry.engine import ImageEngine
@@ -31,7 +31,6 @@ from services.registry.registries import Registry
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")
 # Local names of loaded OCI archives: `slipway-import-<token>:<service>`.
 LOCAL_NAME = "slipway-import"
 
