@@ -32,9 +32,13 @@ def _abort(context: grpc.ServicerContext, err: Exception, method: str) -> None:
     context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}: {err}")
 
 
-def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_unary(
+    behavior: Callable[..., Any], method: str, authorized: bool
+) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            if not authorized:
+                raise Unauthenticated()
             return behavior(request, context)
         except Exception as err:  # noqa: BLE001 - every error is mapped, none swallowed
             if isinstance(err, grpc.RpcError) and not isinstance(err, SlipwayError):
@@ -44,9 +48,13 @@ def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]
     return handler
 
 
-def _wrap_stream(behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Any]:
+def _wrap_stream(
+    behavior: Callable[..., Iterator[Any]], method: str, authorized: bool
+) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
+            if not authorized:
+                raise Unauthenticated()
             yield from behavior(request, context)
         except Exception as err:  # noqa: BLE001 - every error is mapped, none swallowed
             _abort(context, err, method)
@@ -76,39 +84,21 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        if not self._authorized(handler_call_details):
-            return _deny(handler)
-        return _wrapped(handler, method)
+        return _wrapped(handler, method, self._authorized(handler_call_details))
 
 
-def _wrapped(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _wrapped(
+    handler: grpc.RpcMethodHandler, method: str, authorized: bool
+) -> grpc.RpcMethodHandler:
+    """The handler with the token check and error mapping around its behaviour."""
     if handler.unary_unary:
-        return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
+        wrapped = _wrap_unary(handler.unary_unary, method, authorized)
+        return handler._replace(unary_unary=wrapped)
     if handler.stream_unary:
-        return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
+        wrapped = _wrap_unary(handler.stream_unary, method, authorized)
+        return handler._replace(stream_unary=wrapped)
     if handler.unary_stream:
-        return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
-    if handler.stream_stream:
-        return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
-    return handler
-
-
-def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    err = Unauthenticated()
-
-    def refuse(request: Any, context: grpc.ServicerContext) -> Any:
-        context.set_trailing_metadata(((ORIGIN_KEY, "service"),))
-        context.abort(status_code(err), err.message)
-
-    def refuse_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        context.set_trailing_metadata(((ORIGIN_KEY, "service"),))
-        context.abort(status_code(err), err.message)
-        yield  # pragma: no cover - abort raises
-
-    if handler.unary_unary:
-        return handler._replace(unary_unary=refuse)
-    if handler.stream_unary:
-        return handler._replace(stream_unary=refuse)
-    if handler.unary_stream:
-        return handler._replace(unary_stream=refuse_stream)
-    return handler._replace(stream_stream=refuse_stream)
+        wrapped = _wrap_stream(handler.unary_stream, method, authorized)
+        return handler._replace(unary_stream=wrapped)
+    wrapped = _wrap_stream(handler.stream_stream, method, authorized)
+    return handler._replace(stream_stream=wrapped)
