@@ -11,6 +11,7 @@ from slipway.metadata.v1 import metadata_pb2_grpc as pb_grpc
 
 from client import convert, types
 from client.grpcerrors import iter_rpc, rpc_errors
+from client.streams import batched
 
 
 class MetadataClient:
@@ -168,20 +169,6 @@ class MetadataClient:
                 yield convert.line_from_pb(line)
 
 
-# Keeps each message of a log far below the 8 MiB message limit, whatever the line lengths.
-MAX_LOG_BATCH_BYTES = 1024 * 1024
-
-
 def log_batches(lines: Iterable[str]) -> Iterator[list[str]]:
-    """`lines` in batches of at most MAX_LOG_BATCH_BYTES of text (a longer line alone)."""
-    batch: list[str] = []
-    size = 0
-    for line in lines:
-        cost = len(line.encode()) + 16
-        if batch and size + cost > MAX_LOG_BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-        batch.append(line)
-        size += cost
-    if batch:
-        yield batch
+    """Log lines in batches small enough for one message each."""
+    return batched(lines, lambda line: len(line.encode()) + 16)

@@ -6,10 +6,14 @@ Chunks are 512 KiB: inside the 256 KiB–1 MiB band, far from gRPC's 4 MiB messa
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO, TypeVar
 
 CHUNK_SIZE = 512 * 1024
+# A message carrying a batch of items (log lines, say) stays far below the 8 MiB limit.
+BATCH_BYTES = 1024 * 1024
+
+T = TypeVar("T")
 
 
 def iter_chunks(fileobj: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
@@ -74,3 +78,21 @@ class ChunkReader(io.RawIOBase):
 def reader(chunks: Iterable[bytes]) -> io.BufferedReader:
     """A buffered file object reading from `chunks`."""
     return io.BufferedReader(ChunkReader(chunks), buffer_size=CHUNK_SIZE)
+
+
+def batched(
+    items: Iterable[T], size_of: Callable[[T], int], limit: int = BATCH_BYTES
+) -> Iterator[list[T]]:
+    """`items` in order, in lists whose sizes add up to at most `limit` (an item larger
+    than `limit` travels alone)."""
+    batch: list[T] = []
+    size = 0
+    for item in items:
+        cost = size_of(item)
+        if batch and size + cost > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += cost
+    if batch:
+        yield batch

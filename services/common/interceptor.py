@@ -32,9 +32,7 @@ def _abort(context: grpc.ServicerContext, err: Exception, method: str) -> None:
     context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}: {err}")
 
 
-def _wrap_unary(
-    behavior: Callable[..., Any], method: str, authorized: bool
-) -> Callable[..., Any]:
+def _wrap_unary(behavior: Callable[..., Any], method: str, authorized: bool) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             if not authorized:

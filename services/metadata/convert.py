@@ -10,10 +10,9 @@ from slipway.metadata.v1 import metadata_pb2 as pb
 
 from client import convert
 from client.errors import InvalidArgument
+from client.streams import batched
 from client.types import Build, LogLine
 
-# Keeps each StreamLogs message far below the 8 MiB message limit, whatever the line lengths.
-MAX_BATCH_BYTES = 1024 * 1024
 _BUILD_FIELDS = frozenset(common_pb2.Build.DESCRIPTOR.fields_by_name)
 
 
@@ -40,18 +39,9 @@ def env_changes(request: pb.UpdateEnvRequest) -> dict[str, str]:
 
 
 def log_batches(lines: Iterable[LogLine]) -> Iterator[pb.StreamLogsResponse]:
-    """StreamLogs responses carrying `lines`, each at most MAX_BATCH_BYTES of text."""
-    batch: list[common_pb2.LogLine] = []
-    size = 0
-    for line in lines:
-        cost = len(line.text.encode()) + 32
-        if batch and size + cost > MAX_BATCH_BYTES:
-            yield pb.StreamLogsResponse(lines=batch)
-            batch, size = [], 0
-        batch.append(convert.line_to_pb(line))
-        size += cost
-    if batch:
-        yield pb.StreamLogsResponse(lines=batch)
+    """StreamLogs responses carrying `lines`, each small enough for one message."""
+    for batch in batched(lines, lambda line: len(line.text.encode()) + 32):
+        yield pb.StreamLogsResponse(lines=[convert.line_to_pb(line) for line in batch])
 
 
 def recorded_build(
