@@ -14,7 +14,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed ## Install what is missing (Debian packages, Python deps), start the engine, seed busybox
-	@$(PY) -m client.localrack.engine
+	@$(PY) -m client.cli.localrack.engine
 
 $(VENV)/.installed: pyproject.toml
 	@scripts/install-system $(APT_PACKAGES)

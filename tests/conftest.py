@@ -32,7 +32,7 @@ def token() -> str:
 @pytest.fixture(scope="session")
 def docker_client():  # type: ignore[no-untyped-def]
     """A docker SDK client on the real engine (`make setup` starts it)."""
-    from client.localrack.engine import docker_host, engine_answers
+    from client.cli.localrack.engine import docker_host, engine_answers
 
     if not engine_answers():
         _unavailable(f"the Docker engine at {docker_host()}")

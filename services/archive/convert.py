@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from slipway.archive.v1 import archive_pb2 as pb
 from slipway.common.v1 import common_pb2
 
-from client.errors import InvalidArgument
+from client.kernel.errors import InvalidArgument
 from services.archive.core import ArchiveInfo, GitArchive, GitRequest, UploadHeader
 
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from client.errors import InvalidArgument
-from client.packing import DEFAULT_MANIFEST, pack
-from client.streams import iter_chunks
-from client.types import check_app_name
+from client.kernel.context import DEFAULT_MANIFEST, pack
+from client.kernel.errors import InvalidArgument
+from client.kernel.streams import iter_chunks
+from client.kernel.types import check_app_name
 from services.archive.gitfetch import Checkout, redact
 from services.archive.store import ObjectStore, check_id
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from client.errors import Cancelled, InvalidArgument, SlipwayError, Unavailable
+from client.kernel.errors import Cancelled, InvalidArgument, SlipwayError, Unavailable
 
 log = logging.getLogger(__name__)
 

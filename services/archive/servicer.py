@@ -9,7 +9,7 @@ import grpc
 from slipway.archive.v1 import archive_pb2 as pb
 from slipway.archive.v1 import archive_pb2_grpc as pb_grpc
 
-from client.streams import iter_chunks
+from client.kernel.streams import iter_chunks
 from services.archive import convert
 from services.archive.core import Archives
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from client.errors import InvalidArgument, NotFound
+from client.kernel.errors import InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from slipway.builder.v1 import builder_pb2 as pb
 
-from client import convert, types
-from client.types import BuildRequest
+from client.api import convert
+from client.kernel import types
+from client.kernel.types import BuildRequest
 
 
 def build_request_from_pb(msg: pb.StartBuildRequest) -> BuildRequest:

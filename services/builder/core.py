@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import client
-from client import types
-from client.errors import FailedPrecondition, InvalidArgument, SlipwayError, Unavailable
+from client.kernel import types
+from client.kernel.errors import FailedPrecondition, InvalidArgument, SlipwayError, Unavailable
 from services.builder import follow as following
 from services.builder.config import Config
 from services.builder.logwriter import LogWriter

@@ -26,7 +26,7 @@ import docker.errors
 import docker.utils
 import requests
 
-from client.errors import Cancelled, NotFound, Unavailable
+from client.kernel.errors import Cancelled, NotFound, Unavailable
 from services.builder.seams import BuildSpec, CancelScope, EngineError, ImageInfo, LineSink
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from client.errors import InvalidArgument
-from client.streams import CHUNK_SIZE, reader
+from client.kernel.errors import InvalidArgument
+from client.kernel.streams import CHUNK_SIZE, reader
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from client import types
+from client.kernel import types
 from services.builder.seams import BuildStore
 
 _END = object()

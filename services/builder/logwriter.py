@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Iterable
 
-from client.errors import SlipwayError
+from client.kernel.errors import SlipwayError
 from services.builder.seams import BuildStore
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 """The builder core's seams: what it needs of metadata, archives, the registry and the
 Docker engine, as small protocols, plus the cancellation scope engine work runs under.
 
-The real implementations are the typed clients (`client.metadata.MetadataClient`,
-`client.archive.ArchiveClient`, `client.registry.RegistryClient`) and `engine.DockerEngine`.
+The real implementations are the typed clients (`client.api.metadata.MetadataClient`,
+`client.api.archive.ArchiveClient`, `client.api.registry.RegistryClient`) and `engine.DockerEngine`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from client import types
-from client.errors import Cancelled, SlipwayError
+from client.kernel import types
+from client.kernel.errors import Cancelled, SlipwayError
 
 #: Receives one line of output, without its newline.
 LineSink = Callable[[str], None]

@@ -7,10 +7,10 @@ import logging
 import grpc
 from slipway.builder.v1 import builder_pb2, builder_pb2_grpc
 
-from client.archive import ArchiveClient
-from client.channel import open_channel
-from client.metadata import MetadataClient
-from client.registry import RegistryClient
+from client.api.archive import ArchiveClient
+from client.api.channel import open_channel
+from client.api.metadata import MetadataClient
+from client.api.registry import RegistryClient
 from services.builder.config import Config
 from services.builder.core import Builder
 from services.builder.engine import DockerEngine

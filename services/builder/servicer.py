@@ -10,8 +10,8 @@ import grpc
 from slipway.builder.v1 import builder_pb2 as pb
 from slipway.builder.v1 import builder_pb2_grpc as pb_grpc
 
-from client import convert as common
-from client.errors import InvalidArgument, SlipwayError
+from client.api import convert as common
+from client.kernel.errors import InvalidArgument, SlipwayError
 from services.builder import convert
 from services.builder.core import Builder
 

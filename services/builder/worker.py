@@ -14,9 +14,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client import types
-from client.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound, SlipwayError
-from services.builder import dockerfile, manifest
+from client.kernel import manifest, types
+from client.kernel.errors import (
+    Cancelled,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SlipwayError,
+)
+from services.builder import dockerfile
 from services.builder.config import Config
 from services.builder.extract import Limits, extract
 from services.builder.logwriter import LogWriter

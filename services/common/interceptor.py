@@ -1,6 +1,6 @@
 """The one server interceptor: checks the rack token and maps Slipway errors to gRPC codes.
 
-Servicers never set status codes by hand: they raise `client.errors` exceptions and this
+Servicers never set status codes by hand: they raise `client.kernel.errors` exceptions and this
 wrapper aborts the call with the mapped code. Anything else becomes INTERNAL and is logged
 with its traceback.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import grpc
 
-from client.errors import SlipwayError, Unauthenticated
-from client.grpcerrors import ORIGIN_KEY, status_code
+from client.api.grpcerrors import ORIGIN_KEY, status_code
+from client.kernel.errors import SlipwayError, Unauthenticated
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from client.channel import CHANNEL_OPTIONS
-from client.errors import SlipwayError
+from client.api.channel import CHANNEL_OPTIONS
+from client.kernel.errors import SlipwayError
 from services.common.interceptor import ServiceInterceptor
 from services.common.logs import configure_logging
 

@@ -8,10 +8,10 @@ from typing import Any
 from slipway.common.v1 import common_pb2
 from slipway.metadata.v1 import metadata_pb2 as pb
 
-from client import convert
-from client.errors import InvalidArgument
-from client.streams import batched
-from client.types import Build, LogLine
+from client.api import convert
+from client.kernel.errors import InvalidArgument
+from client.kernel.streams import batched
+from client.kernel.types import Build, LogLine
 
 _BUILD_FIELDS = frozenset(common_pb2.Build.DESCRIPTOR.fields_by_name)
 

@@ -9,7 +9,7 @@ import grpc
 from slipway.metadata.v1 import metadata_pb2 as pb
 from slipway.metadata.v1 import metadata_pb2_grpc as pb_grpc
 
-from client import convert
+from client.api import convert
 from services.metadata.convert import build_changes, env_changes, log_batches, recorded_build
 from services.metadata.store import MetadataStore
 

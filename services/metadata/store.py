@@ -1,4 +1,4 @@
-"""The metadata core: apps, builds, releases and build logs, as `client.types` dataclasses.
+"""The metadata core: apps, builds, releases and build logs, as `client.kernel.types` dataclasses.
 
 Every public method runs on a pooled connection of its own. Rules that must hold under
 concurrency are enforced by the database: a terminal status is guarded by a conditional
@@ -21,8 +21,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
-from client.environment import apply_change
-from client.errors import (
+from client.kernel.environment import apply_change
+from client.kernel.errors import (
     AlreadyExists,
     FailedPrecondition,
     Internal,
@@ -30,7 +30,7 @@ from client.errors import (
     NotFound,
     Unavailable,
 )
-from client.types import (
+from client.kernel.types import (
     BUILD_STATUSES,
     COMPLETE,
     CREATED,
@@ -390,7 +390,7 @@ class MetadataStore:
         self, app: str, set_vars: Mapping[str, str], unset: Sequence[str] = ()
     ) -> Release:
         """Records one release whose env is the latest release's with the change applied
-        (see `client.environment.apply_change`) and whose build and manifest are that
+        (see `client.kernel.environment.apply_change`) and whose build and manifest are that
         release's. The app is created when missing, as a build does.
 
         The app row is locked (FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transaction holds

@@ -14,8 +14,8 @@ from email.message import Message
 from http.client import HTTPResponse
 from typing import Protocol
 
-from client.errors import Internal, InvalidArgument, NotFound, Unavailable
-from client.streams import CHUNK_SIZE
+from client.kernel.errors import Internal, InvalidArgument, NotFound, Unavailable
+from client.kernel.streams import CHUNK_SIZE
 from services.registry.registries import ACCEPT, HTTP_TIMEOUT, Manifest
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from client import types
-from client.errors import InvalidArgument
-from client.streams import CHUNK_SIZE, iter_chunks, reader, rechunk, write_stream_to
+from client.kernel import types
+from client.kernel.errors import InvalidArgument
+from client.kernel.streams import CHUNK_SIZE, iter_chunks, reader, rechunk, write_stream_to
 from services.registry.tarstream import TarWriter, file_info, gunzip, gzip
 
 BUILD_JSON = "build.json"

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from slipway.common.v1 import common_pb2
 from slipway.registry.v1 import registry_pb2 as pb
 
-from client import convert
-from client.errors import InvalidArgument
-from client.types import (
+from client.api import convert
+from client.kernel.errors import InvalidArgument
+from client.kernel.types import (
     Build,
     CopyProgress,
     CopyResult,

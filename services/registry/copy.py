@@ -22,8 +22,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from client import types
-from client.errors import Cancelled, FailedPrecondition, InvalidArgument
+from client.kernel import types
+from client.kernel.errors import Cancelled, FailedPrecondition, InvalidArgument
 from services.registry.blobs import BlobRegistry, check_digest
 from services.registry.core import human_size
 from services.registry.export import services_of

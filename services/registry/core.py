@@ -8,8 +8,8 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from client.errors import Internal, InvalidArgument
-from client.types import PushProgress, PushResult
+from client.kernel.errors import Internal, InvalidArgument
+from client.kernel.types import PushProgress, PushResult
 from services.registry.engine import ImageEngine, PushEvent
 from services.registry.registries import Registry
 

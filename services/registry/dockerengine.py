@@ -1,7 +1,7 @@
 """`ImageEngine` on the Docker engine through the docker SDK.
 
 docker-py and requests errors stop here: everything leaving this module is a
-`client.errors` exception whose message says what failed and where.
+`client.kernel.errors` exception whose message says what failed and where.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from client.errors import Internal, InvalidArgument, NotFound, SlipwayError, Unavailable
-from client.streams import CHUNK_SIZE
+from client.kernel.errors import Internal, InvalidArgument, NotFound, SlipwayError, Unavailable
+from client.kernel.streams import CHUNK_SIZE
 from services.registry.engine import PushEvent
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def push_error(registry: str, reference: str, text: str) -> SlipwayError:
     if any(marker in lowered for marker in UNREACHABLE):
         # The engine's text stays in the log: words like "connection refused" in an
         # UNAVAILABLE message make clients blame the registry *service*'s own address
-        # (client.grpcerrors treats them as a transport failure).
+        # (client.api.grpcerrors treats them as a transport failure).
         log.warning("push of %s: registry %s unreachable: %s", reference, registry, text)
         return Unavailable(f"registry unreachable at {registry}")
     if "does not exist locally" in lowered or "no such image" in lowered:

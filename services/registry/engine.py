@@ -22,7 +22,7 @@ class PushEvent:
 
 class ImageEngine(Protocol):
     """Tags, pushes, pulls, saves and loads local images. Implementations raise
-    `client.errors` exceptions: NotFound for an unknown image, Unavailable when the engine or
+    `client.kernel.errors` exceptions: NotFound for an unknown image, Unavailable when the engine or
     registry cannot be reached, InvalidArgument for an image archive the engine rejects."""
 
     def tag(self, image: str, repository: str, tag: str) -> None:

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from client import types
-from client.errors import FailedPrecondition
-from client.streams import write_stream_to
-from client.types import SERVICE_NAME
+from client.kernel import types
+from client.kernel.errors import FailedPrecondition
+from client.kernel.streams import write_stream_to
+from client.kernel.types import SERVICE_NAME
 from services.registry.buildarchive import encode_build, write_archive
 from services.registry.engine import ImageEngine
 from services.registry.imagetar import retag

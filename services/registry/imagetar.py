@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from client.errors import InvalidArgument
-from client.streams import iter_chunks, reader
+from client.kernel.errors import InvalidArgument
+from client.kernel.streams import iter_chunks, reader
 from services.registry.tarstream import TarWriter
 
 MANIFEST_JSON = "manifest.json"

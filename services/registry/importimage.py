@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from client import types
-from client.errors import Internal, InvalidArgument, Unavailable
-from client.types import PushProgress
-from services.builder import manifest
+from client.kernel import manifest, types
+from client.kernel.errors import Internal, InvalidArgument, Unavailable
+from client.kernel.types import PushProgress
 from services.registry.core import PROGRESS_INTERVAL, Pusher, progress_of, throttle
 from services.registry.engine import ImageEngine
 from services.registry.publish import push_as, remove_local, untag_all

@@ -17,10 +17,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client import types
-from client.errors import InvalidArgument
-from client.streams import iter_chunks
-from client.types import SERVICE_NAME
+from client.kernel import types
+from client.kernel.errors import InvalidArgument
+from client.kernel.streams import iter_chunks
+from client.kernel.types import SERVICE_NAME
 from services.registry.buildarchive import BuildRecord, decode_build, unpack
 from services.registry.core import Pusher
 from services.registry.engine import ImageEngine

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 
-from client.errors import Internal, SlipwayError
-from client.types import PushProgress, PushResult
+from client.kernel.errors import Internal, SlipwayError
+from client.kernel.types import PushProgress, PushResult
 from services.registry.core import Pusher
 from services.registry.engine import ImageEngine
 from services.registry.registries import Registry

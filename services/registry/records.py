@@ -7,11 +7,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from client import types
-from client.errors import NotFound, Unavailable
+from client.kernel import types
+from client.kernel.errors import NotFound, Unavailable
 
 if TYPE_CHECKING:  # the client pulls in gRPC, which the domain cores stay free of
-    from client.metadata import MetadataClient
+    from client.api.metadata import MetadataClient
 
 log = logging.getLogger(__name__)
 

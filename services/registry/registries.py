@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import Protocol
 
-from client.errors import Internal, Unavailable
+from client.kernel.errors import Internal, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import grpc
 from slipway.registry.v1 import registry_pb2 as pb
 from slipway.registry.v1 import registry_pb2_grpc as pb_grpc
 
-from client.channel import open_channel
-from client.metadata import MetadataClient
+from client.api.channel import open_channel
+from client.api.metadata import MetadataClient
 from services.common.server import Server, build_server
 from services.registry.blobs import BlobRegistry, DistributionBlobs
 from services.registry.config import Config

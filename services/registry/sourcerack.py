@@ -8,10 +8,13 @@ from collections.abc import Iterator
 
 import grpc
 
-from client import types
-from client.builder import BuilderClient
-from client.channel import open_channel
-from client.errors import (
+from client.api.builder import BuilderClient
+from client.api.channel import open_channel
+from client.api.metadata import MetadataClient
+from client.api.rack import reach
+from client.api.registry import RegistryClient
+from client.kernel import types
+from client.kernel.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -19,9 +22,6 @@ from client.errors import (
     Unauthenticated,
     Unavailable,
 )
-from client.metadata import MetadataClient
-from client.rack import _local_to
-from client.registry import RegistryClient
 
 
 class RemoteSource:
@@ -44,8 +44,8 @@ class RemoteSource:
                     info = builder.rack()
             except Unavailable:
                 raise Unavailable(f"source rack {source.name} unreachable at {host}") from None
-            metadata = _local_to(host, info.metadata_address)
-            registry = _local_to(host, info.registry_address)
+            metadata = reach(host, info.metadata_address)
+            registry = reach(host, info.registry_address)
             source._metadata = MetadataClient(source._open(metadata, token), metadata)
             source._registry = RegistryClient(source._open(registry, token), registry)
         except BaseException:

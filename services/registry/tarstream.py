@@ -8,8 +8,8 @@ import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 
-from client.errors import InvalidArgument
-from client.streams import CHUNK_SIZE
+from client.kernel.errors import InvalidArgument
+from client.kernel.streams import CHUNK_SIZE
 
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE

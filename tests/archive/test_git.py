@@ -18,9 +18,9 @@ import grpc
 import pytest
 from slipway.archive.v1 import archive_pb2 as pb
 
-from client.archive import ArchiveClient
-from client.channel import open_channel
-from client.errors import Cancelled, InvalidArgument
+from client.api.archive import ArchiveClient
+from client.api.channel import open_channel
+from client.kernel.errors import Cancelled, InvalidArgument
 from services.archive.config import Config
 from services.archive.gitfetch import Git, check_ref, check_url, explain, redact
 from services.archive.server import create_server

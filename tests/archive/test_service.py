@@ -18,10 +18,10 @@ from slipway.archive.v1 import archive_pb2 as pb
 from slipway.archive.v1 import archive_pb2_grpc as pb_grpc
 from slipway.common.v1 import common_pb2
 
-from client.archive import ArchiveClient
-from client.channel import open_channel
-from client.errors import InvalidArgument, NotFound, Unauthenticated
-from client.grpcerrors import rpc_errors
+from client.api.archive import ArchiveClient
+from client.api.channel import open_channel
+from client.api.grpcerrors import rpc_errors
+from client.kernel.errors import InvalidArgument, NotFound, Unauthenticated
 from services.archive.config import Config
 from services.archive.server import create_server
 from services.common.server import Server

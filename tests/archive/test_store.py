@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import InvalidArgument, NotFound
+from client.kernel.errors import InvalidArgument, NotFound
 from services.archive.store import FileStore, SizeLimit
 
 

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
-from client import types
-from client.errors import Cancelled, FailedPrecondition, NotFound
+from client.kernel import types
+from client.kernel.errors import Cancelled, FailedPrecondition, NotFound
 from services.builder.seams import BuildSpec, CancelScope, EngineError, ImageInfo, LineSink
 
 

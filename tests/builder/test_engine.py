@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from client.errors import Cancelled, NotFound, Unavailable
+from client.kernel.errors import Cancelled, NotFound, Unavailable
 from services.builder.engine import DockerEngine, LineSplitter
 from services.builder.seams import BuildSpec, CancelScope, EngineError
 from tests.helpers import eventually
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture
 def engine_host() -> str:
-    from client.localrack.engine import docker_host
+    from client.cli.localrack.engine import docker_host
 
     return docker_host()
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import InvalidArgument
-from client.streams import iter_chunks
+from client.kernel.errors import InvalidArgument
+from client.kernel.streams import iter_chunks
 from services.builder.extract import Limits, extract
 
 LIMITS = Limits(max_bytes=1_000_000, max_files=100)

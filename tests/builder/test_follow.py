@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from client import types
+from client.kernel import types
 from services.builder.follow import follow
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from client import types
-from client.rack import Rack
-from client.types import BuildRequest
+from client.api.rack import Rack
+from client.kernel import types
+from client.kernel.types import BuildRequest
 from services.common.server import Server
 
 pytestmark = pytest.mark.docker
@@ -30,7 +30,7 @@ class LiveRack:
 
 @pytest.fixture
 def live(tmp_path: Path, token: str, docker_client: Any, registry_host: str) -> Iterator[LiveRack]:
-    from client.localrack.engine import docker_host
+    from client.cli.localrack.engine import docker_host
     from services.archive import config as archive_config
     from services.archive import server as archive_server
     from services.builder import config as builder_config

@@ -1,4 +1,4 @@
-"""The builder's gRPC contract, through client.builder.BuilderClient and an in-process
+"""The builder's gRPC contract, through client.api.builder.BuilderClient and an in-process
 server (port 0) whose seams are fakes."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import client
-from client import types
-from client.builder import BuilderClient
-from client.channel import open_channel
-from client.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
-from client.types import BuildRequest
+from client.api.builder import BuilderClient
+from client.api.channel import open_channel
+from client.kernel import types
+from client.kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from client.kernel.types import BuildRequest
 from services.builder.config import Config
 from services.builder.seams import Deps
 from services.builder.server import create_server

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from client import types
-from client.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from client.types import BuildRequest
+from client.kernel import types
+from client.kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from client.kernel.types import BuildRequest
 from services.builder.config import Config
 from services.builder.core import Builder
 from services.builder.seams import Deps

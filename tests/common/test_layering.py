@@ -14,13 +14,13 @@ CORES = [
     "services.builder.core",
     "services.builder.worker",
     "services.builder.extract",
-    "services.builder.manifest",
+    "client.kernel.manifest",
     "services.metadata.store",
     "services.registry.core",
-    "client.types",
-    "client.errors",
-    "client.packing",
-    "client.dockerignore",
+    "client.kernel.types",
+    "client.kernel.errors",
+    "client.kernel.context",
+    "client.kernel.dockerignore",
 ]
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from client import types
-from client.config import ClientConfig
-from client.rack import Rack
+from client.api.rack import Rack
+from client.cli.config import ClientConfig
+from client.kernel import types
 from tests.e2e.conftest import SLIPWAY, RackHandle
 from tests.helpers import eventually
 

@@ -5,7 +5,7 @@ manifest, the Dockerfiles it names and `.dockerignore`, which Slipway always sen
 The reference is real: for every case a `docker build` (Dockerfile on stdin, so it is not
 part of the context) copies the context into an image and prints its listing — files,
 folders and symlinks with their targets. Every case is compared with the archive
-`client.packing` writes; a few go all the way through a rack with `slipway build`, and the
+`client.kernel.context` writes; a few go all the way through a rack with `slipway build`, and the
 listing is read back from the image the rack pushed.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import InvalidArgument
-from client.packing import pack
+from client.kernel.context import pack
+from client.kernel.errors import InvalidArgument
 from tests.e2e.conftest import RackHandle
 
 pytestmark = pytest.mark.docker
@@ -245,7 +245,7 @@ def _expected(folder: Path, reference: list[str]) -> list[str]:
 
 
 def _packed(folder: Path) -> list[str]:
-    """The listing of the archive `client.packing` writes for `folder`."""
+    """The listing of the archive `client.kernel.context` writes for `folder`."""
     out = io.BytesIO()
     pack(folder, out)
     out.seek(0)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from client.config import ClientConfig
-from client.rack import Rack
+from client.api.rack import Rack
+from client.cli.config import ClientConfig
 from tests.e2e.conftest import RackHandle
 
 pytestmark = pytest.mark.docker

@@ -237,7 +237,7 @@ def report():
                     out.write(line.split()[1])
 
 atexit.register(report)
-from client.cli import main
+from client.cli.main import main
 sys.exit(main())
 """
 LAYER_MB = 200

@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client.channel import open_channel
-from client.metadata import MetadataClient
+from client.api.channel import open_channel
+from client.api.metadata import MetadataClient
 from tests.helpers import eventually, free_port
 
 

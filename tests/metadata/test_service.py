@@ -14,17 +14,17 @@ from slipway.common.v1 import common_pb2
 from slipway.metadata.v1 import metadata_pb2 as pb
 from slipway.metadata.v1 import metadata_pb2_grpc as pb_grpc
 
-from client.channel import open_channel
-from client.errors import (
+from client.api.channel import open_channel
+from client.api.grpcerrors import rpc_errors
+from client.api.metadata import MetadataClient
+from client.kernel.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unauthenticated,
 )
-from client.grpcerrors import rpc_errors
-from client.metadata import MetadataClient
-from client.types import COMPLETE, FAILED, RUNNING
+from client.kernel.types import COMPLETE, FAILED, RUNNING
 from services.common.server import Server
 from services.metadata.config import Config
 from services.metadata.server import SERVICE_NAME, create_server

@@ -8,14 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from client.errors import (
+from client.kernel.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unavailable,
 )
-from client.types import CANCELLED, COMPLETE, CREATED, FAILED, RUNNING, LogLine
+from client.kernel.types import CANCELLED, COMPLETE, CREATED, FAILED, RUNNING, LogLine
 from services.metadata import store as store_module
 from services.metadata.notifier import Notifier
 from services.metadata.store import MetadataStore

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from client.errors import AlreadyExists, InvalidArgument, NotFound
-from client.types import Build, Release
+from client.kernel.errors import AlreadyExists, InvalidArgument, NotFound
+from client.kernel.types import Build, Release
 from services.metadata import store as store_module
 from services.metadata.store import MetadataStore
 

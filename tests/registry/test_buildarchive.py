@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from client import types
-from client.errors import InvalidArgument
-from client.metadata import log_batches
+from client.api.metadata import log_batches
+from client.kernel import types
+from client.kernel.errors import InvalidArgument
 from services.registry import buildarchive
 from services.registry.buildarchive import (
     BuildRecord,

@@ -27,8 +27,11 @@ import grpc
 import pytest
 from slipway.builder.v1 import builder_pb2, builder_pb2_grpc
 
-from client.channel import open_channel
-from client.errors import (
+from client.api.channel import open_channel
+from client.api.metadata import MetadataClient
+from client.api.registry import RegistryClient
+from client.cli.localrack.engine import docker_host
+from client.kernel.errors import (
     FailedPrecondition,
     Internal,
     InvalidArgument,
@@ -36,10 +39,7 @@ from client.errors import (
     Unauthenticated,
     Unavailable,
 )
-from client.localrack.engine import docker_host
-from client.metadata import MetadataClient
-from client.registry import RegistryClient
-from client.types import COMPLETE, CopyProgress, CopyResult, PushResult
+from client.kernel.types import COMPLETE, CopyProgress, CopyResult, PushResult
 from services.common.server import Server, build_server
 from services.registry import server as registry_server
 from services.registry.blobs import DistributionBlobs

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from client.errors import Internal, InvalidArgument, NotFound
-from client.types import PushProgress, PushResult
+from client.kernel.errors import Internal, InvalidArgument, NotFound
+from client.kernel.types import PushProgress, PushResult
 from services.registry.core import Pusher, check_push, human_size, progress_of, throttle
 from services.registry.engine import PushEvent
 from services.registry.registries import DistributionRegistry

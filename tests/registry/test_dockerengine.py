@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.errors import Internal, InvalidArgument, NotFound, Unavailable
+from client.kernel.errors import Internal, InvalidArgument, NotFound, Unavailable
 from services.registry.dockerengine import DockerEngine, push_error, registry_of
 
 

@@ -20,12 +20,12 @@ from typing import Any
 import docker.errors
 import pytest
 
-from client.channel import open_channel
-from client.errors import InvalidArgument, NotFound, Unavailable
-from client.localrack.engine import docker_host
-from client.metadata import MetadataClient
-from client.registry import RegistryClient
-from client.types import COMPLETE, PushProgress
+from client.api.channel import open_channel
+from client.api.metadata import MetadataClient
+from client.api.registry import RegistryClient
+from client.cli.localrack.engine import docker_host
+from client.kernel.errors import InvalidArgument, NotFound, Unavailable
+from client.kernel.types import COMPLETE, PushProgress
 from services.common.server import Server
 from services.metadata import server as metadata_server
 from services.metadata.config import Config as MetadataConfig

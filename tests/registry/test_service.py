@@ -20,11 +20,11 @@ from typing import Any
 import grpc
 import pytest
 
-from client.channel import open_channel
-from client.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable
-from client.localrack.engine import docker_host
-from client.registry import RegistryClient
-from client.types import PushProgress, PushResult
+from client.api.channel import open_channel
+from client.api.registry import RegistryClient
+from client.cli.localrack.engine import docker_host
+from client.kernel.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable
+from client.kernel.types import PushProgress, PushResult
 from services.common.server import Server
 from services.registry.config import Config
 from services.registry.server import create_server

@@ -20,18 +20,18 @@ from typing import Any
 
 import pytest
 
-from client.channel import open_channel
-from client.errors import (
+from client.api.channel import open_channel
+from client.api.metadata import MetadataClient
+from client.api.registry import RegistryClient
+from client.cli.localrack.engine import docker_host
+from client.kernel.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     SlipwayError,
     Unavailable,
 )
-from client.localrack.engine import docker_host
-from client.metadata import MetadataClient
-from client.registry import RegistryClient
-from client.types import COMPLETE, PushResult
+from client.kernel.types import COMPLETE, PushResult
 from services.common.server import Server
 from services.metadata import server as metadata_server
 from services.metadata.config import Config as MetadataConfig

@@ -1,0 +1,175 @@
+"""Typed client of the metadata service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import grpc
+from slipway.common.v1 import common_pb2
+from slipway.metadata.v1 import metadata_pb2 as pb
+from slipway.metadata.v1 import metadata_pb2_grpc as pb_grpc
+
+from client.api import convert
+from client.api.grpcerrors import iter_rpc, rpc_errors
+from client.kernel import types
+from client.kernel.streams import batched
+
+
+class MetadataClient:
+    """Apps, builds, releases and logs of a rack, as dataclasses."""
+
+    service = "metadata"
+
+    def __init__(self, channel: grpc.Channel, address: str = "") -> None:
+        self._stub = pb_grpc.MetadataServiceStub(channel)
+        self.address = address
+
+    def _errors(self):  # type: ignore[no-untyped-def]
+        return rpc_errors(self.address, self.service)
+
+    def create_app(self, name: str, exist_ok: bool = False) -> types.App:
+        with self._errors():
+            resp = self._stub.CreateApp(pb.CreateAppRequest(name=name, exist_ok=exist_ok))
+        return convert.app_from_pb(resp.app)
+
+    def get_app(self, name: str) -> types.App:
+        with self._errors():
+            resp = self._stub.GetApp(pb.GetAppRequest(name=name))
+        return convert.app_from_pb(resp.app)
+
+    def list_apps(self) -> list[types.App]:
+        with self._errors():
+            resp = self._stub.ListApps(pb.ListAppsRequest())
+        return [convert.app_from_pb(a) for a in resp.apps]
+
+    def create_build(
+        self,
+        app: str,
+        description: str = "",
+        manifest: str = "",
+        git_sha: str = "",
+        archive: str = "",
+    ) -> types.Build:
+        req = pb.CreateBuildRequest(
+            app=app, description=description, manifest=manifest, git_sha=git_sha, archive=archive
+        )
+        with self._errors():
+            resp = self._stub.CreateBuild(req)
+        return convert.build_from_pb(resp.build)
+
+    def get_build(self, build_id: str, app: str = "") -> types.Build:
+        with self._errors():
+            resp = self._stub.GetBuild(pb.GetBuildRequest(id=build_id, app=app))
+        return convert.build_from_pb(resp.build)
+
+    def list_builds(self, app: str, limit: int = 10) -> list[types.Build]:
+        with self._errors():
+            resp = self._stub.ListBuilds(pb.ListBuildsRequest(app=app, limit=limit))
+        return [convert.build_from_pb(b) for b in resp.builds]
+
+    def update_build(self, build_id: str, **fields: object) -> types.Build:
+        """Sets the named Build fields, e.g. `update_build(id, status="failed", reason="x")`."""
+        msg = common_pb2.Build(id=build_id)
+        for name, value in fields.items():
+            if name == "status":
+                msg.status = convert.status_to_pb(str(value))  # type: ignore[assignment]
+            else:
+                setattr(msg, name, value)
+        with self._errors():
+            resp = self._stub.UpdateBuild(pb.UpdateBuildRequest(build=msg, fields=list(fields)))
+        return convert.build_from_pb(resp.build)
+
+    def record_build(
+        self, build: types.Build, log_lines: Iterable[str]
+    ) -> tuple[types.Build, types.Release]:
+        """Records a finished build under `build.id` with its log and an unpromoted
+        release, all or nothing (see RecordBuild); the log streams in batches."""
+
+        def requests() -> Iterator[pb.RecordBuildRequest]:
+            yield pb.RecordBuildRequest(build=convert.build_to_pb(build))
+            for batch in log_batches(log_lines):
+                yield pb.RecordBuildRequest(logs=pb.LogBatch(lines=batch))
+
+        with self._errors():
+            resp = self._stub.RecordBuild(requests())
+        return convert.build_from_pb(resp.build), convert.release_from_pb(resp.release)
+
+    def fail_running_builds(self, reason: str) -> list[str]:
+        with self._errors():
+            resp = self._stub.FailRunningBuilds(pb.FailRunningBuildsRequest(reason=reason))
+        return list(resp.ids)
+
+    def create_release(
+        self,
+        app: str,
+        build: str = "",
+        env: Mapping[str, str] | None = None,
+        manifest: str = "",
+        description: str = "",
+        inherit_env: bool = False,
+    ) -> types.Release:
+        """Records a release; with `inherit_env` its environment is the app's latest
+        release's, read atomically with the write (`env` is then ignored)."""
+        req = pb.CreateReleaseRequest(
+            app=app,
+            build=build,
+            env=dict(env or {}),
+            manifest=manifest,
+            description=description,
+            inherit_env=inherit_env,
+        )
+        with self._errors():
+            resp = self._stub.CreateRelease(req)
+        return convert.release_from_pb(resp.release)
+
+    def get_release(self, release_id: str, app: str = "") -> types.Release:
+        with self._errors():
+            resp = self._stub.GetRelease(pb.GetReleaseRequest(id=release_id, app=app))
+        return convert.release_from_pb(resp.release)
+
+    def list_releases(self, app: str, limit: int = 10) -> list[types.Release]:
+        with self._errors():
+            resp = self._stub.ListReleases(pb.ListReleasesRequest(app=app, limit=limit))
+        return [convert.release_from_pb(r) for r in resp.releases]
+
+    def promote_release(self, app: str, release_id: str = "") -> types.App:
+        """Makes the release (the app's latest when empty) the app's active one."""
+        with self._errors():
+            resp = self._stub.PromoteRelease(pb.PromoteReleaseRequest(app=app, id=release_id))
+        return convert.app_from_pb(resp.app)
+
+    def update_env(
+        self, app: str, set_vars: Mapping[str, str], unset: Sequence[str] = ()
+    ) -> types.Release:
+        """One new release of the app with `set_vars` set (in their order) and `unset`
+        removed, atomically on top of the latest release; see UpdateEnv in metadata.proto."""
+        req = pb.UpdateEnvRequest(
+            app=app,
+            set=[pb.EnvVar(key=k, value=v) for k, v in set_vars.items()],
+            unset=list(unset),
+        )
+        with self._errors():
+            resp = self._stub.UpdateEnv(req)
+        return convert.release_from_pb(resp.release)
+
+    def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
+        """Appends lines; returns the offset the next line will take."""
+        with self._errors():
+            resp = self._stub.AppendLogs(pb.AppendLogsRequest(build=build_id, lines=list(lines)))
+        return int(resp.next_offset)
+
+    def stream_logs(
+        self, build_id: str, offset: int = 0, follow: bool = False
+    ) -> Iterator[types.LogLine]:
+        """The log from `offset`; with `follow`, until the build ends."""
+        stream = self._stub.StreamLogs(
+            pb.StreamLogsRequest(build=build_id, offset=offset, follow=follow)
+        )
+        for resp in iter_rpc(stream, self.address, self.service):
+            for line in resp.lines:
+                yield convert.line_from_pb(line)
+
+
+def log_batches(lines: Iterable[str]) -> Iterator[list[str]]:
+    """Log lines in batches small enough for one message each."""
+    return batched(lines, lambda line: len(line.encode()) + 16)

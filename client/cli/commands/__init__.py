@@ -1,0 +1,78 @@
+"""The commands of `slipway`, one module per group; each registers its argparse parsers.
+
+Commands receive a `Context`: the consoles to print on, the environment, and how to reach a
+rack, all injected so tests can run every command against a fake rack and string buffers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from client.cli.config import ClientConfig
+from client.kernel.errors import InvalidArgument
+from client.kernel.types import check_app_name
+
+if TYPE_CHECKING:
+    from client.api.rack import Rack
+
+Connect = Callable[[str, str], "Rack"]
+"""Opens a rack from its front-door address and token (`Rack.connect` outside tests)."""
+
+
+def _connect(host: str, token: str) -> Rack:
+    from client.api.rack import Rack
+
+    return Rack.connect(host, token)
+
+
+@dataclass
+class Context:
+    """Everything a command needs from outside itself."""
+
+    out: Console
+    err: Console
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    connect: Connect = _connect
+    config_path: Path | None = None
+    cwd: Path = field(default_factory=Path.cwd)
+    sleep: Callable[[float], None] = time.sleep
+    app_flag: str | None = None
+    rack_flag: str | None = None
+    _rack: Rack | None = None
+
+    @property
+    def status(self) -> Console:
+        """Where progress lines go: stdout on a terminal, stderr when stdout is piped."""
+        return self.out if self.out.is_terminal else self.err
+
+    def config(self) -> ClientConfig:
+        return ClientConfig.load(self.config_path)
+
+    def rack(self) -> Rack:
+        """The rack `-r` (or the configuration) names, connected once."""
+        if self._rack is None:
+            entry = self.config().resolve(self.rack_flag)
+            self._rack = self.connect(entry.host, entry.token)
+        return self._rack
+
+    def app(self, folder: str | os.PathLike[str] | None = None) -> str:
+        """`-a NAME`, else the name of `folder` (default: the current folder)."""
+        if self.app_flag:
+            return check_app_name(self.app_flag)
+        base = self.cwd / folder if folder is not None else self.cwd
+        name = base.resolve().name
+        try:
+            return check_app_name(name)
+        except InvalidArgument as err:
+            raise InvalidArgument(f"{err}; it comes from the folder name, pass -a NAME") from None
+
+    def target(self, app: str) -> str:
+        """The `-a`/`-r` flags naming this app and rack in a suggested command."""
+        return f"-a {app}" + (f" -r {self.rack_flag}" if self.rack_flag else "")

@@ -1,0 +1,195 @@
+"""`slipway build [DIR]`: pack, upload, start, follow the log, report the outcome.
+
+DIR may be a git URL (`URL#ref`): the rack then fetches the repository itself, and the
+build starts on the archive it made."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from client.cli import gitinfo
+from client.cli.commands import Context
+from client.cli.commands.follow import follow_build
+from client.cli.render import step, transfer, write_line
+from client.kernel import context as packing
+from client.kernel import types
+from client.kernel.errors import InvalidArgument, SlipwayError
+from client.kernel.types import BuildRequest, check_app_name
+
+if TYPE_CHECKING:
+    from client.api.rack import Rack
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "build",
+        parents=[common],
+        help="build the app from a folder or a git repository",
+        description=(
+            "Packs DIR (default: the current folder), uploads it to the rack, builds it as "
+            "convox.yml says and prints the build log as it happens. DIR may also be a git "
+            "URL (https://, http://, ssh://, git://, file:// or user@host:path) with an "
+            "optional #ref (branch, tag or commit): the rack then clones it itself."
+        ),
+    )
+    add_flags(p)
+    p.set_defaults(func=run)
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `slipway build`, which `slipway deploy` shares."""
+    p.add_argument(
+        "dir", nargs="?", default=".", metavar="DIR", help="the source folder or git URL[#ref]"
+    )
+    p.add_argument("-d", "--description", help="the build's description")
+    p.add_argument(
+        "-m",
+        "--manifest",
+        default=packing.DEFAULT_MANIFEST,
+        metavar="FILE",
+        help="the manifest inside DIR (default: convox.yml)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="build without the layer cache")
+    p.add_argument(
+        "--development",
+        action="store_true",
+        help="build the `development` stage of Dockerfiles that have one",
+    )
+    p.add_argument(
+        "--build-args",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a Dockerfile ARG value (repeatable); a bare K takes $K",
+    )
+    p.add_argument(
+        "--id",
+        action="store_true",
+        help="print only the release id on stdout, everything else on stderr",
+    )
+
+
+def parse_build_args(values: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
+    """`K=V` pairs (V may hold anything, `=` included); a bare `K` takes `env[K]`."""
+    args: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid build arg: {value!r} (want K=V or K)")
+        if not sep:
+            if key not in env:
+                raise InvalidArgument(f"build arg {key} is not set in the environment")
+            rest = env[key]
+        args[key] = rest
+    return args
+
+
+def run(ctx: Context, args: argparse.Namespace) -> int:
+    return execute(ctx, args)
+
+
+def execute(
+    ctx: Context,
+    args: argparse.Namespace,
+    then: Callable[[Rack, types.Build], None] | None = None,
+) -> int:
+    """Runs a build as `slipway build` does; `then(rack, build)` runs after it completed."""
+    from_git = gitinfo.is_git_url(args.dir)
+    if not from_git and not (ctx.cwd / args.dir).is_dir():
+        raise InvalidArgument(f"no such directory: {args.dir}")
+    build_args = parse_build_args(args.build_args, ctx.env)
+    app = _git_app(ctx, args.dir) if from_git else ctx.app(args.dir)
+    out = ctx.err if args.id else ctx.out
+    rack = ctx.rack()
+
+    if from_git:
+        archive, git_sha, described = _fetch(rack, out, app, args.dir, args.manifest)
+    else:
+        archive, git_sha, described = _upload(rack, out, app, ctx, args.dir, args.manifest)
+    description = args.description or described
+
+    with step(out, "Starting build"):
+        build = rack.builder.start_build(
+            BuildRequest(
+                app=app,
+                archive=archive,
+                description=description,
+                manifest=args.manifest,
+                no_cache=args.no_cache,
+                development=args.development,
+                build_args=build_args,
+                git_sha=git_sha,
+            )
+        )
+
+    try:
+        followed = follow_build(rack.builder, build.id, out, ctx.err, sleep=ctx.sleep)
+    except KeyboardInterrupt:
+        target = ctx.target(app)
+        ctx.err.print()
+        ctx.err.print(f"Build {build.id} goes on in the background.")
+        ctx.err.print(f"Follow it with: slipway builds logs {build.id} {target}")
+        ctx.err.print(f"Cancel it with: slipway builds cancel {build.id} {target}")
+        return 130
+
+    final = rack.metadata.get_build(build.id, app)
+    if not final.terminal and followed.build is not None:
+        final = followed.build  # the record store lags the stream; trust the stream
+    code = _outcome(ctx, final, args.id)
+    if then is not None:
+        then(rack, final)
+    return code
+
+
+def _git_app(ctx: Context, source: str) -> str:
+    """`-a NAME`, else the repository's name."""
+    if ctx.app_flag:
+        return ctx.app()
+    try:
+        return check_app_name(gitinfo.repo_name(gitinfo.split_ref(source)[0]))
+    except InvalidArgument as err:
+        raise InvalidArgument(f"{err}; it comes from the repository name, pass -a NAME") from None
+
+
+def _upload(
+    rack: Rack, out: Console, app: str, ctx: Context, folder: str, manifest: str
+) -> tuple[str, str, str]:
+    """Packs and uploads a folder: (archive id, git sha, default description)."""
+    path = ctx.cwd / folder
+    git_sha, description = gitinfo.describe(path) or ("", "")
+    with tempfile.TemporaryFile(prefix="slipway-source-") as source:
+        with step(out, "Packaging source"):
+            size, sha256 = packing.pack(path, source, manifest)
+        source.seek(0)
+        with transfer(out, "Uploading source", size) as sent:
+            archive = rack.archive.upload(app, source, size, sha256, sent)
+    return archive, git_sha, description
+
+
+def _fetch(rack: Rack, out: Console, app: str, source: str, manifest: str) -> tuple[str, str, str]:
+    """Has the rack fetch a repository: (archive id, git sha, default description)."""
+    url, ref = gitinfo.split_ref(source)
+    with step(out, "Fetching source"):
+        fetched = rack.archive.fetch_git(app, url, ref, manifest)
+    return fetched.id, fetched.commit, gitinfo.description(fetched.commit, fetched.subject)
+
+
+def _outcome(ctx: Context, build: types.Build, only_id: bool) -> int:
+    """Exit status from the build record; the ids on success."""
+    if build.status == types.FAILED:
+        raise SlipwayError("build failed" + (f": {build.reason}" if build.reason else ""))
+    if build.status == types.CANCELLED:
+        raise SlipwayError("build cancelled")
+    if build.status != types.COMPLETE:
+        raise SlipwayError(f"build {build.id} did not finish (status {build.status or 'unknown'})")
+    console = ctx.err if only_id else ctx.out
+    write_line(console, f"Build:   {build.id}")
+    write_line(console, f"Release: {build.release}")
+    if only_id:
+        write_line(ctx.out, build.release)
+    return 0

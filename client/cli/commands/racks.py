@@ -1,0 +1,149 @@
+"""Racks: `rack` (show, start, stop, status), `racks`, `login`, `switch`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from client.cli.commands import Context
+from client.cli.config import RackEntry
+from client.cli.render import key_values, step, table
+from client.kernel.errors import InvalidArgument, NotFound
+
+DEFAULT_LOCAL = "local"
+DEFAULT_PORT = 7400
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    rack = commands.add_parser(
+        "rack",
+        parents=[common],
+        help="show or manage a rack",
+        description="Shows the current rack.",
+    )
+    rack.set_defaults(func=show_rack)
+    sub = rack.add_subparsers(dest="rack_command", metavar="COMMAND")
+
+    start = sub.add_parser("start", parents=[common], help="start a local rack in the background")
+    start.add_argument("--name", help=f"the rack's name (default {DEFAULT_LOCAL})")
+    start.add_argument(
+        "--port",
+        type=int,
+        metavar="BASE",
+        help=f"the first of the ports its parts listen on (default {DEFAULT_PORT}, or the "
+        "rack's own when it ran before)",
+    )
+    start.add_argument("--data", metavar="DIR", help="where it keeps its data")
+    start.set_defaults(func=start_rack)
+
+    stop = sub.add_parser("stop", parents=[common], help="stop a local rack")
+    stop.add_argument("--name", help="the rack (default: the current local one)")
+    stop.set_defaults(func=stop_rack)
+
+    status = sub.add_parser("status", parents=[common], help="report each part of a local rack")
+    status.add_argument("--name", help="the rack (default: the current local one)")
+    status.set_defaults(func=rack_status)
+
+    racks = commands.add_parser("racks", parents=[common], help="list the configured racks")
+    racks.set_defaults(func=list_racks)
+
+    login = commands.add_parser(
+        "login",
+        parents=[common],
+        help="add a remote rack",
+        description="Checks that the rack at ADDRESS answers with the "
+        "token, records it and makes it current.",
+    )
+    login.add_argument("address", metavar="ADDRESS", help="the rack's front door, host:port")
+    login.add_argument("--name", help="what to call it (default: the host)")
+    login.add_argument("--token", help="the rack's token (default: $SLIPWAY_TOKEN)")
+    login.set_defaults(func=login_rack)
+
+    switch = commands.add_parser("switch", parents=[common], help="make a rack current")
+    switch.add_argument("name", metavar="NAME")
+    switch.set_defaults(func=switch_rack)
+
+
+def _local_name(ctx: Context, args: argparse.Namespace) -> str:
+    """`--name`, else `-r`, else the current rack when it is local, else `local`."""
+    if args.name or ctx.rack_flag:
+        return str(args.name or ctx.rack_flag)
+    config = ctx.config()
+    current = config.racks.get(config.current)
+    return current.name if current is not None and current.local else DEFAULT_LOCAL
+
+
+def show_rack(ctx: Context, args: argparse.Namespace) -> int:
+    entry = ctx.config().resolve(ctx.rack_flag)
+    for line in key_values([("Name", entry.name), ("Host", entry.host)]):
+        ctx.out.print(line)
+    return 0
+
+
+def list_racks(ctx: Context, args: argparse.Namespace) -> int:
+    config = ctx.config()
+    current = ctx.env.get("SLIPWAY_RACK") or config.current
+    rows = [
+        [name, entry.host, "*" if name == current else ""]
+        for name, entry in sorted(config.racks.items())
+    ]
+    for line in table(["NAME", "HOST", "CURRENT"], rows):
+        ctx.out.print(line)
+    return 0
+
+
+def start_rack(ctx: Context, args: argparse.Namespace) -> int:
+    from client.cli.localrack.rack import start_rack as start
+
+    data = Path(args.data).expanduser().resolve() if args.data else None
+    start(args.name or ctx.rack_flag or DEFAULT_LOCAL, args.port, data, ctx.status)
+    return 0
+
+
+def stop_rack(ctx: Context, args: argparse.Namespace) -> int:
+    from client.cli.localrack.rack import stop_rack as stop
+
+    stop(_local_name(ctx, args), ctx.status)
+    return 0
+
+
+def rack_status(ctx: Context, args: argparse.Namespace) -> int:
+    from client.cli.localrack.rack import rack_status as status
+
+    rows = [list(row) for row in status(_local_name(ctx, args))]
+    for line in table(["PART", "STATE", "DETAIL"], rows):
+        ctx.out.print(line)
+    return 0
+
+
+def _host_of(address: str) -> str:
+    """`host` of `host:port` (IPv6 brackets dropped)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        host = address
+    return host.strip("[]")
+
+
+def login_rack(ctx: Context, args: argparse.Namespace) -> int:
+    address = args.address.strip()
+    if not address or "/" in address:
+        raise InvalidArgument(f"invalid rack address: {args.address!r} (want host:port)")
+    token = args.token if args.token is not None else ctx.env.get("SLIPWAY_TOKEN", "")
+    name = args.name or _host_of(address)
+    with step(ctx.status, f"Authenticating with {address}"):
+        ctx.connect(address, token)
+    config = ctx.config()
+    config.add(RackEntry(name=name, host=address, token=token), make_current=True)
+    config.save(ctx.config_path)
+    ctx.status.print(f"Switched to {name}")
+    return 0
+
+
+def switch_rack(ctx: Context, args: argparse.Namespace) -> int:
+    config = ctx.config()
+    if args.name not in config.racks:
+        raise NotFound(f"rack not found: {args.name} (see 'slipway racks')")
+    config.current = args.name
+    config.save(ctx.config_path)
+    ctx.out.print(f"Switched to {args.name}")
+    return 0

@@ -1,0 +1,333 @@
+"""Starting, stopping and inspecting a rack on this machine.
+
+A local rack is the Docker engine (shared by every local rack, started when none answers),
+its own Docker Distribution registry, and the four services, each its own process. Ports
+follow from one base: builder = base, archive = base+1, metadata = base+2, registry
+service = base+3, Distribution registry = base+4. Everything else lives in the rack's data
+folder: `token`, `run/*.pid`, `logs/*.log`, and one folder per part.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+
+from client.cli.config import ClientConfig, RackEntry
+from client.cli.localrack import engine
+from client.kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+
+DEFAULT_PORT = 7400
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+# Start order: builder last, since it asks metadata to fail builds it left running.
+SERVICES = ("metadata", "archive", "registry", "builder")
+OFFSETS = {"builder": 0, "archive": 1, "metadata": 2, "registry": 3, "distribution": 4}
+
+
+def default_data(name: str) -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "slipway" / "racks" / name
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each part of one local rack listens and keeps its files."""
+
+    name: str
+    port: int
+    data: Path
+
+    def address(self, part: str) -> str:
+        return f"127.0.0.1:{self.port + OFFSETS[part]}"
+
+    def pidfile(self, part: str) -> Path:
+        return self.data / "run" / f"{part}.pid"
+
+    def logfile(self, part: str) -> Path:
+        return self.data / "logs" / f"{part}.log"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data / "token"
+
+    def entry(self, token: str) -> RackEntry:
+        return RackEntry(
+            name=self.name,
+            host=self.address("builder"),
+            token=token,
+            local={"port": self.port, "data": str(self.data)},
+        )
+
+
+def _layout_of(name: str) -> Layout:
+    entry = ClientConfig.load().racks.get(name)
+    if entry is None or not entry.local:
+        raise NotFound(f"rack not found: {name} (no local rack of that name; see 'slipway racks')")
+    return Layout(name, int(entry.local["port"]), Path(entry.local["data"]))
+
+
+def _token(layout: Layout) -> str:
+    """The rack's token, generated at first start and kept readable by the owner alone."""
+    if layout.token_file.exists():
+        return layout.token_file.read_text().strip()
+    layout.data.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(layout.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int | None, marker: str) -> bool:
+    """Whether `pid` runs and is ours (its command line mentions `marker`), not a reused pid."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+def _marker(part: str, layout: Layout) -> str:
+    return "docker-registry" if part == "distribution" else f"services.{part}"
+
+
+def _port_free(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+        except OSError:
+            return False
+    return True
+
+
+def _healthy(address: str, timeout: float = 2.0) -> bool:
+    channel = grpc.insecure_channel(address)
+    try:
+        stub = health_pb2_grpc.HealthStub(channel)
+        resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+    finally:
+        channel.close()
+
+
+def _registry_answers(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace").rstrip().splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+def _wait(
+    check: Callable[[], bool], proc: subprocess.Popen[bytes], part: str, layout: Layout
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc.poll() is not None:
+            log = layout.logfile(part)
+            raise Unavailable(f"{part} exited at start-up (see {log}):\n{_tail(log)}")
+        time.sleep(0.2)
+    raise Unavailable(
+        f"{part} did not become healthy within {START_TIMEOUT:.0f}s (see {layout.logfile(part)})"
+    )
+
+
+def _spawn(
+    part: str, argv: list[str], env: dict[str, str], layout: Layout
+) -> subprocess.Popen[bytes]:
+    layout.logfile(part).parent.mkdir(parents=True, exist_ok=True)
+    layout.pidfile(part).parent.mkdir(parents=True, exist_ok=True)
+    with open(layout.logfile(part), "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=layout.data,
+        )
+    layout.pidfile(part).write_text(f"{proc.pid}\n")
+    return proc
+
+
+def _registry_config(layout: Layout) -> Path:
+    folder = layout.data / "distribution"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: info\n"
+        "storage:\n"
+        f"  filesystem:\n    rootdirectory: {folder / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: {layout.address('distribution')}\n"
+    )
+    return config
+
+
+def _service_env(part: str, layout: Layout, token: str, docker_host: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        SLIPWAY_TOKEN=token,
+        SLIPWAY_LISTEN=layout.address(part),
+        DOCKER_HOST=docker_host,
+        PYTHONUNBUFFERED="1",
+    )
+    if part == "metadata":
+        env["SLIPWAY_DATA"] = str(layout.data / "metadata")
+    elif part == "archive":
+        env["SLIPWAY_ARCHIVE_DIR"] = str(layout.data / "archive")
+    elif part == "registry":
+        env["SLIPWAY_REGISTRY_HOST"] = layout.address("distribution")
+        env["SLIPWAY_METADATA_ADDRESS"] = layout.address("metadata")
+        env["SLIPWAY_SCRATCH_DIR"] = str(layout.data / "registry")
+    elif part == "builder":
+        env.update(
+            SLIPWAY_RACK_NAME=layout.name,
+            SLIPWAY_ARCHIVE_ADDRESS=layout.address("archive"),
+            SLIPWAY_METADATA_ADDRESS=layout.address("metadata"),
+            SLIPWAY_REGISTRY_ADDRESS=layout.address("registry"),
+            SLIPWAY_SCRATCH_DIR=str(layout.data / "builder"),
+        )
+    return env
+
+
+def start_rack(name: str, port: int | None, data: Path | None, console: Console) -> RackEntry:
+    """Starts every part of the local rack `name` that is not already running, waits until
+    each is healthy, records the rack in the client configuration and makes it current."""
+    if not name or "/" in name:
+        raise InvalidArgument(f"invalid rack name: {name!r}")
+    known = ClientConfig.load().racks.get(name)
+    if known and known.local:
+        port = port or int(known.local["port"])
+        data = data or Path(known.local["data"])
+    port = port or DEFAULT_PORT
+    if not 1024 <= port <= 65530:
+        raise InvalidArgument(f"invalid port: {port} (1024-65530)")
+    layout = Layout(name, port, (data or default_data(name)).resolve())
+    layout.data.mkdir(parents=True, exist_ok=True)
+    token = _token(layout)
+
+    docker_host = engine.ensure_engine()
+    engine.seed_busybox(docker_host)
+    console.print(f"Docker engine    {docker_host}  OK")
+
+    started: list[str] = []
+    try:
+        for part in ("distribution", *SERVICES):
+            _start_part(part, layout, token, docker_host, console)
+            started.append(part)
+    except Exception:
+        for part in reversed(started):
+            _stop_part(part, layout)
+        raise
+
+    entry = layout.entry(token)
+    config = ClientConfig.load()
+    config.add(entry, make_current=True)
+    config.save()
+    console.print(f"Rack {name} is running at {entry.host}")
+    return entry
+
+
+def _start_part(part: str, layout: Layout, token: str, docker_host: str, console: Console) -> None:
+    address = layout.address(part)
+    label = f"{part:<16} {address}"
+    if _alive(_read_pid(layout.pidfile(part)), _marker(part, layout)):
+        console.print(f"{label}  already running")
+        return
+    if not _port_free(address):
+        raise FailedPrecondition(
+            f"cannot start {part}: {address} is in use (choose another --port)"
+        )
+    if part == "distribution":
+        argv = ["docker-registry", "serve", str(_registry_config(layout))]
+        proc = _spawn(part, argv, dict(os.environ), layout)
+        _wait(lambda: _registry_answers(address), proc, part, layout)
+    else:
+        argv = [sys.executable, "-m", f"services.{part}"]
+        proc = _spawn(part, argv, _service_env(part, layout, token, docker_host), layout)
+        _wait(lambda: _healthy(address), proc, part, layout)
+    console.print(f"{label}  OK")
+
+
+def _stop_part(part: str, layout: Layout) -> bool:
+    """Stops one part with SIGTERM (SIGKILL after a grace period); True when it was running."""
+    pidfile = layout.pidfile(part)
+    pid = _read_pid(pidfile)
+    if not _alive(pid, _marker(part, layout)):
+        pidfile.unlink(missing_ok=True)
+        return False
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline and _alive(pid, _marker(part, layout)):
+        time.sleep(0.1)
+    if _alive(pid, _marker(part, layout)):
+        os.kill(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
+def stop_rack(name: str, console: Console) -> None:
+    """Stops the rack's services and registry; the shared Docker engine keeps running."""
+    layout = _layout_of(name)
+    for part in ("builder", "registry", "archive", "metadata", "distribution"):
+        was = _stop_part(part, layout)
+        console.print(f"{part:<16} {'stopped' if was else 'not running'}")
+    console.print(f"Rack {name} is stopped")
+
+
+def rack_status(name: str) -> list[tuple[str, str, str]]:
+    """One row per part: (part, state, detail)."""
+    layout = _layout_of(name)
+    host = engine.docker_host()
+    rows = [("engine", "running" if engine.engine_answers(host) else "unreachable", host)]
+    for part in ("distribution", *SERVICES):
+        address = layout.address(part)
+        pid = _read_pid(layout.pidfile(part))
+        if not _alive(pid, _marker(part, layout)):
+            rows.append((part, "stopped", address))
+            continue
+        ok = _registry_answers(address) if part == "distribution" else _healthy(address)
+        rows.append((part, "running" if ok else "unhealthy", f"{address} pid {pid}"))
+    return rows

@@ -1,0 +1,173 @@
+"""The records Slipway speaks in: plain dataclasses shared by the client library and services."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from client.kernel.errors import InvalidArgument
+
+# Apps and services follow the same rule (SPEC §1, §4).
+APP_NAME = SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")
+
+CREATED = "created"
+RUNNING = "running"
+COMPLETE = "complete"
+FAILED = "failed"
+CANCELLED = "cancelled"
+BUILD_STATUSES = (CREATED, RUNNING, COMPLETE, FAILED, CANCELLED)
+TERMINAL = frozenset({COMPLETE, FAILED, CANCELLED})
+
+
+def new_id(prefix: str) -> str:
+    """A build or release id: `prefix` followed by 10 random uppercase letters."""
+    return prefix + "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))
+
+
+def check_app_name(name: str) -> str:
+    """Returns `name` when it is a valid app name, else raises InvalidArgument."""
+    if not APP_NAME.match(name or ""):
+        raise InvalidArgument(f"invalid app name: {name!r} (must match ^[a-z][a-z0-9-]*$)")
+    return name
+
+
+@dataclass(frozen=True)
+class App:
+    """A named application on a rack."""
+
+    name: str
+    created: float = 0.0
+    release: str = ""
+
+
+@dataclass(frozen=True)
+class Build:
+    """One attempt to turn a source into images (times are epoch seconds, 0 when unset)."""
+
+    id: str
+    app: str
+    status: str = CREATED
+    description: str = ""
+    release: str = ""
+    manifest: str = ""
+    entrypoint: str = ""
+    git_sha: str = ""
+    reason: str = ""
+    created: float = 0.0
+    started: float = 0.0
+    ended: float = 0.0
+    archive: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What a build is asked to do: the uploaded archive and how to build it."""
+
+    app: str
+    archive: str
+    description: str = ""
+    manifest: str = ""
+    no_cache: bool = False
+    development: bool = False
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    git_sha: str = ""
+
+
+@dataclass(frozen=True)
+class Release:
+    """A build plus an environment."""
+
+    id: str
+    app: str
+    build: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    manifest: str = ""
+    description: str = ""
+    created: float = 0.0
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a build log."""
+
+    offset: int
+    text: str
+    time: float = 0.0
+
+
+@dataclass(frozen=True)
+class RackInfo:
+    """What a rack's front door says of it."""
+
+    name: str
+    version: str
+    archive_address: str
+    metadata_address: str
+    registry_address: str
+    registry_host: str
+
+
+@dataclass(frozen=True)
+class PushProgress:
+    """One progress update of an image push."""
+
+    text: str
+    layer: str = ""
+    status: str = ""
+    current: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """A finished image push."""
+
+    reference: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    """One service's image of a build, as its rack's registry serves it (`body` unchanged:
+    its digest depends on every byte)."""
+
+    service: str
+    media_type: str
+    body: bytes
+    digest: str
+    config_digest: str
+
+
+@dataclass(frozen=True)
+class CopyProgress:
+    """One progress update of a rack-to-rack copy: bytes moved so far of `total`."""
+
+    text: str
+    current: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """A finished copy: the new build and release, and how many blobs (layers and image
+    configs) travelled, were mounted from another repository, or were already there."""
+
+    build: Build
+    release: Release
+    blobs: int = 0
+    moved: int = 0
+    mounted: int = 0
+    bytes: int = 0
+    moved_blobs: tuple[str, ...] = ()
+
+    @property
+    def present(self) -> int:
+        """Blobs the destination repository already held."""
+        return self.blobs - self.moved - self.mounted

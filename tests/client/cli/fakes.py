@@ -1,0 +1,131 @@
+"""A fake rack for CLI tests: the same methods as `client.api.rack.Rack`'s clients, in memory."""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, BinaryIO
+
+from client.kernel import types
+from client.kernel.errors import FailedPrecondition, NotFound
+
+Script = list[Any]
+"""What one follow stream yields: LogLines, Builds, or exceptions to raise at that point."""
+
+
+class FakeFollower:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.acks: list[int] = []
+        self.closed = False
+
+    def __iter__(self) -> Iterator[types.Build | types.LogLine]:
+        for item in self.script:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def ack(self, offset: int) -> None:
+        self.acks.append(offset)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeBuilder:
+    builds: dict[str, types.Build]
+    streams: list[Script] = field(default_factory=list)
+    follows: list[tuple[str, int]] = field(default_factory=list)
+    started: list[Any] = field(default_factory=list)
+    followers: list[FakeFollower] = field(default_factory=list)
+    next_id: str = "BNEWBUILDAA"
+
+    def start_build(self, options: Any) -> types.Build:
+        self.started.append(options)
+        build = types.Build(
+            id=self.next_id,
+            app=options.app,
+            description=options.description,
+            git_sha=options.git_sha,
+        )
+        self.builds.setdefault(build.id, build)  # a test may have put the final record there
+        return build
+
+    def follow(self, build_id: str, offset: int = 0) -> FakeFollower:
+        self.follows.append((build_id, offset))
+        follower = FakeFollower(self.streams.pop(0) if self.streams else [])
+        self.followers.append(follower)
+        return follower
+
+    def cancel_build(self, build_id: str, app: str = "") -> types.Build:
+        build = self.builds.get(build_id)
+        if build is None or (app and build.app != app):
+            raise NotFound.of("build", build_id)
+        if build.terminal:
+            raise FailedPrecondition(f"build {build_id} has ended ({build.status})")
+        build = replace(build, status=types.CANCELLED)
+        self.builds[build_id] = build
+        return build
+
+
+@dataclass
+class FakeMetadata:
+    builds: dict[str, types.Build]
+    logs: dict[str, list[str]] = field(default_factory=dict)
+
+    def get_build(self, build_id: str, app: str = "") -> types.Build:
+        build = self.builds.get(build_id)
+        if build is None or (app and build.app != app):
+            raise NotFound.of("build", build_id)
+        return build
+
+    def list_builds(self, app: str, limit: int = 10) -> list[types.Build]:
+        mine = [b for b in self.builds.values() if b.app == app]
+        return sorted(mine, key=lambda b: -b.created)[:limit]
+
+    def stream_logs(
+        self, build_id: str, offset: int = 0, follow: bool = False
+    ) -> Iterator[types.LogLine]:
+        for i, text in enumerate(self.logs.get(build_id, [])[offset:], start=offset):
+            yield types.LogLine(offset=i, text=text)
+
+
+@dataclass
+class FakeArchive:
+    uploads: list[dict[str, Any]] = field(default_factory=list)
+
+    def upload(
+        self,
+        app: str,
+        fileobj: BinaryIO,
+        size: int,
+        sha256: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> str:
+        data = fileobj.read()
+        if progress:
+            progress(len(data))
+        import io
+
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            names = tar.getnames()
+        self.uploads.append(
+            {"app": app, "size": size, "sha256": sha256, "names": names, "length": len(data)}
+        )
+        return sha256
+
+
+class FakeRack:
+    def __init__(self) -> None:
+        self.builds: dict[str, types.Build] = {}
+        self.builder = FakeBuilder(self.builds)
+        self.metadata = FakeMetadata(self.builds)
+        self.archive = FakeArchive()
+        self.info = types.RackInfo("fake", "0", "", "", "", "registry.local")
+
+    def add(self, **kw: Any) -> types.Build:
+        build = types.Build(**kw)
+        self.builds[build.id] = build
+        return build

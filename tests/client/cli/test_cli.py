@@ -1,0 +1,529 @@
+"""The `slipway` command line against a fake rack: parsing, output, exit statuses."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.cli.commands.build import parse_build_args
+from client.cli.config import ClientConfig, RackEntry
+from client.cli.main import extract_globals, main
+from client.kernel import types
+from client.kernel.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable
+from tests.client.cli.fakes import FakeRack
+
+B = "BNEWBUILDAA"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("client.cli.commands.follow.RECONNECT_DELAYS", (0.0,) * 5)
+    for name in ("SLIPWAY_RACK", "SLIPWAY_HOST", "SLIPWAY_TOKEN", "SLIPWAY_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    path = tmp_path / "config" / "config.json"
+    config = ClientConfig()
+    config.add(RackEntry("remote", "remote.example:443", "t2"), make_current=False)
+    config.add(RackEntry("local", "127.0.0.1:7400", "t1", {"port": 7400}), make_current=True)
+    config.save(path)
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    folder = tmp_path / "myapp"
+    folder.mkdir()
+    (folder / "convox.yml").write_text("services:\n  web:\n    build: .\n")
+    (folder / "Dockerfile").write_text("FROM busybox\n")
+    return folder
+
+
+class Run:
+    """One invocation's result."""
+
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def rack() -> FakeRack:
+    return FakeRack()
+
+
+@pytest.fixture
+def run(rack: FakeRack, config_path: Path, project: Path) -> Any:
+    connected: list[tuple[str, str]] = []
+
+    def connect(host: str, token: str) -> FakeRack:
+        connected.append((host, token))
+        return rack
+
+    def invoke(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
+        out, err = io.StringIO(), io.StringIO()
+        code = main(
+            list(argv),
+            stdout=out,
+            stderr=err,
+            env=env or {},
+            connect=connect,  # type: ignore[arg-type]
+            config_path=config_path,
+            cwd=cwd or project,
+        )
+        return Run(code, out.getvalue(), err.getvalue())
+
+    invoke.connected = connected  # type: ignore[attr-defined]
+    return invoke
+
+
+def _done(rack: FakeRack, status: str = "complete", **kw: Any) -> types.Build:
+    fields: dict[str, Any] = {
+        "id": B,
+        "app": "myapp",
+        "status": status,
+        "started": 1.0,
+        "ended": 2.0,
+    }
+    if status == "complete":
+        fields["release"] = "RNEWRELEASE"
+    fields.update(kw)
+    return types.Build(**fields)
+
+
+def _stream(rack: FakeRack, lines: list[str], final: types.Build, start: int = 0) -> list[Any]:
+    return [
+        types.Build(id=B, app="myapp", status="running"),
+        *[types.LogLine(offset=start + i, text=t) for i, t in enumerate(lines)],
+        final,
+    ]
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "rest", "app", "rack"),
+    [
+        (["-a", "x", "builds"], ["builds"], "x", None),
+        (["builds", "-a", "x"], ["builds"], "x", None),
+        (["builds", "info", "B1", "-a", "x", "-r", "y"], ["builds", "info", "B1"], "x", "y"),
+        (["--app=x", "builds", "--rack=y"], ["builds"], "x", "y"),
+        (["builds", "-ax", "-ry"], ["builds"], "x", "y"),
+        (["build", "-d", "-a", "-a", "z"], ["build", "-d", "-a"], "z", None),
+        (["build", "--", "-a", "x"], ["build", "--", "-a", "x"], None, None),
+        (["builds", "-a"], ["builds", "-a"], None, None),
+    ],
+)
+def test_extract_globals(
+    argv: list[str], rest: list[str], app: str | None, rack: str | None
+) -> None:
+    assert extract_globals(argv) == (rest, app, rack)
+
+
+def test_build_args() -> None:
+    env = {"TOKEN": "from env", "EMPTY": ""}
+    assert parse_build_args(["A=1", "B=x=y, z", "TOKEN", "EMPTY", "C="], env) == {
+        "A": "1",
+        "B": "x=y, z",
+        "TOKEN": "from env",
+        "EMPTY": "",
+        "C": "",
+    }
+    with pytest.raises(InvalidArgument, match="build arg MISSING is not set in the environment"):
+        parse_build_args(["MISSING"], env)
+    with pytest.raises(InvalidArgument, match="invalid build arg"):
+        parse_build_args(["=v"], env)
+
+
+def test_app_flag_before_and_after_the_command(run: Any, rack: FakeRack) -> None:
+    rack.add(id="BONE", app="other", status="complete", created=time.time())
+    for argv in (
+        ["-a", "other", "builds"],
+        ["builds", "-a", "other"],
+        ["builds", "--app", "other"],
+    ):
+        result = run(*argv)
+        assert result.code == 0, result.err
+        assert result.out.splitlines()[1].startswith("BONE  complete")
+
+
+def test_rack_flag_picks_the_rack(run: Any) -> None:
+    run("builds", "-r", "remote")
+    run("builds")
+    assert run.connected == [("remote.example:443", "t2"), ("127.0.0.1:7400", "t1")]
+
+
+def test_unknown_rack(run: Any) -> None:
+    result = run("builds", "-r", "nope")
+    assert (result.code, result.err) == (1, "ERROR: rack not found: nope (see 'slipway racks')\n")
+
+
+def test_default_app_is_the_folder_name(run: Any, rack: FakeRack, tmp_path: Path) -> None:
+    rack.add(id="BMINE", app="myapp", status="complete", created=time.time())
+    assert "BMINE" in run("builds").out
+    bad = tmp_path / "Bad_Name"
+    bad.mkdir()
+    result = run("builds", cwd=bad)
+    assert (
+        result.code == 1
+        and "invalid app name: 'Bad_Name'" in result.err
+        and "-a NAME" in result.err
+    )
+
+
+def test_usage_errors_are_one_error_line_and_exit_1(run: Any) -> None:
+    result = run("builds", "info")
+    assert result.code == 1
+    assert result.err.splitlines()[0].startswith("usage: slipway builds info")
+    assert result.err.splitlines()[-1] == "ERROR: the following arguments are required: BUILD"
+    bad = run("builds", "--limit", "abc")
+    assert (bad.code, bad.err.splitlines()[-1]) == (
+        1,
+        "ERROR: argument --limit: invalid int value: 'abc'",
+    )
+    assert run("frobnicate").code == 1
+
+
+def test_help_goes_to_stdout(run: Any) -> None:
+    result = run("--help")
+    assert result.code == 0 and "builds" in result.out and result.err == ""
+
+
+# --- build -------------------------------------------------------------------------------
+
+
+def test_build_output(run: Any, rack: FakeRack, project: Path) -> None:
+    rack.builder.streams.append(
+        _stream(rack, ["Building: .", "Step 1/1 : FROM busybox"], _done(rack))
+    )
+    rack.builds[B] = _done(rack)  # what get_build returns once the stream ends
+    result = run("build", "-d", "first", "--build-args", "A=1", "--no-cache")
+    assert result.code == 0, result.err
+    assert result.out == (
+        "Packaging source... OK\n"
+        "Uploading source... OK\n"
+        "Starting build... OK\n"
+        "Building: .\n"
+        "Step 1/1 : FROM busybox\n"
+        "Build:   BNEWBUILDAA\n"
+        "Release: RNEWRELEASE\n"
+    )
+    assert result.err == ""
+    upload = rack.archive.uploads[0]
+    assert upload["app"] == "myapp" and upload["size"] == upload["length"]
+    assert sorted(upload["names"]) == ["Dockerfile", "convox.yml"]
+    options = rack.builder.started[0]
+    assert (options.app, options.description, options.no_cache) == ("myapp", "first", True)
+    assert options.build_args == {"A": "1"} and options.manifest == "convox.yml"
+    # Acks report what was shown: here, both lines, once the build ended.
+    assert rack.builder.followers[0].acks == [2] and rack.builder.followers[0].closed
+
+
+def test_build_acks_shown_lines_in_batches(run: Any, rack: FakeRack, project: Path) -> None:
+    lines = [f"line-{i}" for i in range(250)]
+    rack.builder.streams.append(_stream(rack, lines, _done(rack)))
+    rack.builds[B] = _done(rack)
+    result = run("build")
+    assert result.code == 0, result.err
+    assert result.out.count("line-") == 250
+    assert rack.builder.followers[0].acks == [100, 200, 250]
+
+
+def test_build_with_id_prints_only_the_release(run: Any, rack: FakeRack) -> None:
+    rack.builder.streams.append(_stream(rack, ["log line"], _done(rack, app="other")))
+    rack.builds[B] = _done(rack, app="other")
+    result = run("build", "--id", "-a", "other")
+    assert (result.code, result.out) == (0, "RNEWRELEASE\n")
+    assert "Packaging source... OK\n" in result.err and "log line\n" in result.err
+    assert rack.builder.started[0].app == "other"
+
+
+def test_failed_build_exits_1_with_the_reason(run: Any, rack: FakeRack) -> None:
+    failed = _done(rack, "failed", reason="service web: exit code 1")
+    rack.builder.streams.append(_stream(rack, ["oops"], failed))
+    rack.builds[B] = failed
+    result = run("build")
+    assert result.code == 1
+    assert result.err == "ERROR: build failed: service web: exit code 1\n"
+    assert "Build:" not in result.out and "oops\n" in result.out
+
+
+def test_status_comes_from_the_record_not_the_stream(run: Any, rack: FakeRack) -> None:
+    rack.builder.streams.append(_stream(rack, [], _done(rack)))
+    rack.builds[B] = _done(rack, "cancelled")
+    result = run("build")
+    assert (result.code, result.err) == (1, "ERROR: build cancelled\n")
+
+
+def test_build_reattaches_after_a_broken_stream(run: Any, rack: FakeRack) -> None:
+    rack.builder.streams.append(
+        [types.LogLine(0, "one"), Unavailable("builder service unreachable")]
+    )
+    rack.builder.streams.append([types.LogLine(0, "one"), types.LogLine(1, "two"), _done(rack)])
+    rack.builds[B] = _done(rack)
+    result = run("build")
+    assert result.code == 0, result.err
+    assert "one\ntwo\nBuild:" in result.out and result.out.count("one") == 1
+    assert rack.builder.follows == [(B, 0), (B, 1)]
+    assert "resuming" in result.err
+
+
+def test_build_gives_up_after_repeated_failures(run: Any, rack: FakeRack) -> None:
+    for _ in range(10):
+        rack.builder.streams.append([Unavailable("builder service unreachable at x")])
+    result = run("build")
+    assert (result.code, result.err.splitlines()[-1]) == (
+        1,
+        "ERROR: builder service unreachable at x",
+    )
+    assert len(rack.builder.follows) == 6
+
+
+def test_ctrl_c_while_following(run: Any, rack: FakeRack) -> None:
+    rack.builder.streams.append([types.LogLine(0, "working"), KeyboardInterrupt()])
+    result = run("build", "-r", "local")
+    assert result.code == 130
+    assert f"slipway builds logs {B} -a myapp -r local" in result.err
+    assert f"slipway builds cancel {B} -a myapp -r local" in result.err
+    assert rack.builder.followers[0].closed
+
+
+def test_build_description_from_git(
+    run: Any, rack: FakeRack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "client.cli.gitinfo.describe", lambda folder: ("a" * 40, "build aaaaaaaaaa fix header")
+    )
+    rack.builder.streams.append(_stream(rack, [], _done(rack)))
+    rack.builds[B] = _done(rack)
+    assert run("build").code == 0
+    assert rack.builder.started[0].description == "build aaaaaaaaaa fix header"
+    assert rack.builder.started[0].git_sha == "a" * 40
+    assert run("build", "-d", "mine").code == 1  # no stream left: the point is the options
+    assert rack.builder.started[1].description == "mine"
+
+
+def test_build_arg_from_env(run: Any, rack: FakeRack) -> None:
+    rack.builder.streams.append(_stream(rack, [], _done(rack)))
+    rack.builds[B] = _done(rack)
+    assert run("build", "--build-args", "SECRET", env={"SECRET": "s3 cr=t"}).code == 0
+    assert rack.builder.started[0].build_args == {"SECRET": "s3 cr=t"}
+    result = run("build", "--build-args", "SECRET")
+    assert (result.code, result.err) == (
+        1,
+        "ERROR: build arg SECRET is not set in the environment\n",
+    )
+    assert rack.archive.uploads and len(rack.archive.uploads) == 1  # checked before uploading
+
+
+def test_build_of_a_missing_folder(run: Any) -> None:
+    result = run("build", "nope")
+    assert (result.code, result.err) == (1, "ERROR: no such directory: nope\n")
+
+
+def test_build_dir_names_the_app(run: Any, rack: FakeRack, project: Path, tmp_path: Path) -> None:
+    other = tmp_path / "second-app"
+    other.mkdir()
+    rack.builder.streams.append(_stream(rack, [], _done(rack, app="second-app")))
+    rack.builds[B] = _done(rack, app="second-app")
+    assert run("build", str(other)).code == 0
+    assert rack.builder.started[0].app == "second-app"
+
+
+# --- builds --------------------------------------------------------------------------------
+
+
+def test_builds_list(run: Any, rack: FakeRack) -> None:
+    now = time.time()
+    rack.add(
+        id="BOLDERAAAAA",
+        app="myapp",
+        status="complete",
+        release="ROLDAAAAAAA",
+        created=now - 4000,
+        started=now - 4000,
+        ended=now - 3959,
+        description="older",
+    )
+    rack.add(id="BNEWERAAAAA", app="myapp", status="running", created=now - 5, started=now - 5)
+    result = run("builds")
+    assert result.out.splitlines() == [
+        "ID           STATUS    RELEASE      STARTED     ELAPSED  DESCRIPTION",
+        "BNEWERAAAAA  running                now",
+        "BOLDERAAAAA  complete  ROLDAAAAAAA  1 hour ago  41s      older",
+    ]
+    assert len(run("builds", "--limit", "1").out.splitlines()) == 2
+
+
+def test_builds_info(run: Any, rack: FakeRack) -> None:
+    rack.add(
+        id="BINFOAAAAAA",
+        app="myapp",
+        status="failed",
+        reason="boom",
+        started=time.time() - 100,
+        ended=time.time() - 90,
+    )
+    lines = run("builds", "info", "BINFOAAAAAA").out.splitlines()
+    assert lines[0] == "Id           BINFOAAAAAA"
+    assert lines[-1] == "Reason       boom"
+
+
+def test_not_found_is_one_error_line(run: Any) -> None:
+    result = run("builds", "info", "BXXX")
+    assert (result.code, result.out, result.err) == (1, "", "ERROR: build not found: BXXX\n")
+
+
+def test_wrong_app_is_not_found(run: Any, rack: FakeRack) -> None:
+    rack.add(id="BTHEIRS", app="theirs", status="complete")
+    assert run("builds", "info", "BTHEIRS").err == "ERROR: build not found: BTHEIRS\n"
+
+
+def test_unexpected_errors_have_no_traceback(
+    run: Any, rack: FakeRack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(rack.metadata, "list_builds", boom)
+    result = run("builds")
+    assert (result.code, result.err) == (1, "ERROR: RuntimeError: kaboom\n")
+    debug = run("builds", env={"SLIPWAY_DEBUG": "1"})
+    assert "Traceback" in debug.err and debug.err.endswith("ERROR: RuntimeError: kaboom\n")
+
+
+def test_unauthorized(run: Any, rack: FakeRack, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_a: Any, **_k: Any) -> None:
+        raise Unauthenticated()
+
+    monkeypatch.setattr(rack.metadata, "list_builds", refuse)
+    assert run("builds").err == "ERROR: unauthorized\n"
+
+
+def test_builds_logs_of_a_finished_build(run: Any, rack: FakeRack) -> None:
+    rack.add(id="BDONE", app="myapp", status="complete")
+    rack.metadata.logs["BDONE"] = ["a\tb", "c"]
+    result = run("builds", "logs", "BDONE")
+    assert (result.code, result.out) == (0, "a\tb\nc\n")
+    assert rack.builder.follows == []
+
+
+def test_builds_logs_follows_a_running_build(run: Any, rack: FakeRack) -> None:
+    rack.add(id=B, app="myapp", status="running")
+    rack.builder.streams.append([types.LogLine(0, "x"), Unavailable("gone")])
+    rack.builder.streams.append([types.LogLine(1, "y"), _done(rack)])
+    result = run("builds", "logs", B)
+    assert (result.code, result.out) == (0, "x\ny\n")
+    assert rack.builder.follows == [(B, 0), (B, 1)]
+
+
+def test_builds_logs_no_follow(run: Any, rack: FakeRack) -> None:
+    rack.add(id=B, app="myapp", status="running")
+    rack.metadata.logs[B] = ["so far"]
+    assert run("builds", "logs", B, "--no-follow").out == "so far\n"
+    assert rack.builder.follows == []
+
+
+def test_builds_cancel(run: Any, rack: FakeRack) -> None:
+    rack.add(id=B, app="myapp", status="running")
+    assert run("builds", "cancel", B).out == "Cancelling build... OK\n"
+    assert rack.builds[B].status == "cancelled"
+    again = run("builds", "cancel", B)  # a no-op that relays the rack's reason
+    assert (again.code, again.out) == (0, f"build {B} has ended (cancelled)\n")
+
+
+# --- racks -------------------------------------------------------------------------------
+
+
+def test_racks_and_rack(run: Any) -> None:
+    assert run("racks").out.splitlines() == [
+        "NAME    HOST                CURRENT",
+        "local   127.0.0.1:7400      *",
+        "remote  remote.example:443",
+    ]
+    assert run("rack").out.splitlines() == ["Name  local", "Host  127.0.0.1:7400"]
+    assert run("rack", "-r", "remote").out.splitlines()[0] == "Name  remote"
+
+
+def test_switch(run: Any, config_path: Path) -> None:
+    assert run("switch", "remote").out == "Switched to remote\n"
+    assert json.loads(config_path.read_text())["current"] == "remote"
+    result = run("switch", "nope")
+    assert (result.code, result.err) == (1, "ERROR: rack not found: nope (see 'slipway racks')\n")
+
+
+def test_login_checks_the_token_first(run: Any, config_path: Path) -> None:
+    result = run("login", "build.example.com:8443", "--token", "sekrit")
+    assert result.code == 0, result.err
+    assert run.connected[-1] == ("build.example.com:8443", "sekrit")
+    config = ClientConfig.load(config_path)
+    assert config.current == "build.example.com"
+    assert config.racks["build.example.com"].token == "sekrit"
+
+
+def test_login_refused(run: Any, config_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, err = io.StringIO(), io.StringIO()
+
+    def refuse(host: str, token: str) -> Any:
+        raise Unauthenticated()
+
+    code = main(
+        ["login", "x.example:1", "--name", "x"],
+        stdout=out,
+        stderr=err,
+        env={},
+        connect=refuse,
+        config_path=config_path,
+    )
+    assert (code, err.getvalue().splitlines()[-1]) == (1, "ERROR: unauthorized")
+    assert "x" not in ClientConfig.load(config_path).racks
+
+
+def test_rack_status_and_stop(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import client.cli.localrack.rack as localrack
+
+    calls: list[Any] = []
+    monkeypatch.setattr(
+        localrack,
+        "rack_status",
+        lambda name: (
+            calls.append(name)
+            or [
+                ("builder", "running", "127.0.0.1:7400"),
+                ("registry", "stopped", ""),
+            ]
+        ),
+    )
+    monkeypatch.setattr(localrack, "stop_rack", lambda name, console: calls.append(("stop", name)))
+    assert run("rack", "status").out.splitlines() == [
+        "PART      STATE    DETAIL",
+        "builder   running  127.0.0.1:7400",
+        "registry  stopped",
+    ]
+    run("rack", "stop", "--name", "other")
+    assert calls == ["local", ("stop", "other")]
+
+
+def test_rack_start(run: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import client.cli.localrack.rack as localrack
+
+    calls: list[Any] = []
+    monkeypatch.setattr(
+        localrack, "start_rack", lambda name, port, data, console: calls.append((name, port, data))
+    )
+    assert (
+        run("rack", "start", "--name", "two", "--port", "7500", "--data", str(tmp_path)).code == 0
+    )
+    assert run("rack", "start").code == 0
+    assert calls == [("two", 7500, tmp_path), ("local", None, None)]
+
+
+def test_not_found_from_the_library_keeps_its_words() -> None:
+    assert str(NotFound.of("build", "BXXX")) == "build not found: BXXX"
