@@ -71,6 +71,13 @@ class Cancelled(SlipwayError):
     code = "CANCELLED"
 
 
+class ResourceExhausted(SlipwayError):
+    """A limit was reached: too many streams, a full disk, a size limit. The message says
+    which limit."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 class Internal(SlipwayError):
     """A bug or an unexpected failure; details are in the service's log."""
 
@@ -87,6 +94,7 @@ BY_CODE: dict[str, type[SlipwayError]] = {
         Unauthenticated,
         Unavailable,
         Cancelled,
+        ResourceExhausted,
         Internal,
     )
 }

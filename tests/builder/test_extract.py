@@ -197,3 +197,114 @@ def test_truncated_archive_is_rejected(layout: tuple[Path, Path]) -> None:
     data = archive.read_bytes()
     with pytest.raises(InvalidArgument, match="archive rejected: not a valid gzip'd tar"):
         extract([data[: len(data) // 2]], dest, LIMITS)
+
+
+def _dir(name: str, mode: int = 0o755) -> Entry:
+    def add(tar: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.DIRTYPE
+        info.mode = mode
+        tar.addfile(info)
+
+    return add
+
+
+def test_a_folder_replaced_by_a_repointed_link_never_has_an_outside_file_chmodded(
+    layout: tuple[Path, Path],
+) -> None:
+    outside, dest = layout
+    target = outside / "target"
+    target.write_text("keep")
+    target.chmod(0o600)
+    # `x` is a folder (0777, chmodded at the end), then a link through `l`, which points
+    # deep inside when `x` is checked and is re-pointed to `.` afterwards: `x` then
+    # resolves three levels above the build folder, onto `outside/target`.
+    archive = _archive(
+        outside,
+        _dir("a/b/c"),
+        _link("l", "a/b/c"),
+        _dir("x", 0o777),
+        _link("x", "l/l/l/../../../outside/target"),
+        _link("l", "."),
+    )
+    try:
+        _extract(archive, dest)
+    except InvalidArgument as err:
+        assert str(err).startswith("archive rejected: ")
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert target.read_text() == "keep"
+    assert (dest / "x").is_symlink()
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [_link("a", "b"), _link("b", "a"), _file("a/f")],
+        [_link("a", "a"), _file("a/f")],
+        [_link("a", "a"), _dir("a/b")],
+    ],
+    ids=["two-link-loop", "self-loop", "self-loop-dir"],
+)
+def test_symlink_loops_are_rejected_without_a_server_path(
+    layout: tuple[Path, Path], entries: list[Entry]
+) -> None:
+    outside, dest = layout
+    with pytest.raises(InvalidArgument) as err:
+        _extract(_archive(outside, *entries), dest)
+    message = str(err.value)
+    assert message.startswith("archive rejected: ")
+    assert "Errno" not in message
+    assert str(dest) not in message and str(outside) not in message
+
+
+def test_a_link_loop_as_a_link_target_is_rejected(layout: tuple[Path, Path]) -> None:
+    outside, dest = layout
+    archive = _archive(outside, _link("a", "b/x"), _link("b", "a/y"), _link("c", "a/z"))
+    with pytest.raises(InvalidArgument, match="link points outside the build folder"):
+        _extract(archive, dest)
+
+
+def test_an_oversized_extended_header_is_refused_before_it_is_read(
+    layout: tuple[Path, Path],
+) -> None:
+    outside, dest = layout
+    path = outside / "pax.tar.gz"
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("x" * (1024 * 1024))
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(InvalidArgument) as err:
+        _extract(path, dest)
+    message = str(err.value)
+    assert message.startswith("archive rejected: an extended header of ")
+    assert message.endswith("bytes (the limit is 65536)")
+    assert len(message) < 200
+
+
+def test_a_long_name_is_refused_and_not_echoed(layout: tuple[Path, Path]) -> None:
+    outside, dest = layout
+    path = outside / "long.tar.gz"
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("d/" * 4000 + "f")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(InvalidArgument) as err:
+        _extract(path, dest)
+    assert str(err.value) == "archive rejected: a path longer than 4096 bytes"
+
+
+def test_a_long_path_component_is_refused_in_one_short_line(layout: tuple[Path, Path]) -> None:
+    outside, dest = layout
+    archive = _archive(outside, _file("n" * 300))
+    with pytest.raises(InvalidArgument) as err:
+        _extract(archive, dest)
+    message = str(err.value)
+    assert message.startswith("archive rejected: a path component longer than")
+    assert len(message) <= 500 and "\n" not in message
+
+
+def test_a_file_where_a_folder_is_needed_is_rejected(layout: tuple[Path, Path]) -> None:
+    outside, dest = layout
+    archive = _archive(outside, _file("a"), _file("a/b"))
+    with pytest.raises(InvalidArgument, match="archive rejected: a is not a folder: a/b"):
+        _extract(archive, dest)
