@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import grpc
 from slipway.common.v1 import common_pb2
@@ -158,16 +159,31 @@ class MetadataClient:
             resp = self._stub.AppendLogs(pb.AppendLogsRequest(build=build_id, lines=list(lines)))
         return int(resp.next_offset)
 
-    def stream_logs(
-        self, build_id: str, offset: int = 0, follow: bool = False
-    ) -> Iterator[types.LogLine]:
-        """The log from `offset`; with `follow`, until the build ends."""
+    def stream_logs(self, build_id: str, offset: int = 0, follow: bool = False) -> LogLines:
+        """The log from `offset`; with `follow`, until the build ends. The result can be
+        cancelled from another thread (`cancel()`), which ends the call upstream."""
         stream = self._stub.StreamLogs(
             pb.StreamLogsRequest(build=build_id, offset=offset, follow=follow)
         )
-        for resp in iter_rpc(stream, self.address, self.service):
+        return LogLines(stream, self.address, self.service)
+
+
+class LogLines:
+    """The lines of one StreamLogs call, as an iterable that can be cancelled."""
+
+    def __init__(self, call: Any, address: str, service: str) -> None:
+        self._call = call
+        self._address = address
+        self._service = service
+
+    def __iter__(self) -> Iterator[types.LogLine]:
+        for resp in iter_rpc(self._call, self._address, self._service):
             for line in resp.lines:
                 yield convert.line_from_pb(line)
+
+    def cancel(self) -> None:
+        """Ends the call: the service stops streaming and iteration stops."""
+        self._call.cancel()
 
 
 def log_batches(lines: Iterable[str]) -> Iterator[list[str]]:

@@ -36,6 +36,7 @@ class Builder:
         self._pool = ThreadPoolExecutor(config.max_builds, thread_name_prefix="build")
         self._lock = threading.Lock()  # guards _jobs
         self._jobs: dict[str, tuple[Job, Future[None]]] = {}
+        self._followers = following.LogHub(deps.store)
 
     def recover(self, timeout: float = 10.0, interval: float = 0.5) -> list[str]:
         """Fails the builds a previous builder left created or running, waiting up to
@@ -98,7 +99,7 @@ class Builder:
         self, build_id: str, offset: int = 0, active: Callable[[], bool] = lambda: True
     ) -> Iterator[types.Build | types.LogLine]:
         """See `follow.follow`."""
-        return following.follow(self._deps.store, build_id, offset, active)
+        return self._followers.follow(build_id, offset, active)
 
     def rack(self) -> types.RackInfo:
         """What the rack is. The front door answers even when the registry service does

@@ -8,7 +8,7 @@ The real implementations are the typed clients (`client.api.metadata.MetadataCli
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,7 +55,10 @@ class BuildStore(Protocol):
 
     def stream_logs(
         self, build_id: str, offset: int = 0, follow: bool = False
-    ) -> Iterator[types.LogLine]: ...
+    ) -> Iterable[types.LogLine]:
+        """The log from `offset`; with `follow`, until the build ends. The result may also
+        have `cancel()`, which ends a following read from another thread."""
+        ...
 
 
 class SourceStore(Protocol):

@@ -1,4 +1,5 @@
-"""The one server interceptor: checks the rack token and maps Slipway errors to gRPC codes.
+"""The one server interceptor: checks the rack token, bounds the streams open at once,
+and maps Slipway errors to gRPC codes.
 
 Servicers never set status codes by hand: they raise `client.kernel.errors` exceptions and this
 wrapper aborts the call with the mapped code. Anything else becomes INTERNAL and is logged
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
 from client.api.grpcerrors import ORIGIN_KEY, status_code
-from client.kernel.errors import SlipwayError, Unauthenticated
+from client.kernel.errors import ResourceExhausted, SlipwayError, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +48,67 @@ def _wrap_unary(behavior: Callable[..., Any], method: str, authorized: bool) -> 
     return handler
 
 
+class StreamSlots:
+    """A count of the streams open now, refusing one past `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        with self._lock:
+            if self._open >= self.limit:
+                raise ResourceExhausted(
+                    f"too many open streams: this service allows {self.limit} at once; "
+                    "try again later"
+                )
+            self._open += 1
+
+    def give(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+    @property
+    def open(self) -> int:
+        with self._lock:
+            return self._open
+
+
 def _wrap_stream(
-    behavior: Callable[..., Iterator[Any]], method: str, authorized: bool
+    behavior: Callable[..., Iterator[Any]], method: str, authorized: bool, slots: StreamSlots
 ) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        taken = False
         try:
             if not authorized:
                 raise Unauthenticated()
+            slots.take()
+            taken = True
             yield from behavior(request, context)
         except Exception as err:  # noqa: BLE001 - every error is mapped, none swallowed
             _abort(context, err, method)
+        finally:
+            if taken:
+                slots.give()
+
+    return handler
+
+
+def _wrap_client_stream(
+    behavior: Callable[..., Any], method: str, authorized: bool, slots: StreamSlots
+) -> Callable[..., Any]:
+    unary = _wrap_unary(behavior, method, authorized)
+
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            slots.take()
+        except ResourceExhausted as err:
+            _abort(context, err, method)
+        try:
+            return unary(request, context)
+        finally:
+            slots.give()
 
     return handler
 
@@ -63,8 +116,9 @@ def _wrap_stream(
 class ServiceInterceptor(grpc.ServerInterceptor):
     """Token check and error mapping for every RPC but health."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, max_streams: int = 256) -> None:
         self._expected = f"Bearer {token}".encode()
+        self.streams = StreamSlots(max_streams)
 
     def _authorized(self, details: grpc.HandlerCallDetails) -> bool:
         for key, value in details.invocation_metadata or ():
@@ -82,21 +136,21 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        return _wrapped(handler, method, self._authorized(handler_call_details))
+        return _wrapped(handler, method, self._authorized(handler_call_details), self.streams)
 
 
 def _wrapped(
-    handler: grpc.RpcMethodHandler, method: str, authorized: bool
+    handler: grpc.RpcMethodHandler, method: str, authorized: bool, slots: StreamSlots
 ) -> grpc.RpcMethodHandler:
-    """The handler with the token check and error mapping around its behaviour."""
+    """The handler with the token check, the stream bound and error mapping around it."""
     if handler.unary_unary:
         wrapped = _wrap_unary(handler.unary_unary, method, authorized)
         return handler._replace(unary_unary=wrapped)
     if handler.stream_unary:
-        wrapped = _wrap_unary(handler.stream_unary, method, authorized)
+        wrapped = _wrap_client_stream(handler.stream_unary, method, authorized, slots)
         return handler._replace(stream_unary=wrapped)
     if handler.unary_stream:
-        wrapped = _wrap_stream(handler.unary_stream, method, authorized)
+        wrapped = _wrap_stream(handler.unary_stream, method, authorized, slots)
         return handler._replace(unary_stream=wrapped)
-    wrapped = _wrap_stream(handler.stream_stream, method, authorized)
+    wrapped = _wrap_stream(handler.stream_stream, method, authorized, slots)
     return handler._replace(stream_stream=wrapped)

@@ -20,6 +20,12 @@ from services.common.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
+# Streams (log follows, uploads, exports) a service holds open at once; one more gets
+# RESOURCE_EXHAUSTED. Each open stream holds a thread, so the pool has this many plus
+# UNARY_THREADS more: unary calls (the builder's own writes, health) always find one.
+MAX_STREAMS = 256
+UNARY_THREADS = 48
+
 
 @dataclass
 class Server:
@@ -52,15 +58,16 @@ def build_server(
     address: str,
     register: Callable[[grpc.Server], None],
     service_names: Sequence[str],
-    max_workers: int = 64,
+    max_streams: int = MAX_STREAMS,
     on_stop: Callable[[], None] | None = None,
 ) -> Server:
     """Creates, registers and starts a server on `address` (port 0 picks a free one)."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[ServiceInterceptor(token)],
+        futures.ThreadPoolExecutor(
+            max_workers=max_streams + UNARY_THREADS, thread_name_prefix="rpc"
+        ),
+        interceptors=[ServiceInterceptor(token, max_streams)],
         options=CHANNEL_OPTIONS,
-        maximum_concurrent_rpcs=max_workers - 4,
     )
     register(server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
