@@ -22,6 +22,52 @@ BUILD_STATUSES = (CREATED, RUNNING, COMPLETE, FAILED, CANCELLED)
 TERMINAL = frozenset({COMPLETE, FAILED, CANCELLED})
 
 
+# A failure reason is one line of at most this many characters (SPEC §1).
+MAX_REASON = 500
+# A log line the builder writes about a failure is cut to this many characters.
+MAX_ERROR_LINE = 2000
+# Further lines of a failure (a list of validation errors, say) kept in the log.
+MAX_ERROR_LINES = 50
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def one_line(message: str) -> str:
+    """A failure reason: the first line, or `head: a; b` when the first line introduces a
+    list; at most MAX_REASON characters (longer ones end in `…`)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return _cut(f"{lines[0]} {'; '.join(lines[1:MAX_ERROR_LINES])}", MAX_REASON)
+    return _cut(lines[0], MAX_REASON)
+
+
+def check_reason(reason: str) -> str:
+    """Returns `reason` when it is a valid failure reason (one non-empty line of at most
+    MAX_REASON characters), else raises InvalidArgument."""
+    if not reason.strip():
+        raise InvalidArgument("a failed build needs a reason")
+    if "\n" in reason or "\r" in reason:
+        raise InvalidArgument("a failure reason must be one line")
+    if len(reason) > MAX_REASON:
+        raise InvalidArgument(f"a failure reason is at most {MAX_REASON} characters")
+    return reason
+
+
+def error_lines(message: str) -> list[str]:
+    """How a failure ends a build's log: `ERROR: <first line>`, then any further lines as
+    they are (a list of validation errors keeps one line each), each line and their count
+    bounded."""
+    lines = [line.rstrip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ["ERROR: unknown error"]
+    head = [f"ERROR: {lines[0].strip()}", *lines[1:MAX_ERROR_LINES]]
+    return [_cut(line, MAX_ERROR_LINE) for line in head]
+
+
 def new_id(prefix: str) -> str:
     """A build or release id: `prefix` followed by 10 random uppercase letters."""
     return prefix + "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))

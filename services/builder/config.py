@@ -46,6 +46,9 @@ class Config:
     max_extract_files: int = 100_000
     #: The Docker engine (DOCKER_HOST).
     docker_host: str = DEFAULT_DOCKER_HOST
+    #: How long log and status writes are retried while metadata refuses them, in
+    #: seconds; past it the build fails with `could not store the build log: …`.
+    store_retry_seconds: float = 120.0
 
     @classmethod
     def from_env(

@@ -66,7 +66,11 @@ class Builder:
         build = store.create_build(
             req.app, description=req.description, git_sha=req.git_sha, archive=req.archive
         )
-        job = Job(build=build, request=req, log=LogWriter(store, build.id))
+        job = Job(
+            build=build,
+            request=req,
+            log=LogWriter(store, build.id, give_up=self._config.store_retry_seconds),
+        )
         with self._lock:
             future = self._pool.submit(self._worker.run, job)
             self._jobs[build.id] = (job, future)

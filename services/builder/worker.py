@@ -22,10 +22,11 @@ from client.kernel.errors import (
     NotFound,
     SlipwayError,
 )
+from client.kernel.types import error_lines, one_line
 from services.builder import dockerfile
 from services.builder.config import Config
 from services.builder.extract import Limits, extract
-from services.builder.logwriter import LogWriter
+from services.builder.logwriter import LogWriter, retrying
 from services.builder.seams import BuildSpec, CancelScope, Deps, EngineError
 from services.common.logs import BuildLogAdapter
 
@@ -82,25 +83,6 @@ class Step:
     image: str = ""
     path: str = "."
     spec: BuildSpec | None = None
-
-
-def one_line(message: str) -> str:
-    """A failure reason: the first line, or `head: a; b` when the first line introduces a list."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    if not lines:
-        return "unknown error"
-    if len(lines) > 1 and lines[0].endswith(":"):
-        return f"{lines[0]} {'; '.join(lines[1:])}"
-    return lines[0]
-
-
-def error_lines(message: str) -> list[str]:
-    """How a failure ends the log: `ERROR: <first line>`, then any further lines as they
-    are (a list of validation errors keeps one line each)."""
-    lines = [line.rstrip() for line in message.splitlines() if line.strip()]
-    if not lines:
-        return ["ERROR: unknown error"]
-    return [f"ERROR: {lines[0].strip()}", *lines[1:]]
 
 
 class Worker:
@@ -223,11 +205,12 @@ class Worker:
 
     def _complete(self, job: Job, parsed: manifest.Manifest, entrypoint: str) -> None:
         store, req = self._deps.store, job.request
+        job.log.sync()  # every line is stored before the status turns terminal (below)
         with job.lock:
             if job.cancelled:
                 raise Cancelled("build cancelled")
             job.finished = True
-            job.log.flush()  # every line is stored before the status turns terminal
+            job.log.sync()  # what came since: normally nothing, so the lock is brief
             release = store.create_release(
                 req.app,
                 build=job.id,
@@ -259,10 +242,18 @@ class Worker:
             else:
                 logger.info("failed: %s", reason)
             job.log.close(error_lines(message))
-            try:
+            ended = self._clock()
+
+            def record() -> None:
                 self._deps.store.update_build(
-                    job.id, status=types.FAILED, reason=reason, ended=self._clock()
+                    job.id, status=types.FAILED, reason=reason, ended=ended
                 )
+
+            def retry(why: SlipwayError) -> None:
+                logger.warning("recording the failure: %s; retrying", why)
+
+            try:
+                retrying(record, self._config.store_retry_seconds, retry)
             except FailedPrecondition:
                 pass  # a terminal status is already recorded
             except SlipwayError as record_err:

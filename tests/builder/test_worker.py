@@ -10,11 +10,10 @@ import pytest
 
 from client.kernel import types
 from client.kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from client.kernel.types import BuildRequest
+from client.kernel.types import BuildRequest, one_line
 from services.builder.config import Config
 from services.builder.core import Builder
 from services.builder.seams import Deps
-from services.builder.worker import one_line
 from tests.builder.fakes import FakeEngine, FakePusher, FakeSources, FakeStore, make_archive
 from tests.helpers import eventually
 
