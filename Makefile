@@ -37,12 +37,14 @@ down: ## Stop the local rack (= slipway rack stop)
 demo: up ## Build examples/hello on the local rack and show the build
 	@scripts/demo $(SLIPWAY)
 
-test: setup check-protos ## Install what is missing and run every test
+test: setup lint check-protos ## Install what is missing, lint, check the generated code, run every test
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: setup ## Move a 1 GiB build rack to rack; write bench/results.json (with docker save|load as reference)
 	@$(PY) bench/run.py
 
-lint: $(VENV)/.installed ## ruff and mypy on the hand-written code
+lint: $(VENV)/.installed ## ruff (lint and format check), mypy, and the import contracts (lint-imports)
 	@$(VENV)/bin/ruff check client services tests
+	@$(VENV)/bin/ruff format --check client services tests
 	@$(VENV)/bin/mypy client services
+	@$(VENV)/bin/lint-imports
