@@ -13,12 +13,32 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from client.api.channel import CHANNEL_OPTIONS
+from client.api.channel import KEEPALIVE_INTERVAL_MS, MESSAGE_OPTIONS
 from client.kernel.errors import SlipwayError
 from services.common.interceptor import ServiceInterceptor
 from services.common.logs import configure_logging
 
 log = logging.getLogger(__name__)
+
+# Pings a client may send early before the server closes the connection with GOAWAY
+# ENHANCE_YOUR_CALM "too_many_pings" (gRPC core's default, stated here on purpose).
+MAX_PING_STRIKES = 2
+
+
+def server_options(keepalive_interval_ms: int = KEEPALIVE_INTERVAL_MS) -> list[tuple[str, int]]:
+    """Server options whose ping policy accepts clients pinging every `keepalive_interval_ms`
+    (client.api.channel.channel_options of the same interval), with or without calls, and
+    which ping idle clients as often themselves."""
+    return [
+        *MESSAGE_OPTIONS,
+        ("grpc.keepalive_time_ms", keepalive_interval_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # The shortest gap between a client's pings the server accepts while no data flows
+        # (gRPC core's default is 5 minutes). Half the interval leaves room for timer skew.
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_interval_ms // 2),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+    ]
 
 
 @dataclass
@@ -54,12 +74,13 @@ def build_server(
     service_names: Sequence[str],
     max_workers: int = 64,
     on_stop: Callable[[], None] | None = None,
+    keepalive_interval_ms: int = KEEPALIVE_INTERVAL_MS,
 ) -> Server:
     """Creates, registers and starts a server on `address` (port 0 picks a free one)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[ServiceInterceptor(token)],
-        options=CHANNEL_OPTIONS,
+        options=server_options(keepalive_interval_ms),
         maximum_concurrent_rpcs=max_workers - 4,
     )
     register(server)
