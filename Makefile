@@ -22,10 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
-protos: $(VENV)/.installed ## Regenerate the Python code from protos/
+protos: $(VENV)/.installed ## Regenerate the Python code and its typed stubs (.pyi, mypy-protobuf) from protos/
 	@PYTHON=$(PY) scripts/gen-protos
 
-check-protos: $(VENV)/.installed ## Fail when the committed generated code differs from protos/
+check-protos: $(VENV)/.installed ## Fail when the committed generated code or stubs differ from protos/
 	@PYTHON=$(PY) scripts/gen-protos --check
 
 up: setup ## Start the local rack (= slipway rack start)
