@@ -22,10 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
-protos: $(VENV)/.installed ## Regenerate the Python code from protos/
+protos: $(VENV)/.installed ## Regenerate the Python code and its typed stubs (.pyi, mypy-protobuf) from protos/
 	@PYTHON=$(PY) scripts/gen-protos
 
-check-protos: $(VENV)/.installed ## Fail when the committed generated code differs from protos/
+check-protos: $(VENV)/.installed ## Fail when the committed generated code or stubs differ from protos/
 	@PYTHON=$(PY) scripts/gen-protos --check
 
 up: setup ## Start the local rack (= slipway rack start)
@@ -37,12 +37,14 @@ down: ## Stop the local rack (= slipway rack stop)
 demo: up ## Build examples/hello on the local rack and show the build
 	@scripts/demo $(SLIPWAY)
 
-test: setup check-protos ## Install what is missing and run every test
+test: setup lint check-protos ## Install what is missing, lint, check the generated code, run every test
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: setup ## Move a 1 GiB build rack to rack; write bench/results.json (with docker save|load as reference)
 	@$(PY) bench/run.py
 
-lint: $(VENV)/.installed ## ruff and mypy on the hand-written code
+lint: $(VENV)/.installed ## ruff (lint and format check), mypy, and the import contracts (lint-imports)
 	@$(VENV)/bin/ruff check client services tests
+	@$(VENV)/bin/ruff format --check client services tests
 	@$(VENV)/bin/mypy client services
+	@$(VENV)/bin/lint-imports

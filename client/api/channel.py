@@ -10,12 +10,31 @@ import grpc
 # Large enough for a 1 MiB chunk plus framing, small enough to catch a runaway message.
 MAX_MESSAGE = 8 * 1024 * 1024
 
-CHANNEL_OPTIONS = [
+# How often a client pings an idle connection, so a dead peer or a dropped NAT mapping is
+# noticed on long, quiet streams (a followed build's log). Servers accept pings this often
+# (services.common.server.server_options): one constant for both sides, or the server
+# answers GOAWAY ENHANCE_YOUR_CALM "too_many_pings".
+KEEPALIVE_INTERVAL_MS = 30_000
+
+MESSAGE_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_permit_without_calls", 1),
 ]
+
+
+def channel_options(keepalive_interval_ms: int = KEEPALIVE_INTERVAL_MS) -> list[tuple[str, int]]:
+    """Client channel options: message limits and a keepalive ping every interval, with or
+    without calls in flight."""
+    return [
+        *MESSAGE_OPTIONS,
+        ("grpc.keepalive_time_ms", keepalive_interval_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Keep pinging however long a stream stays quiet (gRPC core's default stops at 2).
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+CHANNEL_OPTIONS = channel_options()
 
 
 class _TokenInterceptor(
@@ -33,16 +52,30 @@ class _TokenInterceptor(
         metadata = list(details.metadata or []) + [self._header]
         return details._replace(metadata=metadata)
 
-    def _call(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return continuation(self._details(details), request)
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return continuation(self._details(client_call_details), request)
 
-    intercept_unary_unary = _call
-    intercept_unary_stream = _call
-    intercept_stream_unary = _call
-    intercept_stream_stream = _call
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return continuation(self._details(client_call_details), request_iterator)
 
 
-def open_channel(address: str, token: str) -> grpc.Channel:
+def open_channel(
+    address: str, token: str, *, keepalive_interval_ms: int = KEEPALIVE_INTERVAL_MS
+) -> grpc.Channel:
     """An insecure channel to `address` sending `token` with every call."""
-    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(address, options=channel_options(keepalive_interval_ms))
     return grpc.intercept_channel(channel, _TokenInterceptor(token))

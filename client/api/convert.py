@@ -6,7 +6,7 @@ from slipway.common.v1 import common_pb2 as pb
 
 from client.kernel import types
 
-_STATUS_TO_PB = {
+_STATUS_TO_PB: dict[str, pb.BuildStatus.ValueType] = {
     types.CREATED: pb.BUILD_STATUS_CREATED,
     types.RUNNING: pb.BUILD_STATUS_RUNNING,
     types.COMPLETE: pb.BUILD_STATUS_COMPLETE,
@@ -32,11 +32,11 @@ _BUILD_FIELDS = (
 )
 
 
-def status_to_pb(status: str) -> int:
+def status_to_pb(status: str) -> pb.BuildStatus.ValueType:
     return _STATUS_TO_PB.get(status, pb.BUILD_STATUS_UNSPECIFIED)
 
 
-def status_from_pb(status: int) -> str:
+def status_from_pb(status: pb.BuildStatus.ValueType) -> str:
     return _STATUS_FROM_PB.get(status, "")
 
 

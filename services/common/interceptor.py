@@ -143,14 +143,24 @@ def _wrapped(
     handler: grpc.RpcMethodHandler, method: str, authorized: bool, slots: StreamSlots
 ) -> grpc.RpcMethodHandler:
     """The handler with the token check, the stream bound and error mapping around it."""
+    codec: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
     if handler.unary_unary:
-        wrapped = _wrap_unary(handler.unary_unary, method, authorized)
-        return handler._replace(unary_unary=wrapped)
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary, method, authorized), **codec
+        )
     if handler.stream_unary:
-        wrapped = _wrap_client_stream(handler.stream_unary, method, authorized, slots)
-        return handler._replace(stream_unary=wrapped)
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_client_stream(handler.stream_unary, method, authorized, slots), **codec
+        )
     if handler.unary_stream:
-        wrapped = _wrap_stream(handler.unary_stream, method, authorized, slots)
-        return handler._replace(unary_stream=wrapped)
-    wrapped = _wrap_stream(handler.stream_stream, method, authorized, slots)
-    return handler._replace(stream_stream=wrapped)
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(handler.unary_stream, method, authorized, slots), **codec
+        )
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream(handler.stream_stream, method, authorized, slots), **codec
+        )
+    return handler

@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from client.api.channel import CHANNEL_OPTIONS
+from client.api.channel import KEEPALIVE_INTERVAL_MS, MESSAGE_OPTIONS
 from client.kernel.errors import SlipwayError
 from services.common.interceptor import ServiceInterceptor
 from services.common.logs import configure_logging
@@ -25,6 +25,26 @@ log = logging.getLogger(__name__)
 # UNARY_THREADS more: unary calls (the builder's own writes, health) always find one.
 MAX_STREAMS = 256
 UNARY_THREADS = 48
+
+# Pings a client may send early before the server closes the connection with GOAWAY
+# ENHANCE_YOUR_CALM "too_many_pings" (gRPC core's default, stated here on purpose).
+MAX_PING_STRIKES = 2
+
+
+def server_options(keepalive_interval_ms: int = KEEPALIVE_INTERVAL_MS) -> list[tuple[str, int]]:
+    """Server options whose ping policy accepts clients pinging every `keepalive_interval_ms`
+    (client.api.channel.channel_options of the same interval), with or without calls, and
+    which ping idle clients as often themselves."""
+    return [
+        *MESSAGE_OPTIONS,
+        ("grpc.keepalive_time_ms", keepalive_interval_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # The shortest gap between a client's pings the server accepts while no data flows
+        # (gRPC core's default is 5 minutes). Half the interval leaves room for timer skew.
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_interval_ms // 2),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+    ]
 
 
 @dataclass
@@ -60,6 +80,7 @@ def build_server(
     service_names: Sequence[str],
     max_streams: int = MAX_STREAMS,
     on_stop: Callable[[], None] | None = None,
+    keepalive_interval_ms: int = KEEPALIVE_INTERVAL_MS,
 ) -> Server:
     """Creates, registers and starts a server on `address` (port 0 picks a free one)."""
     server = grpc.server(
@@ -67,7 +88,7 @@ def build_server(
             max_workers=max_streams + UNARY_THREADS, thread_name_prefix="rpc"
         ),
         interceptors=[ServiceInterceptor(token, max_streams)],
-        options=CHANNEL_OPTIONS,
+        options=server_options(keepalive_interval_ms),
     )
     register(server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

@@ -16,9 +16,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-
-import docker
-import docker.errors
+from types import ModuleType
 
 from client.kernel.errors import Unavailable
 
@@ -32,11 +30,25 @@ PID_FILE = Path("/var/run/slipway/dockerd.pid")
 BUSYBOX = "/bin/busybox"
 
 
+def _docker() -> ModuleType:
+    """The Docker SDK, imported when a local rack needs it: `pip install slipway` is the CLI
+    alone and has no `docker` (it comes with the `rack` extra)."""
+    try:
+        import docker
+        import docker.errors
+    except ImportError as err:
+        raise Unavailable(
+            f"the Docker SDK is not installed ({err}): install slipway[rack] to run a local rack"
+        ) from None
+    return docker
+
+
 def docker_host() -> str:
     return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
 
 
 def engine_answers(host: str | None = None) -> bool:
+    docker = _docker()
     try:
         client = docker.DockerClient(base_url=host or docker_host(), timeout=5)
         try:
@@ -92,6 +104,7 @@ def seed_busybox(host: str | None = None, ref: str = "busybox:latest") -> bool:
     """Imports `busybox:latest` from the static busybox binary unless the engine has it.
 
     Returns True when it imported the image."""
+    docker = _docker()
     client = docker.DockerClient(base_url=host or docker_host(), timeout=120)
     try:
         try:

@@ -130,7 +130,10 @@ def _healthy(address: str, timeout: float = 2.0) -> bool:
     channel = grpc.insecure_channel(address)
     try:
         stub = health_pb2_grpc.HealthStub(channel)
-        resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        # types-grpcio-health-checking's HealthStub declares no methods; Check is there.
+        resp = stub.Check(  # type: ignore[attr-defined]
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout
+        )
         return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
     except grpc.RpcError:
         return False
