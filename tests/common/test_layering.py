@@ -9,7 +9,7 @@ import sys
 import pytest
 
 CORES = [
-    "services.archive.store",
+    "services.common.objectstore",
     "services.archive.core",
     "services.builder.core",
     "services.builder.worker",
