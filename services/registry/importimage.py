@@ -22,11 +22,11 @@ import yaml
 from client.kernel import manifest, types
 from client.kernel.errors import Internal, InvalidArgument, Unavailable
 from client.kernel.types import PushProgress
+from services.common.oci import Registry
 from services.registry.core import PROGRESS_INTERVAL, Pusher, progress_of, throttle
 from services.registry.engine import ImageEngine
 from services.registry.publish import push_as, remove_local, untag_all
 from services.registry.records import BuildRecords, ImportedBuild
-from services.registry.registries import Registry
 
 log = logging.getLogger(__name__)
 

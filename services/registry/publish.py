@@ -8,9 +8,9 @@ from collections.abc import Iterable, Iterator
 
 from client.kernel.errors import Internal, SlipwayError
 from client.kernel.types import PushProgress, PushResult
+from services.common.oci import Registry
 from services.registry.core import Pusher
 from services.registry.engine import ImageEngine
-from services.registry.registries import Registry
 
 log = logging.getLogger(__name__)
 
