@@ -27,7 +27,7 @@ from client.kernel.errors import Cancelled, FailedPrecondition, InvalidArgument
 from services.common.oci import Manifest, Registry, check_digest
 from services.registry.core import human_size
 from services.registry.export import services_of
-from services.registry.publish import untag_all
+from services.registry.finish import Destination
 from services.registry.records import BuildRecords, ImportedBuild
 
 log = logging.getLogger(__name__)
@@ -172,14 +172,13 @@ class Copier:
 
     def __init__(
         self,
-        registry: Registry,
-        records: BuildRecords,
+        destination: Destination,
         connect: ConnectSource,
         parallel: int = PARALLEL_BLOBS,
         interval: float = PROGRESS_INTERVAL,
     ) -> None:
-        self.registry = registry
-        self.records = records
+        self.destination = destination
+        self.registry = destination.registry
         self.connect = connect
         self.parallel = parallel
         self.interval = interval
@@ -298,24 +297,9 @@ class Copier:
         lines: list[str],
     ) -> tuple[types.Build, types.Release]:
         """Puts every manifest under a new build id, then records the build; all or nothing."""
-        build_id = types.new_id("B")
-        put: list[str] = []
-        try:
+        with self.destination.moving(to_app, "copy") as moved:
             for image in images:
-                tag = f"{image.service}.{build_id}"
-                put.append(tag)
+                tag = moved.tag(image.service, local=False)
                 manifest = Manifest(image.digest, image.media_type, image.body)
                 self.registry.put_manifest(to_app, tag, manifest)
-            copied = ImportedBuild(
-                description=build.description,
-                manifest=build.manifest,
-                entrypoint=build.entrypoint,
-                git_sha=build.git_sha,
-                log_lines=lines,
-                started=build.started,
-                ended=build.ended,
-            )
-            return self.records.record_import(to_app, build_id, copied)
-        except BaseException:
-            untag_all(self.registry, to_app, put, "copy")
-            raise
+            return moved.record(ImportedBuild.of(build, lines))

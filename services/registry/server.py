@@ -20,6 +20,7 @@ from services.registry.core import Pusher
 from services.registry.dockerengine import DockerEngine
 from services.registry.engine import ImageEngine
 from services.registry.export import Exporter
+from services.registry.finish import Destination
 from services.registry.importimage import ImageImporter
 from services.registry.imports import Importer
 from services.registry.records import BuildRecords, MetadataRecords, NoRecords
@@ -70,10 +71,11 @@ def create_server(config: Config, deps: Deps | None = None, address: str | None 
     pusher = Pusher(deps.engine, deps.registry)
     scratch = config.scratch_dir
     exporter = Exporter(deps.engine, deps.registry, deps.records, scratch)
-    importer = Importer(deps.engine, deps.registry, deps.records, pusher, scratch)
-    image_importer = ImageImporter(deps.engine, deps.registry, deps.records, pusher)
+    destination = Destination(deps.registry, deps.records)
+    importer = Importer(deps.engine, destination, pusher, scratch)
+    image_importer = ImageImporter(deps.engine, destination, pusher)
     images = BuildImages(deps.registry, deps.records)
-    copier = Copier(deps.registry, deps.records, deps.connect_source)
+    copier = Copier(destination, deps.connect_source)
 
     def register(server: grpc.Server) -> None:
         servicer = RegistryServicer(pusher, exporter, importer, image_importer, images, copier)
