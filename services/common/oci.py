@@ -43,6 +43,14 @@ ACCEPT = {"Accept": ",".join(MANIFEST_TYPES)}
 HTTP_TIMEOUT = 60
 DIGEST = re.compile(r"^sha256:[a-f0-9]{64}\Z")
 
+Body = bytes | Iterable[bytes] | None
+"""A request's body: bytes, or pieces sent with chunked transfer encoding."""
+Headers = Mapping[str, str] | None
+Opened = HTTPResponse | None
+"""A response open for reading; None for a 404."""
+Reply = tuple[int, Message, bytes]
+"""A response read whole: status, headers, body."""
+
 
 def check_digest(digest: str) -> str:
     """Returns `digest` when it is `sha256:` and 64 lowercase hex digits, else raises
@@ -159,13 +167,7 @@ class DistributionRegistry:
         """An upload's absolute URL from a `Location` header, relative or not."""
         return urllib.parse.urljoin(self._url(""), str(headers.get("Location")))
 
-    def _open(
-        self,
-        method: str,
-        url: str,
-        body: bytes | Iterable[bytes] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> HTTPResponse | None:
+    def _open(self, method: str, url: str, body: Body = None, headers: Headers = None) -> Opened:
         """One API call, its response open for reading; None for a 404, other failures
         raise. The caller closes the response."""
         request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
@@ -178,13 +180,7 @@ class DistributionRegistry:
                 err.close()
                 return None
 
-    def _call(
-        self,
-        method: str,
-        url: str,
-        body: bytes | Iterable[bytes] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, Message, bytes]:
+    def _call(self, method: str, url: str, body: Body = None, headers: Headers = None) -> Reply:
         """One API call, read whole (manifests and empty bodies only); 404 is a status."""
         resp = self._open(method, url, body, headers)
         if resp is None:
