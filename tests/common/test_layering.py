@@ -10,6 +10,8 @@ import pytest
 
 CORES = [
     "services.common.objectstore",
+    "services.common.oci",
+    "services.registry.finish",
     "services.archive.core",
     "services.builder.core",
     "services.builder.worker",
