@@ -17,7 +17,7 @@ from client.kernel.errors import InvalidArgument
 from client.kernel.streams import iter_chunks
 from client.kernel.types import check_app_name
 from services.archive.gitfetch import Checkout, redact
-from services.archive.store import ObjectStore, check_id
+from services.common.objectstore import ObjectStore, check_id
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from services.archive.config import Config
 from services.archive.core import Archives, Fetcher
 from services.archive.gitfetch import Git
 from services.archive.servicer import ArchiveServicer
-from services.archive.store import FileStore, ObjectStore, SizeLimit
+from services.common.objectstore import FileStore, ObjectStore, SizeLimit
 from services.common.server import Server, build_server
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ArchiveService"].full_name

@@ -65,6 +65,7 @@ TIME_FIELDS = frozenset({"started", "ended"})
 
 P = ParamSpec("P")
 T = TypeVar("T")
+Row = TypeVar("Row", BuildRow, ReleaseRow)
 
 
 BUILD_ID = re.compile(r"^B[A-Z]{10}\Z")
@@ -166,26 +167,18 @@ class MetadataStore:
         archive: str = "",
     ) -> Build:
         self._app_row(app)
-        for _ in range(ID_ATTEMPTS):
-            build_id = new_id("B")
-            inserted = (
-                BuildRow.insert(
-                    id=build_id,
-                    app=app,
-                    status=CREATED,
-                    description=description,
-                    manifest=manifest,
-                    git_sha=git_sha,
-                    archive=archive,
-                    created=time.time(),
-                )
-                .on_conflict_ignore()
-                .as_rowcount()
-                .execute()
-            )
-            if inserted:
-                return _build(BuildRow.get(BuildRow.id == build_id))
-        raise Internal("no free build id found")
+        build_id = _insert_with_new_id(
+            BuildRow,
+            "build",
+            app=app,
+            status=CREATED,
+            description=description,
+            manifest=manifest,
+            git_sha=git_sha,
+            archive=archive,
+            created=time.time(),
+        )
+        return _build(BuildRow.get(BuildRow.id == build_id))
 
     @_on_connection
     def record_build(
@@ -222,17 +215,10 @@ class MetadataStore:
                 raise AlreadyExists(f"build {build.id} already exists")
             offset = 0
             for batch in log_batches:
-                rows = [
-                    {"build": build.id, "offset": offset + i, "text": _clean(t), "time": now}
-                    for i, t in enumerate(batch)
-                ]
-                for first in range(0, len(rows), LOG_BATCH):
-                    LogRow.insert_many(rows[first : first + LOG_BATCH]).execute()
-                offset += len(rows)
-            env = json.loads(latest.env or "{}") if latest else {}
-            created = max(now, latest.created if latest else 0.0)
-            release = self._insert_release(
-                build.app, build.id, env, build.manifest, build.description, created
+                _insert_logs(build.id, offset, batch, now)
+                offset += len(batch)
+            release = _insert_release(
+                build.app, build.id, _env(latest), build.manifest, build.description, latest, now
             )
             BuildRow.update(release=release.id, log_count=offset).where(
                 BuildRow.id == build.id
@@ -244,10 +230,7 @@ class MetadataStore:
         return _build(self._build_row(build_id, app))
 
     def _build_row(self, build_id: str, app: str = "") -> BuildRow:
-        row = BuildRow.get_or_none(BuildRow.id == build_id) if build_id else None
-        if row is None or (app and row.app != app):
-            raise NotFound.of("build", build_id)
-        return row
+        return _row_of(BuildRow, "build", build_id, app)
 
     @_on_connection
     def list_builds(self, app: str, limit: int = 0) -> list[Build]:
@@ -310,9 +293,7 @@ class MetadataStore:
                 )
                 if updated:
                     offset = self._log_count(build_id) - 1
-                    LogRow.insert(
-                        build=build_id, offset=offset, text=_clean(f"ERROR: {reason}"), time=now
-                    ).execute()
+                    _insert_logs(build_id, offset, [f"ERROR: {reason}"], now)
                     failed.append(build_id)
         for build_id in failed:
             self._notifier.changed(build_id)
@@ -339,9 +320,8 @@ class MetadataStore:
             if build:
                 self._build_row(build, app)
             if inherit_env:
-                env = json.loads(latest.env or "{}") if latest else {}
-            created = max(time.time(), latest.created if latest else 0.0)
-            row = self._insert_release(app, build, env or {}, manifest, description, created)
+                env = _env(latest)
+            row = _insert_release(app, build, env or {}, manifest, description, latest, time.time())
         return _release(row)
 
     def _lock_app(self, app: str) -> ReleaseRow | None:
@@ -354,36 +334,6 @@ class MetadataStore:
         if locked.first() is None:
             raise NotFound.of("app", app)
         return self._releases(app).first()
-
-    def _insert_release(
-        self,
-        app: str,
-        build: str,
-        env: Mapping[str, str],
-        manifest: str,
-        description: str,
-        created: float,
-    ) -> ReleaseRow:
-        env_json = json.dumps({str(k): str(v) for k, v in env.items()}, sort_keys=True)
-        for _ in range(ID_ATTEMPTS):
-            release_id = new_id("R")
-            inserted = (
-                ReleaseRow.insert(
-                    id=release_id,
-                    app=app,
-                    build=build,
-                    env=env_json,
-                    manifest=manifest,
-                    description=description,
-                    created=created,
-                )
-                .on_conflict_ignore()
-                .as_rowcount()
-                .execute()
-            )
-            if inserted:
-                return ReleaseRow.get(ReleaseRow.id == release_id)
-        raise Internal("no free release id found")
 
     @_on_connection
     def update_env(
@@ -401,16 +351,15 @@ class MetadataStore:
         with self.database.atomic():
             AppRow.insert(name=app, created=time.time()).on_conflict_ignore().execute()
             latest = self._lock_app(app)
-            old_env: dict[str, str] = json.loads(latest.env or "{}") if latest else {}
-            change = apply_change(old_env, set_vars, unset)
-            row = self._insert_release(
+            change = apply_change(_env(latest), set_vars, unset)
+            row = _insert_release(
                 app,
                 build=latest.build if latest else "",
                 env=change.env,
                 manifest=latest.manifest if latest else "",
                 description=change.description,
-                # Never older than the release it follows, whatever the clock does.
-                created=max(time.time(), latest.created if latest else 0.0),
+                latest=latest,
+                now=time.time(),
             )
         return _release(row)
 
@@ -419,10 +368,7 @@ class MetadataStore:
         return _release(self._release_row(release_id, app))
 
     def _release_row(self, release_id: str, app: str = "") -> ReleaseRow:
-        row = ReleaseRow.get_or_none(ReleaseRow.id == release_id) if release_id else None
-        if row is None or (app and row.app != app):
-            raise NotFound.of("release", release_id)
-        return row
+        return _row_of(ReleaseRow, "release", release_id, app)
 
     @_on_connection
     def list_releases(self, app: str, limit: int = 0) -> list[Release]:
@@ -456,14 +402,13 @@ class MetadataStore:
     @_on_connection
     def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
         """Adds `lines` at the end of the build's log; returns the next line's offset."""
-        texts = [_clean(text) for text in lines]
         now = time.time()
         with self.database.atomic():
             # Incrementing the counter first locks the build row until commit, so
             # concurrent appenders take consecutive, disjoint ranges of offsets.
             updated = (
                 (
-                    BuildRow.update(log_count=BuildRow.log_count + len(texts))
+                    BuildRow.update(log_count=BuildRow.log_count + len(lines))
                     .where(BuildRow.id == build_id)
                     .execute()
                 )
@@ -473,14 +418,8 @@ class MetadataStore:
             if not updated:
                 raise NotFound.of("build", build_id)
             end = self._log_count(build_id)
-            start = end - len(texts)
-            rows = [
-                {"build": build_id, "offset": start + i, "text": text, "time": now}
-                for i, text in enumerate(texts)
-            ]
-            for first in range(0, len(rows), LOG_BATCH):
-                LogRow.insert_many(rows[first : first + LOG_BATCH]).execute()
-        if texts:
+            _insert_logs(build_id, end - len(lines), lines, now)
+        if lines:
             self._notifier.changed(build_id)
         return int(end)
 
@@ -525,6 +464,65 @@ class MetadataStore:
                 self._notifier.wait(build_id, seen, self._poll_seconds)
 
 
+def _row_of(model: type[Row], what: str, row_id: str, app: str) -> Row:
+    """The build or release `row_id`, of `app` when given; NotFound otherwise."""
+    row = model.get_or_none(model.id == row_id) if row_id else None
+    if row is None or (app and row.app != app):
+        raise NotFound.of(what, row_id)
+    return row
+
+
+def _insert_with_new_id(model: type[peewee.Model], what: str, **values: Any) -> str:
+    """Inserts a row of `model` under a new random id (`B…` for builds, `R…` for
+    releases), drawing again on the rare collision; returns the id."""
+    prefix = what[0].upper()
+    for _ in range(ID_ATTEMPTS):
+        row_id = new_id(prefix)
+        inserted = model.insert(id=row_id, **values).on_conflict_ignore().as_rowcount().execute()
+        if inserted:
+            return row_id
+    raise Internal(f"no free {what} id found")
+
+
+def _insert_release(
+    app: str,
+    build: str,
+    env: Mapping[str, str],
+    manifest: str,
+    description: str,
+    latest: ReleaseRow | None,
+    now: float,
+) -> ReleaseRow:
+    """Inside a transaction holding the app lock: a new release following `latest`, never
+    older than it whatever the clock does."""
+    release_id = _insert_with_new_id(
+        ReleaseRow,
+        "release",
+        app=app,
+        build=build,
+        env=json.dumps({str(k): str(v) for k, v in env.items()}, sort_keys=True),
+        manifest=manifest,
+        description=description,
+        created=max(now, latest.created if latest else 0.0),
+    )
+    return ReleaseRow.get(ReleaseRow.id == release_id)
+
+
+def _insert_logs(build_id: str, start: int, texts: Sequence[str], now: float) -> None:
+    """Inserts `texts` as the build's log lines from offset `start`, `LOG_BATCH` a query."""
+    rows = [
+        {"build": build_id, "offset": start + i, "text": _clean(text), "time": now}
+        for i, text in enumerate(texts)
+    ]
+    for first in range(0, len(rows), LOG_BATCH):
+        LogRow.insert_many(rows[first : first + LOG_BATCH]).execute()
+
+
+def _env(release: ReleaseRow | None) -> dict[str, str]:
+    """A release's environment; empty for none (an app's first release inherits nothing)."""
+    return json.loads(release.env or "{}") if release else {}
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -566,7 +564,7 @@ def _release(row: ReleaseRow) -> Release:
         id=row.id,
         app=row.app,
         build=row.build,
-        env=json.loads(row.env or "{}"),
+        env=_env(row),
         manifest=row.manifest,
         description=row.description,
         created=row.created,

@@ -24,12 +24,11 @@ from typing import Protocol
 
 from client.kernel import types
 from client.kernel.errors import Cancelled, FailedPrecondition, InvalidArgument
-from services.registry.blobs import BlobRegistry, check_digest
+from services.common.oci import Manifest, Registry, check_digest
 from services.registry.core import human_size
 from services.registry.export import services_of
-from services.registry.publish import untag_all
+from services.registry.finish import Destination
 from services.registry.records import BuildRecords, ImportedBuild
-from services.registry.registries import Manifest, Registry
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +94,8 @@ def config_digest(manifest: Manifest) -> str:
 class BuildImages:
     """The source side: a complete build's image manifests and blobs, for another rack."""
 
-    def __init__(self, registry: Registry, blobs: BlobRegistry, records: BuildRecords) -> None:
+    def __init__(self, registry: Registry, records: BuildRecords) -> None:
         self.registry = registry
-        self.blobs = blobs
         self.records = records
 
     def manifests(self, app: str, build_id: str) -> list[types.ImageManifest]:
@@ -111,7 +109,7 @@ class BuildImages:
             )
         images = []
         for service in services_of(self.registry.tags(app), build.id):
-            manifest = self.blobs.manifest(app, f"{service}.{build.id}")
+            manifest = self.registry.manifest(app, f"{service}.{build.id}")
             if manifest is None:
                 continue  # untagged between the listing and now
             images.append(
@@ -133,7 +131,7 @@ class BuildImages:
         """The blob's bytes in pieces of at most 512 KiB; NotFound at once when the app's
         repository does not hold it."""
         types.check_app_name(app)
-        return self.blobs.read_blob(app, check_digest(digest))
+        return self.registry.read_blob(app, check_digest(digest))
 
 
 def blob_sizes(images: list[types.ImageManifest], source: str) -> dict[str, int]:
@@ -174,16 +172,13 @@ class Copier:
 
     def __init__(
         self,
-        registry: Registry,
-        blobs: BlobRegistry,
-        records: BuildRecords,
+        destination: Destination,
         connect: ConnectSource,
         parallel: int = PARALLEL_BLOBS,
         interval: float = PROGRESS_INTERVAL,
     ) -> None:
-        self.registry = registry
-        self.blobs = blobs
-        self.records = records
+        self.destination = destination
+        self.registry = destination.registry
         self.connect = connect
         self.parallel = parallel
         self.interval = interval
@@ -212,7 +207,7 @@ class Copier:
             images = source.manifests(app, build.id)
             sizes = blob_sizes(images, source.name)
             self.registry.prepare(to_app)
-            missing = [d for d in sizes if not self.blobs.has_blob(to_app, d)]
+            missing = [d for d in sizes if not self.registry.has_blob(to_app, d)]
             total = sum(sizes[d] for d in missing)
             yield types.CopyProgress(
                 f"{len(missing)} of {len(sizes)} blobs to move ({human_size(total)})", 0, total
@@ -259,7 +254,7 @@ class Copier:
 
         def one(digest: str) -> str:
             # A repository named after the source app may hold it already: mount, no bytes.
-            if to_app != app and self.blobs.mount_blob(to_app, digest, app):
+            if to_app != app and self.registry.mount_blob(to_app, digest, app):
                 with tally.lock:
                     tally.mounted += 1
                     tally.settled += sizes[digest]
@@ -274,7 +269,7 @@ class Copier:
                         tally.settled += len(data)
                     yield data
 
-            size = self.blobs.upload_blob(to_app, digest, counted())
+            size = self.registry.upload_blob(to_app, digest, counted())
             with tally.lock:
                 tally.moved.append(digest)
             return f"{digest[7:19]}: Moved {human_size(size)}"
@@ -302,24 +297,9 @@ class Copier:
         lines: list[str],
     ) -> tuple[types.Build, types.Release]:
         """Puts every manifest under a new build id, then records the build; all or nothing."""
-        build_id = types.new_id("B")
-        put: list[str] = []
-        try:
+        with self.destination.moving(to_app, "copy") as moved:
             for image in images:
-                tag = f"{image.service}.{build_id}"
-                put.append(tag)
+                tag = moved.tag(image.service, local=False)
                 manifest = Manifest(image.digest, image.media_type, image.body)
-                self.blobs.put_manifest(to_app, tag, manifest)
-            copied = ImportedBuild(
-                description=build.description,
-                manifest=build.manifest,
-                entrypoint=build.entrypoint,
-                git_sha=build.git_sha,
-                log_lines=lines,
-                started=build.started,
-                ended=build.ended,
-            )
-            return self.records.record_import(to_app, build_id, copied)
-        except BaseException:
-            untag_all(self.registry, to_app, put, "copy")
-            raise
+                self.registry.put_manifest(to_app, tag, manifest)
+            return moved.record(ImportedBuild.of(build, lines))

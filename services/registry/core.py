@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 from client.kernel.errors import Internal, InvalidArgument
 from client.kernel.types import PushProgress, PushResult
+from services.common.oci import Registry
 from services.registry.engine import ImageEngine, PushEvent
-from services.registry.registries import Registry
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from client.kernel import types
 from client.kernel.errors import FailedPrecondition
 from client.kernel.streams import write_stream_to
 from client.kernel.types import SERVICE_NAME
+from services.common.oci import Registry
 from services.registry.buildarchive import encode_build, write_archive
 from services.registry.engine import ImageEngine
 from services.registry.imagetar import retag
 from services.registry.records import BuildRecords
-from services.registry.registries import Registry
 
 log = logging.getLogger(__name__)
 

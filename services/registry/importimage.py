@@ -5,8 +5,9 @@ Each service of the manifest takes its own `image:`, else the requested image; w
 manifest there is one service, `web`. Every distinct image is pulled once, then pushed as
 `{registry}/{app}:{service}.{newId}` through the `Pusher`; only when every push succeeded
 are the build (complete, with the log of what happened) and its unpromoted release
-recorded, in one metadata transaction. A failure at any step untags what was pushed and
-removes the local names the import made, so nothing is left behind.
+recorded, in one metadata transaction (`services.registry.finish`). A failure at any step
+untags what was pushed and removes the local names the import made, so nothing is left
+behind.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import shlex
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import yaml
 
@@ -24,9 +25,9 @@ from client.kernel.errors import Internal, InvalidArgument, Unavailable
 from client.kernel.types import PushProgress
 from services.registry.core import PROGRESS_INTERVAL, Pusher, progress_of, throttle
 from services.registry.engine import ImageEngine
-from services.registry.publish import push_as, remove_local, untag_all
-from services.registry.records import BuildRecords, ImportedBuild
-from services.registry.registries import Registry
+from services.registry.finish import Destination, Leftovers
+from services.registry.publish import push_as
+from services.registry.records import ImportedBuild
 
 log = logging.getLogger(__name__)
 
@@ -76,33 +77,20 @@ def split_reference(reference: str) -> tuple[str, str]:
     return repository, digest if at else tag
 
 
-@dataclass
-class Leftovers:
-    """What an import made: pushed tags (untagged on failure), local names of the pushed
-    images (always removed) and images it pulled that the engine lacked (removed on
-    failure; on success they stay, as the builder's pulls do)."""
-
-    published: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-    pulled: list[str] = field(default_factory=list)
-
-
 class ImageImporter:
     """Relays images from any registry the engine can pull from into the rack."""
 
     def __init__(
         self,
         engine: ImageEngine,
-        registry: Registry,
-        records: BuildRecords,
+        destination: Destination,
         pusher: Pusher,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         interval: float = PROGRESS_INTERVAL,
     ) -> None:
         self.engine = engine
-        self.registry = registry
-        self.records = records
+        self.destination = destination
         self.pusher = pusher
         self._clock = clock
         self._monotonic = monotonic
@@ -117,22 +105,18 @@ class ImageImporter:
         image = image.strip()
         if not image:
             raise InvalidArgument("image is required")
-        planned = plan(image, manifest_text, self.records.app_env(app))
+        planned = plan(image, manifest_text, self.destination.records.app_env(app))
         return self._run(app, planned, description or f"import-image {image}")
 
     def _run(self, app: str, planned: Plan, description: str) -> Iterator[Event]:
         started = self._clock()
-        build_id = types.new_id("B")
         lines: list[str] = []
-        made = Leftovers()
-        try:
+        with self.destination.moving(app, "image import", self.engine) as moved:
             ids: dict[str, str] = {}
             for reference in dict.fromkeys(planned.images.values()):
-                ids[reference] = yield from self._pull(reference, lines, made)
+                ids[reference] = yield from self._pull(reference, lines, moved.made)
             for service, reference in planned.images.items():
-                tag = f"{service}.{build_id}"
-                made.names.append(f"{self.registry.host}/{app}:{tag}")
-                made.published.append(tag)  # untagging a tag never pushed does nothing
+                tag = moved.tag(service)
                 # Tagged by reference, so the log reads as the commands a person would type.
                 yield from self._push(reference, app, tag, service, lines)
             first = ids[next(iter(planned.images.values()))]
@@ -144,13 +128,7 @@ class ImageImporter:
                 started=started,
                 ended=self._clock(),
             )
-            build, release = self.records.record_import(app, build_id, imported)
-        except BaseException:
-            untag_all(self.registry, app, made.published, "image import")
-            remove_local(self.engine, made.pulled)
-            raise
-        finally:
-            remove_local(self.engine, made.names)
+            build, release = moved.record(imported)
         log.info("imported %s into %s as %s, %s", description, app, build.id, release.id)
         yield ImageImported(build, release)
 
@@ -162,7 +140,8 @@ class ImageImporter:
         repository, tag = split_reference(reference)
         yield self._line(lines, f"Running: docker pull {reference}")
         had = self.engine.image_id(reference) is not None
-        auth = self.registry.auth() if repository.startswith(f"{self.registry.host}/") else None
+        registry = self.destination.registry
+        auth = registry.auth() if repository.startswith(f"{registry.host}/") else None
         try:
             if not had:
                 made.pulled.append(reference)

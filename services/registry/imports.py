@@ -2,9 +2,9 @@
 loaded into the engine and pushed, and only then is the build recorded, under a new id.
 
 The new id is chosen first; each image is pushed as `{app}:{service}.{newId}`, and then
-metadata records the build, its log and its release in one transaction under that id. A
-failure at any step removes what the import made (pushed tags, local names, loaded images),
-and no record exists unless every push succeeded.
+metadata records the build, its log and its release in one transaction under that id
+(`services.registry.finish`). A failure at any step removes what the import made (pushed
+tags, local names, loaded images), and no record exists unless every push succeeded.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import secrets
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from client.kernel import types
@@ -24,10 +24,10 @@ from client.kernel.types import SERVICE_NAME
 from services.registry.buildarchive import BuildRecord, decode_build, unpack
 from services.registry.core import Pusher
 from services.registry.engine import ImageEngine
+from services.registry.finish import Destination, Leftovers
 from services.registry.imagetar import DOCKER, OCI, kind_of, retag, saved_images, split_name
-from services.registry.publish import push_as, remove_local, untag_all
-from services.registry.records import BuildRecords, ImportedBuild
-from services.registry.registries import Registry
+from services.registry.publish import push_as
+from services.registry.records import ImportedBuild
 
 log = logging.getLogger(__name__)
 
@@ -77,30 +77,18 @@ def plan(record: BuildRecord, tars: dict[str, Path]) -> list[Source]:
     return sorted(found.values(), key=lambda s: s.service)
 
 
-@dataclass
-class Leftovers:
-    """What an import made along the way, undone at its end (local names, loaded images)
-    or on failure (pushed tags)."""
-
-    published: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-    loaded: list[str] = field(default_factory=list)
-
-
 class Importer:
     """Brings exported builds into the rack."""
 
     def __init__(
         self,
         engine: ImageEngine,
-        registry: Registry,
-        records: BuildRecords,
+        destination: Destination,
         pusher: Pusher,
         scratch: Path,
     ) -> None:
         self.engine = engine
-        self.registry = registry
-        self.records = records
+        self.destination = destination
         self.pusher = pusher
         self.scratch = scratch
 
@@ -114,37 +102,14 @@ class Importer:
                 raise InvalidArgument("invalid archive: it holds no build.json")
             record = decode_build(unpacked.build_json)
             sources = plan(record, unpacked.tars)
-            made = Leftovers()
-            try:
-                return self._import(app, record, sources, made)
-            except BaseException:
-                self._unpublish(app, made)
-                raise
-            finally:
-                self._clean(made)
-
-    def _import(
-        self, app: str, record: BuildRecord, sources: list[Source], made: Leftovers
-    ) -> tuple[types.Build, types.Release]:
-        build_id = types.new_id("B")
-        self._load(sources, secrets.token_hex(6), made)
-        self.registry.prepare(app)
-        for source in sources:
-            tag = f"{source.service}.{build_id}"
-            made.names.append(f"{self.registry.host}/{app}:{tag}")
-            made.published.append(tag)  # untagging a tag never pushed does nothing
-            for _progress in push_as(self.pusher, source.image, app, tag, source.service):
-                pass
-        imported = ImportedBuild(
-            description=record.description,
-            manifest=record.manifest,
-            entrypoint=record.entrypoint,
-            git_sha=record.git_sha,
-            log_lines=record.log_lines,
-            started=record.started,
-            ended=record.ended,
-        )
-        build, release = self.records.record_import(app, build_id, imported)
+            with self.destination.moving(app, "import", self.engine) as moved:
+                self._load(sources, secrets.token_hex(6), moved.made)
+                self.destination.registry.prepare(app)
+                for source in sources:
+                    tag = moved.tag(source.service)
+                    for _progress in push_as(self.pusher, source.image, app, tag, source.service):
+                        pass
+                build, release = moved.record(ImportedBuild.of(record, record.log_lines))
         log.info("imported %s/%s as %s/%s, %s", record.app, record.id, app, build.id, release.id)
         return build, release
 
@@ -169,12 +134,6 @@ class Importer:
                 source.image = self.engine.image_id(name) or ""
                 if not source.image:
                     raise InvalidArgument(f"{source.name}: no image after loading it")
-
-    def _unpublish(self, app: str, made: Leftovers) -> None:
-        untag_all(self.registry, app, made.published, "import")
-
-    def _clean(self, made: Leftovers) -> None:
-        remove_local(self.engine, [*made.names, *made.loaded])
 
 
 @contextlib.contextmanager

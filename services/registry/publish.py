@@ -1,18 +1,13 @@
-"""What imports, image imports and copies share: pushing an image under the new build's
-tag, and undoing what they made when a later step fails."""
+"""What imports and image imports share: pushing an image under the new build's tag
+(undoing what a failed move made is `services.registry.finish`)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from client.kernel.errors import Internal, SlipwayError
 from client.kernel.types import PushProgress, PushResult
 from services.registry.core import Pusher
-from services.registry.engine import ImageEngine
-from services.registry.registries import Registry
-
-log = logging.getLogger(__name__)
 
 
 def push_as(
@@ -28,21 +23,3 @@ def push_as(
     except SlipwayError as err:
         raise type(err)(f"cannot push {service}: {err}") from None
     raise Internal(f"cannot push {service}: the push gave no digest")
-
-
-def untag_all(registry: Registry, repository: str, tags: Iterable[str], what: str) -> None:
-    """Removes every `repository:tag` after a failed `what`; a tag never pushed is no-op."""
-    for tag in tags:
-        try:
-            registry.untag(repository, tag)
-        except SlipwayError as err:
-            log.warning("cannot remove %s:%s after a failed %s: %s", repository, tag, what, err)
-
-
-def remove_local(engine: ImageEngine, references: Iterable[str]) -> None:
-    """Removes local image names; what cannot be removed is logged, not raised."""
-    for reference in references:
-        try:
-            engine.remove(reference)
-        except SlipwayError as err:
-            log.warning("cannot remove the local image %s: %s", reference, err)

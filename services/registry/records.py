@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from client.kernel import types
 from client.kernel.errors import NotFound, Unavailable
+from services.registry.buildarchive import BuildRecord
 
 if TYPE_CHECKING:  # the client pulls in gRPC, which the domain cores stay free of
     from client.api.metadata import MetadataClient
@@ -27,6 +28,19 @@ class ImportedBuild:
     log_lines: Sequence[str] = ()
     started: float = 0.0
     ended: float = 0.0
+
+    @classmethod
+    def of(cls, build: types.Build | BuildRecord, log_lines: Sequence[str]) -> ImportedBuild:
+        """What a move keeps of `build` (another rack's, or an export's), with its log."""
+        return cls(
+            description=build.description,
+            manifest=build.manifest,
+            entrypoint=build.entrypoint,
+            git_sha=build.git_sha,
+            log_lines=log_lines,
+            started=build.started,
+            ended=build.ended,
+        )
 
 
 class BuildRecords(Protocol):

@@ -12,18 +12,18 @@ from slipway.registry.v1 import registry_pb2_grpc as pb_grpc
 
 from client.api.channel import open_channel
 from client.api.metadata import MetadataClient
+from services.common.oci import DistributionRegistry, Registry
 from services.common.server import Server, build_server
-from services.registry.blobs import BlobRegistry, DistributionBlobs
 from services.registry.config import Config
 from services.registry.copy import BuildImages, ConnectSource, Copier
 from services.registry.core import Pusher
 from services.registry.dockerengine import DockerEngine
 from services.registry.engine import ImageEngine
 from services.registry.export import Exporter
+from services.registry.finish import Destination
 from services.registry.importimage import ImageImporter
 from services.registry.imports import Importer
 from services.registry.records import BuildRecords, MetadataRecords, NoRecords
-from services.registry.registries import DistributionRegistry, Registry
 from services.registry.servicer import RegistryServicer
 from services.registry.sourcerack import RemoteSource
 
@@ -38,9 +38,6 @@ class Deps:
     registry: Registry
     records: BuildRecords = NoRecords()
     close: Callable[[], None] | None = None
-    blobs: BlobRegistry | None = None
-    """Manifests and blobs one by one, for copies between racks (default: the
-    Distribution registry at `registry.host`)."""
     connect_source: ConnectSource = RemoteSource.connect
     """How a copy reaches the rack it copies from."""
 
@@ -74,11 +71,11 @@ def create_server(config: Config, deps: Deps | None = None, address: str | None 
     pusher = Pusher(deps.engine, deps.registry)
     scratch = config.scratch_dir
     exporter = Exporter(deps.engine, deps.registry, deps.records, scratch)
-    importer = Importer(deps.engine, deps.registry, deps.records, pusher, scratch)
-    image_importer = ImageImporter(deps.engine, deps.registry, deps.records, pusher)
-    blobs = deps.blobs or DistributionBlobs(deps.registry.host)
-    images = BuildImages(deps.registry, blobs, deps.records)
-    copier = Copier(deps.registry, blobs, deps.records, deps.connect_source)
+    destination = Destination(deps.registry, deps.records)
+    importer = Importer(deps.engine, destination, pusher, scratch)
+    image_importer = ImageImporter(deps.engine, destination, pusher)
+    images = BuildImages(deps.registry, deps.records)
+    copier = Copier(destination, deps.connect_source)
 
     def register(server: grpc.Server) -> None:
         servicer = RegistryServicer(pusher, exporter, importer, image_importer, images, copier)

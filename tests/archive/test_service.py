@@ -25,7 +25,7 @@ from client.kernel.errors import InvalidArgument, NotFound, Unauthenticated
 from services.archive.config import Config
 from services.archive.server import create_server
 from services.common.server import Server
-from tests.archive.test_store import files_under
+from tests.common.test_objectstore import files_under
 from tests.helpers import eventually, free_port
 
 MAX_BYTES = 16 * 1024 * 1024

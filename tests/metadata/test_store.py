@@ -11,6 +11,7 @@ import pytest
 from client.kernel.errors import (
     AlreadyExists,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
     Unavailable,
@@ -94,6 +95,42 @@ def test_an_id_collision_is_retried(
     second = store.create_build(app)
     assert second.id == "BQQQQQQQQQQ"
     assert store.get_build(first.id) == first
+
+
+def test_a_release_id_collision_is_retried(
+    store: MetadataStore, app: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = store.create_release(app, env={"A": "1"})
+    ids = iter([first.id, "RQQQQQQQQQQ"])
+    monkeypatch.setattr(store_module, "new_id", lambda prefix: next(ids))
+    second = store.update_env(app, {"B": "2"})
+    assert second.id == "RQQQQQQQQQQ"
+    assert second.env == {"A": "1", "B": "2"}
+    assert store.get_release(first.id) == first
+
+
+@pytest.mark.parametrize("what", ["build", "release"])
+def test_ids_running_out_is_internal_and_leaves_nothing(
+    store: MetadataStore, app: str, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    build = store.create_build(app)
+    release = store.create_release(app, build=build.id)
+    taken = {"build": build.id, "release": release.id}[what]
+    prefixes: list[str] = []
+
+    def same_id(prefix: str) -> str:
+        prefixes.append(prefix)
+        return taken
+
+    monkeypatch.setattr(store_module, "new_id", same_id)
+    with pytest.raises(Internal, match=f"^no free {what} id found$"):
+        if what == "build":
+            store.create_build(app)
+        else:
+            store.update_env(app, {"A": "1"})
+    assert prefixes == [what[0].upper()] * store_module.ID_ATTEMPTS
+    assert store.list_builds(app) == [build]
+    assert store.list_releases(app) == [release]
 
 
 def test_create_build_records_what_it_is_given(store: MetadataStore, app: str) -> None:

@@ -40,9 +40,9 @@ from client.kernel.errors import (
     Unavailable,
 )
 from client.kernel.types import COMPLETE, CopyProgress, CopyResult, PushResult
+from services.common.oci import DistributionRegistry
 from services.common.server import Server, build_server
 from services.registry import server as registry_server
-from services.registry.blobs import DistributionBlobs
 from services.registry.config import Config
 from services.registry.records import BuildRecords, ImportedBuild
 from tests.conftest import _unavailable
@@ -497,9 +497,9 @@ class FailingRecords:
 
 
 class FailingUpload:
-    """Blobs whose second upload fails half-way, or whose bytes get damaged."""
+    """A registry whose second blob upload fails half-way, or whose bytes get damaged."""
 
-    def __init__(self, inner: DistributionBlobs, damage: bool = False) -> None:
+    def __init__(self, inner: DistributionRegistry, damage: bool = False) -> None:
         self.inner = inner
         self.damage = damage
         self.uploads = 0
@@ -526,12 +526,16 @@ class FailingUpload:
     [
         ({"records": lambda d: FailingRecords(d.records)}, Internal, "the database went away"),
         (
-            {"blobs": lambda d: FailingUpload(DistributionBlobs(d.registry.host))},
+            {"registry": lambda d: FailingUpload(DistributionRegistry(d.registry.host))},
             Unavailable,
             "the source went away",
         ),
         (
-            {"blobs": lambda d: FailingUpload(DistributionBlobs(d.registry.host), damage=True)},
+            {
+                "registry": lambda d: FailingUpload(
+                    DistributionRegistry(d.registry.host), damage=True
+                )
+            },
             InvalidArgument,
             "its content has the digest",
         ),

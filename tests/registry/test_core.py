@@ -9,9 +9,9 @@ import pytest
 
 from client.kernel.errors import Internal, InvalidArgument, NotFound
 from client.kernel.types import PushProgress, PushResult
+from services.common.oci import DistributionRegistry
 from services.registry.core import Pusher, check_push, human_size, progress_of, throttle
 from services.registry.engine import PushEvent
-from services.registry.registries import DistributionRegistry
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -1,4 +1,5 @@
-"""Where archives live: the `ObjectStore` seam, the filesystem store, and a size limit.
+"""The one object-store adapter: the `ObjectStore` seam, its filesystem implementation (S3
+comes later as a second one), and a size limit that wraps either.
 
 Objects are named by their sha256, so an object's id is its content's checksum and two
 uploads of the same bytes share one object. A store commits an object only once its size

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from client.kernel.errors import InvalidArgument, NotFound
-from services.archive.store import FileStore, SizeLimit
+from services.common.objectstore import FileStore, SizeLimit
 
 
 def sha(data: bytes) -> str:
