@@ -25,13 +25,25 @@ log = logging.getLogger(__name__)
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
 
+# An error message travels in a header, whose size gRPC bounds (16 KiB); a message is
+# meant to be read by a person, so it is cut well before that, whatever input it echoes.
+MAX_MESSAGE_CHARS = 1000
+
+
+def bounded(message: str) -> str:
+    """`message` cut to MAX_MESSAGE_CHARS characters (ending in `…` when cut)."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
 def _abort(context: grpc.ServicerContext, err: Exception, method: str) -> None:
     # The marker tells the client this status came from Slipway, not from the transport.
     context.set_trailing_metadata(((ORIGIN_KEY, "service"),))
     if isinstance(err, SlipwayError):
-        context.abort(status_code(err), err.message)
+        context.abort(status_code(err), bounded(err.message))
     log.exception("unexpected error in %s", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}: {err}")
+    context.abort(grpc.StatusCode.INTERNAL, bounded(f"internal error: {type(err).__name__}"))
 
 
 def _wrap_unary(behavior: Callable[..., Any], method: str, authorized: bool) -> Callable[..., Any]:
