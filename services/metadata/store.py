@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,6 +29,7 @@ from client.kernel.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     Unavailable,
 )
 from client.kernel.types import (
@@ -42,6 +44,7 @@ from client.kernel.types import (
     LogLine,
     Release,
     check_app_name,
+    check_reason,
     new_id,
 )
 from services.metadata import models
@@ -78,13 +81,24 @@ def _on_connection(
 
     @functools.wraps(method)
     def wrapper(self: MetadataStore, *args: P.args, **kwargs: P.kwargs) -> T:
+        self._check_file()
         try:
             with self.database.connection_context():
                 return method(self, *args, **kwargs)
         except (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded) as err:
+            if _is_full(err):
+                raise ResourceExhausted(
+                    "no space left on device for the metadata database"
+                ) from err
             raise Unavailable(f"database unavailable at {self.where}: {_first_line(err)}") from err
 
     return wrapper
+
+
+def _is_full(err: BaseException) -> bool:
+    """SQLite's and PostgreSQL's ways of saying the disk is full."""
+    text = str(err).lower()
+    return any(m in text for m in ("database or disk is full", "no space left on device"))
 
 
 class MetadataStore:
@@ -104,6 +118,17 @@ class MetadataStore:
         self.where = where
         self._notifier = notifier or Notifier()
         self._poll_seconds = poll_seconds
+        # A SQLite file deleted or replaced under a running service would take writes
+        # into an unlinked inode and lose them: its identity is checked on every call.
+        self._file = database.database if isinstance(database, peewee.SqliteDatabase) else ""
+        self._identity = _identity(self._file) if self._file else None
+
+    def _check_file(self) -> None:
+        if self._file and _identity(self._file) != self._identity:
+            raise Unavailable(
+                f"database unavailable at {self.where}: the database file was removed or "
+                "replaced while the service ran; restart the rack"
+            )
 
     @classmethod
     def open(cls, url: str) -> MetadataStore:
@@ -275,6 +300,7 @@ class MetadataStore:
     def fail_running_builds(self, reason: str) -> list[str]:
         """Fails every created or running build with `reason`, ending its log with
         `ERROR: <reason>`; returns their ids, oldest first."""
+        check_reason(reason)
         now = time.time()
         failed: list[str] = []
         with self.database.atomic():
@@ -534,15 +560,31 @@ def _limit(limit: int) -> int:
     return limit or DEFAULT_LIMIT
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
 def _build_values(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated column values for an update."""
+    """Validated column values for an update: a failed status comes with a reason of one
+    line of at most 500 characters."""
     values: dict[str, Any] = {}
     for name, value in changes.items():
         if name not in UPDATABLE:
-            raise InvalidArgument(f"build field cannot be updated: {name!r}")
+            raise InvalidArgument(f"build field cannot be updated: {_shown(name)}")
         if name == "status" and value not in BUILD_STATUSES:
-            raise InvalidArgument(f"invalid build status: {value!r}")
+            raise InvalidArgument(f"invalid build status: {_shown(value)}")
         values[name] = float(value) if name in TIME_FIELDS else str(value)
+    if values.get("status") == FAILED or values.get("reason"):
+        check_reason(values.get("reason", ""))
     return values
 
 

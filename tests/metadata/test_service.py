@@ -81,7 +81,10 @@ def test_unknown_records_are_not_found_with_the_exact_message(md: MetadataClient
         (lambda: md.create_build("ghost"), "app not found: ghost"),
         (lambda: md.list_releases("ghost"), "app not found: ghost"),
         (lambda: md.get_build("BNOTHEREXXX"), "build not found: BNOTHEREXXX"),
-        (lambda: md.update_build("BNOTHEREXXX", status="failed"), "build not found: BNOTHEREXXX"),
+        (
+            lambda: md.update_build("BNOTHEREXXX", status="failed", reason="boom"),
+            "build not found: BNOTHEREXXX",
+        ),
         (lambda: md.append_logs("BNOTHEREXXX", ["x"]), "build not found: BNOTHEREXXX"),
         (lambda: list(md.stream_logs("BNOTHEREXXX")), "build not found: BNOTHEREXXX"),
         (lambda: md.get_release("RNOTHEREXXX"), "release not found: RNOTHEREXXX"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from client.kernel.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     Unavailable,
 )
 from client.kernel.types import CANCELLED, COMPLETE, CREATED, FAILED, RUNNING, LogLine
@@ -221,7 +223,8 @@ def test_a_terminal_status_is_never_overwritten(
     store: MetadataStore, app: str, terminal: str
 ) -> None:
     build = store.create_build(app)
-    ended = store.update_build(build.id, {"status": terminal})
+    reason = {"reason": "boom"} if terminal == FAILED else {}  # a failure says why
+    ended = store.update_build(build.id, {"status": terminal, **reason})
     for status in (CREATED, RUNNING, COMPLETE, FAILED, CANCELLED):
         with pytest.raises(FailedPrecondition) as caught:
             store.update_build(build.id, {"status": status, "reason": "late"})
@@ -492,3 +495,50 @@ def test_nul_characters_are_stored_safely(store: MetadataStore, app: str) -> Non
 def test_an_unreachable_database_is_unavailable(url: str) -> None:
     with pytest.raises(Unavailable, match="cannot open the database at"):
         MetadataStore.open(url)
+
+
+@pytest.mark.parametrize("reason", ["", "  ", "two\nlines", "x" * 501])
+def test_a_failed_status_needs_a_one_line_reason(
+    store: MetadataStore, app: str, reason: str
+) -> None:
+    build = store.create_build(app)
+    with pytest.raises(InvalidArgument):
+        store.update_build(build.id, {"status": FAILED, "reason": reason})
+    with pytest.raises(InvalidArgument):
+        store.fail_running_builds(reason)
+    assert store.get_build(build.id).status == CREATED
+
+
+def test_a_long_field_name_is_not_echoed(store: MetadataStore, app: str) -> None:
+    build = store.create_build(app)
+    with pytest.raises(InvalidArgument) as caught:
+        store.update_build(build.id, {"x" * 20_000: "1"})
+    assert len(str(caught.value)) < 200
+
+
+def test_a_deleted_database_file_is_unavailable_not_lost(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "metadata.db"
+    store = MetadataStore.open(f"sqlite:///{path}")
+    try:
+        store.create_app("before")
+        path.unlink()
+        with pytest.raises(Unavailable, match="the database file was removed or replaced"):
+            store.create_app("after")
+    finally:
+        store.close()
+
+
+def test_a_full_database_is_resource_exhausted(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "metadata.db"
+    store = MetadataStore.open(f"sqlite:///{path}")
+    try:
+        store.create_app("full")
+        build = store.create_build("full")
+        with store.database.connection_context():
+            store.database.execute_sql("PRAGMA max_page_count = 1")
+        with pytest.raises(ResourceExhausted) as caught:
+            for _ in range(200):
+                store.append_logs(build.id, ["x" * 4000] * 10)
+        assert str(caught.value) == "no space left on device for the metadata database"
+    finally:
+        store.close()
