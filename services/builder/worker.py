@@ -19,7 +19,6 @@ from client.kernel.errors import (
     Cancelled,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     SlipwayError,
 )
 from services.builder import dockerfile
@@ -27,7 +26,8 @@ from services.builder.config import Config
 from services.builder.extract import Limits, extract
 from services.builder.logwriter import LogWriter
 from services.builder.seams import BuildSpec, CancelScope, Deps, EngineError
-from services.common.logs import BuildLogAdapter
+from services.common.docker.fallback import use_local_copy
+from services.common.logs import BuildLogAdapter, one_line
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,6 @@ class Step:
     image: str = ""
     path: str = "."
     spec: BuildSpec | None = None
-
-
-def one_line(message: str) -> str:
-    """A failure reason: the first line, or `head: a; b` when the first line introduces a list."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    if not lines:
-        return "unknown error"
-    if len(lines) > 1 and lines[0].endswith(":"):
-        return f"{lines[0]} {'; '.join(lines[1:])}"
-    return lines[0]
 
 
 def error_lines(message: str) -> list[str]:
@@ -186,13 +176,7 @@ class Worker:
             try:
                 return engine.pull(step.image, job.log.line, job.scope)
             except EngineError as err:
-                # No registry reachable (an offline rack): a local copy is as good.
-                try:
-                    image_id = engine.inspect(step.image).id
-                except NotFound:
-                    raise err from None
-                job.log.line(f"Pull failed ({one_line(str(err))}); using the local {step.image}")
-                return image_id
+                return use_local_copy(step.image, err, engine.image_id, job.log.line)
         job.log.line(f"Building: {step.path}")
         return engine.build(step.spec, job.log.line, job.scope)
 

@@ -20,3 +20,13 @@ class BuildLogAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def process(self, msg, kwargs):  # type: ignore[no-untyped-def]
         return f"[{self.extra['build']}] {msg}", kwargs  # type: ignore[index]
+
+
+def one_line(message: str) -> str:
+    """A failure reason: the first line, or `head: a; b` when the first line introduces a list."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {'; '.join(lines[1:])}"
+    return lines[0]

@@ -24,8 +24,8 @@ from typing import Protocol
 
 from client.kernel import types
 from client.kernel.errors import Cancelled, FailedPrecondition, InvalidArgument
+from services.common.push import human_size
 from services.registry.blobs import BlobRegistry, check_digest
-from services.registry.core import human_size
 from services.registry.export import services_of
 from services.registry.publish import untag_all
 from services.registry.records import BuildRecords, ImportedBuild

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 
 from client.kernel.errors import Internal, SlipwayError
 from client.kernel.types import PushProgress, PushResult
-from services.registry.core import Pusher
+from services.common.push import Pusher
 from services.registry.engine import ImageEngine
 from services.registry.registries import Registry
 

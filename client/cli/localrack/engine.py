@@ -17,9 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import docker
-import docker.errors
-
 from client.kernel.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -37,14 +34,14 @@ def docker_host() -> str:
 
 
 def engine_answers(host: str | None = None) -> bool:
+    # Imported here, so that importing the CLI never imports docker-py.
+    from services.common.docker.engine import DockerEngine
+
+    engine = DockerEngine(host or docker_host())
     try:
-        client = docker.DockerClient(base_url=host or docker_host(), timeout=5)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # noqa: BLE001 - any failure means "not answering"
-        return False
+        return engine.answers(timeout=5)
+    finally:
+        engine.close()
 
 
 def ensure_engine(timeout: float = 60.0) -> str:
@@ -92,24 +89,23 @@ def seed_busybox(host: str | None = None, ref: str = "busybox:latest") -> bool:
     """Imports `busybox:latest` from the static busybox binary unless the engine has it.
 
     Returns True when it imported the image."""
-    client = docker.DockerClient(base_url=host or docker_host(), timeout=120)
+    # Imported here, so that importing the CLI never imports docker-py.
+    from services.common.docker.engine import DockerEngine
+
+    engine = DockerEngine(host or docker_host())
     try:
-        try:
-            client.images.get(ref)
+        if engine.image_id(ref) is not None:
             return False
-        except docker.errors.ImageNotFound:
-            pass
         if not os.path.exists(BUSYBOX):
             raise Unavailable(f"{BUSYBOX} is missing: install Debian's busybox-static")
-        # A named file, not a stream: the engine refuses docker-py's chunked import body.
         with tempfile.NamedTemporaryFile(suffix=".tar") as tar_file:
             _write_busybox_rootfs(tar_file)
             tar_file.flush()
             repo, _, tag = ref.partition(":")
-            client.api.import_image(
-                tar_file.name,
-                repository=repo,
-                tag=tag or "latest",
+            engine.import_rootfs(
+                Path(tar_file.name),
+                repo,
+                tag or "latest",
                 changes=[
                     'CMD ["sh"]',
                     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -117,7 +113,7 @@ def seed_busybox(host: str | None = None, ref: str = "busybox:latest") -> bool:
             )
         return True
     finally:
-        client.close()
+        engine.close()
 
 
 def _write_busybox_rootfs(fileobj) -> None:  # type: ignore[no-untyped-def]

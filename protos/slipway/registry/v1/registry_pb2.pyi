@@ -17,24 +17,6 @@ class GetRegistryResponse(_message.Message):
     host: str
     def __init__(self, host: _Optional[str] = ...) -> None: ...
 
-class PushRequest(_message.Message):
-    __slots__ = ("image", "repository", "tag")
-    IMAGE_FIELD_NUMBER: _ClassVar[int]
-    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
-    TAG_FIELD_NUMBER: _ClassVar[int]
-    image: str
-    repository: str
-    tag: str
-    def __init__(self, image: _Optional[str] = ..., repository: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
-
-class PushResponse(_message.Message):
-    __slots__ = ("progress", "result")
-    PROGRESS_FIELD_NUMBER: _ClassVar[int]
-    RESULT_FIELD_NUMBER: _ClassVar[int]
-    progress: PushProgress
-    result: PushResult
-    def __init__(self, progress: _Optional[_Union[PushProgress, _Mapping]] = ..., result: _Optional[_Union[PushResult, _Mapping]] = ...) -> None: ...
-
 class PushProgress(_message.Message):
     __slots__ = ("layer", "status", "current", "total", "text")
     LAYER_FIELD_NUMBER: _ClassVar[int]
@@ -48,14 +30,6 @@ class PushProgress(_message.Message):
     total: int
     text: str
     def __init__(self, layer: _Optional[str] = ..., status: _Optional[str] = ..., current: _Optional[int] = ..., total: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
-
-class PushResult(_message.Message):
-    __slots__ = ("reference", "digest")
-    REFERENCE_FIELD_NUMBER: _ClassVar[int]
-    DIGEST_FIELD_NUMBER: _ClassVar[int]
-    reference: str
-    digest: str
-    def __init__(self, reference: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class ExportBuildRequest(_message.Message):
     __slots__ = ("app", "build")

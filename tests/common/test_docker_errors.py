@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from client.kernel.errors import Internal, InvalidArgument, NotFound, Unavailable
-from services.registry.dockerengine import DockerEngine, push_error, registry_of
+from services.common.docker.engine import DockerEngine
+from services.common.docker.errors import push_error, registry_of
 
 
 def test_unreachable_registry_texts_become_unavailable() -> None:
