@@ -51,3 +51,17 @@ def remove_images_of(registry: str) -> None:
         subprocess.run(
             ["docker", "rmi", "-f", *mine[first : first + 100]], capture_output=True, timeout=300
         )
+
+
+def push_image(registry_host: str, image: str, repository: str, tag: str) -> list[object]:
+    """Pushes the local `image` as `{registry_host}/{repository}:{tag}` through the common
+    Pusher and the real engine, as a builder does; returns every event."""
+    from client.cli.localrack.engine import docker_host
+    from services.common.docker.engine import DockerEngine
+    from services.common.push import Destination, Pusher
+
+    engine = DockerEngine(docker_host())
+    try:
+        return list(Pusher(engine, Destination(registry_host)).push(image, repository, tag))
+    finally:
+        engine.close()

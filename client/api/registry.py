@@ -16,7 +16,7 @@ from client.kernel.errors import Internal
 
 
 class RegistryClient:
-    """Pushing images into the rack's registry; exporting and importing builds."""
+    """Where the rack's registry is; exporting, importing and copying builds."""
 
     service = "registry"
 
@@ -27,20 +27,6 @@ class RegistryClient:
     def registry_host(self) -> str:
         with rpc_errors(self.address, self.service):
             return str(self._stub.GetRegistry(pb.GetRegistryRequest()).host)
-
-    def push(
-        self, image: str, repository: str, tag: str
-    ) -> Iterator[types.PushProgress | types.PushResult]:
-        """Progress updates, then one PushResult; a failed push raises."""
-        stream = self._stub.Push(pb.PushRequest(image=image, repository=repository, tag=tag))
-        for resp in iter_rpc(stream, self.address, self.service):
-            if resp.HasField("result"):
-                yield types.PushResult(reference=resp.result.reference, digest=resp.result.digest)
-            else:
-                p = resp.progress
-                yield types.PushProgress(
-                    text=p.text, layer=p.layer, status=p.status, current=p.current, total=p.total
-                )
 
     def export_build(self, app: str, build_id: str) -> Iterator[bytes]:
         """The export archive of a complete build (a gzip'd tar), chunk by chunk. It can feed

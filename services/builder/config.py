@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.config import ServiceArgs
+from services.common.config import ServiceArgs, valid_registry_host
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -32,6 +32,9 @@ class Config:
     metadata_address: str = "127.0.0.1:7402"
     #: The registry service (SLIPWAY_REGISTRY_ADDRESS).
     registry_address: str = "127.0.0.1:7403"
+    #: The rack's registry, `host:port`, which this builder pushes its images to through
+    #: its own engine (SLIPWAY_REGISTRY_HOST; required by `from_env`).
+    registry_host: str = ""
     #: Where builds are extracted, one folder per build, removed when it ends
     #: (SLIPWAY_SCRATCH_DIR).
     scratch_dir: Path = _default_scratch()
@@ -71,6 +74,14 @@ class Config:
             if value is None:
                 parser.error(f"{name} must be a positive integer, not {env.get(name)!r}")
             numbers[name] = value
+        registry_host = env.get("SLIPWAY_REGISTRY_HOST", "")
+        if not registry_host:
+            parser.error("SLIPWAY_REGISTRY_HOST is required: the rack registry's host:port")
+        if not valid_registry_host(registry_host):
+            parser.error(
+                f"invalid SLIPWAY_REGISTRY_HOST {registry_host!r}: expected host:port, "
+                "no scheme or path"
+            )
         scratch = env.get("SLIPWAY_SCRATCH_DIR")
         return cls(
             token=token,
@@ -79,6 +90,7 @@ class Config:
             archive_address=env.get("SLIPWAY_ARCHIVE_ADDRESS") or cls.archive_address,
             metadata_address=env.get("SLIPWAY_METADATA_ADDRESS") or cls.metadata_address,
             registry_address=env.get("SLIPWAY_REGISTRY_ADDRESS") or cls.registry_address,
+            registry_host=registry_host,
             scratch_dir=Path(scratch).expanduser() if scratch else _default_scratch(),
             build_concurrency=numbers["SLIPWAY_BUILD_CONCURRENCY"],
             max_builds=numbers["SLIPWAY_MAX_BUILDS"],

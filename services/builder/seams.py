@@ -2,21 +2,35 @@
 Docker engine, as small protocols, plus the cancellation scope engine work runs under.
 
 The real implementations are the typed clients (`client.api.metadata.MetadataClient`,
-`client.api.archive.ArchiveClient`, `client.api.registry.RegistryClient`) and `engine.DockerEngine`.
+`client.api.archive.ArchiveClient`), the one Docker adapter
+(`services.common.docker.engine.DockerEngine`) and the common `services.common.push.Pusher`
+pushing through it. The engine's dataclasses (`BuildSpec`, `ImageInfo`) and `EngineError`
+are the adapter's, named here as the builder sees them.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from client.kernel import types
-from client.kernel.errors import Cancelled, SlipwayError
+from client.kernel.errors import Cancelled
+from services.common.docker.types import BuildSpec, EngineError, ImageInfo, LineSink
 
-#: Receives one line of output, without its newline.
-LineSink = Callable[[str], None]
+__all__ = [
+    "BuildSpec",
+    "BuildStore",
+    "CancelScope",
+    "Deps",
+    "EngineError",
+    "ImageEngine",
+    "ImageInfo",
+    "ImagePusher",
+    "LineSink",
+    "SourceStore",
+]
 
 
 class BuildStore(Protocol):
@@ -70,37 +84,13 @@ class SourceStore(Protocol):
 
 
 class ImagePusher(Protocol):
-    """Tagging and pushing into the rack's registry (registry)."""
+    """Tagging and pushing into the rack's registry, through this builder's own engine."""
 
     def registry_host(self) -> str: ...
 
     def push(
         self, image: str, repository: str, tag: str
     ) -> Iterator[types.PushProgress | types.PushResult]: ...
-
-
-@dataclass(frozen=True)
-class BuildSpec:
-    """One image build: a context folder on disk and what to build from it."""
-
-    context: str
-    #: The Dockerfile, relative to `context` (it may lie outside it, within the source).
-    dockerfile: str = "Dockerfile"
-    buildargs: Mapping[str, str] = field(default_factory=dict)
-    target: str = ""
-    nocache: bool = False
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What the builder reads of a local image."""
-
-    id: str
-    entrypoint: tuple[str, ...] = ()
-
-
-class EngineError(SlipwayError):
-    """The engine refused or failed the work; the message is the engine's own text."""
 
 
 class ImageEngine(Protocol):
@@ -118,6 +108,10 @@ class ImageEngine(Protocol):
 
     def inspect(self, image: str) -> ImageInfo:
         """NotFound when the engine does not have it."""
+        ...
+
+    def image_id(self, image: str) -> str | None:
+        """The id of the local `image`, None when the engine does not have it."""
         ...
 
     def remove(self, image: str) -> None:

@@ -10,12 +10,12 @@ from slipway.builder.v1 import builder_pb2, builder_pb2_grpc
 from client.api.archive import ArchiveClient
 from client.api.channel import open_channel
 from client.api.metadata import MetadataClient
-from client.api.registry import RegistryClient
 from services.builder.config import Config
 from services.builder.core import Builder
-from services.builder.engine import DockerEngine
 from services.builder.seams import Deps
 from services.builder.servicer import BuilderServicer
+from services.common.docker.engine import DockerEngine
+from services.common.push import Destination, Pusher
 from services.common.server import Server, build_server
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,9 @@ SERVICE_NAME = builder_pb2.DESCRIPTOR.services_by_name["BuilderService"].full_na
 
 
 def connect(config: Config) -> Deps:
-    """The real dependencies: the other services of the rack and the Docker engine."""
+    """The real dependencies: the other services of the rack, the Docker engine, and
+    pushes through that engine into the rack's registry (no other service's engine)."""
+    engine = DockerEngine(config.docker_host)
     return Deps(
         store=MetadataClient(
             open_channel(config.metadata_address, config.token), config.metadata_address
@@ -32,10 +34,8 @@ def connect(config: Config) -> Deps:
         sources=ArchiveClient(
             open_channel(config.archive_address, config.token), config.archive_address
         ),
-        pusher=RegistryClient(
-            open_channel(config.registry_address, config.token), config.registry_address
-        ),
-        engine=DockerEngine(config.docker_host),
+        pusher=Pusher(engine, Destination(config.registry_host)),
+        engine=engine,
     )
 
 

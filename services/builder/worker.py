@@ -19,7 +19,6 @@ from client.kernel.errors import (
     Cancelled,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     SlipwayError,
 )
 from client.kernel.types import error_lines, one_line
@@ -28,6 +27,7 @@ from services.builder.config import Config
 from services.builder.extract import Limits, extract
 from services.builder.logwriter import LogWriter, retrying
 from services.builder.seams import BuildSpec, CancelScope, Deps, EngineError
+from services.common.docker.fallback import use_local_copy
 from services.common.logs import BuildLogAdapter
 
 log = logging.getLogger(__name__)
@@ -168,13 +168,7 @@ class Worker:
             try:
                 return engine.pull(step.image, job.log.line, job.scope)
             except EngineError as err:
-                # No registry reachable (an offline rack): a local copy is as good.
-                try:
-                    image_id = engine.inspect(step.image).id
-                except NotFound:
-                    raise err from None
-                job.log.line(f"Pull failed ({one_line(str(err))}); using the local {step.image}")
-                return image_id
+                return use_local_copy(step.image, err, engine.image_id, job.log.line)
         job.log.line(f"Building: {step.path}")
         return engine.build(step.spec, job.log.line, job.scope)
 

@@ -1,9 +1,19 @@
-"""What every service's configuration shares: the `--listen` flag and the rack token."""
+"""What every service's configuration shares: the `--listen` flag, the rack token and the
+shape of a registry host."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Mapping
+
+# `host`, `host:port` or `[v6]:port`, as image references name a registry: no scheme, no path.
+REGISTRY_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?\Z")
+
+
+def valid_registry_host(host: str) -> bool:
+    """Whether `host` names a registry as image references do (`host[:port]`)."""
+    return bool(REGISTRY_HOST.match(host))
 
 
 class ServiceArgs(argparse.ArgumentParser):

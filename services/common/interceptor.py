@@ -43,7 +43,10 @@ def _abort(context: grpc.ServicerContext, err: Exception, method: str) -> None:
     if isinstance(err, SlipwayError):
         context.abort(status_code(err), bounded(err.message))
     log.exception("unexpected error in %s", method)
-    context.abort(grpc.StatusCode.INTERNAL, bounded(f"internal error: {type(err).__name__}"))
+    # An OSError's text names the file it failed on: a server path, kept in the log only.
+    text = (err.strerror or "") if isinstance(err, OSError) else str(err)
+    what = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    context.abort(grpc.StatusCode.INTERNAL, bounded(f"internal error: {what}"))
 
 
 def _wrap_unary(behavior: Callable[..., Any], method: str, authorized: bool) -> Callable[..., Any]:

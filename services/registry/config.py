@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.config import ServiceArgs
+from services.common.config import ServiceArgs, valid_registry_host
 
 DEFAULT_LISTEN = "127.0.0.1:7403"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-
-# `host`, `host:port` or `[v6]:port`, as image references name a registry: no scheme, no path.
-REGISTRY_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?\Z")
 
 
 @dataclass(frozen=True)
@@ -71,7 +67,7 @@ class Config:
         token = parser.token()
         if not args.registry:
             parser.error("the registry is required: pass --registry or set SLIPWAY_REGISTRY_HOST")
-        if not REGISTRY_HOST.match(args.registry):
+        if not valid_registry_host(args.registry):
             parser.error(
                 f"invalid registry {args.registry!r}: expected host:port, no scheme or path"
             )

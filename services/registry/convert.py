@@ -15,24 +15,19 @@ from client.kernel.types import (
     CopyResult,
     ImageManifest,
     PushProgress,
-    PushResult,
     Release,
 )
 from services.registry.copy import CopyRequest
 from services.registry.importimage import ImageImported
 
 
-def push_response(event: PushProgress | PushResult) -> pb.PushResponse:
-    if isinstance(event, PushResult):
-        return pb.PushResponse(result=pb.PushResult(reference=event.reference, digest=event.digest))
-    return pb.PushResponse(
-        progress=pb.PushProgress(
-            layer=event.layer,
-            status=event.status,
-            current=event.current,
-            total=event.total,
-            text=event.text,
-        )
+def progress_to_pb(event: PushProgress) -> pb.PushProgress:
+    return pb.PushProgress(
+        layer=event.layer,
+        status=event.status,
+        current=event.current,
+        total=event.total,
+        text=event.text,
     )
 
 
@@ -72,7 +67,7 @@ def import_image_response(event: PushProgress | ImageImported) -> pb.ImportImage
             build=convert.build_to_pb(event.build), release=convert.release_to_pb(event.release)
         )
         return pb.ImportImageResponse(result=result)
-    return pb.ImportImageResponse(progress=push_response(event).progress)
+    return pb.ImportImageResponse(progress=progress_to_pb(event))
 
 
 def manifests_response(images: list[ImageManifest]) -> pb.GetManifestsResponse:

@@ -25,7 +25,7 @@ from typing import Protocol
 from client.kernel import types
 from client.kernel.errors import Cancelled, FailedPrecondition, InvalidArgument
 from services.common.oci import Manifest, Registry, check_digest
-from services.registry.core import human_size
+from services.common.push import human_size
 from services.registry.export import services_of
 from services.registry.finish import Destination
 from services.registry.records import BuildRecords, ImportedBuild

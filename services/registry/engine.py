@@ -1,23 +1,16 @@
-"""The `ImageEngine` seam: what the registry service needs of a container engine."""
+"""The `ImageEngine` seam: what the registry service needs of a container engine. The one
+implementation is the common Docker adapter, `services.common.docker.engine.DockerEngine`;
+`PushEvent` is that adapter's."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from services.common.docker.types import PushEvent
 
-@dataclass(frozen=True)
-class PushEvent:
-    """One update of a push as the engine reports it: a status (for a layer when `layer` is
-    set), or, near the end, the manifest digest."""
-
-    status: str = ""
-    layer: str = ""
-    current: int = 0
-    total: int = 0
-    digest: str = ""
+__all__ = ["ImageEngine", "PushEvent"]
 
 
 class ImageEngine(Protocol):
@@ -37,10 +30,6 @@ class ImageEngine(Protocol):
 
     def image_id(self, image: str) -> str | None:
         """The id (`sha256:…`) of a local image named or identified by `image`, else None."""
-        ...
-
-    def pull(self, repository: str, tag: str, auth: Mapping[str, str] | None = None) -> None:
-        """Pulls `repository:tag` into the engine; a failed pull raises."""
         ...
 
     def pull_events(

@@ -86,7 +86,8 @@ class Exporter:
             for reference in names:
                 if self.engine.image_id(reference) is None:
                     _, _, tag = reference.rpartition(":")
-                    self.engine.pull(remote, tag, self.registry.auth())
+                    for _event in self.engine.pull_events(remote, tag, self.registry.auth()):
+                        pass
                     pulled.append(reference)
             # Saved under their registry names, renamed in the stream: no local tag of the
             # engine is touched, however many exports run at once.

@@ -23,7 +23,8 @@ import yaml
 from client.kernel import manifest, types
 from client.kernel.errors import Internal, InvalidArgument, Unavailable
 from client.kernel.types import PushProgress
-from services.registry.core import PROGRESS_INTERVAL, Pusher, progress_of, throttle
+from services.common.docker.fallback import use_local_copy
+from services.common.push import PROGRESS_INTERVAL, Pusher, progress_of, throttle
 from services.registry.engine import ImageEngine
 from services.registry.finish import Destination, Leftovers
 from services.registry.publish import push_as
@@ -152,11 +153,13 @@ class ImageImporter:
                     lines.append(progress.text)
                 yield progress
         except Unavailable as err:
-            image_id = self.engine.image_id(reference) if had else None
-            if image_id is None:
+            if not had:
                 raise
-            yield self._line(lines, f"Pull failed ({err}); using the local {reference}")
-            return image_id
+            said: list[str] = []
+            local = use_local_copy(reference, err, self.engine.image_id, said.append)
+            for text in said:
+                yield self._line(lines, text)
+            return local
         image_id = self.engine.image_id(reference)
         if image_id is None:
             raise Internal(f"cannot pull {reference}: the engine has no image after pulling it")

@@ -21,8 +21,8 @@ from client.kernel import types
 from client.kernel.errors import InvalidArgument
 from client.kernel.streams import iter_chunks
 from client.kernel.types import SERVICE_NAME
+from services.common.push import Pusher
 from services.registry.buildarchive import BuildRecord, decode_build, unpack
-from services.registry.core import Pusher
 from services.registry.engine import ImageEngine
 from services.registry.finish import Destination, Leftovers
 from services.registry.imagetar import DOCKER, OCI, kind_of, retag, saved_images, split_name

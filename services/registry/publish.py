@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from client.kernel.errors import Internal, SlipwayError
 from client.kernel.types import PushProgress, PushResult
-from services.registry.core import Pusher
+from services.common.push import Pusher
 
 
 def push_as(

@@ -12,12 +12,12 @@ from slipway.registry.v1 import registry_pb2_grpc as pb_grpc
 
 from client.api.channel import open_channel
 from client.api.metadata import MetadataClient
+from services.common.docker.engine import DockerEngine
 from services.common.oci import DistributionRegistry, Registry
+from services.common.push import Pusher
 from services.common.server import Server, build_server
 from services.registry.config import Config
 from services.registry.copy import BuildImages, ConnectSource, Copier
-from services.registry.core import Pusher
-from services.registry.dockerengine import DockerEngine
 from services.registry.engine import ImageEngine
 from services.registry.export import Exporter
 from services.registry.finish import Destination

@@ -8,16 +8,16 @@ import grpc
 from slipway.registry.v1 import registry_pb2 as pb
 from slipway.registry.v1 import registry_pb2_grpc as pb_grpc
 
+from services.common.push import Pusher
 from services.registry import convert
 from services.registry.copy import BuildImages, Copier
-from services.registry.core import Pusher
 from services.registry.export import Exporter
 from services.registry.importimage import ImageImporter
 from services.registry.imports import Importer
 
 
 class RegistryServicer(pb_grpc.RegistryServiceServicer):
-    """GetRegistry and Push over a `Pusher`; ExportBuild and ImportBuild over an `Exporter`
+    """GetRegistry over a `Pusher`; ExportBuild and ImportBuild over an `Exporter`
     and an `Importer`; ImportImage over an `ImageImporter`; GetManifests and ReadBlob (a
     build leaving for another rack) over `BuildImages`; CopyBuild over a `Copier`."""
 
@@ -40,13 +40,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     def GetRegistry(  # noqa: N802 - gRPC method name
         self, request: pb.GetRegistryRequest, context: grpc.ServicerContext
     ) -> pb.GetRegistryResponse:
-        return convert.registry_response(self.pusher.registry_host)
-
-    def Push(  # noqa: N802 - gRPC method name
-        self, request: pb.PushRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.PushResponse]:
-        for event in self.pusher.push(request.image, request.repository, request.tag):
-            yield convert.push_response(event)
+        return convert.registry_response(self.pusher.registry_host())
 
     def ExportBuild(  # noqa: N802 - gRPC method name
         self, request: pb.ExportBuildRequest, context: grpc.ServicerContext

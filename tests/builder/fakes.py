@@ -256,5 +256,11 @@ class FakeEngine:
             return self.images[image]
         raise NotFound.of("image", image)
 
+    def image_id(self, image: str) -> str | None:
+        try:
+            return self.inspect(image).id
+        except NotFound:
+            return None
+
     def remove(self, image: str) -> None:
         self.images.pop(image, None)

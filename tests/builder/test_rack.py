@@ -72,6 +72,7 @@ def live(tmp_path: Path, token: str, docker_client: Any, registry_host: str) -> 
                 archive_address=archive.address,
                 metadata_address=metadata.address,
                 registry_address=registry.address,
+                registry_host=registry_host,
                 docker_host=docker_host(),
             )
         )

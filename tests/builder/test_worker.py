@@ -10,7 +10,7 @@ import pytest
 
 from client.kernel import types
 from client.kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from client.kernel.types import BuildRequest, one_line
+from client.kernel.types import BuildRequest
 from services.builder.config import Config
 from services.builder.core import Builder
 from services.builder.seams import Deps
@@ -331,9 +331,3 @@ def test_rack_answers_without_the_registry_service(rig: Rig) -> None:
     rig.pusher.registry_host = down  # type: ignore[method-assign]
     info = rig.builder.rack()
     assert (info.name, info.registry_host) == ("local", "")
-
-
-def test_one_line() -> None:
-    assert one_line("first\nsecond") == "first"
-    assert one_line("validation errors:\n  a\n  b") == "validation errors: a; b"
-    assert one_line("") == "unknown error"

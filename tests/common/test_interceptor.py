@@ -58,4 +58,4 @@ def test_an_unexpected_error_names_no_server_path(server: Server) -> None:
         with pytest.raises(grpc.RpcError) as err:
             crash(b"")
     assert err.value.code() == grpc.StatusCode.INTERNAL
-    assert err.value.details() == "internal error: OSError"
+    assert err.value.details() == "internal error: OSError: No space left on device"

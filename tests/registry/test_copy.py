@@ -46,7 +46,7 @@ from services.registry import server as registry_server
 from services.registry.config import Config
 from services.registry.records import BuildRecords, ImportedBuild
 from tests.conftest import _unavailable
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually, free_port, push_image
 
 pytestmark = pytest.mark.docker
 
@@ -303,9 +303,7 @@ class Builds:
             if service not in images:
                 markers[service] = f"{service}-{secrets.token_hex(6)}"
                 images[service] = build_image(self.docker, markers[service])
-            pushed = list(
-                self.rack.registry.push(images[service], self.app, f"{service}.{build.id}")
-            )
+            pushed = push_image(self.rack.host, images[service], self.app, f"{service}.{build.id}")
             assert isinstance(pushed[-1], PushResult)
         logs = ["Building: .", f"build {build.id}", "\ttab and ünïcode"]
         md.append_logs(build.id, logs)

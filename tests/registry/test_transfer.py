@@ -32,14 +32,14 @@ from client.kernel.errors import (
     Unavailable,
 )
 from client.kernel.types import COMPLETE, PushResult
+from services.common.docker.engine import DockerEngine
 from services.common.server import Server
 from services.metadata import server as metadata_server
 from services.metadata.config import Config as MetadataConfig
 from services.registry import server as registry_server
 from services.registry.config import Config
-from services.registry.dockerengine import DockerEngine
 from services.registry.imports import LOCAL_NAME
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually, free_port, push_image
 
 pytestmark = pytest.mark.docker
 
@@ -199,7 +199,7 @@ def made(rack: Rack, docker_client: Any) -> Iterator[Made]:
     images = {}
     for service, marker in markers.items():
         images[service] = build_image(docker_client, marker)
-        events = list(rack.registry.push(images[service], app, f"{service}.{build.id}"))
+        events = push_image(rack.host, images[service], app, f"{service}.{build.id}")
         assert isinstance(events[-1], PushResult)
     logs = ["Building: .", "Step 1/2 : FROM busybox", "\ttab and ünïcode", "done"]
     md.append_logs(build.id, logs)

@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 from client.kernel.errors import Unavailable
 
@@ -30,17 +30,17 @@ PID_FILE = Path("/var/run/slipway/dockerd.pid")
 BUSYBOX = "/bin/busybox"
 
 
-def _docker() -> ModuleType:
-    """The Docker SDK, imported when a local rack needs it: `pip install slipway` is the CLI
-    alone and has no `docker` (it comes with the `rack` extra)."""
+def _engine(host: str) -> Any:
+    """The rack's Docker engine adapter, imported when a local rack needs it: importing
+    the CLI never imports docker-py, and `pip install slipway` (the CLI alone) has none
+    (it comes with the `rack` extra)."""
     try:
-        import docker
-        import docker.errors
+        from services.common.docker.engine import DockerEngine
     except ImportError as err:
         raise Unavailable(
             f"the Docker SDK is not installed ({err}): install slipway[rack] to run a local rack"
         ) from None
-    return docker
+    return DockerEngine(host)
 
 
 def docker_host() -> str:
@@ -48,15 +48,11 @@ def docker_host() -> str:
 
 
 def engine_answers(host: str | None = None) -> bool:
-    docker = _docker()
+    engine = _engine(host or docker_host())
     try:
-        client = docker.DockerClient(base_url=host or docker_host(), timeout=5)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # noqa: BLE001 - any failure means "not answering"
-        return False
+        return engine.answers(timeout=5)
+    finally:
+        engine.close()
 
 
 def ensure_engine(timeout: float = 60.0) -> str:
@@ -104,25 +100,20 @@ def seed_busybox(host: str | None = None, ref: str = "busybox:latest") -> bool:
     """Imports `busybox:latest` from the static busybox binary unless the engine has it.
 
     Returns True when it imported the image."""
-    docker = _docker()
-    client = docker.DockerClient(base_url=host or docker_host(), timeout=120)
+    engine = _engine(host or docker_host())
     try:
-        try:
-            client.images.get(ref)
+        if engine.image_id(ref) is not None:
             return False
-        except docker.errors.ImageNotFound:
-            pass
         if not os.path.exists(BUSYBOX):
             raise Unavailable(f"{BUSYBOX} is missing: install Debian's busybox-static")
-        # A named file, not a stream: the engine refuses docker-py's chunked import body.
         with tempfile.NamedTemporaryFile(suffix=".tar") as tar_file:
             _write_busybox_rootfs(tar_file)
             tar_file.flush()
             repo, _, tag = ref.partition(":")
-            client.api.import_image(
-                tar_file.name,
-                repository=repo,
-                tag=tag or "latest",
+            engine.import_rootfs(
+                Path(tar_file.name),
+                repo,
+                tag or "latest",
                 changes=[
                     'CMD ["sh"]',
                     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -130,7 +121,7 @@ def seed_busybox(host: str | None = None, ref: str = "busybox:latest") -> bool:
             )
         return True
     finally:
-        client.close()
+        engine.close()
 
 
 def _write_busybox_rootfs(fileobj) -> None:  # type: ignore[no-untyped-def]

@@ -229,6 +229,7 @@ def _service_env(part: str, layout: Layout, token: str, docker_host: str) -> dic
             SLIPWAY_ARCHIVE_ADDRESS=layout.address("archive"),
             SLIPWAY_METADATA_ADDRESS=layout.address("metadata"),
             SLIPWAY_REGISTRY_ADDRESS=layout.address("registry"),
+            SLIPWAY_REGISTRY_HOST=layout.address("distribution"),
             SLIPWAY_SCRATCH_DIR=str(layout.data / "builder"),
         )
     return env

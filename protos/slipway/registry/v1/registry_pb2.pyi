@@ -59,68 +59,6 @@ class GetRegistryResponse(_message.Message):
 Global___GetRegistryResponse: _TypeAlias = GetRegistryResponse  # noqa: Y015
 
 @_typing.final
-class PushRequest(_message.Message):
-    """What to push."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    IMAGE_FIELD_NUMBER: _builtins.int
-    REPOSITORY_FIELD_NUMBER: _builtins.int
-    TAG_FIELD_NUMBER: _builtins.int
-    image: _builtins.str
-    """The local image: an id (`sha256:…`) or a reference the engine knows."""
-    repository: _builtins.str
-    """The repository under the registry host, usually the app name."""
-    tag: _builtins.str
-    """The tag, usually `{service}.{buildId}`."""
-    def __init__(
-        self,
-        *,
-        image: _builtins.str = ...,
-        repository: _builtins.str = ...,
-        tag: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "repository", b"repository", "tag", b"tag"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PushRequest: _TypeAlias = PushRequest  # noqa: Y015
-
-@_typing.final
-class PushResponse(_message.Message):
-    """Progress of a push, then its result."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PROGRESS_FIELD_NUMBER: _builtins.int
-    RESULT_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def progress(self) -> Global___PushProgress:
-        """A line of progress to show."""
-
-    @_builtins.property
-    def result(self) -> Global___PushResult:
-        """The last message: what was pushed."""
-
-    def __init__(
-        self,
-        *,
-        progress: Global___PushProgress | None = ...,
-        result: Global___PushResult | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "result", b"result"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "result", b"result"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["progress", "result"]  # noqa: Y015
-    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
-
-Global___PushResponse: _TypeAlias = PushResponse  # noqa: Y015
-
-@_typing.final
 class PushProgress(_message.Message):
     """One progress update."""
 
@@ -157,32 +95,6 @@ class PushProgress(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PushProgress: _TypeAlias = PushProgress  # noqa: Y015
-
-@_typing.final
-class PushResult(_message.Message):
-    """A finished push."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    REFERENCE_FIELD_NUMBER: _builtins.int
-    DIGEST_FIELD_NUMBER: _builtins.int
-    reference: _builtins.str
-    """The full reference pushed, `{registry}/{repository}:{tag}`."""
-    digest: _builtins.str
-    """The manifest digest the registry gave, `sha256:…`."""
-    def __init__(
-        self,
-        *,
-        reference: _builtins.str = ...,
-        digest: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "reference", b"reference"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PushResult: _TypeAlias = PushResult  # noqa: Y015
 
 @_typing.final
 class ExportBuildRequest(_message.Message):

@@ -40,11 +40,6 @@ class RegistryServiceStub:
                 request_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.GetRegistryRequest.SerializeToString,
                 response_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.GetRegistryResponse.FromString,
                 _registered_method=True)
-        self.Push = channel.unary_stream(
-                '/slipway.registry.v1.RegistryService/Push',
-                request_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.PushRequest.SerializeToString,
-                response_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.PushResponse.FromString,
-                _registered_method=True)
         self.ExportBuild = channel.unary_stream(
                 '/slipway.registry.v1.RegistryService/ExportBuild',
                 request_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ExportBuildRequest.SerializeToString,
@@ -88,16 +83,11 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Push(self, request, context):
-        """Push tags a local engine image as `{registry}/{repository}:{tag}` and pushes it,
-        streaming progress, then the pushed reference and digest. A push error fails the call.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def ExportBuild(self, request, context):
-        """ExportBuild streams a complete build of an app as a gzip'd tar (SPEC §5): `build.json`,
+        """(Push, which tagged and pushed an image of this service's engine, was removed: a builder
+        pushes its images itself through its own engine, so no service assumes it shares an
+        engine with another. Its messages PushRequest, PushResponse and PushResult went with it.)
+        ExportBuild streams a complete build of an app as a gzip'd tar (SPEC §5): `build.json`,
         then one `docker save` tar of every service image. NOT_FOUND for an unknown app or build,
         FAILED_PRECONDITION for a build that is not complete.
         """
@@ -164,11 +154,6 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     request_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.GetRegistryRequest.FromString,
                     response_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.GetRegistryResponse.SerializeToString,
             ),
-            'Push': grpc.unary_stream_rpc_method_handler(
-                    servicer.Push,
-                    request_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.PushRequest.FromString,
-                    response_serializer=slipway_dot_registry_dot_v1_dot_registry__pb2.PushResponse.SerializeToString,
-            ),
             'ExportBuild': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportBuild,
                     request_deserializer=slipway_dot_registry_dot_v1_dot_registry__pb2.ExportBuildRequest.FromString,
@@ -228,33 +213,6 @@ class RegistryService:
             '/slipway.registry.v1.RegistryService/GetRegistry',
             slipway_dot_registry_dot_v1_dot_registry__pb2.GetRegistryRequest.SerializeToString,
             slipway_dot_registry_dot_v1_dot_registry__pb2.GetRegistryResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Push(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/slipway.registry.v1.RegistryService/Push',
-            slipway_dot_registry_dot_v1_dot_registry__pb2.PushRequest.SerializeToString,
-            slipway_dot_registry_dot_v1_dot_registry__pb2.PushResponse.FromString,
             options,
             channel_credentials,
             insecure,

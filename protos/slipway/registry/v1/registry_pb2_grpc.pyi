@@ -35,12 +35,11 @@ class RegistryServiceStub:
     def __new__(cls, channel: _aio.Channel) -> RegistryServiceAsyncStub: ...
     GetRegistry: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetRegistryRequest, _registry_pb2.GetRegistryResponse]
     """GetRegistry says where the rack's registry is, as image references name it."""
-    Push: _grpc.UnaryStreamMultiCallable[_registry_pb2.PushRequest, _registry_pb2.PushResponse]
-    """Push tags a local engine image as `{registry}/{repository}:{tag}` and pushes it,
-    streaming progress, then the pushed reference and digest. A push error fails the call.
-    """
     ExportBuild: _grpc.UnaryStreamMultiCallable[_registry_pb2.ExportBuildRequest, _registry_pb2.ExportBuildResponse]
-    """ExportBuild streams a complete build of an app as a gzip'd tar (SPEC §5): `build.json`,
+    """(Push, which tagged and pushed an image of this service's engine, was removed: a builder
+    pushes its images itself through its own engine, so no service assumes it shares an
+    engine with another. Its messages PushRequest, PushResponse and PushResult went with it.)
+    ExportBuild streams a complete build of an app as a gzip'd tar (SPEC §5): `build.json`,
     then one `docker save` tar of every service image. NOT_FOUND for an unknown app or build,
     FAILED_PRECONDITION for a build that is not complete.
     """
@@ -83,12 +82,11 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetRegistry: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetRegistryRequest, _registry_pb2.GetRegistryResponse]  # type: ignore[assignment]
     """GetRegistry says where the rack's registry is, as image references name it."""
-    Push: _aio.UnaryStreamMultiCallable[_registry_pb2.PushRequest, _registry_pb2.PushResponse]  # type: ignore[assignment]
-    """Push tags a local engine image as `{registry}/{repository}:{tag}` and pushes it,
-    streaming progress, then the pushed reference and digest. A push error fails the call.
-    """
     ExportBuild: _aio.UnaryStreamMultiCallable[_registry_pb2.ExportBuildRequest, _registry_pb2.ExportBuildResponse]  # type: ignore[assignment]
-    """ExportBuild streams a complete build of an app as a gzip'd tar (SPEC §5): `build.json`,
+    """(Push, which tagged and pushed an image of this service's engine, was removed: a builder
+    pushes its images itself through its own engine, so no service assumes it shares an
+    engine with another. Its messages PushRequest, PushResponse and PushResult went with it.)
+    ExportBuild streams a complete build of an app as a gzip'd tar (SPEC §5): `build.json`,
     then one `docker save` tar of every service image. NOT_FOUND for an unknown app or build,
     FAILED_PRECONDITION for a build that is not complete.
     """
@@ -136,22 +134,15 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetRegistry says where the rack's registry is, as image references name it."""
 
     @_abc_1.abstractmethod
-    def Push(
-        self,
-        request: _registry_pb2.PushRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_registry_pb2.PushResponse], _abc.AsyncIterator[_registry_pb2.PushResponse]]:
-        """Push tags a local engine image as `{registry}/{repository}:{tag}` and pushes it,
-        streaming progress, then the pushed reference and digest. A push error fails the call.
-        """
-
-    @_abc_1.abstractmethod
     def ExportBuild(
         self,
         request: _registry_pb2.ExportBuildRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.ExportBuildResponse], _abc.AsyncIterator[_registry_pb2.ExportBuildResponse]]:
-        """ExportBuild streams a complete build of an app as a gzip'd tar (SPEC §5): `build.json`,
+        """(Push, which tagged and pushed an image of this service's engine, was removed: a builder
+        pushes its images itself through its own engine, so no service assumes it shares an
+        engine with another. Its messages PushRequest, PushResponse and PushResult went with it.)
+        ExportBuild streams a complete build of an app as a gzip'd tar (SPEC §5): `build.json`,
         then one `docker save` tar of every service image. NOT_FOUND for an unknown app or build,
         FAILED_PRECONDITION for a build that is not complete.
         """

@@ -1,4 +1,5 @@
-"""engine.py against the real Docker engine (classic builder, seeded busybox)."""
+"""services.common.docker.engine against the real Docker engine (classic builder, seeded
+busybox): builds, pulls and cancels as the builder uses them."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 import pytest
 
 from client.kernel.errors import Cancelled, NotFound, Unavailable
-from services.builder.engine import DockerEngine, LineSplitter
-from services.builder.seams import BuildSpec, CancelScope, EngineError
+from services.builder.seams import CancelScope
+from services.common.docker.engine import DockerEngine
+from services.common.docker.streams import LineSplitter
+from services.common.docker.types import BuildSpec, EngineError
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.docker

@@ -1,4 +1,4 @@
-"""The Pusher core against a fake engine, a fake registry and a fake clock."""
+"""The common Pusher against a fake engine, a registry destination and a fake clock."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 
 from client.kernel.errors import Internal, InvalidArgument, NotFound
 from client.kernel.types import PushProgress, PushResult
-from services.common.oci import DistributionRegistry
-from services.registry.core import Pusher, check_push, human_size, progress_of, throttle
-from services.registry.engine import PushEvent
+from services.common.docker.types import PushEvent
+from services.common.push import Destination, Pusher, check_push, human_size, progress_of, throttle
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -40,7 +39,7 @@ class FakeEngine:
 
 
 def pusher_for(engine: FakeEngine) -> Pusher:
-    return Pusher(engine, DistributionRegistry("reg:5000"), clock=lambda: engine.clock[0])
+    return Pusher(engine, Destination("reg:5000"), clock=lambda: engine.clock[0])
 
 
 def pushing(layer: str, current: int, total: int) -> PushEvent:

@@ -1,17 +1,23 @@
-"""The registry domain: validate a push, tag, push, and turn engine events into progress
-a person can read, at a pace a terminal can show."""
+"""Pushing a local image into a registry, for every service that pushes (the builder its
+builds, the registry service its imports): validate the names, tag, push, and turn the
+engine's events into progress a person can read, at a pace a terminal can show.
+
+The `Running: docker tag …` and `Running: docker push …` lines are made here once, so a
+build log and an import log read the same.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from client.kernel.errors import Internal, InvalidArgument
 from client.kernel.types import PushProgress, PushResult
-from services.common.oci import Registry
-from services.registry.engine import ImageEngine, PushEvent
+from services.common.docker.types import PushEvent
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +31,46 @@ TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 PROGRESS_INTERVAL = 0.5
 
 Event = PushProgress | PushResult
+
+
+class PushEngine(Protocol):
+    """What a push needs of the engine (`services.common.docker.engine.DockerEngine`)."""
+
+    def tag(self, image: str, repository: str, tag: str) -> None: ...
+
+    def push(
+        self, repository: str, tag: str, auth: Mapping[str, str] | None = None
+    ) -> Iterator[PushEvent]: ...
+
+
+class PushTarget(Protocol):
+    """Where pushes go: a registry host, how to ready a repository, and credentials."""
+
+    @property
+    def host(self) -> str: ...
+
+    def prepare(self, repository: str) -> None:
+        """Makes `repository` ready to receive a push (ECR creates it)."""
+        ...
+
+    def auth(self) -> Mapping[str, str] | None:
+        """Credentials for the engine's push, or None when it needs none."""
+        ...
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A registry that needs nothing before a push (Distribution): its host and, when it
+    asks for them, the credentials (`username`, `password`) the engine sends."""
+
+    host: str
+    credentials: Mapping[str, str] = field(default_factory=dict)
+
+    def prepare(self, repository: str) -> None:
+        return None
+
+    def auth(self) -> Mapping[str, str] | None:
+        return dict(self.credentials) or None
 
 
 def check_push(image: str, repository: str, tag: str) -> None:
@@ -85,22 +131,22 @@ def throttle(
 
 
 class Pusher:
-    """Pushes local images into the rack's registry."""
+    """Pushes local images of `engine` into the registry `target`."""
 
     def __init__(
         self,
-        engine: ImageEngine,
-        registry: Registry,
+        engine: PushEngine,
+        target: PushTarget,
         clock: Callable[[], float] = time.monotonic,
         interval: float = PROGRESS_INTERVAL,
     ) -> None:
         self.engine = engine
-        self.registry = registry
+        self.registry = target
         self._clock = clock
         self._interval = interval
 
-    @property
     def registry_host(self) -> str:
+        """The host (and port) image references name the registry by."""
         return self.registry.host
 
     def push(self, image: str, repository: str, tag: str) -> Iterator[Event]:

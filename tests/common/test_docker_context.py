@@ -6,7 +6,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from services.builder.engine import context_tar
+from services.common.docker.streams import context_tar
 
 
 def _tree(root: Path) -> Path:

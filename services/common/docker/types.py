@@ -1,0 +1,60 @@
+"""What the Docker adapter takes and gives: plain dataclasses and two tiny protocols, so
+service cores and fakes can use them without importing docker-py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from client.kernel.errors import Internal
+
+#: Receives one line of output, without its newline.
+LineSink = Callable[[str], None]
+
+
+class EngineError(Internal):
+    """The engine refused or failed the work; the message is the engine's own text."""
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """One image build: a context folder on disk and what to build from it."""
+
+    context: str
+    #: The Dockerfile, relative to `context` (it may lie outside it, within the source).
+    dockerfile: str = "Dockerfile"
+    buildargs: Mapping[str, str] = field(default_factory=dict)
+    target: str = ""
+    nocache: bool = False
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the builder reads of a local image."""
+
+    id: str
+    entrypoint: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PushEvent:
+    """One update of a push or pull as the engine reports it: a status (for a layer when
+    `layer` is set), or, near the end of a push, the manifest digest."""
+
+    status: str = ""
+    layer: str = ""
+    current: int = 0
+    total: int = 0
+    digest: str = ""
+
+
+class Cancellable(Protocol):
+    """A cancellation scope (the builder's `CancelScope`): work registers how to stop."""
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    def on_cancel(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Registers `hook` (called at once when already cancelled); returns an unregister."""
+        ...
