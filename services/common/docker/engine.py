@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,19 +195,7 @@ class DockerEngine:
         def classify(text: str, status: int) -> SlipwayError:
             return errors.push_error(registry, reference, text)
 
-        with translated(self.host, classify), self._stream(STREAM_TIMEOUT) as api:
-            messages = api.push(
-                repository,
-                tag=tag,
-                stream=True,
-                decode=True,
-                auth_config=dict(auth) if auth else None,
-            )
-            for message in messages:
-                text = errors.stream_text(message)
-                if text is not None:
-                    raise classify(text, 0)
-                yield event_of(message)
+        return self._transfer("push", repository, tag, auth, classify)
 
     def pull_events(
         self, repository: str, tag: str, auth: Mapping[str, str] | None = None
@@ -220,8 +208,19 @@ class DockerEngine:
         def classify(text: str, status: int) -> SlipwayError:
             return errors.pull_error(reference, text, status)
 
+        return self._transfer("pull", repository, tag, auth, classify)
+
+    def _transfer(
+        self,
+        direction: str,
+        repository: str,
+        tag: str,
+        auth: Mapping[str, str] | None,
+        classify: Callable[[str, int], SlipwayError],
+    ) -> Iterator[PushEvent]:
+        """A push or pull (`direction`) streamed as events; errors through `classify`."""
         with translated(self.host, classify), self._stream(STREAM_TIMEOUT) as api:
-            messages = api.pull(
+            messages = getattr(api, direction)(
                 repository,
                 tag=tag,
                 stream=True,
