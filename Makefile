@@ -10,8 +10,16 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup protos check-protos up down demo test lint bench
 
-help: ## List the targets
+help: ## List the targets and the layout they work on
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+	@echo
+	@echo "Layout (README, Layout; make lint checks the import rules):"
+	@echo "  client/kernel    grpc-free kernel shared by services and client"
+	@echo "  client/api       typed client library (services call each other with it)"
+	@echo "  client/cli       the slipway command; no service imports it"
+	@echo "  services/common  shared by services: server, interceptor, one adapter per dependency"
+	@echo "  services/NAME    archive, builder, registry, metadata: one service each"
+	@echo "  protos/          the wire contract and its generated code"
 
 setup: $(VENV)/.installed ## Install what is missing (Debian packages, Python deps), start the engine, seed busybox
 	@$(PY) -m client.cli.localrack.engine
