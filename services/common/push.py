@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from client.kernel.errors import Internal, InvalidArgument
+from client.kernel.errors import Internal, InvalidArgument, SlipwayError, Unavailable
 from client.kernel.types import PushProgress, PushResult
 from services.common.docker.types import PushEvent
 
@@ -29,6 +29,23 @@ TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 # At most one progress update per layer per interval, status changes excepted.
 PROGRESS_INTERVAL = 0.5
+# A push that fails for a passing reason (the registry down, restarting, or answering 5xx;
+# a timeout) is tried again: ATTEMPTS in all, waiting RETRY_DELAYS in between (15 s).
+ATTEMPTS = 5
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
+_TRANSIENT_TEXT = re.compile(
+    r"\b5\d\d\b|timeout|timed out|unexpected eof|connection reset|broken pipe|"
+    r"service unavailable|bad gateway|too many requests",
+    re.I,
+)
+
+
+def transient(err: SlipwayError) -> bool:
+    """Whether a failed push may succeed if tried again."""
+    if isinstance(err, Unavailable):
+        return True
+    return not isinstance(err, InvalidArgument) and bool(_TRANSIENT_TEXT.search(str(err)))
+
 
 Event = PushProgress | PushResult
 
@@ -139,11 +156,13 @@ class Pusher:
         target: PushTarget,
         clock: Callable[[], float] = time.monotonic,
         interval: float = PROGRESS_INTERVAL,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.engine = engine
         self.registry = target
         self._clock = clock
         self._interval = interval
+        self._sleep = sleep
 
     def registry_host(self) -> str:
         """The host (and port) image references name the registry by."""
@@ -160,8 +179,29 @@ class Pusher:
         reference = f"{target}:{tag}"
         yield PushProgress(text=f"Running: docker tag {image} {reference}")
         self.engine.tag(image, target, tag)
-        self.registry.prepare(repository)
-        yield PushProgress(text=f"Running: docker push {reference}")
+        try:
+            self.registry.prepare(repository)
+            yield PushProgress(text=f"Running: docker push {reference}")
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    digest = yield from self._attempt(target, tag, reference)
+                    break
+                except SlipwayError as err:
+                    if attempt == ATTEMPTS or not transient(err):
+                        raise
+                    yield PushProgress(
+                        text=f"Retrying push of {reference} "
+                        f"(attempt {attempt + 1} of {ATTEMPTS}): {err}"
+                    )
+                    self._sleep(RETRY_DELAYS[min(attempt - 1, len(RETRY_DELAYS) - 1)])
+        except BaseException:
+            self._untag(reference)  # nothing of a failed push stays in the engine
+            raise
+        log.info("pushed %s as %s", reference, digest)
+        yield PushResult(reference=reference, digest=digest)
+
+    def _attempt(self, target: str, tag: str, reference: str) -> Generator[Event, None, str]:
+        """One push; returns the digest (a generator's return value), progress on the way."""
         digest = ""
         events = self.engine.push(target, tag, self.registry.auth())
         for event in throttle(events, self._clock, self._interval):
@@ -171,5 +211,13 @@ class Pusher:
                 yield progress_of(event)
         if not digest:
             raise Internal(f"push of {reference} ended without a digest")
-        log.info("pushed %s as %s", reference, digest)
-        yield PushResult(reference=reference, digest=digest)
+        return digest
+
+    def _untag(self, reference: str) -> None:
+        remove = getattr(self.engine, "remove", None)
+        if remove is None:
+            return
+        try:
+            remove(reference)
+        except SlipwayError as err:
+            log.warning("cannot remove the local name %s after a failed push: %s", reference, err)

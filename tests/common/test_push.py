@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from client.kernel.errors import Internal, InvalidArgument, NotFound
+from client.kernel.errors import Internal, InvalidArgument, NotFound, Unavailable
 from client.kernel.types import PushProgress, PushResult
 from services.common.docker.types import PushEvent
 from services.common.push import Destination, Pusher, check_push, human_size, progress_of, throttle
@@ -156,3 +156,65 @@ def test_human_size_and_progress_text() -> None:
     ]
     assert progress_of(PushEvent(status="Pushing", layer="l", current=5)).text == "l: Pushing 5B"
     assert progress_of(PushEvent(status="Waiting", layer="l")).text == "l: Waiting"
+
+
+class FlakyEngine:
+    """Pushes that fail with `errors` in turn, then succeed; records what was removed."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.pushes = 0
+        self.removed: list[str] = []
+
+    def tag(self, image: str, repository: str, tag: str) -> None:
+        return None
+
+    def push(self, repository: str, tag: str, auth: object = None) -> Iterator[PushEvent]:
+        self.pushes += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return iter(
+            [PushEvent(status="Pushed", layer="abc"), PushEvent(digest="sha256:" + "a" * 64)]
+        )
+
+    def remove(self, image: str) -> None:
+        self.removed.append(image)
+
+
+def _run(engine: FlakyEngine, slept: list[float]) -> list[object]:
+    pusher = Pusher(engine, Destination("registry.test:5000"), sleep=slept.append)  # type: ignore[arg-type]
+    return list(pusher.push("sha256:" + "b" * 64, "myapp", "web.BXXXXXXXXXX"))
+
+
+def test_a_passing_registry_failure_is_retried_and_each_attempt_logged() -> None:
+    down = Unavailable("registry unreachable at registry.test:5000")
+    engine = FlakyEngine(down, Internal("push failed: received unexpected HTTP status: 503"))
+    slept: list[float] = []
+    events = _run(engine, slept)
+    texts = [e.text for e in events if isinstance(e, PushProgress)]
+    ref = "registry.test:5000/myapp:web.BXXXXXXXXXX"
+    assert texts[2:4] == [
+        f"Retrying push of {ref} (attempt 2 of 5): registry unreachable at registry.test:5000",
+        f"Retrying push of {ref} (attempt 3 of 5): push failed: received unexpected HTTP "
+        "status: 503",
+    ]
+    assert isinstance(events[-1], PushResult) and engine.pushes == 3
+    assert slept == [1.0, 2.0] and engine.removed == []
+
+
+def test_a_lasting_outage_fails_after_five_attempts_over_ten_seconds_and_untags() -> None:
+    down = Unavailable("registry unreachable at registry.test:5000")
+    engine = FlakyEngine(*[down] * 5)
+    slept: list[float] = []
+    with pytest.raises(Unavailable, match="^registry unreachable at registry.test:5000$"):
+        _run(engine, slept)
+    assert engine.pushes == 5 and sum(slept) >= 10
+    assert engine.removed == ["registry.test:5000/myapp:web.BXXXXXXXXXX"]
+
+
+def test_a_refused_push_is_not_retried() -> None:
+    engine = FlakyEngine(InvalidArgument("cannot push: invalid reference format"))
+    slept: list[float] = []
+    with pytest.raises(InvalidArgument):
+        _run(engine, slept)
+    assert engine.pushes == 1 and slept == []

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import secrets
+import signal
 import sqlite3
 import subprocess
 import tarfile
@@ -110,3 +112,97 @@ def test_a_database_locked_mid_build_loses_no_log_line(rack: RackHandle, tmp_pat
     assert final.status == types.COMPLETE and final.release
     stored = [line.text for line in library.metadata.stream_logs(build_id)]
     assert [text for text in stored if NUMBERED.match(text)] == [f"line-{i}" for i in range(1, 31)]
+
+
+def _stop_registry(rack: RackHandle) -> None:
+    """Stops the rack's Distribution registry process for real (SIGTERM, then gone)."""
+    pidfile = rack.data / "run" / "distribution.pid"
+    pid = int(pidfile.read_text())
+    os.kill(pid, signal.SIGTERM)
+    eventually(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=20)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def _restart(rack: RackHandle) -> None:
+    """`slipway rack start` again: it starts what is not running (the registry)."""
+    rack.ok(
+        "rack", "start", "--name", rack.name, "--port", str(rack.port), "--data", str(rack.data)
+    )
+
+
+def _push_app(tmp_path: Path, marker: str) -> Path:
+    return _write(
+        tmp_path / "app",
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": f"FROM busybox\nRUN echo started-{marker} && sleep 3 && echo {marker}\n",
+        },
+    )
+
+
+def test_a_push_retries_while_the_registry_restarts(rack: RackHandle, tmp_path: Path) -> None:
+    marker = secrets.token_hex(4)
+    app = f"retry-{marker}"
+    rack.ok("env", "set", "X=1", "-a", app)
+    build = subprocess.Popen(
+        [SLIPWAY, "build", str(_push_app(tmp_path, marker)), "-a", app],
+        env=rack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        build_id = _running_build(rack, app, f"started-{marker}")
+        _stop_registry(rack)
+        # The RUN step ends ~3 s after `started`; the push then fails and is retried
+        # (1 s, 2 s, 4 s, 8 s apart) while the registry is down for about 6 s.
+        time.sleep(6)
+    finally:
+        _restart(rack)
+    try:
+        out, err = build.communicate(timeout=300)
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait(10)
+    assert build.returncode == 0, err
+    log = _library(rack).metadata.stream_logs(build_id)
+    texts = [line.text for line in log]
+    reference = f"{rack.registry}/{app}:web.{build_id}"
+    assert any(t.startswith(f"Retrying push of {reference} (attempt 2 of 5): ") for t in texts)
+    final = _library(rack).metadata.get_build(build_id)
+    assert final.status == types.COMPLETE and final.release
+
+
+def test_a_registry_that_stays_down_fails_the_build_cleanly(
+    rack: RackHandle, tmp_path: Path, docker_client: object
+) -> None:
+    marker = secrets.token_hex(4)
+    app = f"down-{marker}"
+    rack.ok("env", "set", "X=1", "-a", app)
+    try:
+        _stop_registry(rack)
+        res = rack.slipway("build", str(_push_app(tmp_path, marker)), "-a", app, timeout=300)
+    finally:
+        _restart(rack)
+    assert res.code == 1
+    assert res.err.strip().splitlines()[-1] == (
+        f"ERROR: build failed: cannot push web: registry unreachable at {rack.registry}"
+    ) or res.err.strip().splitlines()[-1] == (
+        f"ERROR: build failed: registry unreachable at {rack.registry}"
+    ), res.err
+    assert "Traceback" not in res.err
+    builds = rack.ok("builds", "-a", app).splitlines()[1:]
+    build_id, status = builds[0].split()[:2]
+    assert status == "failed"
+    texts = rack.ok("builds", "logs", build_id, "-a", app).splitlines()
+    assert sum(t.startswith("Retrying push of ") for t in texts) == 4
+    assert build_id not in rack.ok("releases", "-a", app)  # no release of the build
+    names = [tag for image in docker_client.images.list() for tag in image.tags]  # type: ignore[attr-defined]
+    assert not [n for n in names if n.startswith(f"{rack.registry}/{app}:")]

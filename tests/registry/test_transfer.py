@@ -621,7 +621,8 @@ def test_an_unreachable_registry_fails_the_import_with_nothing_created(
 
 
 class FailingSecondPush:
-    """The real engine, but the second push fails as a registry outage would."""
+    """The real engine, but from the second push on every push fails, as a registry outage
+    that lasts through every retry would."""
 
     def __init__(self, engine: DockerEngine) -> None:
         self._engine = engine
@@ -632,7 +633,7 @@ class FailingSecondPush:
 
     def push(self, repository: str, tag: str, auth: Any = None) -> Iterator[Any]:
         self.pushes += 1
-        if self.pushes == 2:
+        if self.pushes >= 2:
             raise Unavailable("registry unreachable at the test's outage")
         return self._engine.push(repository, tag, auth)
 
