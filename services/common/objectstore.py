@@ -93,7 +93,7 @@ class FileStore:
                 os.unlink(tmp_name)
                 return sha256
             final.parent.mkdir(exist_ok=True)
-            os.chmod(tmp_name, 0o444)
+            os.chmod(tmp_name, 0o400)  # read-only, and the owner's alone
             os.replace(tmp_name, final)
             log.info("stored archive %s (%d bytes)", sha256, size)
             return sha256

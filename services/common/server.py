@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -19,6 +20,9 @@ from services.common.interceptor import ServiceInterceptor
 from services.common.logs import configure_logging
 
 log = logging.getLogger(__name__)
+
+# The umask of every service process and of the local-rack supervisor.
+PRIVATE_UMASK = 0o077
 
 # Streams (log follows, uploads, exports) a service holds open at once; one more gets
 # RESOURCE_EXHAUSTED. Each open stream holds a thread, so the pool has this many plus
@@ -123,6 +127,9 @@ def serve_until_signalled(server: Server) -> None:
 def run_service(name: str, create: Callable[[], Server], describe: Callable[[Server], str]) -> int:
     """The body of every `python -m services.<name>`: start, log where, serve until
     signalled. A start-up failure is one log line and exit status 1, never a traceback."""
+    # Everything a service writes (its database, archives, scratch folders, logs) is its
+    # owner's alone: files 0600, folders 0700 (SPEC §6).
+    os.umask(PRIVATE_UMASK)
     configure_logging()
     log = logging.getLogger(f"services.{name}")
     try:

@@ -206,3 +206,23 @@ def test_a_registry_that_stays_down_fails_the_build_cleanly(
     assert build_id not in rack.ok("releases", "-a", app)  # no release of the build
     names = [tag for image in docker_client.images.list() for tag in image.tags]  # type: ignore[attr-defined]
     assert not [n for n in names if n.startswith(f"{rack.registry}/{app}:")]
+
+
+def test_the_data_folder_is_its_owners_alone(rack: RackHandle, tmp_path: Path) -> None:
+    marker = secrets.token_hex(4)
+    app = f"modes-{marker}"
+    rack.ok("env", "set", "SECRET=value", "-a", app)
+    rack.ok("build", str(_push_app(tmp_path, marker)), "-a", app)
+    assert rack.data.stat().st_mode & 0o777 == 0o700
+    checked = {"metadata.db": False, "builder.log": False, "token": False, "archive": False}
+    for path in [rack.data, *rack.data.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        assert mode & 0o077 == 0, f"{path.relative_to(rack.data)} is {mode:o}"
+        for name in checked:
+            if path.name == name or (
+                name == "archive" and "archive" in path.parts and path.is_file()
+            ):
+                checked[name] = True
+    assert all(checked.values()), checked

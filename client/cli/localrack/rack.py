@@ -81,6 +81,28 @@ def _layout_of(name: str) -> Layout:
     return Layout(name, int(entry.local["port"]), Path(entry.local["data"]))
 
 
+# What the supervisor and the parts it starts create is their owner's alone (SPEC §6):
+# files 0600, folders 0700; the same value as services.common.server.PRIVATE_UMASK.
+PRIVATE_UMASK = 0o077
+
+
+def _private(layout: Layout) -> None:
+    """Makes the data folder and its first level (the token, logs, pid files, the
+    database; what an older rack left open too) its owner's alone, and sets the umask the
+    rack's processes inherit, so whatever they create later is private as well."""
+    os.umask(PRIVATE_UMASK)
+    layout.data.mkdir(parents=True, exist_ok=True)
+    paths = [layout.data, *layout.data.iterdir()]
+    paths += [p for folder in ("logs", "run", "metadata") for p in (layout.data / folder).glob("*")]
+    for path in paths:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        private = 0o700 if path.is_dir() else mode & 0o700
+        if mode != private:
+            os.chmod(path, private)
+
+
 def _token(layout: Layout) -> str:
     """The rack's token, generated at first start and kept readable by the owner alone."""
     if layout.token_file.exists():
@@ -248,7 +270,7 @@ def start_rack(name: str, port: int | None, data: Path | None, console: Console)
     if not 1024 <= port <= 65530:
         raise InvalidArgument(f"invalid port: {port} (1024-65530)")
     layout = Layout(name, port, (data or default_data(name)).resolve())
-    layout.data.mkdir(parents=True, exist_ok=True)
+    _private(layout)
     token = _token(layout)
 
     docker_host = engine.ensure_engine()
