@@ -4,6 +4,7 @@ them, and describing the rack. It imports neither grpc nor generated code."""
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,23 @@ class Builder:
         self._lock = threading.Lock()  # guards _jobs
         self._jobs: dict[str, tuple[Job, Future[None]]] = {}
         self._followers = following.LogHub(deps.store)
+
+    def sweep_scratch(self) -> list[str]:
+        """Removes the scratch folders a previous builder left (killed mid-build); returns
+        their names. Run at start, before any build of this builder."""
+        folder = self._config.scratch_dir
+        if not folder.is_dir():
+            return []
+        swept = []
+        for entry in folder.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            swept.append(entry.name)
+        if swept:
+            log.info("removed %d leftover scratch folders", len(swept))
+        return swept
 
     def recover(self, timeout: float = 10.0, interval: float = 0.5) -> list[str]:
         """Fails the builds a previous builder left created or running, waiting up to

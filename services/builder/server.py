@@ -40,10 +40,12 @@ def connect(config: Config) -> Deps:
 
 
 def create_server(config: Config, deps: Deps | None = None, address: str | None = None) -> Server:
-    """Fails leftover builds, then serves BuilderService on `address` (default
-    `config.listen`; port 0 picks a free one). Stopping it stops every build."""
+    """Removes leftover scratch folders and fails leftover builds, then serves
+    BuilderService on `address` (default `config.listen`; port 0 picks a free one).
+    Stopping it stops every build."""
     deps = deps or connect(config)
     builder = Builder(config, deps)
+    builder.sweep_scratch()
     builder.recover()
 
     def register(server: grpc.Server) -> None:

@@ -27,7 +27,8 @@ SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 def check_id(value: str, what: str = "archive id") -> str:
     """Returns `value` when it is a lowercase hex sha256, else raises InvalidArgument."""
     if not SHA256.match(value or ""):
-        raise InvalidArgument(f"invalid {what}: {value!r} (must be 64 lowercase hex digits)")
+        shown = f"{value!r} " if len(value or "") <= 64 else ""  # never echo a huge input
+        raise InvalidArgument(f"invalid {what}: {shown}(must be 64 lowercase hex digits)")
     return value
 
 

@@ -331,3 +331,16 @@ def test_rack_answers_without_the_registry_service(rig: Rig) -> None:
     rig.pusher.registry_host = down  # type: ignore[method-assign]
     info = rig.builder.rack()
     assert (info.name, info.registry_host) == ("local", "")
+
+
+def test_scratch_folders_a_killed_builder_left_are_swept_at_start(tmp_path: Path) -> None:
+    leftover = tmp_path / "scratch" / "BLEFTOVERXX" / "src" / "deep"
+    leftover.mkdir(parents=True)
+    (leftover / "file").write_text("x")
+    (tmp_path / "scratch" / "stray").write_text("x")
+    rig = _rig(tmp_path)
+    try:
+        assert sorted(rig.builder.sweep_scratch()) == ["BLEFTOVERXX", "stray"]
+        assert list((tmp_path / "scratch").iterdir()) == []
+    finally:
+        rig.builder.shutdown()

@@ -115,3 +115,14 @@ def test_size_limit_refuses_before_reading(store: FileStore) -> None:
     with pytest.raises(InvalidArgument, match="archive too large: 11 bytes, the limit is 10"):
         limited.put(chunks(), 11, sha(b"x" * 11))
     assert limited.put([b"x" * 10], 10, sha(b"x" * 10)) == sha(b"x" * 10)
+
+
+def test_a_huge_id_is_refused_without_being_echoed() -> None:
+    from client.kernel.errors import InvalidArgument
+    from services.common.objectstore import check_id
+
+    with pytest.raises(InvalidArgument) as err:
+        check_id("a" * 20_000)
+    assert str(err.value) == "invalid archive id: (must be 64 lowercase hex digits)"
+    with pytest.raises(InvalidArgument, match="invalid archive id: 'xyz' "):
+        check_id("xyz")
