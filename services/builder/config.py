@@ -7,7 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.config import ServiceArgs, valid_registry_host
+from services.common.config import (
+    RegistryCredentials,
+    ServiceArgs,
+    registry_credentials,
+    valid_registry_host,
+)
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -35,6 +40,8 @@ class Config:
     #: The rack's registry, `host:port`, which this builder pushes its images to through
     #: its own engine (SLIPWAY_REGISTRY_HOST; required by `from_env`).
     registry_host: str = ""
+    #: What the rack registry requires, read from SLIPWAY_REGISTRY_AUTH_FILE (none: open).
+    registry_auth: RegistryCredentials | None = None
     #: Where builds are extracted, one folder per build, removed when it ends
     #: (SLIPWAY_SCRATCH_DIR).
     scratch_dir: Path = _default_scratch()
@@ -91,6 +98,7 @@ class Config:
             metadata_address=env.get("SLIPWAY_METADATA_ADDRESS") or cls.metadata_address,
             registry_address=env.get("SLIPWAY_REGISTRY_ADDRESS") or cls.registry_address,
             registry_host=registry_host,
+            registry_auth=registry_credentials(parser, env.get("SLIPWAY_REGISTRY_AUTH_FILE", "")),
             scratch_dir=Path(scratch).expanduser() if scratch else _default_scratch(),
             build_concurrency=numbers["SLIPWAY_BUILD_CONCURRENCY"],
             max_builds=numbers["SLIPWAY_MAX_BUILDS"],

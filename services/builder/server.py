@@ -26,7 +26,8 @@ SERVICE_NAME = builder_pb2.DESCRIPTOR.services_by_name["BuilderService"].full_na
 def connect(config: Config) -> Deps:
     """The real dependencies: the other services of the rack, the Docker engine, and
     pushes through that engine into the rack's registry (no other service's engine)."""
-    engine = DockerEngine(config.docker_host)
+    auth = config.registry_auth.engine_auth() if config.registry_auth else {}
+    engine = DockerEngine(config.docker_host, {config.registry_host: auth} if auth else None)
     return Deps(
         store=MetadataClient(
             open_channel(config.metadata_address, config.token), config.metadata_address
@@ -34,7 +35,7 @@ def connect(config: Config) -> Deps:
         sources=ArchiveClient(
             open_channel(config.archive_address, config.token), config.archive_address
         ),
-        pusher=Pusher(engine, Destination(config.registry_host)),
+        pusher=Pusher(engine, Destination(config.registry_host, auth)),
         engine=engine,
     )
 

@@ -1,11 +1,14 @@
-"""What every service's configuration shares: the `--listen` flag, the rack token and the
-shape of a registry host."""
+"""What every service's configuration shares: the `--listen` flag, the rack token, the
+shape of a registry host and the rack registry's credentials."""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 # `host`, `host:port` or `[v6]:port`, as image references name a registry: no scheme, no path.
 REGISTRY_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?\Z")
@@ -37,3 +40,36 @@ class ServiceArgs(argparse.ArgumentParser):
         if not token:
             self.error("SLIPWAY_TOKEN is required: set it to the rack token")
         return token
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    """The user name and password the rack registry requires (basic auth)."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def engine_auth(self) -> dict[str, str]:
+        """As the Docker engine API takes them for a push or pull."""
+        return {"username": self.username, "password": self.password}
+
+    def header(self) -> str:
+        """The HTTP `Authorization` header value."""
+        pair = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
+
+
+def registry_credentials(parser: argparse.ArgumentParser, path: str) -> RegistryCredentials | None:
+    """The credentials in the file at `path` (one line, `user:password`; the rack writes
+    it 0600 at start and passes SLIPWAY_REGISTRY_AUTH_FILE); None when `path` is empty.
+    A missing or malformed file exits 2 (`parser.error`) without showing its content."""
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text().strip()
+    except OSError as err:
+        parser.error(f"cannot read SLIPWAY_REGISTRY_AUTH_FILE: {err.strerror}")
+    username, sep, password = text.partition(":")
+    if not sep or not username or not password or "\n" in text:
+        parser.error("SLIPWAY_REGISTRY_AUTH_FILE must hold one line, user:password")
+    return RegistryCredentials(username, password)

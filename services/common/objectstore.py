@@ -8,6 +8,7 @@ and sha256 match what the uploader declared; nothing of a failed upload remains.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from client.kernel.errors import InvalidArgument, NotFound
+from client.kernel.errors import InvalidArgument, NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +99,14 @@ class FileStore:
             os.replace(tmp_name, final)
             log.info("stored archive %s (%d bytes)", sha256, size)
             return sha256
-        except BaseException:
+        except BaseException as err:
             # A bad or broken stream (including a cancelled call) leaves nothing.
             try:
                 os.unlink(tmp_name)
             except FileNotFoundError:
                 pass
+            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ResourceExhausted("no space left on device for the archive store") from None
             raise
 
     def open(self, object_id: str) -> BinaryIO:

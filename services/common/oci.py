@@ -28,6 +28,7 @@ from typing import Protocol
 
 from client.kernel.errors import Internal, InvalidArgument, NotFound, Unavailable
 from client.kernel.streams import CHUNK_SIZE
+from services.common.config import RegistryCredentials
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,14 @@ class DistributionRegistry:
     """A Docker Distribution registry over plain HTTP: open, repositories appear on first
     push, deletion enabled (`storage.delete.enabled`)."""
 
-    def __init__(self, host: str, timeout: float = HTTP_TIMEOUT) -> None:
+    def __init__(
+        self,
+        host: str,
+        credentials: RegistryCredentials | None = None,
+        timeout: float = HTTP_TIMEOUT,
+    ) -> None:
         self._host = host
+        self._credentials = credentials
         self._timeout = timeout
 
     @property
@@ -156,7 +163,7 @@ class DistributionRegistry:
         return None
 
     def auth(self) -> Mapping[str, str] | None:
-        return None
+        return self._credentials.engine_auth() if self._credentials else None
 
     # The plumbing.
 
@@ -170,7 +177,10 @@ class DistributionRegistry:
     def _open(self, method: str, url: str, body: Body = None, headers: Headers = None) -> Opened:
         """One API call, its response open for reading; None for a 404, other failures
         raise. The caller closes the response."""
-        request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+        sent = dict(headers or {})
+        if self._credentials is not None:
+            sent["Authorization"] = self._credentials.header()
+        request = urllib.request.Request(url, data=body, method=method, headers=sent)
         with _map_errors(self._host, method, url):
             try:
                 return urllib.request.urlopen(request, timeout=self._timeout)  # type: ignore[no-any-return]

@@ -8,7 +8,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.config import ServiceArgs, valid_registry_host
+from services.common.config import (
+    RegistryCredentials,
+    ServiceArgs,
+    registry_credentials,
+    valid_registry_host,
+)
 
 DEFAULT_LISTEN = "127.0.0.1:7403"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -25,6 +30,8 @@ class Config:
     registry_host: str
     """The Distribution registry images are pushed to, `host:port`
     (`--registry`, SLIPWAY_REGISTRY_HOST; required)."""
+    registry_auth: RegistryCredentials | None = None
+    """What the registry requires (SLIPWAY_REGISTRY_AUTH_FILE, `user:password`; none: open)."""
     docker_host: str = DEFAULT_DOCKER_HOST
     """The Docker engine holding the images (`--docker-host`, DOCKER_HOST)."""
     metadata_address: str = ""
@@ -75,6 +82,7 @@ class Config:
             listen=args.listen,
             token=token,
             registry_host=args.registry,
+            registry_auth=registry_credentials(parser, env.get("SLIPWAY_REGISTRY_AUTH_FILE", "")),
             docker_host=args.docker_host,
             metadata_address=args.metadata,
             scratch_dir=Path(args.scratch).expanduser(),

@@ -45,7 +45,8 @@ class Deps:
 def default_deps(config: Config) -> Deps:
     """The Docker engine at DOCKER_HOST, the configured Distribution registry, and the
     metadata service when its address is configured."""
-    engine = DockerEngine(config.docker_host)
+    auth = config.registry_auth.engine_auth() if config.registry_auth else {}
+    engine = DockerEngine(config.docker_host, {config.registry_host: auth} if auth else None)
     records: BuildRecords = NoRecords()
     closers: list[Callable[[], None]] = [engine.close]
     if config.metadata_address:
@@ -59,7 +60,7 @@ def default_deps(config: Config) -> Deps:
 
     return Deps(
         engine=engine,
-        registry=DistributionRegistry(config.registry_host),
+        registry=DistributionRegistry(config.registry_host, config.registry_auth),
         records=records,
         close=close,
     )

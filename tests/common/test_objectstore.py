@@ -126,3 +126,22 @@ def test_a_huge_id_is_refused_without_being_echoed() -> None:
     assert str(err.value) == "invalid archive id: (must be 64 lowercase hex digits)"
     with pytest.raises(InvalidArgument, match="invalid archive id: 'xyz' "):
         check_id("xyz")
+
+
+def test_a_full_disk_names_the_archive_store(tmp_path: Path) -> None:
+    import errno
+    import hashlib
+
+    from client.kernel.errors import ResourceExhausted
+    from services.common.objectstore import FileStore
+
+    store = FileStore(tmp_path / "archives")
+
+    def chunks() -> Iterator[bytes]:
+        yield b"x" * 10
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path))
+
+    with pytest.raises(ResourceExhausted) as err:
+        store.put(chunks(), 20, hashlib.sha256(b"x" * 20).hexdigest())
+    assert str(err.value) == "no space left on device for the archive store"
+    assert list((tmp_path / "archives" / "tmp").iterdir()) == []

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,19 @@ class RackHandle:
     @property
     def registry(self) -> str:
         return f"127.0.0.1:{self.port + 4}"
+
+    @property
+    def registry_auth(self) -> dict[str, str]:
+        """The rack registry's credentials, as the rack wrote them at start."""
+        user, _, password = (self.data / "registry.auth").read_text().strip().partition(":")
+        return {"username": user, "password": password}
+
+    def registry_request(self, path: str, **headers: str) -> urllib.request.Request:
+        """A request to the rack registry's API (`/v2/<path>`) carrying its credentials."""
+        auth = self.registry_auth
+        pair = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
+        headers["Authorization"] = f"Basic {pair}"
+        return urllib.request.Request(f"http://{self.registry}/v2/{path}", headers=headers)
 
     def slipway(
         self, *args: str, cwd: Path | None = None, timeout: float = 300, input: str | None = None
@@ -92,6 +107,35 @@ def client_home(tmp_path_factory: pytest.TempPathFactory) -> ClientHome:
     return ClientHome(home, env)
 
 
+def _login(handle: RackHandle, docker_client) -> None:  # type: ignore[no-untyped-def]
+    """Logs the SDK client and the `docker` command (through this session's own
+    DOCKER_CONFIG) in to the rack's registry, which refuses anonymous requests."""
+    docker_client.login(registry=handle.registry, **handle.registry_auth)
+    auth = handle.registry_auth
+    done = subprocess.run(
+        ["docker", "login", handle.registry, "-u", auth["username"], "--password-stdin"],
+        input=auth["password"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="session", autouse=True)
+def docker_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A `docker` CLI configuration of this session's own, so logging in to test racks
+    never touches the user's ~/.docker."""
+    folder = tmp_path_factory.mktemp("docker-config")
+    before = os.environ.get("DOCKER_CONFIG")
+    os.environ["DOCKER_CONFIG"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("DOCKER_CONFIG", None)
+    else:
+        os.environ["DOCKER_CONFIG"] = before
+
+
 def _start(handle: RackHandle) -> None:
     started = handle.slipway(
         "rack",
@@ -113,6 +157,7 @@ def rack(docker_client, client_home: ClientHome) -> Iterator[RackHandle]:  # typ
     name = f"e2e{random.randint(1000, 9999)}"
     handle = RackHandle(name, _free_block(), client_home.home / "rack", client_home.env)
     _start(handle)
+    _login(handle, docker_client)
     try:
         yield handle
     finally:
@@ -121,7 +166,7 @@ def rack(docker_client, client_home: ClientHome) -> Iterator[RackHandle]:  # typ
 
 
 @pytest.fixture(scope="session")
-def rack2(rack: RackHandle, client_home: ClientHome) -> Iterator[RackHandle]:
+def rack2(rack: RackHandle, client_home: ClientHome, docker_client) -> Iterator[RackHandle]:  # type: ignore[no-untyped-def]
     """A second local rack beside `rack`, in the same client config. `rack` stays the
     current one; this handle's commands talk to rack2 (SLIPWAY_RACK) unless `-r` says
     otherwise."""
@@ -129,6 +174,7 @@ def rack2(rack: RackHandle, client_home: ClientHome) -> Iterator[RackHandle]:
     env = dict(client_home.env, SLIPWAY_RACK=name)
     handle = RackHandle(name, _free_block(), client_home.home / "rack2", env)
     _start(handle)
+    _login(handle, docker_client)
     try:
         rack.ok("switch", rack.name)
         yield handle

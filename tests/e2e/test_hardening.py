@@ -226,3 +226,28 @@ def test_the_data_folder_is_its_owners_alone(rack: RackHandle, tmp_path: Path) -
             ):
                 checked[name] = True
     assert all(checked.values()), checked
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "_catalog"), ("GET", "busybox/tags/list"), ("POST", "anyapp/blobs/uploads/")],
+    ids=["catalog", "tags", "push"],
+)
+def test_the_rack_registry_refuses_anonymous_requests(
+    rack: RackHandle, method: str, path: str
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{rack.registry}/v2/{path}", method=method)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=10)
+    assert err.value.code == 401
+    signed = rack.registry_request(path)
+    signed.method = method
+    try:
+        with urllib.request.urlopen(signed, timeout=10) as resp:
+            code = resp.status
+    except urllib.error.HTTPError as answered:
+        code = answered.code  # a repository that does not exist is 404, not 401
+    assert code in (200, 202, 404)

@@ -65,9 +65,8 @@ def newest_build(rack: RackHandle, app: str) -> list[str]:
 
 def blobs_of(rack: RackHandle, app: str, tag: str) -> dict[str, int]:
     """The blobs (config and layers) of `app:tag` in the rack's registry, with sizes."""
-    request = urllib.request.Request(
-        f"http://{rack.registry}/v2/{app}/manifests/{tag}",
-        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    request = rack.registry_request(
+        f"{app}/manifests/{tag}", Accept="application/vnd.docker.distribution.manifest.v2+json"
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
         data = json.loads(resp.read())

@@ -76,7 +76,7 @@ def registry_tags(rack: RackHandle, app: str) -> list[str]:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"http://{rack.registry}/v2/{app}/tags/list") as resp:
+        with urllib.request.urlopen(rack.registry_request(f"{app}/tags/list")) as resp:
             return sorted(json.loads(resp.read()).get("tags") or [])
     except urllib.error.HTTPError as err:
         assert err.code == 404

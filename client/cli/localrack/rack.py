@@ -65,6 +65,11 @@ class Layout:
     def token_file(self) -> Path:
         return self.data / "token"
 
+    @property
+    def registry_auth_file(self) -> Path:
+        """`user:password` of the rack registry (0600), handed to the services that push."""
+        return self.data / "registry.auth"
+
     def entry(self, token: str) -> RackEntry:
         return RackEntry(
             name=self.name,
@@ -164,9 +169,13 @@ def _healthy(address: str, timeout: float = 2.0) -> bool:
 
 
 def _registry_answers(address: str) -> bool:
+    """Whether the registry answers; without credentials it says 401, which is an answer."""
     try:
         with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as resp:
             return bool(resp.status == 200)
+    except urllib.error.HTTPError as err:
+        err.close()
+        return err.code == 401
     except (urllib.error.URLError, OSError):
         return False
 
@@ -214,9 +223,36 @@ def _spawn(
     return proc
 
 
+REGISTRY_USER = "slipway"
+
+
+def _registry_credentials(layout: Layout) -> str:
+    """The registry's password: generated at the first start, kept with its user name in
+    `registry.auth` (0600); the registry gets only its bcrypt hash (htpasswd)."""
+    path = layout.registry_auth_file
+    if path.exists():
+        return path.read_text().strip().partition(":")[2]
+    password = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{REGISTRY_USER}:{password}\n")
+    return password
+
+
+def _htpasswd(password: str) -> str:
+    try:
+        import bcrypt  # the rack extra's: Distribution's htpasswd takes bcrypt hashes only
+    except ImportError as err:
+        raise Unavailable(f"bcrypt is not installed ({err}): install slipway[rack]") from None
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
+    return f"{REGISTRY_USER}:{hashed}\n"
+
+
 def _registry_config(layout: Layout) -> Path:
     folder = layout.data / "distribution"
     folder.mkdir(parents=True, exist_ok=True)
+    htpasswd = folder / "htpasswd"
+    htpasswd.write_text(_htpasswd(_registry_credentials(layout)))
     config = folder / "config.yml"
     config.write_text(
         "version: 0.1\n"
@@ -224,6 +260,8 @@ def _registry_config(layout: Layout) -> Path:
         "storage:\n"
         f"  filesystem:\n    rootdirectory: {folder / 'data'}\n"
         "  delete:\n    enabled: true\n"
+        "auth:\n"
+        f"  htpasswd:\n    realm: slipway\n    path: {htpasswd}\n"
         f"http:\n  addr: {layout.address('distribution')}\n"
     )
     return config
@@ -243,6 +281,7 @@ def _service_env(part: str, layout: Layout, token: str, docker_host: str) -> dic
         env["SLIPWAY_ARCHIVE_DIR"] = str(layout.data / "archive")
     elif part == "registry":
         env["SLIPWAY_REGISTRY_HOST"] = layout.address("distribution")
+        env["SLIPWAY_REGISTRY_AUTH_FILE"] = str(layout.registry_auth_file)
         env["SLIPWAY_METADATA_ADDRESS"] = layout.address("metadata")
         env["SLIPWAY_SCRATCH_DIR"] = str(layout.data / "registry")
     elif part == "builder":
@@ -252,6 +291,7 @@ def _service_env(part: str, layout: Layout, token: str, docker_host: str) -> dic
             SLIPWAY_METADATA_ADDRESS=layout.address("metadata"),
             SLIPWAY_REGISTRY_ADDRESS=layout.address("registry"),
             SLIPWAY_REGISTRY_HOST=layout.address("distribution"),
+            SLIPWAY_REGISTRY_AUTH_FILE=str(layout.registry_auth_file),
             SLIPWAY_SCRATCH_DIR=str(layout.data / "builder"),
         )
     return env

@@ -68,8 +68,11 @@ class DockerEngine:
     """The Docker engine at `host` (a DOCKER_HOST value), connected on first use, so a
     service starts (and reports Unavailable per call) while the engine is down."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, logins: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        """`logins` maps a registry host to the credentials a pull from it sends (as
+        `docker login` would have stored them)."""
         self.host = host
+        self._logins = dict(logins or {})
         self._lock = threading.Lock()
         self._control: docker.APIClient | None = None
 
@@ -138,7 +141,11 @@ class DockerEngine:
         lines = LineSplitter(on_line)
         with self._stream(STREAM_TIMEOUT, scope) as api, translated(self.host, scope=scope):
             try:
-                for message in api.pull(repository, tag=tag or None, stream=True, decode=True):
+                auth = self._logins.get(errors.host_of(image))
+                messages = api.pull(
+                    repository, tag=tag or None, stream=True, decode=True, auth_config=auth
+                )
+                for message in messages:
                     text = errors.stream_text(message)
                     if text is not None:
                         raise EngineError(text)
