@@ -15,7 +15,7 @@ from client.kernel import types
 from client.kernel.errors import FailedPrecondition, InvalidArgument, SlipwayError, Unavailable
 from services.builder import follow as following
 from services.builder.config import Config
-from services.builder.logwriter import LogWriter
+from services.builder.logwriter import LogWriter, retrying
 from services.builder.seams import Deps
 from services.builder.worker import CANCELLED_LINE, Job, Worker
 from services.common.logs import BuildLogAdapter
@@ -110,10 +110,17 @@ class Builder:
                 raise _already(store.get_build(build_id))  # the worker is recording its end
         else:
             store.append_logs(build_id, [CANCELLED_LINE])
+        ended = self._clock()
+        recorded: list[types.Build] = []
+
+        def record() -> None:
+            recorded.append(store.update_build(build_id, status=types.CANCELLED, ended=ended))
+
         try:
-            build = store.update_build(build_id, status=types.CANCELLED, ended=self._clock())
+            retrying(record, self._config.store_retry_seconds)
         except FailedPrecondition:
             raise _already(store.get_build(build_id)) from None
+        build = recorded[-1]
         BuildLogAdapter(log, {"build": build_id}).info("cancelled")
         return build
 

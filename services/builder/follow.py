@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from client.kernel import types
+from client.kernel.errors import InvalidArgument
 from services.builder.seams import BuildStore
 
 log = logging.getLogger(__name__)
@@ -125,11 +126,14 @@ class LogHub:
         self._lock = threading.Lock()
         self._feeds: dict[str, _Feed] = {}
 
-    def _attach(self, build_id: str, offset: int) -> _Feed:
+    def _attach(self, build_id: str) -> _Feed:
+        """The build's shared feed, started when it has none. A feed always reads from
+        the log's start: no follower's offset (stale, or past the end) decides where the
+        others' lines begin; the window keeps what it holds bounded."""
         with self._lock:
             feed = self._feeds.get(build_id)
             if feed is None or (feed.done and feed.error is not None) or feed._cancelled:
-                feed = _Feed(self.store, build_id, offset, self.interval)
+                feed = _Feed(self.store, build_id, 0, self.interval)
                 self._feeds[build_id] = feed
             feed.refs += 1
             return feed
@@ -155,9 +159,11 @@ class LogHub:
         record whenever the status changes to another non-terminal one (checked every
         `interval` seconds), and finally, after every line, the terminal record. Stops
         early, quietly, once `active()` turns false."""
+        if offset < 0:
+            raise InvalidArgument(f"invalid log offset: {offset}")
         build = self.store.get_build(build_id)
         yield build
-        feed = self._attach(build_id, offset)
+        feed = self._attach(build_id)
         try:
             yield from self._follow(feed, build, offset, active)
         finally:
@@ -174,6 +180,7 @@ class LogHub:
         next_check = time.monotonic() + self.interval
         while active():
             if offset < feed.base:  # behind the window: the stored log, without following
+                before = offset
                 stored = self.store.stream_logs(feed.build_id, offset, follow=False)
                 try:
                     for line in stored:
@@ -184,7 +191,9 @@ class LogHub:
                             break
                 finally:
                     _cancel(stored)
-                continue
+                if offset > before:
+                    continue
+                # Nothing newer is stored yet: wait on the feed like the others.
             lines, done = feed.take(offset, self.interval)
             for line in lines:
                 if line.offset >= offset:

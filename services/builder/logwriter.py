@@ -80,6 +80,7 @@ class LogWriter:
         self._retry_at = 0.0
         self._attempts = 0
         self._error: SlipwayError | None = None
+        self._dropped = 0  # lines the store refused for good
 
     def line(self, text: str) -> None:
         """Queues one line (without its newline)."""
@@ -118,10 +119,12 @@ class LogWriter:
                     self._attempts += 1
                 return False
             except SlipwayError as err:
-                # Not worth repeating (the build is gone, say): nothing would store them.
+                # Not worth repeating (the build is gone, say): nothing would store them,
+                # and `sync` says so: the log has a gap.
                 log.warning("[%s] dropped %d log lines: %s", self._build_id, len(lines), err)
                 with self._lock:
                     self._error = err
+                    self._dropped += len(lines)
                 return True
             with self._lock:
                 self._failing_since, self._attempts, self._error = None, 0, None
@@ -132,21 +135,40 @@ class LogWriter:
         refusing for `give_up` seconds."""
         while not self.flush():
             with self._lock:
+                if self._dropped:
+                    break
                 since, error, retry_at = self._failing_since, self._error, self._retry_at
             now = time.monotonic()
             if since is not None and now - since >= self._give_up:
                 raise LogLost(f"could not store the build log: {error}")
             time.sleep(max(0.0, min(retry_at - now, self._give_up)))
+        with self._lock:
+            if self._dropped:
+                raise LogLost(f"could not store the build log: {self._error}")
 
     def close(self, last: Iterable[str] = ()) -> bool:
         """Queues `last`, stores everything (retrying as `sync` does), and ignores later
         lines; False when already closed. Lines the store never took are logged."""
+        if not self.seal(last):
+            return False
+        self.drain()
+        return True
+
+    def seal(self, last: Iterable[str] = ()) -> bool:
+        """Queues `last` and ignores every later line, without waiting for the store;
+        False when already sealed. `drain` then stores what is queued."""
         with self._lock:
             if self._closed:
                 return False
             self._pending.extend(last)
             self._closed = True
             self._wake.notify_all()
+            return True
+
+    def drain(self) -> None:
+        """Stores what a sealed writer still holds (retrying as `sync` does); what the
+        store never took is logged."""
+        with self._lock:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -156,7 +178,6 @@ class LogWriter:
             with self._lock:
                 lost, self._pending = len(self._pending), []
             log.error("[%s] %d log lines lost: %s", self._build_id, lost, err)
-        return True
 
     @property
     def closed(self) -> bool:

@@ -63,10 +63,12 @@ class Job:
             if self.finished:
                 return False
             self.cancelled = True
-        # The log is closed first: the worker's own close, once its work stops, is then a
-        # no-op, and no straggling engine line lands after this one.
-        self.log.close([CANCELLED_LINE])
+        # The log is sealed first: the worker's own close, once its work stops, is then a
+        # no-op, and no straggling engine line lands after this one. The engine work stops
+        # before the log is stored, which may wait for a busy store.
+        self.log.seal([CANCELLED_LINE])
         self.scope.cancel()
+        self.log.drain()
         return True
 
     def abort(self, reason: str) -> None:
@@ -212,13 +214,19 @@ class Worker:
                 manifest=parsed.text,
                 description=req.description,
             )
-            store.update_build(
-                job.id,
-                status=types.COMPLETE,
-                release=release.id,
-                entrypoint=entrypoint,
-                ended=self._clock(),
-            )
+            ended = self._clock()
+
+            def record() -> None:
+                store.update_build(
+                    job.id,
+                    status=types.COMPLETE,
+                    release=release.id,
+                    entrypoint=entrypoint,
+                    ended=ended,
+                )
+
+            # The release exists now: a passing refusal must not turn the build failed.
+            retrying(record, self._config.store_retry_seconds)
 
     def _fail(self, job: Job, err: Exception, logger: logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
         if isinstance(err, Cancelled) and job.abort_reason:
@@ -230,28 +238,26 @@ class Worker:
             if job.cancelled:
                 logger.info("cancelled")
                 return
-            job.finished = True
-            if not isinstance(err, SlipwayError):
-                logger.error("build failed unexpectedly", exc_info=err)
-            else:
-                logger.info("failed: %s", reason)
-            job.log.close(error_lines(message))
-            ended = self._clock()
+            job.finished = True  # from here a cancel is too late; the rest is unlocked
+        if not isinstance(err, SlipwayError):
+            logger.error("build failed unexpectedly", exc_info=err)
+        else:
+            logger.info("failed: %s", reason)
+        job.log.close(error_lines(message))
+        ended = self._clock()
 
-            def record() -> None:
-                self._deps.store.update_build(
-                    job.id, status=types.FAILED, reason=reason, ended=ended
-                )
+        def record() -> None:
+            self._deps.store.update_build(job.id, status=types.FAILED, reason=reason, ended=ended)
 
-            def retry(why: SlipwayError) -> None:
-                logger.warning("recording the failure: %s; retrying", why)
+        def retry(why: SlipwayError) -> None:
+            logger.warning("recording the failure: %s; retrying", why)
 
-            try:
-                retrying(record, self._config.store_retry_seconds, retry)
-            except FailedPrecondition:
-                pass  # a terminal status is already recorded
-            except SlipwayError as record_err:
-                logger.error("could not record the failure: %s", record_err)
+        try:
+            retrying(record, self._config.store_retry_seconds, retry)
+        except FailedPrecondition:
+            pass  # a terminal status is already recorded
+        except SlipwayError as record_err:
+            logger.error("could not record the failure: %s", record_err)
 
 
 def plan(

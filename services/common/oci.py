@@ -178,8 +178,8 @@ class DistributionRegistry:
         """One API call, its response open for reading; None for a 404, other failures
         raise. The caller closes the response."""
         sent = dict(headers or {})
-        if self._credentials is not None:
-            sent["Authorization"] = self._credentials.header()
+        if self._credentials is not None and urllib.parse.urlsplit(url).netloc == self._host:
+            sent["Authorization"] = self._credentials.header()  # never to another host
         request = urllib.request.Request(url, data=body, method=method, headers=sent)
         with _map_errors(self._host, method, url):
             try:

@@ -195,3 +195,41 @@ def test_a_follower_far_behind_the_window_reads_the_stored_log() -> None:
     assert store.opened == 1
     release.set()
     thread.join(10)
+
+
+def test_a_follower_past_the_end_does_not_derail_the_others() -> None:
+    from services.builder.follow import LogHub
+
+    store = CountingStore()
+    store.write("a", "b")
+    hub = LogHub(store, interval=0.05)  # type: ignore[arg-type]
+    ahead = hub.follow("BXXXXXXXXXX", offset=500)  # a stale offset far past the end
+    next(ahead)  # the record
+    seen: list[str] = []
+    done: list[types.Build] = []
+
+    def honest() -> None:
+        for item in hub.follow("BXXXXXXXXXX"):
+            if isinstance(item, types.LogLine):
+                seen.append(item.text)
+            elif item.terminal:
+                done.append(item)
+
+    thread = threading.Thread(target=honest, daemon=True)
+    thread.start()
+    eventually(lambda: seen == ["a", "b"])
+    store.write("c", status=types.COMPLETE)
+    thread.join(10)
+    assert seen == ["a", "b", "c"] and done and done[-1].status == types.COMPLETE
+    ahead.close()
+
+
+def test_a_negative_offset_is_refused() -> None:
+    import pytest
+
+    from client.kernel.errors import InvalidArgument
+    from services.builder.follow import LogHub
+
+    hub = LogHub(CountingStore())  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="invalid log offset: -1"):
+        next(hub.follow("BXXXXXXXXXX", offset=-1))

@@ -158,3 +158,19 @@ def test_sync_gives_up_with_the_reason() -> None:
     assert str(err.value) == f"could not store the build log: {LOCKED}"
     assert time.monotonic() - started < 10
     writer.close()
+
+
+def test_lines_the_store_refuses_for_good_are_a_gap_sync_reports() -> None:
+    from client.kernel.errors import Internal
+
+    class Refusing(FakeStore):
+        def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
+            raise Internal("the store refused the lines")
+
+    store = Refusing()
+    build = store.create_build("myapp")
+    writer = LogWriter(store, build.id, give_up=5)
+    writer.line("refused")
+    with pytest.raises(Exception, match="^could not store the build log: the store refused"):
+        writer.sync()
+    writer.close()

@@ -231,11 +231,18 @@ def _registry_credentials(layout: Layout) -> str:
     `registry.auth` (0600); the registry gets only its bcrypt hash (htpasswd)."""
     path = layout.registry_auth_file
     if path.exists():
-        return path.read_text().strip().partition(":")[2]
+        user, _, password = path.read_text().strip().partition(":")
+        if user == REGISTRY_USER and password:
+            return password
+    # Written whole, then renamed: a start killed half-way leaves no broken file.
     password = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(f"{REGISTRY_USER}:{password}\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
     return password
 
 
