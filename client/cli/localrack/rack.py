@@ -51,6 +51,9 @@ class Layout:
     name: str
     port: int
     data: Path
+    #: The engine's builder the rack's builder uses: `buildkit`, or `legacy` for engines
+    #: without BuildKit (`slipway rack start --engine-builder`).
+    engine_builder: str = "buildkit"
 
     def address(self, part: str) -> str:
         return f"127.0.0.1:{self.port + OFFSETS[part]}"
@@ -75,7 +78,11 @@ class Layout:
             name=self.name,
             host=self.address("builder"),
             token=token,
-            local={"port": self.port, "data": str(self.data)},
+            local={
+                "port": self.port,
+                "data": str(self.data),
+                "engine_builder": self.engine_builder,
+            },
         )
 
 
@@ -83,7 +90,12 @@ def _layout_of(name: str) -> Layout:
     entry = ClientConfig.load().racks.get(name)
     if entry is None or not entry.local:
         raise NotFound(f"rack not found: {name} (no local rack of that name; see 'slipway racks')")
-    return Layout(name, int(entry.local["port"]), Path(entry.local["data"]))
+    return Layout(
+        name,
+        int(entry.local["port"]),
+        Path(entry.local["data"]),
+        str(entry.local.get("engine_builder") or "buildkit"),
+    )
 
 
 # What the supervisor and the parts it starts create is their owner's alone (SPEC §6):
@@ -251,7 +263,10 @@ def _htpasswd(password: str) -> str:
         import bcrypt  # the rack extra's: Distribution's htpasswd takes bcrypt hashes only
     except ImportError as err:
         raise Unavailable(f"bcrypt is not installed ({err}): install slipway[rack]") from None
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
+    # Distribution checks the hash on every request. The password is 192 random bits, so a
+    # work factor adds no protection against guessing; bcrypt's default (12) would cost
+    # 0.3 s a request on this kind of machine, the minimum (4) about 1 ms.
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     return f"{REGISTRY_USER}:{hashed}\n"
 
 
@@ -300,23 +315,41 @@ def _service_env(part: str, layout: Layout, token: str, docker_host: str) -> dic
             SLIPWAY_REGISTRY_HOST=layout.address("distribution"),
             SLIPWAY_REGISTRY_AUTH_FILE=str(layout.registry_auth_file),
             SLIPWAY_SCRATCH_DIR=str(layout.data / "builder"),
+            SLIPWAY_ENGINE_BUILDER=layout.engine_builder,
         )
     return env
 
 
-def start_rack(name: str, port: int | None, data: Path | None, console: Console) -> RackEntry:
+ENGINE_BUILDERS = ("buildkit", "legacy")
+
+
+def start_rack(
+    name: str,
+    port: int | None,
+    data: Path | None,
+    console: Console,
+    engine_builder: str | None = None,
+) -> RackEntry:
     """Starts every part of the local rack `name` that is not already running, waits until
-    each is healthy, records the rack in the client configuration and makes it current."""
+    each is healthy, records the rack in the client configuration and makes it current.
+    Port, data folder and engine builder default to the rack's own when it ran before."""
     if not name or "/" in name:
         raise InvalidArgument(f"invalid rack name: {name!r}")
+    if engine_builder is not None and engine_builder not in ENGINE_BUILDERS:
+        raise InvalidArgument(
+            f"invalid engine builder: {engine_builder!r} (expected {' or '.join(ENGINE_BUILDERS)})"
+        )
     known = ClientConfig.load().racks.get(name)
     if known and known.local:
         port = port or int(known.local["port"])
         data = data or Path(known.local["data"])
+        engine_builder = engine_builder or str(known.local.get("engine_builder") or "")
     port = port or DEFAULT_PORT
     if not 1024 <= port <= 65530:
         raise InvalidArgument(f"invalid port: {port} (1024-65530)")
-    layout = Layout(name, port, (data or default_data(name)).resolve())
+    layout = Layout(
+        name, port, (data or default_data(name)).resolve(), engine_builder or "buildkit"
+    )
     _private(layout)
     token = _token(layout)
 
