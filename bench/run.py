@@ -1,7 +1,9 @@
 """`make bench`: moves a build of at least 1 GiB of layers between two fresh local racks
 and records throughput and peak memory in bench/results.json, next to the same run's
 `docker save | docker load` as the reference; then `builds copy` of the same build from
-bench1 into a fresh app of bench2 (rack to rack, service to service, every layer missing).
+bench1 into a fresh app of bench2 (rack to rack, service to service, every layer missing);
+then the build time of a 4-stage Dockerfile (three independent stages and a final one) with
+BuildKit (bench1) and with the legacy builder (a rack started `--engine-builder legacy`).
 
 Peak memory is the kernel's own count: `ru_maxrss` of each client process (from wait4)
 and `VmHWM` of each service process (its peak since the rack started for this run; reset
@@ -209,6 +211,7 @@ def main() -> int:
                 "service_peak_rss_mib": {name: _service_peaks(d) for name, d in racks.items()},
             },
         }
+        results["four_stage_build"] = _stage_builds(env, home)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         print(json.dumps(results, indent=2))
         return 0
@@ -218,6 +221,49 @@ def main() -> int:
             subprocess.run([SLIPWAY, "rack", "stop", "--name", name], env=env, capture_output=True)
         _remove_images(hosts)
         shutil.rmtree(home, ignore_errors=True)
+
+
+FOUR_STAGES = (
+    "FROM busybox AS one\nRUN sleep 2 && echo one > /one\n"
+    "FROM busybox AS two\nRUN sleep 2 && echo two > /two\n"
+    "FROM busybox AS three\nRUN sleep 2 && echo three > /three\n"
+    "FROM busybox\nCOPY --from=one /one /one\nCOPY --from=two /two /two\n"
+    "COPY --from=three /three /three\nRUN cat /one /two /three\n"
+)
+
+
+def _stage_builds(env: dict[str, str], home: Path) -> dict[str, object]:
+    """`slipway build --no-cache` of FOUR_STAGES on bench1 (BuildKit) and on a legacy
+    rack, each timed whole (upload to release) and as the build record's elapsed time."""
+    app = home / "stages"
+    app.mkdir()
+    (app / "convox.yml").write_text("services:\n  web:\n    build: .\n")
+    (app / "Dockerfile").write_text(FOUR_STAGES)
+    _slipway(
+        env,
+        "rack", "start", "--name", "bench3", "--port", str(_free_base()),
+        "--data", str(home / "bench3"), "--engine-builder", "legacy",
+    )  # fmt: skip
+    timings: dict[str, dict[str, float]] = {}
+    try:
+        for label, rack in (("buildkit", "bench1"), ("legacy", "bench3")):
+            start = time.monotonic()
+            out = _slipway(env, "build", str(app), "-a", "stages", "-r", rack, "--no-cache")
+            whole = time.monotonic() - start
+            build_id = re.search(r"^Build: +(B[A-Z]{10})$", out, re.M).group(1)  # type: ignore[union-attr]
+            info = _slipway(env, "builds", "info", build_id, "-a", "stages", "-r", rack)
+            elapsed = re.search(r"^Elapsed +(?:(\d+)m)?(\d+)s$", info, re.M)
+            recorded = int(elapsed.group(1) or 0) * 60 + int(elapsed.group(2)) if elapsed else -1  # type: ignore[union-attr]
+            timings[label] = {"seconds": round(whole, 2), "recorded_elapsed_s": recorded}
+    finally:
+        subprocess.run([SLIPWAY, "rack", "stop", "--name", "bench3"], env=env, capture_output=True)
+    return {
+        **timings,
+        "stage_sleep_s": 2,
+        "legacy_over_buildkit": round(
+            timings["legacy"]["seconds"] / timings["buildkit"]["seconds"], 2
+        ),
+    }
 
 
 def _registry_hosts(home: Path) -> list[str]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -65,3 +66,12 @@ def push_image(registry_host: str, image: str, repository: str, tag: str) -> lis
         return list(Pusher(engine, Destination(registry_host)).push(image, repository, tag))
     finally:
         engine.close()
+
+
+_ENGINE_OUTPUT = re.compile(r"^(?:[a-z][a-z0-9-]* \| )?#\d+ \d+\.\d{3} ")
+
+
+def step_output(lines: Iterable[str]) -> list[str]:
+    """Build log lines with BuildKit's step number and offset (and a service prefix)
+    taken off the output of RUN steps: `web | #5 0.231 hi` reads `hi`."""
+    return [_ENGINE_OUTPUT.sub("", line) for line in lines]

@@ -82,6 +82,7 @@ class BuilderClient:
             development=options.development,
             build_args=dict(options.build_args),
             git_sha=options.git_sha,
+            secrets=dict(options.secrets),
         )
         with rpc_errors(self.address, self.service):
             resp = self._stub.StartBuild(req)

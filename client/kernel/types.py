@@ -80,6 +80,30 @@ def check_app_name(name: str) -> str:
     return name
 
 
+#: A build secret's id, as a Dockerfile names it (`RUN --mount=type=secret,id=ID`).
+SECRET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: The most secrets one build takes, and the largest value (BuildKit's own limit).
+MAX_SECRETS = 32
+MAX_SECRET_BYTES = 500 * 1024
+
+
+def check_secrets(values: Mapping[str, bytes]) -> None:
+    """Raises InvalidArgument unless `values` are build secrets a build may carry; the
+    message names an id at most, never a value."""
+    if len(values) > MAX_SECRETS:
+        raise InvalidArgument(f"too many secrets: {len(values)} (at most {MAX_SECRETS})")
+    for ident, value in values.items():
+        if not SECRET_ID.match(ident):
+            shown = ident[:40] + ("…" if len(ident) > 40 else "")
+            raise InvalidArgument(
+                f"invalid secret id: {shown!r} (letters, digits, '.', '_', '-'; at most 128)"
+            )
+        if len(value) > MAX_SECRET_BYTES:
+            raise InvalidArgument(
+                f"secret {ident} is too large: {len(value)} bytes (at most {MAX_SECRET_BYTES})"
+            )
+
+
 @dataclass(frozen=True)
 class App:
     """A named application on a rack."""
@@ -124,6 +148,8 @@ class BuildRequest:
     development: bool = False
     build_args: Mapping[str, str] = field(default_factory=dict)
     git_sha: str = ""
+    #: Build secrets, id -> value (`--secret`); never printed, stored or exported.
+    secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

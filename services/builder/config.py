@@ -56,6 +56,9 @@ class Config:
     max_extract_files: int = 100_000
     #: The Docker engine (DOCKER_HOST).
     docker_host: str = DEFAULT_DOCKER_HOST
+    #: The engine's builder: `buildkit`, or `legacy` for engines without BuildKit
+    #: (SLIPWAY_ENGINE_BUILDER).
+    engine_builder: str = "buildkit"
     #: How long log and status writes are retried while metadata refuses them, in
     #: seconds; past it the build fails with `could not store the build log: …`.
     store_retry_seconds: float = 120.0
@@ -90,6 +93,11 @@ class Config:
                 "no scheme or path"
             )
         scratch = env.get("SLIPWAY_SCRATCH_DIR")
+        engine_builder = env.get("SLIPWAY_ENGINE_BUILDER", "").strip() or cls.engine_builder
+        if engine_builder not in ("buildkit", "legacy"):
+            parser.error(
+                f"SLIPWAY_ENGINE_BUILDER must be buildkit or legacy, not {engine_builder[:40]!r}"
+            )
         return cls(
             token=token,
             listen=args.listen,
@@ -105,6 +113,7 @@ class Config:
             max_extract_bytes=numbers["SLIPWAY_MAX_EXTRACT_BYTES"],
             max_extract_files=numbers["SLIPWAY_MAX_EXTRACT_FILES"],
             docker_host=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
+            engine_builder=engine_builder,
         )
 
 

@@ -19,6 +19,7 @@ def build_request_from_pb(msg: pb.StartBuildRequest) -> BuildRequest:
         development=msg.development,
         build_args=dict(msg.build_args),
         git_sha=msg.git_sha,
+        secrets=dict(msg.secrets),
     )
 
 

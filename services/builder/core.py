@@ -16,6 +16,7 @@ from client.kernel.errors import FailedPrecondition, InvalidArgument, SlipwayErr
 from services.builder import follow as following
 from services.builder.config import Config
 from services.builder.logwriter import LogWriter, retrying
+from services.builder.redact import Redactor
 from services.builder.seams import Deps
 from services.builder.worker import CANCELLED_LINE, Job, Worker
 from services.common.logs import BuildLogAdapter
@@ -78,16 +79,23 @@ class Builder:
         types.check_app_name(req.app)
         if not req.archive:
             raise InvalidArgument("an archive is required")
+        types.check_secrets(req.secrets)
+        if req.secrets and self._config.engine_builder == "legacy":
+            raise InvalidArgument(
+                "build secrets need BuildKit: this rack builds with the legacy builder"
+            )
         store = self._deps.store
         self._deps.sources.stat(req.archive)  # before anything is recorded
         store.create_app(req.app, exist_ok=True)
         build = store.create_build(
             req.app, description=req.description, git_sha=req.git_sha, archive=req.archive
         )
+        redact = Redactor(req.secrets.values())
         job = Job(
             build=build,
             request=req,
-            log=LogWriter(store, build.id, give_up=self._config.store_retry_seconds),
+            log=LogWriter(store, build.id, give_up=self._config.store_retry_seconds, redact=redact),
+            redact=redact,
         )
         with self._lock:
             future = self._pool.submit(self._worker.run, job)

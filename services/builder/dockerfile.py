@@ -72,3 +72,43 @@ def select_args(
         elif name in env:
             chosen[name] = env[name]
     return chosen
+
+
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _expand(reference: str, values: Mapping[str, str]) -> str:
+    """`reference` with its variables replaced; one without a value becomes `$?`."""
+    return _VARIABLE.sub(lambda m: values.get(m.group(1) or m.group(2), "$?"), reference)
+
+
+def base_images(text: str, args: Mapping[str, str]) -> list[str]:
+    """The images the Dockerfile's stages start `FROM`, each once, in order: not
+    `scratch`, not an earlier stage's name, with `$VAR`/`${VAR}` taken from `args` or an
+    ARG default declared before the first FROM. A reference still holding a variable
+    (one that has no value) is left out: the engine resolves it, or says why not."""
+    defaults: dict[str, str] = {}
+    stages: set[str] = set()
+    images: list[str] = []
+    seen_from = False
+    for instruction, rest in instructions(text):
+        if instruction == "ARG" and not seen_from:
+            for word in rest.split():
+                name, sep, value = word.partition("=")
+                if sep:
+                    defaults[name] = value.strip("\"'")
+            continue
+        if instruction != "FROM":
+            continue
+        seen_from = True
+        words = [w for w in rest.split() if not w.startswith("--")]
+        if not words:
+            continue
+        image = _expand(words[0], {**defaults, **args})
+        if len(words) >= 3 and words[-2].lower() == "as":
+            stages.add(words[-1].lower())
+        if "$" in image or image.lower() in stages or image.lower() == "scratch":
+            continue
+        if image not in images:
+            images.append(image)
+    return images

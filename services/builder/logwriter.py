@@ -63,7 +63,10 @@ class LogWriter:
         batch: int = 50,
         interval: float = 0.2,
         give_up: float = 120.0,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
+        """`redact` rewrites every line before it is queued (the build's secrets masked)."""
+        self._redact = redact or (lambda text: text)
         self._store = store
         self._build_id = build_id
         self._batch = batch
@@ -87,7 +90,7 @@ class LogWriter:
         with self._lock:
             if self._closed:
                 return
-            self._pending.append(text)
+            self._pending.append(self._redact(text))
             full = len(self._pending) >= self._batch and self._failing_since is None
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -160,7 +163,7 @@ class LogWriter:
         with self._lock:
             if self._closed:
                 return False
-            self._pending.extend(last)
+            self._pending.extend(self._redact(text) for text in last)
             self._closed = True
             self._wake.notify_all()
             return True

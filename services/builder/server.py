@@ -27,7 +27,11 @@ def connect(config: Config) -> Deps:
     """The real dependencies: the other services of the rack, the Docker engine, and
     pushes through that engine into the rack's registry (no other service's engine)."""
     auth = config.registry_auth.engine_auth() if config.registry_auth else {}
-    engine = DockerEngine(config.docker_host, {config.registry_host: auth} if auth else None)
+    engine = DockerEngine(
+        config.docker_host,
+        {config.registry_host: auth} if auth else None,
+        builder=config.engine_builder,
+    )
     return Deps(
         store=MetadataClient(
             open_channel(config.metadata_address, config.token), config.metadata_address

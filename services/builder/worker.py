@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from client.kernel import manifest, types
@@ -19,6 +19,7 @@ from client.kernel.errors import (
     Cancelled,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     SlipwayError,
 )
 from client.kernel.types import error_lines, one_line
@@ -51,6 +52,17 @@ class Job:
     finished: bool = False
     #: Why the builder itself stopped it (shutdown), recorded as the failure reason.
     abort_reason: str = ""
+    #: Masks the build's secrets in what it records (the log writer applies it too).
+    redact: Callable[[str], str] = field(default=lambda text: text, repr=False)
+    #: The build makes more than one image: engine lines carry their service's name.
+    prefixed: bool = False
+
+    def sink(self, service: str) -> Callable[[str], None]:
+        """Where `service`'s engine lines go: the log, prefixed `service | ` when the build
+        makes more than one image (SPEC §3)."""
+        if not self.prefixed:
+            return self.log.line
+        return lambda text: self.log.line(f"{service} | {text}")
 
     @property
     def id(self) -> str:
@@ -85,6 +97,8 @@ class Step:
     image: str = ""
     path: str = "."
     spec: BuildSpec | None = None
+    #: The images the build's stages start from, pulled before a BuildKit build.
+    bases: tuple[str, ...] = ()
 
 
 class Worker:
@@ -145,6 +159,7 @@ class Worker:
         The first failure stops the others and is raised."""
         images: dict[str, str] = {}
         errors: list[Exception] = []
+        job.prefixed = len(steps) > 1
         workers = max(1, min(self._config.build_concurrency, len(steps)))
         with ThreadPoolExecutor(workers, thread_name_prefix=f"step-{job.id}") as pool:
             futures = {pool.submit(self._step, job, step): step for step in steps}
@@ -165,14 +180,67 @@ class Worker:
     def _step(self, job: Job, step: Step) -> str:
         job.scope.check()
         engine = self._deps.engine
+        say = job.sink(step.services[0] if step.services else "")
         if step.spec is None:
             job.log.line(f"Running: docker pull {step.image}")
-            try:
-                return engine.pull(step.image, job.log.line, job.scope)
-            except EngineError as err:
-                return use_local_copy(step.image, err, engine.image_id, job.log.line)
+            return self._pull(job, step.image, say)
         job.log.line(f"Building: {step.path}")
-        return engine.build(step.spec, job.log.line, job.scope)
+        spec = step.spec
+        if self._config.engine_builder != "legacy":
+            spec = self._prepare(job, step, spec, say)
+        return engine.build(spec, say, job.scope)
+
+    def _pull(self, job: Job, image: str, say: Callable[[str], None]) -> str:
+        engine = self._deps.engine
+        try:
+            return engine.pull(image, say, job.scope)
+        except EngineError as err:
+            return use_local_copy(image, err, engine.image_id, say)
+
+    def _prepare(
+        self, job: Job, step: Step, spec: BuildSpec, say: Callable[[str], None]
+    ) -> BuildSpec:
+        """What a BuildKit build needs first. Its base images are pulled through the
+        engine, with the rack registry's credentials (BuildKit without a session has
+        none), unless the engine has them already: it then uses its local copies. The
+        image this app's service got from the last release is pulled from the rack
+        registry as `cache-from`, so a builder that never built the app gets cache hits
+        from its inline cache. The build's secrets ride along."""
+        engine = self._deps.engine
+        registry = self._deps.pusher.registry_host()
+        for base in step.bases:
+            job.scope.check()
+            if base.startswith(f"{registry}/") or engine.image_id(base) is None:
+                job.log.line(f"Running: docker pull {base}")
+                try:
+                    self._pull(job, base, say)
+                except EngineError as err:
+                    # BuildKit may still resolve it (a public registry needs no login),
+                    # and otherwise fails the build with its own words.
+                    say(f"Pull failed ({one_line(str(err))}); the build resolves {base} itself")
+        cache_from: tuple[str, ...] = ()
+        previous = self._previous_image(job, step)
+        if previous and not spec.nocache:
+            try:
+                if engine.image_id(previous) is None:
+                    engine.pull(previous, lambda _text: None, job.scope)
+                cache_from = (previous,)
+            except (EngineError, NotFound) as err:
+                log.info("[%s] no cache from %s: %s", job.id, previous, one_line(str(err)))
+        return replace(spec, cache_from=cache_from, secrets=dict(job.request.secrets))
+
+    def _previous_image(self, job: Job, step: Step) -> str:
+        """The rack registry's image of the step's first service in the app's latest
+        release, or empty when the app has none."""
+        try:
+            releases = self._deps.store.list_releases(job.request.app, limit=1)
+        except SlipwayError as err:
+            log.info("[%s] no previous release to take cache from: %s", job.id, err)
+            return ""
+        if not releases or not releases[0].build or not step.services:
+            return ""
+        registry = self._deps.pusher.registry_host()
+        return f"{registry}/{job.request.app}:{step.services[0]}.{releases[0].build}"
 
     def _push(self, job: Job, image: str, service: str) -> str:
         tag = f"{service}.{job.id}"
@@ -184,7 +252,10 @@ class Worker:
                 if isinstance(event, types.PushResult):
                     reference = event.reference
                 elif event.text and not (event.status == "Pushing" and event.current):
-                    job.log.line(event.text)
+                    if event.text.startswith("Running:"):
+                        job.log.line(event.text)  # the builder's own line: no prefix
+                    else:
+                        job.sink(service)(event.text)
         finally:
             close = getattr(events, "close", None)
             if close is not None:
@@ -233,6 +304,7 @@ class Worker:
             message = job.abort_reason
         else:
             message = str(err) or type(err).__name__
+        message = job.redact(message)
         reason = one_line(message)
         with job.lock:
             if job.cancelled:
@@ -290,13 +362,15 @@ def plan(
                 target=target,
                 nocache=req.no_cache,
             )
-            step = Step(services=(), path=service.path, spec=spec)
+            bases = tuple(dockerfile.base_images(text, {**args}))
+            step = Step(services=(), path=service.path, spec=spec, bases=bases)
         existing = steps.get(key, step)
         steps[key] = Step(
             services=(*existing.services, service.name),
             image=existing.image,
             path=existing.path,
             spec=existing.spec,
+            bases=existing.bases,
         )
     return list(steps.values())
 

@@ -249,6 +249,8 @@ class FakeEngine:
         return self.images[image].id
 
     def inspect(self, image: str) -> ImageInfo:
+        if "@" not in image and ":" not in image.rsplit("/", 1)[-1]:
+            image += ":latest"  # as the engine reads a reference without a tag
         for info in self.images.values():
             if image == info.id:
                 return info

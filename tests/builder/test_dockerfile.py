@@ -46,3 +46,20 @@ def test_build_args_only_for_declared_names_given_first_then_env() -> None:
         "A": "from flag, with = and 'quotes'",
         "B": "env-b",
     }
+
+
+def test_base_images_resolve_args_and_skip_stages() -> None:
+    from services.builder.dockerfile import base_images
+
+    text = (
+        "ARG TAG=1.36\nARG UNSET\nFROM busybox:${TAG} AS build\nFROM build AS again\n"
+        "FROM scratch\nFROM $UNSET\nFROM --platform=linux/amd64 alpine:3 AS final\n"
+        "FROM busybox:1.36\n"
+    )
+    assert base_images(text, {}) == ["busybox:1.36", "alpine:3"]
+    assert base_images(text, {"TAG": "latest", "UNSET": "debian"}) == [
+        "busybox:latest",
+        "debian",
+        "alpine:3",
+        "busybox:1.36",
+    ]

@@ -88,15 +88,19 @@ def test_success_records_release_entrypoint_and_complete(rig: Rig) -> None:
     ]
     assert {repo for _, repo, _ in rig.pusher.pushed} == {"myapp"}
     log = rig.log(build_id)
+    # Two images: every engine line carries its service; the builder's own lines do not.
     for expected in (
         "Building: .",
-        "Step 1/3 : FROM busybox",
+        "web | Step 1/3 : FROM busybox",
         "Running: docker pull busybox:latest",
-        "abc123: Pushed",
+        "cache | busybox:latest: Pulling",
+        "web | abc123: Pushed",
+        "cache | abc123: Pushed",
         f"Running: docker push registry.test:5000/myapp:web.{build_id}",
     ):
         assert expected in log
-    assert "abc123: Pushing" not in log  # byte-level progress stays out of the log
+    assert not any(line.startswith(("Step ", "abc123")) for line in log)
+    assert not any("abc123: Pushing" in line for line in log)  # byte-level progress stays out
     assert not (rig.scratch / build_id).exists()
 
 

@@ -1,5 +1,6 @@
 """services.common.docker.engine against the real Docker engine (classic builder, seeded
-busybox): builds, pulls and cancels as the builder uses them."""
+busybox): builds, pulls and cancels as the builder uses them. BuildKit builds are in
+test_docker_buildkit.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from client.kernel.errors import Cancelled, NotFound, Unavailable
 from services.builder.seams import CancelScope
-from services.common.docker.engine import DockerEngine
+from services.common.docker.engine import LEGACY, DockerEngine
 from services.common.docker.streams import LineSplitter
 from services.common.docker.types import BuildSpec, EngineError
 from tests.helpers import eventually
@@ -35,7 +36,7 @@ def _context(tmp_path: Path, dockerfile: str) -> str:
 def test_build_streams_lines_and_returns_the_image(
     docker_client: Any, engine_host: str, tmp_path: Path
 ) -> None:
-    engine = DockerEngine(engine_host)
+    engine = DockerEngine(engine_host, builder=LEGACY)
     marker = uuid.uuid4().hex
     context = _context(
         tmp_path, 'FROM busybox\nARG WORD\nENTRYPOINT ["echo", "a b"]\nRUN echo "said $WORD"\n'
@@ -60,7 +61,7 @@ def test_build_streams_lines_and_returns_the_image(
 def test_a_failing_run_raises_the_engine_text(
     docker_client: Any, engine_host: str, tmp_path: Path
 ) -> None:
-    engine = DockerEngine(engine_host)
+    engine = DockerEngine(engine_host, builder=LEGACY)
     context = _context(tmp_path, "FROM busybox\nRUN echo about to fail && exit 3\n")
     lines: list[str] = []
     with pytest.raises(EngineError) as err:
@@ -75,7 +76,7 @@ def test_a_failing_run_raises_the_engine_text(
 def test_cancel_stops_the_build_and_its_container(
     docker_client: Any, engine_host: str, tmp_path: Path
 ) -> None:
-    engine = DockerEngine(engine_host)
+    engine = DockerEngine(engine_host, builder=LEGACY)
     context = _context(tmp_path, "FROM busybox\nRUN echo sleeping && sleep 300\n")
     scope = CancelScope()
     lines: list[str] = []

@@ -138,14 +138,19 @@ def test_failing_run_step_fails_the_build(rack: RackHandle, tmp_path: Path) -> N
 
     assert res.code == 1
     assert "Traceback" not in res.err
-    reason = "The command '/bin/sh -c echo about-to-fail && exit 3' returned a non-zero code: 3"
+    reason = "executor failed running [/bin/sh -c echo about-to-fail && exit 3]: exit code: 3"
     assert res.err.strip().splitlines()[-1] == f"ERROR: build failed: {reason}"
     build_id = re.search(r"\b(B[A-Z]{10})\b", rack.ok("builds", "-a", app).splitlines()[1]).group(1)  # type: ignore[union-attr]
     info = rack.ok("builds", "info", build_id, "-a", app)
     assert "Status       failed" in info
     assert f"Reason       {reason}" in info
     logs = rack.ok("builds", "logs", build_id, "-a", app).splitlines()
-    assert "about-to-fail" in logs
+    # BuildKit's plain progress: the failing step, its output, its error.
+    step = next(line for line in logs if line.endswith("RUN echo about-to-fail && exit 3"))
+    number = step.split()[0]
+    assert re.match(r"^#\d+ \[2/2\] RUN echo about-to-fail && exit 3$", step)
+    assert any(re.match(rf"^{number} \d+\.\d{{3}} about-to-fail$", line) for line in logs)
+    assert f"{number} ERROR: {reason}" in logs
     assert logs[-1] == f"ERROR: {reason}"
 
 

@@ -315,10 +315,11 @@ def test_rack_receives_what_docker_sends(
         assert run.returncode == 0, run.stderr
     finally:
         subprocess.run(["docker", "rmi", image], capture_output=True, timeout=60)
-    # The engine itself drops `.dockerignore` and the Dockerfile before `COPY` when the
-    # patterns match them, as it does for the Docker CLI (which sends them too).
-    dropped = {f"F {n}" for n in (".dockerignore", "Dockerfile") if f"F {n}" not in ref.listing}
-    expected = [e for e in _expected(folder, ref.listing) if e not in dropped]
+    # The classic builder drops `.dockerignore` and the Dockerfile before `COPY` when the
+    # patterns match them; BuildKit, given the context as a tar (the rack's way), keeps
+    # both: they are in the image. (Known divergence from `docker buildx build`, whose
+    # client never sends them; see the closing note of issue 9.)
+    expected = _expected(folder, ref.listing)
     got = sorted(_listing(run.stdout))
     assert got == expected
 

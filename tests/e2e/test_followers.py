@@ -18,6 +18,7 @@ from client.cli.config import ClientConfig
 from client.kernel import types
 from tests.e2e.conftest import SLIPWAY, RackHandle
 from tests.e2e.test_cancel_logs import NUMBERED, _library, _running_build, _write
+from tests.helpers import step_output
 
 pytestmark = pytest.mark.docker
 
@@ -105,8 +106,8 @@ def test_two_hundred_followers_of_one_build(rack: RackHandle, tmp_path: Path) ->
     assert build.returncode == 0, err
     assert all(end is not None and end.status == types.COMPLETE for end in ends)
     for lines in seen:
-        assert [text for text in lines if NUMBERED.match(text)] == LINES
+        assert [text for text in step_output(lines) if NUMBERED.match(text)] == LINES
     stored = [line.text for line in library.metadata.stream_logs(build_id)]
-    assert [text for text in stored if NUMBERED.match(text)] == LINES
+    assert [text for text in step_output(stored) if NUMBERED.match(text)] == LINES
     assert all(lines == stored for lines in seen)
     assert library.metadata.get_build(build_id).status == types.COMPLETE

@@ -20,7 +20,7 @@ import pytest
 from client.kernel import types
 from tests.e2e.conftest import SLIPWAY, RackHandle
 from tests.e2e.test_cancel_logs import NUMBERED, _library, _running_build, _write
-from tests.helpers import eventually
+from tests.helpers import eventually, step_output
 
 pytestmark = pytest.mark.docker
 
@@ -111,7 +111,9 @@ def test_a_database_locked_mid_build_loses_no_log_line(rack: RackHandle, tmp_pat
     final = library.metadata.get_build(build_id)
     assert final.status == types.COMPLETE and final.release
     stored = [line.text for line in library.metadata.stream_logs(build_id)]
-    assert [text for text in stored if NUMBERED.match(text)] == [f"line-{i}" for i in range(1, 31)]
+    assert [text for text in step_output(stored) if NUMBERED.match(text)] == [
+        f"line-{i}" for i in range(1, 31)
+    ]
 
 
 def _stop_registry(rack: RackHandle) -> None:

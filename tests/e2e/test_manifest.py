@@ -13,6 +13,7 @@ import pytest
 from client.api.rack import Rack
 from client.cli.config import ClientConfig
 from tests.e2e.conftest import RackHandle
+from tests.helpers import step_output
 
 pytestmark = pytest.mark.docker
 
@@ -142,7 +143,7 @@ def test_independent_builds_run_in_parallel_up_to_the_limit(
         )
     src = _write(tmp_path / "app", files)
 
-    lines = rack.ok("build", str(src), "-a", app).splitlines()
+    lines = step_output(rack.ok("build", str(src), "-a", app).splitlines())
 
     def at(event: str, name: str) -> int:
         return lines.index(f"{event}-{name}-{marker}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -68,6 +69,14 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         help="a Dockerfile ARG value (repeatable); a bare K takes $K",
     )
     p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="id=ID,src=FILE|env=VAR",
+        help="a build secret for RUN --mount=type=secret,id=ID (repeatable), read from "
+        "FILE or $VAR; never stored or logged",
+    )
+    p.add_argument(
         "--id",
         action="store_true",
         help="print only the release id on stdout, everything else on stderr",
@@ -89,6 +98,52 @@ def parse_build_args(values: Sequence[str], env: Mapping[str, str]) -> dict[str,
     return args
 
 
+def parse_secrets(values: Sequence[str], env: Mapping[str, str], cwd: Path) -> dict[str, bytes]:
+    """`--secret` values as `docker buildx build --secret` takes them: `id=ID` with
+    `src=FILE` (or `source=`) or `env=VAR`, optionally `type=file|env`; a bare `id=ID`
+    reads $ID when it is set, else the file ID. Errors name the flag, never a value."""
+    found: dict[str, bytes] = {}
+    for value in values:
+        fields: dict[str, str] = {}
+        for part in value.split(","):
+            key, sep, rest = part.partition("=")
+            key = key.strip().lower()
+            if not sep or key not in ("id", "src", "source", "env", "type") or key in fields:
+                raise InvalidArgument("invalid --secret: want id=ID,src=FILE or id=ID,env=VAR")
+            fields["src" if key == "source" else key] = rest
+        ident = fields.get("id", "")
+        kind = fields.get("type", "")
+        if kind not in ("", "file", "env") or not ident or ("src" in fields and "env" in fields):
+            raise InvalidArgument("invalid --secret: want id=ID,src=FILE or id=ID,env=VAR")
+        if "env" in fields or (kind == "env" and "src" not in fields):
+            var = fields.get("env") or ident
+            if var not in env:
+                raise InvalidArgument(f"secret {ident}: ${var} is not set in the environment")
+            data = env[var].encode()
+        else:
+            src = fields.get("src") or ("" if kind == "file" else ident)
+            if "src" not in fields and kind == "" and ident in env:
+                data = env[ident].encode()
+            else:
+                data = _read_secret(ident, cwd / Path(src).expanduser() if src else Path())
+        if ident in found:
+            raise InvalidArgument(f"secret {ident} is given twice")
+        found[ident] = data
+    types.check_secrets(found)
+    return found
+
+
+def _read_secret(ident: str, path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(types.MAX_SECRET_BYTES + 1)
+    except OSError as err:
+        raise InvalidArgument(
+            f"secret {ident}: cannot read {path.name or 'its file'}: {err.strerror}"
+        ) from None
+    return data
+
+
 def run(ctx: Context, args: argparse.Namespace) -> int:
     return execute(ctx, args)
 
@@ -103,6 +158,7 @@ def execute(
     if not from_git and not (ctx.cwd / args.dir).is_dir():
         raise InvalidArgument(f"no such directory: {args.dir}")
     build_args = parse_build_args(args.build_args, ctx.env)
+    secrets = parse_secrets(args.secret, ctx.env, ctx.cwd)
     app = _git_app(ctx, args.dir) if from_git else ctx.app(args.dir)
     out = ctx.err if args.id else ctx.out
     rack = ctx.rack()
@@ -124,6 +180,7 @@ def execute(
                 development=args.development,
                 build_args=build_args,
                 git_sha=git_sha,
+                secrets=secrets,
             )
         )
 

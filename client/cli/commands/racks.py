@@ -34,6 +34,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "rack's own when it ran before)",
     )
     start.add_argument("--data", metavar="DIR", help="where it keeps its data")
+    start.add_argument(
+        "--engine-builder",
+        choices=("buildkit", "legacy"),
+        help="the engine's builder: buildkit (default), or legacy for engines without it",
+    )
     start.set_defaults(func=start_rack)
 
     stop = sub.add_parser("stop", parents=[common], help="stop a local rack")
@@ -96,7 +101,13 @@ def start_rack(ctx: Context, args: argparse.Namespace) -> int:
     from client.cli.localrack.rack import start_rack as start
 
     data = Path(args.data).expanduser().resolve() if args.data else None
-    start(args.name or ctx.rack_flag or DEFAULT_LOCAL, args.port, data, ctx.status)
+    start(
+        args.name or ctx.rack_flag or DEFAULT_LOCAL,
+        args.port,
+        data,
+        ctx.status,
+        engine_builder=args.engine_builder,
+    )
     return 0
 
 

@@ -16,10 +16,12 @@ Timeouts, one policy for every caller:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,9 +35,12 @@ from client.kernel.errors import InvalidArgument, NotFound, SlipwayError
 from client.kernel.streams import CHUNK_SIZE
 from services.common.docker import errors
 from services.common.docker.errors import translated
+from services.common.docker.progress import PlainProgress
+from services.common.docker.session import SecretSession
 from services.common.docker.skopeo import load_oci_archive
 from services.common.docker.streams import (
     LineSplitter,
+    buildkit_context,
     context_tar,
     event_of,
     log_message,
@@ -52,11 +57,31 @@ from services.common.docker.types import (
 
 log = logging.getLogger(__name__)
 
+#: The engine's builders: BuildKit (the default) and the classic one, for old engines.
+BUILDKIT = "buildkit"
+LEGACY = "legacy"
+BUILDERS = (BUILDKIT, LEGACY)
+
+#: The build argument that makes BuildKit embed its layer cache in the image config, so a
+#: builder that pulls the image gets cache hits from it (`cache-from`).
+INLINE_CACHE_ARG = "BUILDKIT_INLINE_CACHE"
+
 CONTROL_TIMEOUT = 120
 STREAM_TIMEOUT = 300
 
 _RUNNING_IN = re.compile(r"^\s*---> Running in ([0-9a-f]{12,64})\s*$")
 _BUILT = re.compile(r"^Successfully built ([0-9a-f]{12,64})\s*$")
+
+
+def _explanation(response: requests.Response) -> str:
+    """The engine's error text of a refused request, bounded."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:1000]
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])[:1000]
+    return response.text[:1000]
 
 
 def _not_a_local_image(text: str, status: int) -> SlipwayError:
@@ -68,10 +93,21 @@ class DockerEngine:
     """The Docker engine at `host` (a DOCKER_HOST value), connected on first use, so a
     service starts (and reports Unavailable per call) while the engine is down."""
 
-    def __init__(self, host: str, logins: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        logins: Mapping[str, Mapping[str, str]] | None = None,
+        builder: str = BUILDKIT,
+    ) -> None:
         """`logins` maps a registry host to the credentials a pull from it sends (as
-        `docker login` would have stored them)."""
+        `docker login` would have stored them); `builder` is the engine's builder that
+        builds images: BUILDKIT, or LEGACY for engines without it."""
+        if builder not in BUILDERS:
+            raise InvalidArgument(
+                f"unknown engine builder {builder!r}: expected one of {', '.join(BUILDERS)}"
+            )
         self.host = host
+        self.builder = builder
         self._logins = dict(logins or {})
         self._lock = threading.Lock()
         self._control: docker.APIClient | None = None
@@ -85,8 +121,98 @@ class DockerEngine:
     # -- builds and the builder's pulls ------------------------------------------------
 
     def build(self, spec: BuildSpec, on_line: LineSink, scope: Cancellable) -> str:
-        """Builds `spec` with the classic builder, each output line to `on_line`; returns
-        the image id. EngineError with the engine's text when the build fails."""
+        """Builds `spec`, each output line to `on_line`; returns the image id. EngineError
+        with the engine's text when the build fails."""
+        if self.builder == LEGACY:
+            if spec.secrets:
+                raise InvalidArgument(
+                    "build secrets need BuildKit; this rack uses the legacy builder"
+                )
+            return self._build_legacy(spec, on_line, scope)
+        return self._build_buildkit(spec, on_line, scope)
+
+    def _build_buildkit(self, spec: BuildSpec, on_line: LineSink, scope: Cancellable) -> str:
+        """A BuildKit build through the engine API (`POST /build?version=2`): its trace is
+        rendered as plain progress; a cancel asks the engine to stop the build by its id
+        and drops the connection. Secrets are served through a session for its length
+        (opened for every build, so a missing secret is BuildKit's own error)."""
+        dockerfile = os.path.normpath(os.path.join(spec.context, spec.dockerfile))
+        build_id = uuid.uuid4().hex
+        progress = PlainProgress(on_line)
+        image_id = ""
+        buildargs = {**spec.buildargs, INLINE_CACHE_ARG: "1"}
+        params: dict[str, str] = {
+            "version": "2",
+            "buildid": build_id,
+            "buildargs": json.dumps(buildargs),
+            "cachefrom": json.dumps(list(spec.cache_from)),
+            "rm": "1",
+            "forcerm": "1",
+            "pull": "0",
+            "nocache": "1" if spec.nocache else "0",
+        }
+        if spec.target:
+            params["target"] = spec.target
+
+        def cancel_build() -> None:
+            try:
+                self._api().post(self._url("/build/cancel"), params={"id": build_id}, timeout=10)
+            except Exception as err:  # noqa: BLE001 - the dropped connection stops it too
+                log.debug("cancelling build %s: %s", build_id, err)
+
+        with contextlib.ExitStack() as stack:
+            context, dockerfile_name = stack.enter_context(
+                buildkit_context(spec.context, dockerfile)
+            )
+            params["dockerfile"] = dockerfile_name
+            # Always a session: a Dockerfile that asks for a secret the build was not given
+            # then fails with BuildKit's own words (`secret tok not found`).
+            session = stack.enter_context(SecretSession(self.host, spec.secrets))
+            params["session"] = session.id
+            stack.callback(scope.on_cancel(cancel_build))
+            api = stack.enter_context(self._stream(None, scope))
+            stack.enter_context(translated(self.host, scope=scope))
+            response = api.post(
+                self._url("/build", api),
+                params=params,
+                data=context,
+                headers={"Content-Type": "application/x-tar"},
+                stream=True,
+                timeout=None,
+            )
+            stack.callback(response.close)
+            if response.status_code >= 400:
+                raise docker.errors.APIError(
+                    response.reason, response, explanation=_explanation(response)
+                )
+            try:
+                for raw in response.iter_lines(chunk_size=None):
+                    if not raw.strip():
+                        continue
+                    try:
+                        message = json.loads(raw)
+                    except ValueError:
+                        continue
+                    text = errors.stream_text(message)
+                    if text is not None:
+                        raise EngineError(text)
+                    if message.get("id") == "moby.buildkit.trace":
+                        progress.feed_aux(message.get("aux"))
+                    elif message.get("id") == "moby.image.id":
+                        aux = message.get("aux") or {}
+                        image_id = str(aux.get("ID") or "") if isinstance(aux, dict) else ""
+                    elif "stream" in message:
+                        for line in str(message["stream"]).splitlines():
+                            if line.strip():
+                                on_line(line)
+            finally:
+                progress.close()
+        if not image_id:
+            raise EngineError(progress.last_error or "the engine did not report the built image")
+        return image_id
+
+    def _build_legacy(self, spec: BuildSpec, on_line: LineSink, scope: Cancellable) -> str:
+        """Builds `spec` with the classic builder, each output line to `on_line`."""
         dockerfile = os.path.normpath(os.path.join(spec.context, spec.dockerfile))
         image_id = ""
         last_line = ""
@@ -302,6 +428,11 @@ class DockerEngine:
             api.import_image(str(tar), repository=repository, tag=tag, changes=list(changes))
 
     # -- plumbing ----------------------------------------------------------------------
+
+    def _url(self, path: str, api: docker.APIClient | None = None) -> str:
+        """The engine API's URL for `path`, at the version the engine answered."""
+        client = api or self._api()
+        return f"{client.base_url}/v{client.api_version}{path}"
 
     def _api(self) -> docker.APIClient:
         """The shared client of control calls, made (asking the engine its API version)

@@ -27,6 +27,11 @@ class BuildSpec:
     buildargs: Mapping[str, str] = field(default_factory=dict)
     target: str = ""
     nocache: bool = False
+    #: Images whose inline layer cache the build may reuse (BuildKit), local references.
+    cache_from: tuple[str, ...] = ()
+    #: Secrets the Dockerfile may mount (`RUN --mount=type=secret,id=ID`), id -> value;
+    #: held in memory for the build alone, never printed (BuildKit).
+    secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -516,13 +516,24 @@ def test_rack_start(run: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
     calls: list[Any] = []
     monkeypatch.setattr(
-        localrack, "start_rack", lambda name, port, data, console: calls.append((name, port, data))
+        localrack,
+        "start_rack",
+        lambda name, port, data, console, engine_builder=None: calls.append(
+            (name, port, data, engine_builder)
+        ),
     )
     assert (
         run("rack", "start", "--name", "two", "--port", "7500", "--data", str(tmp_path)).code == 0
     )
     assert run("rack", "start").code == 0
-    assert calls == [("two", 7500, tmp_path), ("local", None, None)]
+    assert run("rack", "start", "--engine-builder", "legacy").code == 0
+    assert calls == [
+        ("two", 7500, tmp_path, None),
+        ("local", None, None, None),
+        ("local", None, None, "legacy"),
+    ]
+    refused = run("rack", "start", "--engine-builder", "kaniko")
+    assert refused.code != 0 and "invalid choice" in refused.err
 
 
 def test_not_found_from_the_library_keeps_its_words() -> None:

@@ -104,6 +104,26 @@ class StartBuildRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class SecretsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     APP_FIELD_NUMBER: _builtins.int
     ARCHIVE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
@@ -112,6 +132,7 @@ class StartBuildRequest(_message.Message):
     DEVELOPMENT_FIELD_NUMBER: _builtins.int
     BUILD_ARGS_FIELD_NUMBER: _builtins.int
     GIT_SHA_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     """The app; created when it does not exist yet."""
     archive: _builtins.str
@@ -130,6 +151,12 @@ class StartBuildRequest(_message.Message):
     def build_args(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Build arguments given by the user, before the app environment."""
 
+    @_builtins.property
+    def secrets(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
+        """Build secrets, id -> value, for `RUN --mount=type=secret,id=ID`: held in the
+        builder's memory for this build alone, never stored, logged or exported.
+        """
+
     def __init__(
         self,
         *,
@@ -141,10 +168,11 @@ class StartBuildRequest(_message.Message):
         development: _builtins.bool = ...,
         build_args: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         git_sha: _builtins.str = ...,
+        secrets: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "archive", b"archive", "build_args", b"build_args", "description", b"description", "development", b"development", "git_sha", b"git_sha", "manifest", b"manifest", "no_cache", b"no_cache"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "archive", b"archive", "build_args", b"build_args", "description", b"description", "development", b"development", "git_sha", b"git_sha", "manifest", b"manifest", "no_cache", b"no_cache", "secrets", b"secrets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
