@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV    := .venv
 PY      := $(VENV)/bin/python
 SLIPWAY := $(VENV)/bin/slipway
-APT_PACKAGES := docker.io docker-registry busybox-static git skopeo iptables
+APT_PACKAGES := docker.io docker-registry busybox-static git skopeo iptables iproute2 procps
 PYTEST_ARGS ?=
 
 .PHONY: help setup protos check-protos up down demo test lint bench
