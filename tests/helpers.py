@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -75,3 +77,38 @@ def step_output(lines: Iterable[str]) -> list[str]:
     """Build log lines with BuildKit's step number and offset (and a service prefix)
     taken off the output of RUN steps: `web | #5 0.231 hi` reads `hi`."""
     return [_ENGINE_OUTPUT.sub("", line) for line in lines]
+
+
+BUILD_ID = re.compile(r"^Build:   (B[A-Z]{10})$", re.M)
+
+
+def write_files(folder: Path, files: dict[str, str]) -> Path:
+    """Writes `{relative path: text}` under `folder` (making parents); returns `folder`."""
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder
+
+
+def run_docker(*args: str) -> str:
+    """Runs the `docker` CLI against the machine's engine; asserts it succeeded."""
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"docker {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+def build_id_of(out: str) -> str:
+    """The build id a `slipway build` printed (`Build:   B…`)."""
+    match = BUILD_ID.search(out)
+    assert match, out
+    return match.group(1)
+
+
+def pull_back(registry: str, app: str, service: str, build_id: str) -> str:
+    """Pulls `{registry}/{app}:{service}.{build}` back from the registry (dropping any local
+    copy first); returns the reference."""
+    ref = f"{registry}/{app}:{service}.{build_id}"
+    subprocess.run(["docker", "rmi", ref], capture_output=True)
+    run_docker("pull", ref)
+    return ref

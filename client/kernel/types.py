@@ -80,6 +80,12 @@ def check_app_name(name: str) -> str:
     return name
 
 
+#: The engine's builders a rack builds with: BuildKit, or the classic one for engines
+#: without it (`slipway rack start --engine-builder`).
+BUILDKIT = "buildkit"
+LEGACY = "legacy"
+ENGINE_BUILDERS = (BUILDKIT, LEGACY)
+
 #: A build secret's id, as a Dockerfile names it (`RUN --mount=type=secret,id=ID`).
 SECRET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: The most secrets one build takes, and the largest value (BuildKit's own limit).

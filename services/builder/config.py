@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.kernel.types import BUILDKIT, ENGINE_BUILDERS
 from services.common.config import (
     RegistryCredentials,
     ServiceArgs,
@@ -58,7 +59,7 @@ class Config:
     docker_host: str = DEFAULT_DOCKER_HOST
     #: The engine's builder: `buildkit`, or `legacy` for engines without BuildKit
     #: (SLIPWAY_ENGINE_BUILDER).
-    engine_builder: str = "buildkit"
+    engine_builder: str = BUILDKIT
     #: How long log and status writes are retried while metadata refuses them, in
     #: seconds; past it the build fails with `could not store the build log: …`.
     store_retry_seconds: float = 120.0
@@ -94,7 +95,7 @@ class Config:
             )
         scratch = env.get("SLIPWAY_SCRATCH_DIR")
         engine_builder = env.get("SLIPWAY_ENGINE_BUILDER", "").strip() or cls.engine_builder
-        if engine_builder not in ("buildkit", "legacy"):
+        if engine_builder not in ENGINE_BUILDERS:
             parser.error(
                 f"SLIPWAY_ENGINE_BUILDER must be buildkit or legacy, not {engine_builder[:40]!r}"
             )

@@ -80,7 +80,7 @@ class Builder:
         if not req.archive:
             raise InvalidArgument("an archive is required")
         types.check_secrets(req.secrets)
-        if req.secrets and self._config.engine_builder == "legacy":
+        if req.secrets and self._config.engine_builder == types.LEGACY:
             raise InvalidArgument(
                 "build secrets need BuildKit: this rack builds with the legacy builder"
             )

@@ -186,7 +186,7 @@ class Worker:
             return self._pull(job, step.image, say)
         job.log.line(f"Building: {step.path}")
         spec = step.spec
-        if self._config.engine_builder != "legacy":
+        if self._config.engine_builder != types.LEGACY:
             spec = self._prepare(job, step, spec, say)
         return engine.build(spec, say, job.scope)
 

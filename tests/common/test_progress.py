@@ -107,6 +107,15 @@ def test_a_partial_line_is_printed_at_the_end_and_bounded() -> None:
     assert lines[2] == "#1 0.000 tail"
 
 
+def test_an_unfinished_last_line_keeps_its_time() -> None:
+    lines = _rendered(
+        pb.StatusResponse(vertexes=[pb.Vertex(digest="d", name="RUN x", started=_at(10))]),
+        pb.StatusResponse(logs=[pb.VertexLog(vertex="d", timestamp=_at(10), msg=b"a\n")]),
+        pb.StatusResponse(logs=[pb.VertexLog(vertex="d", timestamp=_at(12.5), msg=b"no end")]),
+    )
+    assert lines == ["#1 RUN x", "#1 0.000 a", "#1 2.500 no end"]
+
+
 def test_garbage_in_the_trace_is_skipped() -> None:
     lines: list[str] = []
     progress = PlainProgress(lines.append)

@@ -10,25 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import RackHandle
+from tests.helpers import run_docker, write_files
 
 pytestmark = pytest.mark.docker
 
 BUILD_ID = re.compile(r"^Build:   (B[A-Z]{10})$", re.M)
 RELEASE_ID = re.compile(r"^Release: (R[A-Z]{10})$", re.M)
-
-
-def _write(folder: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return folder
-
-
-def _docker(*args: str) -> str:
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"docker {' '.join(args)}: {proc.stderr}"
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +31,8 @@ def base_image(rack: RackHandle) -> str:
         timeout=300,
     )
     assert build.returncode == 0, build.stderr
-    _docker("push", ref)
-    _docker("rmi", ref)
+    run_docker("push", ref)
+    run_docker("rmi", ref)
     return ref
 
 
@@ -54,7 +41,7 @@ def test_two_service_app_builds_pushes_and_releases(
 ) -> None:
     marker = secrets.token_hex(6)
     app = f"two-{marker[:6]}"
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": f"services:\n  web:\n    build: .\n  cache:\n    image: {base_image}\n",
@@ -84,15 +71,15 @@ def test_two_service_app_builds_pushes_and_releases(
     # The pushed image comes back from the registry and does what its Dockerfile says.
     web = f"{rack.registry}/{app}:web.{build_id}"
     subprocess.run(["docker", "rmi", web], capture_output=True)
-    _docker("pull", web)
-    printed = _docker("run", "--rm", web)
+    run_docker("pull", web)
+    printed = run_docker("run", "--rm", web)
     assert printed.splitlines() == [f"copied-{marker}", f"made-by-run-{marker}"]
-    listing = _docker("run", "--rm", "--entrypoint", "ls", web, "-a", "/")
+    listing = run_docker("run", "--rm", "--entrypoint", "ls", web, "-a", "/")
     assert "ignored.log" not in listing
 
     cache = f"{rack.registry}/{app}:cache.{build_id}"
-    _docker("pull", cache)
-    assert _docker("run", "--rm", cache, "cat", "/base").startswith("base-")
+    run_docker("pull", cache)
+    assert run_docker("run", "--rm", cache, "cat", "/base").startswith("base-")
 
     # builds: SPEC's columns, two spaces apart.
     table = rack.ok("builds", "-a", app).splitlines()
@@ -126,7 +113,7 @@ def test_two_service_app_builds_pushes_and_releases(
 
 def test_failing_run_step_fails_the_build(rack: RackHandle, tmp_path: Path) -> None:
     app = f"broken-{secrets.token_hex(3)}"
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -163,7 +150,7 @@ def test_unknown_build_and_app_say_so(rack: RackHandle) -> None:
 
 
 def test_missing_manifest_fails_with_clear_reason(rack: RackHandle, tmp_path: Path) -> None:
-    src = _write(tmp_path / "app", {"Dockerfile": "FROM busybox\n"})
+    src = write_files(tmp_path / "app", {"Dockerfile": "FROM busybox\n"})
     res = rack.slipway("build", str(src), "-a", "nomanifest")
     assert res.code == 1
     assert res.err.strip().splitlines()[-1] == "ERROR: build failed: no such file: convox.yml"

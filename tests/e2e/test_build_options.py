@@ -14,26 +14,12 @@ import pytest
 from client.api.rack import Rack
 from client.cli.config import ClientConfig
 from tests.e2e.conftest import RackHandle
+from tests.helpers import build_id_of, pull_back, write_files
 
 pytestmark = pytest.mark.docker
 
-BUILD_ID = re.compile(r"^Build:   (B[A-Z]{10})$", re.M)
 # Every character a shell, a flag parser or a key=value list could trip on.
 TRICKY = "a,b c 'single' \"double\" k=v $HOME ${X} `x` \\back\\slash\\ \\n\nsecond line\t!"
-
-
-def _write(folder: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return folder
-
-
-def _docker(*args: str) -> str:
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"docker {' '.join(args)}: {proc.stderr}"
-    return proc.stdout
 
 
 def _cat(image: str, path: str) -> bytes:
@@ -43,19 +29,6 @@ def _cat(image: str, path: str) -> bytes:
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
-
-
-def _build_id(out: str) -> str:
-    match = BUILD_ID.search(out)
-    assert match, out
-    return match.group(1)
-
-
-def _pulled(rack: RackHandle, app: str, service: str, build_id: str) -> str:
-    ref = f"{rack.registry}/{app}:{service}.{build_id}"
-    subprocess.run(["docker", "rmi", ref], capture_output=True)
-    _docker("pull", ref)
-    return ref
 
 
 def _library(rack: RackHandle) -> Rack:
@@ -71,7 +44,7 @@ def test_build_args_come_from_flags_then_app_env_intact(rack: RackHandle, tmp_pa
     dockerfile = "FROM busybox\n" + "".join(
         f"ARG {name}\nRUN printf '%s' \"${name}\" > /{name}\n" for name in names
     )
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -110,7 +83,7 @@ def test_build_args_come_from_flags_then_app_env_intact(rack: RackHandle, tmp_pa
     )
     assert res.code == 0, res.err
 
-    web = _pulled(rack, app, "web", _build_id(res.out))
+    web = pull_back(rack.registry, app, "web", build_id_of(res.out))
     values = {name: _cat(web, f"/{name}").decode() for name in names}
     assert values == {
         "FROM_FLAG": "flag-value",
@@ -138,7 +111,7 @@ def test_bare_build_arg_missing_from_the_client_environment(rack: RackHandle) ->
 def test_development_builds_the_development_stage(rack: RackHandle, tmp_path: Path) -> None:
     marker = secrets.token_hex(4)
     app = f"dev-{marker}"
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": (
@@ -154,11 +127,11 @@ def test_development_builds_the_development_stage(rack: RackHandle, tmp_path: Pa
         },
     )
 
-    default = _build_id(rack.ok("build", str(src), "-a", app))
-    development = _build_id(rack.ok("build", str(src), "-a", app, "--development"))
+    default = build_id_of(rack.ok("build", str(src), "-a", app))
+    development = build_id_of(rack.ok("build", str(src), "-a", app, "--development"))
 
     def stage(service: str, build_id: str) -> bytes:
-        return _cat(_pulled(rack, app, service, build_id), "/stage")
+        return _cat(pull_back(rack.registry, app, service, build_id), "/stage")
 
     assert stage("web", default) == f"production-{marker}\n".encode()
     assert stage("web", development) == f"development-{marker}\n".encode()
@@ -169,7 +142,7 @@ def test_development_builds_the_development_stage(rack: RackHandle, tmp_path: Pa
 def test_no_cache_rebuilds_every_step(rack: RackHandle, tmp_path: Path) -> None:
     marker = secrets.token_hex(4)
     app = f"cache-{marker}"
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -181,7 +154,7 @@ def test_no_cache_rebuilds_every_step(rack: RackHandle, tmp_path: Path) -> None:
     )
 
     def random_value(*flags: str) -> bytes:
-        build_id = _build_id(rack.ok("build", str(src), "-a", app, *flags))
+        build_id = build_id_of(rack.ok("build", str(src), "-a", app, *flags))
         # The local tag, not a fresh pull: removing the built image would drop the very
         # layer cache this test is about.
         return _cat(f"{rack.registry}/{app}:web.{build_id}", "/rand")
@@ -211,7 +184,7 @@ def _info(rack: RackHandle, app: str, build_id: str) -> dict[str, str]:
 def test_git_work_tree_gives_description_and_sha(rack: RackHandle, tmp_path: Path) -> None:
     marker = secrets.token_hex(4)
     app = f"git-{marker}"
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -223,7 +196,7 @@ def test_git_work_tree_gives_description_and_sha(rack: RackHandle, tmp_path: Pat
     _git(src, "commit", "-q", "-m", "Fix the header: a subject with spaces")
     sha = _git(src, "rev-parse", "HEAD")
 
-    clean = _build_id(rack.ok("build", str(src), "-a", app))
+    clean = build_id_of(rack.ok("build", str(src), "-a", app))
     info = _info(rack, app, clean)
     assert info["Description"] == f"build {sha[:10]} Fix the header: a subject with spaces"
     assert info["Git Sha"] == sha
@@ -232,7 +205,7 @@ def test_git_work_tree_gives_description_and_sha(rack: RackHandle, tmp_path: Pat
     )
 
     (src / "untracked.txt").write_text("dirty\n")
-    dirty = _build_id(rack.ok("build", str(src), "-a", app))
+    dirty = build_id_of(rack.ok("build", str(src), "-a", app))
     info = _info(rack, app, dirty)
     assert info["Description"] == ""
     assert "Git Sha" not in info
@@ -241,7 +214,7 @@ def test_git_work_tree_gives_description_and_sha(rack: RackHandle, tmp_path: Pat
 def test_entrypoint_is_recorded_on_the_build(rack: RackHandle, tmp_path: Path) -> None:
     marker = secrets.token_hex(4)
     app = f"entry-{marker}"
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -252,7 +225,7 @@ def test_entrypoint_is_recorded_on_the_build(rack: RackHandle, tmp_path: Path) -
         },
     )
 
-    build_id = _build_id(rack.ok("build", str(src), "-a", app))
+    build_id = build_id_of(rack.ok("build", str(src), "-a", app))
 
     entrypoint = _library(rack).metadata.get_build(build_id, app).entrypoint
     assert entrypoint == shlex.join(["/bin/sh", "-c", 'echo "hello there"', "--"])

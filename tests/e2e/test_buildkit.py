@@ -19,39 +19,11 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import RackHandle
-from tests.helpers import eventually
+from tests.helpers import build_id_of, eventually, pull_back, run_docker, write_files
 
 pytestmark = pytest.mark.docker
 
-BUILD_ID = re.compile(r"^Build:   (B[A-Z]{10})$", re.M)
 STEP_OUTPUT = r"#\d+ \d+\.\d{3} "
-
-
-def _write(folder: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return folder
-
-
-def _docker(*args: str) -> str:
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"docker {' '.join(args)}: {proc.stderr}"
-    return proc.stdout
-
-
-def _build_id(out: str) -> str:
-    match = BUILD_ID.search(out)
-    assert match, out
-    return match.group(1)
-
-
-def _pulled(rack: RackHandle, app: str, service: str, build_id: str) -> str:
-    ref = f"{rack.registry}/{app}:{service}.{build_id}"
-    subprocess.run(["docker", "rmi", ref], capture_output=True)
-    _docker("pull", ref)
-    return ref
 
 
 def _app(rack: RackHandle, prefix: str) -> str:
@@ -91,7 +63,7 @@ def test_a_cache_mount_persists_between_builds(rack: RackHandle, tmp_path: Path)
     app = _app(rack, "cachemount")
     token = secrets.token_hex(8)
     mount = "--mount=type=cache,target=/root/.cache"
-    first = _write(
+    first = write_files(
         tmp_path / "one",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -99,7 +71,7 @@ def test_a_cache_mount_persists_between_builds(rack: RackHandle, tmp_path: Path)
         },
     )
     rack.ok("build", str(first), "-a", app)
-    second = _write(
+    second = write_files(
         tmp_path / "two",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -108,17 +80,17 @@ def test_a_cache_mount_persists_between_builds(rack: RackHandle, tmp_path: Path)
             "Dockerfile": f"FROM busybox\nRUN {mount} cp /root/.cache/seen /seen # {token}\n",
         },
     )
-    build_id = _build_id(rack.ok("build", str(second), "-a", app))
-    image = _pulled(rack, app, "web", build_id)
-    assert _docker("run", "--rm", image, "cat", "/seen").strip() == token
+    build_id = build_id_of(rack.ok("build", str(second), "-a", app))
+    image = pull_back(rack.registry, app, "web", build_id)
+    assert run_docker("run", "--rm", image, "cat", "/seen").strip() == token
     # The cache mount is not part of the image.
-    assert "seen" not in _docker("run", "--rm", image, "ls", "-a", "/root")
+    assert "seen" not in run_docker("run", "--rm", image, "ls", "-a", "/root")
 
 
 def test_a_bind_mount_from_another_stage(rack: RackHandle, tmp_path: Path) -> None:
     app = _app(rack, "bindmount")
     marker = secrets.token_hex(6)
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -130,10 +102,10 @@ def test_a_bind_mount_from_another_stage(rack: RackHandle, tmp_path: Path) -> No
             ),
         },
     )
-    build_id = _build_id(rack.ok("build", str(src), "-a", app))
-    image = _pulled(rack, app, "web", build_id)
-    assert _docker("run", "--rm", image, "cat", "/copied").strip() == f"tool-{marker}"
-    assert "tool" not in _docker("run", "--rm", image, "ls", "/")
+    build_id = build_id_of(rack.ok("build", str(src), "-a", app))
+    image = pull_back(rack.registry, app, "web", build_id)
+    assert run_docker("run", "--rm", image, "cat", "/copied").strip() == f"tool-{marker}"
+    assert "tool" not in run_docker("run", "--rm", image, "ls", "/")
 
 
 def test_a_secret_reaches_its_step_and_nothing_else(rack: RackHandle, tmp_path: Path) -> None:
@@ -141,7 +113,7 @@ def test_a_secret_reaches_its_step_and_nothing_else(rack: RackHandle, tmp_path: 
     value = f"s3cr3t-{secrets.token_hex(12)}"
     secret_file = tmp_path / "token.txt"
     secret_file.write_text(value)
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -154,11 +126,11 @@ def test_a_secret_reaches_its_step_and_nothing_else(rack: RackHandle, tmp_path: 
         },
     )
     out = rack.ok("build", str(src), "-a", app, "--secret", f"id=tok,src={secret_file}")
-    build_id = _build_id(out)
+    build_id = build_id_of(out)
     # The step used it: its digest is in the image.
-    image = _pulled(rack, app, "web", build_id)
+    image = pull_back(rack.registry, app, "web", build_id)
     digest = hashlib.sha256(value.encode()).hexdigest()
-    assert _docker("run", "--rm", image, "cat", "/sum").strip() == digest
+    assert run_docker("run", "--rm", image, "cat", "/sum").strip() == digest
     # The step printed it, and the log shows it masked, live and stored.
     assert re.search(rf"^{STEP_OUTPUT}value: \*\*\*\*$", out, re.M), out
     logs = rack.ok("builds", "logs", build_id, "-a", app)
@@ -176,7 +148,7 @@ def test_a_secret_reaches_its_step_and_nothing_else(rack: RackHandle, tmp_path: 
 def test_a_secret_from_the_environment(rack: RackHandle, tmp_path: Path) -> None:
     app = _app(rack, "secretenv")
     value = secrets.token_hex(10)
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -187,19 +159,19 @@ def test_a_secret_from_the_environment(rack: RackHandle, tmp_path: Path) -> None
         },
     )
     env_rack = RackHandle(rack.name, rack.port, rack.data, {**rack.env, "API_TOKEN": value})
-    build_id = _build_id(
+    build_id = build_id_of(
         env_rack.ok("build", str(src), "-a", app, "--secret", "id=api,env=API_TOKEN")
     )
-    image = _pulled(rack, app, "web", build_id)
+    image = pull_back(rack.registry, app, "web", build_id)
     assert (
-        _docker("run", "--rm", image, "cat", "/sum").strip()
+        run_docker("run", "--rm", image, "cat", "/sum").strip()
         == hashlib.sha256(value.encode()).hexdigest()
     )
 
 
 def test_a_missing_secret_fails_the_build_cleanly(rack: RackHandle, tmp_path: Path) -> None:
     app = _app(rack, "nosecret")
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -217,7 +189,7 @@ def test_a_missing_secret_fails_the_build_cleanly(rack: RackHandle, tmp_path: Pa
 
 
 def test_bad_secret_flags_fail_before_anything_is_sent(rack: RackHandle, tmp_path: Path) -> None:
-    src = _write(tmp_path / "app", {"convox.yml": "services:\n  web:\n    build: .\n"})
+    src = write_files(tmp_path / "app", {"convox.yml": "services:\n  web:\n    build: .\n"})
     for flag, message in (
         ("tok", "invalid --secret: want id=ID,src=FILE or id=ID,env=VAR"),
         ("id=tok,src=/nonexistent/file", "secret tok: cannot read file: No such file or directory"),
@@ -232,7 +204,7 @@ def test_bad_secret_flags_fail_before_anything_is_sent(rack: RackHandle, tmp_pat
 
 def test_independent_stages_build_in_parallel(rack: RackHandle, tmp_path: Path) -> None:
     app = _app(rack, "stages")
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -259,7 +231,7 @@ def test_independent_stages_build_in_parallel(rack: RackHandle, tmp_path: Path) 
 
 def test_several_images_prefix_every_engine_line(rack: RackHandle, tmp_path: Path) -> None:
     app = _app(rack, "prefixes")
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": (
@@ -271,7 +243,7 @@ def test_several_images_prefix_every_engine_line(rack: RackHandle, tmp_path: Pat
         },
     )
     out = rack.ok("build", str(src), "-a", app, "--no-cache")
-    build_id = _build_id(out)
+    build_id = build_id_of(out)
     logs = rack.ok("builds", "logs", build_id, "-a", app).splitlines()
     # The builder's own lines carry no prefix; every engine line carries its service (an
     # image built once for two services carries the first one's name).
@@ -285,7 +257,7 @@ def test_several_images_prefix_every_engine_line(rack: RackHandle, tmp_path: Pat
     stray = [line for line in logs if line.startswith(("#", "also | #"))]
     assert stray == []
     # A build of one image has no prefixes.
-    single = _write(
+    single = write_files(
         tmp_path / "single",
         {"convox.yml": "services:\n  web:\n    build: .\n", "Dockerfile": "FROM busybox\n"},
     )
@@ -358,7 +330,7 @@ def test_a_builder_on_a_fresh_engine_gets_cache_hits_from_the_registry(
 
     app = _app(rack, "cachefrom")
     marker = secrets.token_hex(6)
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -390,9 +362,9 @@ def test_a_builder_on_a_fresh_engine_gets_cache_hits_from_the_registry(
         lines = out.splitlines()
         step = next(line for line in lines if line.endswith(f"RUN echo built-{marker} > /m"))
         assert f"{step.split()[0]} CACHED" in lines, out
-        build_id = _build_id(out)
-        image = _pulled(rack, app, "web", build_id)
-        assert _docker("run", "--rm", image, "cat", "/m").strip() == f"built-{marker}"
+        build_id = build_id_of(out)
+        image = pull_back(rack.registry, app, "web", build_id)
+        assert run_docker("run", "--rm", image, "cat", "/m").strip() == f"built-{marker}"
     finally:
         builder.terminate()
         builder.wait(30)

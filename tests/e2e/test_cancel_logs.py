@@ -17,20 +17,12 @@ from client.api.rack import Rack
 from client.cli.config import ClientConfig
 from client.kernel import types
 from tests.e2e.conftest import SLIPWAY, RackHandle
-from tests.helpers import eventually, step_output
+from tests.helpers import eventually, step_output, write_files
 
 pytestmark = pytest.mark.docker
 
 NUMBERED = re.compile(r"^line-\d+$")
 EVERY_LINE = [f"line-{i}" for i in range(1, 41)]
-
-
-def _write(folder: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return folder
 
 
 def _library(rack: RackHandle) -> Rack:
@@ -89,7 +81,7 @@ def _sleep_of(marker: str) -> int:
 
 
 def _slow_app(tmp_path: Path, marker: str) -> Path:
-    return _write(
+    return write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -107,7 +99,7 @@ def _step_running(marker: str) -> bool:
 
 
 def _numbered_app(tmp_path: Path, marker: str) -> Path:
-    return _write(
+    return write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",

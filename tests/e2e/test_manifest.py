@@ -3,7 +3,6 @@ and interpolation, validation, other manifests, shared and parallel builds."""
 
 from __future__ import annotations
 
-import re
 import secrets
 import subprocess
 from pathlib import Path
@@ -13,39 +12,9 @@ import pytest
 from client.api.rack import Rack
 from client.cli.config import ClientConfig
 from tests.e2e.conftest import RackHandle
-from tests.helpers import step_output
+from tests.helpers import build_id_of, pull_back, run_docker, step_output, write_files
 
 pytestmark = pytest.mark.docker
-
-BUILD_ID = re.compile(r"^Build:   (B[A-Z]{10})$", re.M)
-
-
-def _write(folder: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return folder
-
-
-def _docker(*args: str) -> str:
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"docker {' '.join(args)}: {proc.stderr}"
-    return proc.stdout
-
-
-def _build_id(out: str) -> str:
-    match = BUILD_ID.search(out)
-    assert match, out
-    return match.group(1)
-
-
-def _pulled(rack: RackHandle, app: str, service: str, build_id: str) -> str:
-    """Pulls `{registry}/{app}:{service}.{build}` back from the registry; returns the ref."""
-    ref = f"{rack.registry}/{app}:{service}.{build_id}"
-    subprocess.run(["docker", "rmi", ref], capture_output=True)
-    _docker("pull", ref)
-    return ref
 
 
 def _library(rack: RackHandle) -> Rack:
@@ -72,8 +41,8 @@ def pulled_image(rack: RackHandle) -> str:
         timeout=300,
     )
     assert build.returncode == 0, build.stderr
-    _docker("push", ref)
-    _docker("rmi", ref)
+    run_docker("push", ref)
+    run_docker("rmi", ref)
     return ref
 
 
@@ -82,7 +51,7 @@ def test_build_forms_defaults_image_and_shared_builds(
 ) -> None:
     marker = secrets.token_hex(4)
     app = f"forms-{marker}"
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": (
@@ -105,7 +74,7 @@ def test_build_forms_defaults_image_and_shared_builds(
     out = rack.ok("build", str(src), "-a", app)
 
     lines = out.splitlines()
-    build_id = _build_id(out)
+    build_id = build_id_of(out)
     # web and worker share (path, Dockerfile, args): one build, tagged and pushed for each.
     assert sorted(line for line in lines if line.startswith("Building: ")) == [
         "Building: .",
@@ -115,14 +84,16 @@ def test_build_forms_defaults_image_and_shared_builds(
     for service in ("web", "worker", "api", "cache"):
         assert f"Running: docker push {rack.registry}/{app}:{service}.{build_id}" in lines
 
-    images = {s: _pulled(rack, app, s, build_id) for s in ("web", "worker", "api", "cache")}
-    assert _docker("run", "--rm", images["web"], "cat", "/which") == f"root-{marker}\n"
-    assert _docker("run", "--rm", images["api"], "cat", "/which", "/hello") == (
+    images = {
+        s: pull_back(rack.registry, app, s, build_id) for s in ("web", "worker", "api", "cache")
+    }
+    assert run_docker("run", "--rm", images["web"], "cat", "/which") == f"root-{marker}\n"
+    assert run_docker("run", "--rm", images["api"], "cat", "/which", "/hello") == (
         f"api-{marker}\nfrom the api folder\n"
     )
-    assert _docker("run", "--rm", images["cache"], "cat", "/which").startswith("pulled-")
+    assert run_docker("run", "--rm", images["cache"], "cat", "/which").startswith("pulled-")
     image_id = "{{.Id}}"
-    assert _docker("inspect", "-f", image_id, images["web"]) == _docker(
+    assert run_docker("inspect", "-f", image_id, images["web"]) == run_docker(
         "inspect", "-f", image_id, images["worker"]
     )
 
@@ -141,7 +112,7 @@ def test_independent_builds_run_in_parallel_up_to_the_limit(
         files[f"{name}/Dockerfile"] = (
             f"FROM busybox\nRUN echo start-{name}-{marker} && sleep 4 && echo end-{name}-{marker}\n"
         )
-    src = _write(tmp_path / "app", files)
+    src = write_files(tmp_path / "app", files)
 
     lines = step_output(rack.ok("build", str(src), "-a", app).splitlines())
 
@@ -157,7 +128,7 @@ def test_independent_builds_run_in_parallel_up_to_the_limit(
 def test_environment_required_then_interpolated(rack: RackHandle, tmp_path: Path) -> None:
     marker = secrets.token_hex(4)
     app = f"envs-{marker}"
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": (
@@ -182,13 +153,13 @@ def test_environment_required_then_interpolated(rack: RackHandle, tmp_path: Path
     out = rack.ok("build", str(src), "-a", app)
 
     assert "Building: chosen" in out.splitlines()
-    web = _pulled(rack, app, "web", _build_id(out))
-    assert _docker("run", "--rm", web, "cat", "/which") == f"chosen-{marker}\n"
+    web = pull_back(rack.registry, app, "web", build_id_of(out))
+    assert run_docker("run", "--rm", web, "cat", "/which") == f"chosen-{marker}\n"
 
 
 def test_invalid_service_names_are_validation_errors(rack: RackHandle, tmp_path: Path) -> None:
     app = f"names-{secrets.token_hex(3)}"
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  Web:\n    build: .\n  9lives:\n    build: .\n  ok: {}\n",
@@ -215,7 +186,7 @@ def test_invalid_service_names_are_validation_errors(rack: RackHandle, tmp_path:
 def test_other_manifest_with_m_and_missing_manifests(rack: RackHandle, tmp_path: Path) -> None:
     marker = secrets.token_hex(4)
     app = f"manifests-{marker}"
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -228,11 +199,11 @@ def test_other_manifest_with_m_and_missing_manifests(rack: RackHandle, tmp_path:
     out = rack.ok("build", str(src), "-a", app, "-m", "deploy/other.yml")
 
     lines = out.splitlines()
-    build_id = _build_id(out)
+    build_id = build_id_of(out)
     assert [line for line in lines if line.startswith("Building: ")] == ["Building: alt"]
     assert not any(f":web.{build_id}" in line for line in lines)
-    other = _pulled(rack, app, "other", build_id)
-    assert _docker("run", "--rm", other, "cat", "/which") == f"alt-{marker}\n"
+    other = pull_back(rack.registry, app, "other", build_id)
+    assert run_docker("run", "--rm", other, "cat", "/which") == f"alt-{marker}\n"
 
     res = rack.slipway("build", str(src), "-a", app, "-m", "missing.yml")
     assert (res.code, _failure(res.err)) == (1, "ERROR: build failed: no such file: missing.yml")

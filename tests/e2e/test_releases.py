@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import RackHandle
+from tests.helpers import run_docker, write_files
 
 pytestmark = pytest.mark.docker
 
@@ -21,19 +22,6 @@ TRICKY = 'he said "hi", it\'s a=b  c, $HOME'
 
 def _app(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
-
-
-def _write(folder: Path, files: dict[str, str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return folder
-
-
-def _docker(*args: str) -> str:
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"docker {' '.join(args)}: {proc.stderr}"
-    return proc.stdout
 
 
 def _release_of(out: str) -> str:
@@ -157,7 +145,7 @@ def test_promote(rack: RackHandle, tmp_path: Path) -> None:
     # A failed build makes an app with no release at all.
     empty = _app("empty")
     failed = rack.slipway(
-        "build", str(_write(tmp_path / "src", {"Dockerfile": "FROM busybox\n"})), "-a", empty
+        "build", str(write_files(tmp_path / "src", {"Dockerfile": "FROM busybox\n"})), "-a", empty
     )
     assert failed.code == 1
     res = rack.slipway("releases", "promote", "-a", empty)
@@ -170,7 +158,7 @@ def test_promote(rack: RackHandle, tmp_path: Path) -> None:
 def test_build_args_come_from_the_app_env(rack: RackHandle, tmp_path: Path) -> None:
     app = _app("args")
     rack.ok("env", "set", f"GREETING={TRICKY}", "MULTI=one\ntwo", "UNDECLARED=x", "-a", app)
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -186,8 +174,8 @@ def test_build_args_come_from_the_app_env(rack: RackHandle, tmp_path: Path) -> N
 
     image = f"{rack.registry}/{app}:web.{build_id}"
     subprocess.run(["docker", "rmi", image], capture_output=True)
-    _docker("pull", image)
-    assert _docker("run", "--rm", image, "cat", "/v", "/m", "/u") == f"{TRICKY}\none\ntwo\n[]\n"
+    run_docker("pull", image)
+    assert run_docker("run", "--rm", image, "cat", "/v", "/m", "/u") == f"{TRICKY}\none\ntwo\n[]\n"
 
     # The build's release carries the environment it was built with.
     info = rack.ok("releases", "info", release, "-a", app).splitlines()
@@ -204,7 +192,7 @@ def test_build_args_come_from_the_app_env(rack: RackHandle, tmp_path: Path) -> N
 def test_deploy_builds_and_promotes(rack: RackHandle, tmp_path: Path) -> None:
     app = _app("deploy")
     marker = secrets.token_hex(4)
-    src = _write(
+    src = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",

@@ -9,6 +9,7 @@ from client.cli.commands import Context
 from client.cli.config import RackEntry
 from client.cli.render import key_values, step, table
 from client.kernel.errors import InvalidArgument, NotFound
+from client.kernel.types import ENGINE_BUILDERS
 
 DEFAULT_LOCAL = "local"
 DEFAULT_PORT = 7400
@@ -36,7 +37,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     start.add_argument("--data", metavar="DIR", help="where it keeps its data")
     start.add_argument(
         "--engine-builder",
-        choices=("buildkit", "legacy"),
+        choices=ENGINE_BUILDERS,
         help="the engine's builder: buildkit (default), or legacy for engines without it",
     )
     start.set_defaults(func=start_rack)

@@ -29,6 +29,7 @@ from rich.console import Console
 from client.cli.config import ClientConfig, RackEntry
 from client.cli.localrack import engine
 from client.kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from client.kernel.types import BUILDKIT, ENGINE_BUILDERS
 
 DEFAULT_PORT = 7400
 START_TIMEOUT = 30.0
@@ -53,7 +54,7 @@ class Layout:
     data: Path
     #: The engine's builder the rack's builder uses: `buildkit`, or `legacy` for engines
     #: without BuildKit (`slipway rack start --engine-builder`).
-    engine_builder: str = "buildkit"
+    engine_builder: str = BUILDKIT
 
     def address(self, part: str) -> str:
         return f"127.0.0.1:{self.port + OFFSETS[part]}"
@@ -94,7 +95,7 @@ def _layout_of(name: str) -> Layout:
         name,
         int(entry.local["port"]),
         Path(entry.local["data"]),
-        str(entry.local.get("engine_builder") or "buildkit"),
+        str(entry.local.get("engine_builder") or BUILDKIT),
     )
 
 
@@ -320,9 +321,6 @@ def _service_env(part: str, layout: Layout, token: str, docker_host: str) -> dic
     return env
 
 
-ENGINE_BUILDERS = ("buildkit", "legacy")
-
-
 def start_rack(
     name: str,
     port: int | None,
@@ -347,9 +345,7 @@ def start_rack(
     port = port or DEFAULT_PORT
     if not 1024 <= port <= 65530:
         raise InvalidArgument(f"invalid port: {port} (1024-65530)")
-    layout = Layout(
-        name, port, (data or default_data(name)).resolve(), engine_builder or "buildkit"
-    )
+    layout = Layout(name, port, (data or default_data(name)).resolve(), engine_builder or BUILDKIT)
     _private(layout)
     token = _token(layout)
 

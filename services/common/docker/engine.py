@@ -33,6 +33,7 @@ import requests
 
 from client.kernel.errors import InvalidArgument, NotFound, SlipwayError
 from client.kernel.streams import CHUNK_SIZE
+from client.kernel.types import BUILDKIT, ENGINE_BUILDERS, LEGACY
 from services.common.docker import errors
 from services.common.docker.errors import translated
 from services.common.docker.progress import PlainProgress
@@ -56,11 +57,6 @@ from services.common.docker.types import (
 )
 
 log = logging.getLogger(__name__)
-
-#: The engine's builders: BuildKit (the default) and the classic one, for old engines.
-BUILDKIT = "buildkit"
-LEGACY = "legacy"
-BUILDERS = (BUILDKIT, LEGACY)
 
 #: The build argument that makes BuildKit embed its layer cache in the image config, so a
 #: builder that pulls the image gets cache hits from it (`cache-from`).
@@ -102,9 +98,9 @@ class DockerEngine:
         """`logins` maps a registry host to the credentials a pull from it sends (as
         `docker login` would have stored them); `builder` is the engine's builder that
         builds images: BUILDKIT, or LEGACY for engines without it."""
-        if builder not in BUILDERS:
+        if builder not in ENGINE_BUILDERS:
             raise InvalidArgument(
-                f"unknown engine builder {builder!r}: expected one of {', '.join(BUILDERS)}"
+                f"unknown engine builder {builder!r}: expected one of {', '.join(ENGINE_BUILDERS)}"
             )
         self.host = host
         self.builder = builder

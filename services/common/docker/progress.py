@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from slipway.buildkit import control_pb2
 
@@ -36,6 +37,8 @@ class _Step:
     announced: bool = False
     ended: bool = False
     partial: bytearray = field(default_factory=bytearray)
+    #: Seconds into the step of the output last received (what an unfinished line shows).
+    offset: float = 0.0
     #: Transfers of this step already reported finished.
     reported: set[str] = field(default_factory=set)
 
@@ -70,7 +73,7 @@ class PlainProgress:
         status = control_pb2.StatusResponse()
         try:
             status.ParseFromString(base64.b64decode(aux))
-        except (ValueError, TypeError, Exception):  # noqa: BLE001 - a bad update is skipped
+        except (ValueError, DecodeError):  # a bad update is skipped, the build goes on
             return
         self.feed(status)
 
@@ -153,6 +156,7 @@ class PlainProgress:
         if not step.started:
             step.started = _seconds(entry.timestamp)
         offset = max(0.0, _seconds(entry.timestamp) - step.started)
+        step.offset = offset
         buffer = step.partial
         buffer.extend(entry.msg)
         while True:
@@ -167,7 +171,7 @@ class PlainProgress:
 
     def _flush(self, step: _Step) -> None:
         if step.partial:
-            self._output(step, bytes(step.partial), 0.0)
+            self._output(step, bytes(step.partial), step.offset)
             step.partial.clear()
 
     def _output(self, step: _Step, raw: bytes, offset: float) -> None:

@@ -32,6 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from slipway.buildkit import secrets_pb2, secrets_pb2_grpc
 
 from client.kernel.errors import InvalidArgument, Unavailable
+from client.kernel.types import MAX_SECRET_BYTES
 from services.common.docker.errors import unreachable
 from services.common.docker.types import EngineError
 
@@ -42,7 +43,7 @@ OPEN_TIMEOUT = 30.0
 #: How long closing waits for each relay thread and for the server once the sockets are shut.
 CLOSE_TIMEOUT = 5.0
 #: BuildKit's own limit on one secret (session/secrets/secretsprovider MaxSecretSize).
-MAX_SECRET_SIZE = 500 * 1024
+MAX_SECRET_SIZE = MAX_SECRET_BYTES
 #: The engine's port for a `tcp://` DOCKER_HOST that names none (plain HTTP).
 DEFAULT_TCP_PORT = 2375
 #: The session name the engine shows in its logs.
