@@ -17,8 +17,8 @@ from client.api.rack import reach
 from client.cli.config import ClientConfig
 from client.kernel import types
 from tests.e2e.conftest import SLIPWAY, RackHandle
-from tests.e2e.test_cancel_logs import NUMBERED, _library, _running_build, _write
-from tests.helpers import step_output
+from tests.e2e.test_cancel_logs import NUMBERED, _library, _running_build
+from tests.helpers import step_output, write_files
 
 pytestmark = pytest.mark.docker
 
@@ -44,7 +44,7 @@ def _token(rack: RackHandle) -> str:
 def test_two_hundred_followers_of_one_build(rack: RackHandle, tmp_path: Path) -> None:
     marker = secrets.token_hex(4)
     app = f"fanout-{marker}"
-    folder = _write(
+    folder = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",

@@ -19,8 +19,8 @@ import pytest
 
 from client.kernel import types
 from tests.e2e.conftest import SLIPWAY, RackHandle
-from tests.e2e.test_cancel_logs import NUMBERED, _library, _running_build, _write
-from tests.helpers import eventually, step_output
+from tests.e2e.test_cancel_logs import NUMBERED, _library, _running_build
+from tests.helpers import eventually, step_output, write_files
 
 pytestmark = pytest.mark.docker
 
@@ -75,7 +75,7 @@ def test_a_database_locked_mid_build_loses_no_log_line(rack: RackHandle, tmp_pat
     marker = secrets.token_hex(4)
     app = f"locked-{marker}"
     rack.ok("env", "set", "X=1", "-a", app)
-    folder = _write(
+    folder = write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
@@ -139,7 +139,7 @@ def _restart(rack: RackHandle) -> None:
 
 
 def _push_app(tmp_path: Path, marker: str) -> Path:
-    return _write(
+    return write_files(
         tmp_path / "app",
         {
             "convox.yml": "services:\n  web:\n    build: .\n",
