@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from client.kernel.errors import InvalidArgument, Unavailable
-from services.common.docker.session import CLOSE_TIMEOUT, METHODS, SecretSession
+from services.common.docker.session import CLOSE_TIMEOUT, METHODS, BuildSession
 from services.common.docker.types import EngineError
 from tests.helpers import eventually
 
@@ -90,7 +90,7 @@ def _run(docker_client: Any, image: str, script: str) -> str:
     return docker_client.containers.run(image, ["sh", "-c", script], remove=True).decode()
 
 
-def _session_threads(session: SecretSession) -> list[str]:
+def _session_threads(session: BuildSession) -> list[str]:
     prefix = f"session-{session.id[:8]}"
     return [t.name for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
 
@@ -106,7 +106,7 @@ def test_a_build_mounts_the_secret_and_no_log_holds_it(
         "'wc -c < /run/secrets/tok > /len && sha256sum /run/secrets/tok | cut -d\" \" -f1 > /sum'\n"
     )
     caplog.set_level(logging.DEBUG)
-    with SecretSession(engine_host, {"tok": secret, "unused": b"x"}) as session:
+    with BuildSession(engine_host, {"tok": secret, "unused": b"x"}) as session:
         built = _build(docker_client, dockerfile, session.id)
     assert built.error == "" and built.image
     try:
@@ -129,7 +129,7 @@ def test_a_secret_the_build_was_not_given_fails_with_buildkits_message(
         "FROM busybox:latest\n"
         "RUN --mount=type=secret,id=other,required=true cat /run/secrets/other > /out\n"
     )
-    with SecretSession(engine_host, {"tok": b"given"}) as session:
+    with BuildSession(engine_host, {"tok": b"given"}) as session:
         built = _build(docker_client, dockerfile, session.id)
     assert built.image == ""
     assert built.error == "secret other not found: not found"
@@ -143,7 +143,7 @@ def test_an_optional_secret_the_build_was_not_given_is_not_mounted(
         "RUN --mount=type=secret,id=other"
         " sh -c 'test -e /run/secrets/other || echo absent > /out'\n"
     )
-    with SecretSession(engine_host, {}) as session:
+    with BuildSession(engine_host, {}) as session:
         built = _build(docker_client, dockerfile, session.id)
     assert built.error == "" and built.image
     try:
@@ -155,10 +155,10 @@ def test_an_optional_secret_the_build_was_not_given_is_not_mounted(
 def test_the_session_closes_cleanly_and_the_engine_forgets_it(
     docker_client: Any, engine_host: str
 ) -> None:
-    with SecretSession(engine_host, {}):  # grpc's lazily started parts start here
+    with BuildSession(engine_host, {}):  # grpc's lazily started parts start here
         pass
     before = set(threading.enumerate())
-    session = SecretSession(engine_host, {"tok": b"value"})
+    session = BuildSession(engine_host, {"tok": b"value"})
     with session:
         assert session.folder is not None
         folder = Path(session.folder)
@@ -173,7 +173,7 @@ def test_the_session_closes_cleanly_and_the_engine_forgets_it(
 
     # The engine dropped the session: one with the same id is accepted again.
     def reopens() -> bool:
-        again = SecretSession(engine_host, {})
+        again = BuildSession(engine_host, {})
         again.id = session.id
         with again:
             return True
@@ -184,9 +184,9 @@ def test_the_session_closes_cleanly_and_the_engine_forgets_it(
 def test_a_session_the_engine_refuses_is_an_engine_error(
     docker_client: Any, engine_host: str
 ) -> None:
-    with SecretSession(engine_host, {}) as first:
+    with BuildSession(engine_host, {}) as first:
         firsts = sorted(_session_threads(first))
-        second = SecretSession(engine_host, {})
+        second = BuildSession(engine_host, {})
         second.id = first.id
         with pytest.raises(EngineError, match=f"session {first.id} already exists"):
             second.__enter__()
@@ -197,7 +197,7 @@ def test_a_session_the_engine_refuses_is_an_engine_error(
 
 def test_an_unreachable_engine_is_unavailable(tmp_path: Path) -> None:
     host = f"unix://{tmp_path}/nothing.sock"
-    session = SecretSession(host, {"tok": b"value"})
+    session = BuildSession(host, {"tok": b"value"})
     with pytest.raises(Unavailable, match=f"^Docker engine unreachable at {host}$"):
         session.__enter__()
     assert session.folder is not None and not os.path.exists(session.folder)
@@ -259,7 +259,7 @@ def fake_engine(tmp_path: Path) -> Iterator[Any]:
 
 def test_an_engine_that_never_answers_times_out(fake_engine: Any) -> None:
     _, host = fake_engine(b"")
-    session = SecretSession(host, {}, timeout=1)
+    session = BuildSession(host, {}, timeout=1)
     started = time.monotonic()
     with pytest.raises(
         Unavailable, match=f"^Docker engine at {host} did not open a build session within 1 s$"
@@ -277,7 +277,7 @@ def test_closing_does_not_wait_for_an_engine_that_keeps_the_connection(
         b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
         tcp=True,
     )
-    with SecretSession(host, {"tok": b"value"}) as session:
+    with BuildSession(host, {"tok": b"value"}) as session:
         pass
     assert fake.head.startswith(b"POST /session HTTP/1.1\r\n")
     head = fake.head.decode()
@@ -298,14 +298,14 @@ def test_a_refusal_carries_the_engines_message(fake_engine: Any) -> None:
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     with pytest.raises(EngineError, match=r"^the engine refused a build session \(404\): page"):
-        SecretSession(host, {}).__enter__()
+        BuildSession(host, {}).__enter__()
 
 
 def test_bad_hosts_and_secrets_are_invalid_arguments() -> None:
     with pytest.raises(InvalidArgument, match="expected unix://PATH or tcp://HOST:PORT"):
-        SecretSession("ssh://somewhere", {}).__enter__()
+        BuildSession("ssh://somewhere", {}).__enter__()
     with pytest.raises(InvalidArgument, match="expected unix://PATH or tcp://HOST:PORT"):
-        SecretSession("tcp://127.0.0.1:port", {}).__enter__()
+        BuildSession("tcp://127.0.0.1:port", {}).__enter__()
     with pytest.raises(InvalidArgument, match="^secret big is 512001 bytes") as err:
-        SecretSession("unix:///var/run/docker.sock", {"big": b"z" * 512001})
+        BuildSession("unix:///var/run/docker.sock", {"big": b"z" * 512001})
     assert "zzz" not in str(err.value)

@@ -37,11 +37,10 @@ from client.kernel.types import BUILDKIT, ENGINE_BUILDERS, LEGACY
 from services.common.docker import errors
 from services.common.docker.errors import translated
 from services.common.docker.progress import PlainProgress
-from services.common.docker.session import SecretSession
+from services.common.docker.session import BuildSession
 from services.common.docker.skopeo import load_oci_archive
 from services.common.docker.streams import (
     LineSplitter,
-    buildkit_context,
     context_tar,
     event_of,
     log_message,
@@ -156,14 +155,17 @@ class DockerEngine:
             except Exception as err:  # noqa: BLE001 - the dropped connection stops it too
                 log.debug("cancelling build %s: %s", build_id, err)
 
+        # The Dockerfile's folder and the context are lent through the session, as the
+        # Docker CLI lends them: the frontend applies the context's `.dockerignore` itself,
+        # so files Slipway always uploads (an ignored Dockerfile or `.dockerignore`) stay
+        # out of `COPY`, and only the files a step needs cross.
+        params["remote"] = "client-session"
+        params["dockerfile"] = os.path.basename(dockerfile)
+        dirs = {"context": spec.context, "dockerfile": os.path.dirname(dockerfile)}
         with contextlib.ExitStack() as stack:
-            context, dockerfile_name = stack.enter_context(
-                buildkit_context(spec.context, dockerfile)
-            )
-            params["dockerfile"] = dockerfile_name
             # Always a session: a Dockerfile that asks for a secret the build was not given
             # then fails with BuildKit's own words (`secret tok not found`).
-            session = stack.enter_context(SecretSession(self.host, spec.secrets))
+            session = stack.enter_context(BuildSession(self.host, spec.secrets, dirs=dirs))
             params["session"] = session.id
             stack.callback(scope.on_cancel(cancel_build))
             api = stack.enter_context(self._stream(None, scope))
@@ -171,8 +173,7 @@ class DockerEngine:
             response = api.post(
                 self._url("/build", api),
                 params=params,
-                data=context,
-                headers={"Content-Type": "application/x-tar"},
+                data=b"",
                 stream=True,
                 timeout=None,
             )

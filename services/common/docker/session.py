@@ -1,14 +1,17 @@
-"""`SecretSession`: a BuildKit session on the Docker engine that serves a build's secrets.
+"""`BuildSession`: a BuildKit session on the Docker engine that serves a build's context,
+its Dockerfile and its secrets.
 
-A BuildKit build reads its `RUN --mount=type=secret` values from the client, through a
+A BuildKit build reads its Dockerfile and context (`remote=client-session`, served by
+`filesync.FileSync`) and its `RUN --mount=type=secret` values from the client, through a
 session the build names (`POST /build?session=<id>`). The client opens it with
 `POST /session`; the engine answers 101 Switching Protocols and from then on is the gRPC
-(HTTP/2) *client* on that connection, calling the session's Secrets and Health services.
+(HTTP/2) *client* on that connection, calling the session's FileSync, Secrets and Health services.
 grpcio serves only connections it accepts itself, so the session serves on a unix socket
 in a private folder and relays the upgraded connection's bytes to it, both ways.
 
 Secret values stay in memory: they are never logged, never written to disk, and cross only
-the relay's sockets.
+the relay's sockets. Only the folders the session is given are lent, and only to its
+engine.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from slipway.buildkit import secrets_pb2, secrets_pb2_grpc
+from slipway.buildkit import filesync_pb2_grpc, secrets_pb2, secrets_pb2_grpc
 
 from client.kernel.errors import InvalidArgument, Unavailable
 from client.kernel.types import MAX_SECRET_BYTES
 from services.common.docker.errors import unreachable
+from services.common.docker.filesync import METHOD as FILESYNC_METHOD
+from services.common.docker.filesync import FileSync
 from services.common.docker.types import EngineError
 
 log = logging.getLogger(__name__)
@@ -50,7 +55,8 @@ DEFAULT_TCP_PORT = 2375
 SESSION_NAME = "slipway"
 
 _SECRETS = secrets_pb2.DESCRIPTOR.services_by_name["Secrets"]
-#: The methods the session serves, announced to the engine (BuildKit calls only those).
+#: The methods every session serves, announced to the engine (BuildKit calls only those);
+#: a session that lends folders announces FileSync's DiffCopy too.
 METHODS = (
     f"/{_SECRETS.full_name}/GetSecret",
     f"/{health.SERVICE_NAME}/Check",
@@ -59,7 +65,8 @@ METHODS = (
 # The engine's answer to `POST /session` is a few hundred bytes; more is not an engine.
 _HEAD_LIMIT = 64 * 1024
 _RELAY_CHUNK = 64 * 1024
-_RPC_THREADS = 4
+# Enough for the frontend's parallel loads (Dockerfile, .dockerignore, context) and secrets.
+_RPC_THREADS = 8
 
 
 class _Secrets(secrets_pb2_grpc.SecretsServicer):
@@ -85,18 +92,25 @@ class _Secrets(secrets_pb2_grpc.SecretsServicer):
         return secrets_pb2.GetSecretResponse(data=value)
 
 
-class SecretSession:
+class BuildSession:
     """A BuildKit session on the engine at `host` (a DOCKER_HOST value like
     unix:///var/run/docker.sock, or plain tcp://HOST:PORT) that serves `secrets`
-    (id -> bytes) to builds that name its id, for as long as the `with` lasts.
+    (id -> bytes) and lends `dirs` (a source name such as `context` -> a folder) to builds
+    that name its id, for as long as the `with` lasts.
 
     Opening fails within `timeout` seconds with Unavailable when the engine does not
     answer, EngineError when it refuses the session; closing never waits on the engine."""
 
     def __init__(
-        self, host: str, secrets: Mapping[str, bytes], *, timeout: float = OPEN_TIMEOUT
+        self,
+        host: str,
+        secrets: Mapping[str, bytes],
+        *,
+        dirs: Mapping[str, str] | None = None,
+        timeout: float = OPEN_TIMEOUT,
     ) -> None:
         self.host = host
+        self._dirs = dict(dirs or {})
         #: The session's id, sent as the build's `session=` parameter.
         self.id = uuid.uuid4().hex
         self._secrets = _checked(secrets)
@@ -109,11 +123,14 @@ class SecretSession:
 
     def __repr__(self) -> str:
         # Ids only: the values never reach a repr, a log record or a traceback.
-        return f"SecretSession(host={self.host!r}, id={self.id!r}, secrets={sorted(self._secrets)})"
+        return (
+            f"BuildSession(host={self.host!r}, id={self.id!r}, secrets={sorted(self._secrets)},"
+            f" dirs={sorted(self._dirs)})"
+        )
 
-    def __enter__(self) -> SecretSession:
+    def __enter__(self) -> BuildSession:
         if self._folder is not None:
-            raise RuntimeError("a SecretSession is opened once")
+            raise RuntimeError("a BuildSession is opened once")
         try:
             self._open()
         except BaseException:
@@ -123,6 +140,11 @@ class SecretSession:
 
     def __exit__(self, *exc: object) -> None:
         self._close()
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The gRPC methods the session announces to the engine."""
+        return (*METHODS, FILESYNC_METHOD) if self._dirs else METHODS
 
     @property
     def folder(self) -> str | None:
@@ -147,7 +169,13 @@ class SecretSession:
             raise
         self._relay = _Relay(engine, local, f"session-{self.id[:8]}")
         self._relay.start(first)
-        log.info("session %s open on %s (secrets: %s)", self.id, self.host, sorted(self._secrets))
+        log.info(
+            "session %s open on %s (secrets: %s; folders: %s)",
+            self.id,
+            self.host,
+            sorted(self._secrets),
+            sorted(self._dirs),
+        )
 
     def _start_server(self, path: str) -> None:
         self._executor = futures.ThreadPoolExecutor(
@@ -158,6 +186,10 @@ class SecretSession:
             _Secrets(self.id, self._secrets), self._server
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
+        if self._dirs:
+            filesync_pb2_grpc.add_FileSyncServicer_to_server(
+                FileSync(self._dirs, self.id), self._server
+            )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         try:
             self._server.add_insecure_port(f"unix:{path}")
@@ -179,7 +211,7 @@ class SecretSession:
                 ("X-Docker-Expose-Session-Uuid", self.id),
                 ("X-Docker-Expose-Session-Name", SESSION_NAME),
                 ("X-Docker-Expose-Session-Sharedkey", self.id),
-                *(("X-Docker-Expose-Session-Grpc-Method", method) for method in METHODS),
+                *(("X-Docker-Expose-Session-Grpc-Method", method) for method in self.methods),
             ]
             head = "POST /session HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
             sock.settimeout(_remaining(deadline))

@@ -1,14 +1,13 @@
 """What goes into and comes out of the engine's streams: the build context as a tar
-spooled to disk, decoded messages turned into log lines or progress events, and the one
-way to interrupt a stream blocked in a read."""
+spooled to disk (the legacy builder's; BuildKit's is lent through the session), decoded
+messages turned into log lines or progress events, and the one way to interrupt a stream
+blocked in a read."""
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import secrets
-import shutil
 import socket
 import tarfile
 import tempfile
@@ -45,30 +44,6 @@ def context_tar(context: str, dockerfile: str) -> Iterator[tuple[BinaryIO, str]]
                 tar.add(dockerfile, arcname=name, filter=as_root)
         spool.seek(0)
         yield spool, name
-
-
-#: Tar header type flags that BuildKit's frontend cannot see past when it sniffs the first
-#: 1024 bytes of a request body: pax ('x', 'g') and GNU long-name ('L', 'K') headers.
-_EXTENDED_HEADERS = frozenset(b"xgLK")
-
-
-@contextlib.contextmanager
-def buildkit_context(context: str, dockerfile: str) -> Iterator[tuple[BinaryIO, str]]:
-    """`context_tar` as a BuildKit build takes it. The frontend tells an archive from a
-    bare Dockerfile by its first bytes and reads a tar opening with an extended header
-    as a Dockerfile, so such a tar is sent gzip'd (fast level); a tar that opens with a
-    plain ustar header, the usual case, is sent as it is, costing no CPU."""
-    with context_tar(context, dockerfile) as (tar, name):
-        head = tar.read(512)
-        tar.seek(0)
-        if len(head) < 512 or head[156] not in _EXTENDED_HEADERS:
-            yield tar, name
-            return
-        with tempfile.TemporaryFile(prefix="context-", suffix=".tar.gz") as packed:
-            with gzip.GzipFile(fileobj=packed, mode="wb", compresslevel=1) as out:
-                shutil.copyfileobj(tar, out, 1024 * 1024)
-            packed.seek(0)
-            yield packed, name
 
 
 class LineSplitter:

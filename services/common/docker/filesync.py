@@ -1,0 +1,264 @@
+"""`FileSync`: lends a build's folders to the engine's BuildKit, as the Docker CLI does.
+
+A build started with `remote=client-session` reads its Dockerfile and its context from the
+build's session: the Dockerfile frontend calls `FileSync/DiffCopy` once for every local
+source it loads, naming it in the call's metadata (`dir-name`: `dockerfile`, `context`)
+with the filters it wants applied (`exclude-patterns`: the context's `.dockerignore`,
+`include-patterns`, `followpaths`). This is what gives a BuildKit build Docker's own
+context: an ignored `Dockerfile` or `.dockerignore`, which Slipway always uploads, is not
+seen by `COPY`.
+
+The protocol is tonistiigi/fsutil's diff-copy, with Slipway as the sender: a STAT packet
+for every entry of the folder in walk order (parents first, each folder's entries sorted
+by name as bytes), then an empty STAT; the engine asks for the files it lacks (REQ, by
+position in the STAT sequence), each answered with DATA packets and an empty DATA; the
+engine ends with FIN, answered with FIN. Files are read from disk as they are asked for,
+never held whole; a symlink is described, never followed, and nothing outside the lent
+folder is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import stat
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import grpc
+from slipway.buildkit import filesync_pb2, filesync_pb2_grpc
+
+from client.kernel import dockerignore
+from client.kernel.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+Packet = filesync_pb2.Packet
+Stat = filesync_pb2.Stat
+
+#: The gRPC method the engine calls, as the session announces it.
+METHOD = f"/{filesync_pb2.DESCRIPTOR.services_by_name['FileSync'].full_name}/DiffCopy"
+
+#: The metadata keys of a DiffCopy call (moby/buildkit session/filesync).
+DIR_NAME = "dir-name"
+EXCLUDE_PATTERNS = "exclude-patterns"
+INCLUDE_PATTERNS = "include-patterns"
+FOLLOW_PATHS = "followpaths"
+
+#: Bytes of a file in one DATA packet (far below gRPC's 4 MiB message limit).
+DATA_CHUNK = 256 * 1024
+#: How many symlinks a followed path may go through before it is given up.
+MAX_LINK_HOPS = 40
+
+# Go's os.FileMode bits, which fsutil's Stat.mode carries.
+_GO_DIR = 1 << 31
+_GO_SYMLINK = 1 << 27
+_GO_SETUID = 1 << 23
+_GO_SETGID = 1 << 22
+_GO_STICKY = 1 << 20
+
+
+def go_mode(mode: int) -> int:
+    """A unix `st_mode` as Go's os.FileMode: the permission bits, and the type and special
+    bits where Go keeps them. Only folders, regular files and symlinks are ever lent."""
+    bits = mode & 0o777
+    if mode & stat.S_ISUID:
+        bits |= _GO_SETUID
+    if mode & stat.S_ISGID:
+        bits |= _GO_SETGID
+    if mode & stat.S_ISVTX:
+        bits |= _GO_STICKY
+    if stat.S_ISDIR(mode):
+        bits |= _GO_DIR
+    elif stat.S_ISLNK(mode):
+        bits |= _GO_SYMLINK
+    return bits
+
+
+def _followed(root: str, paths: Iterable[str]) -> set[str]:
+    """The relative paths named by `followpaths`, with the paths inside `root` that their
+    symlinks lead to (as fsutil follows them); links leading outside are not followed."""
+    found: set[str] = set()
+    for raw in paths:
+        path = os.path.normpath(raw.lstrip("/"))
+        for _ in range(MAX_LINK_HOPS):
+            if path in (".", "") or path == os.pardir or path.startswith(os.pardir + "/"):
+                break
+            found.add(path)
+            full = os.path.join(root, path)
+            if not os.path.islink(full):
+                break
+            target = os.readlink(full)
+            base = "" if target.startswith("/") else os.path.dirname(path)
+            path = os.path.normpath(os.path.join(base, target.lstrip("/")))
+    return found
+
+
+def entries(
+    root: str,
+    *,
+    excludes: Sequence[str] = (),
+    includes: Sequence[str] = (),
+    followpaths: Sequence[str] = (),
+) -> Iterator[Stat]:
+    """The Stat of every entry of `root` the engine asked for, in fsutil's walk order:
+    `.dockerignore` semantics for `excludes`; when `includes` or `followpaths` are given,
+    only what they name (and what lies below it), with the folders above it. Owners are
+    root's, as the Docker CLI sends them. InvalidArgument for a bad pattern."""
+    matcher = dockerignore.Matcher(excludes, "exclude patterns: ")
+    wanted = dockerignore.Matcher(includes, "include patterns: ") if includes else None
+    followed = _followed(root, followpaths)
+    filtered = wanted is not None or bool(followed)
+    sent: set[str] = set()
+    for path in dockerignore.walk(root, matcher):
+        if filtered:
+            named = any(path == f or path.startswith(f + "/") for f in followed)
+            if not named and not (wanted is not None and wanted.matches(path)):
+                continue
+            # The folders above it first, once each: the engine checks every entry's
+            # parent came before it.
+            parts = path.split("/")
+            for depth in range(1, len(parts)):
+                parent = "/".join(parts[:depth])
+                if parent not in sent:
+                    sent.add(parent)
+                    yield _stat(root, parent)
+            sent.add(path)
+        yield _stat(root, path)
+
+
+def _stat(root: str, path: str) -> Stat:
+    full = os.path.join(root, path)
+    info = os.lstat(full)
+    entry = Stat(
+        path=path,
+        mode=go_mode(info.st_mode),
+        modTime=info.st_mtime_ns,
+        # A folder's size is the filesystem's business; 0 keeps the entry the same on any.
+        size=0 if stat.S_ISDIR(info.st_mode) else info.st_size,
+    )
+    if stat.S_ISLNK(info.st_mode):
+        entry.linkname = os.readlink(full)
+    return entry
+
+
+class FileSync(filesync_pb2_grpc.FileSyncServicer):
+    """DiffCopy over `dirs` (a source name, as the frontend asks for it, -> a folder)."""
+
+    def __init__(self, dirs: Mapping[str, str], session: str = "") -> None:
+        self._dirs = dict(dirs)
+        self._session = session
+
+    def DiffCopy(  # noqa: N802 - gRPC method name
+        self, request_iterator: Iterator[Packet], context: grpc.ServicerContext
+    ) -> Iterator[Packet]:
+        metadata: dict[str, list[str]] = {}
+        for key, value in context.invocation_metadata():
+            if isinstance(value, str):
+                metadata.setdefault(key.lower(), []).append(value)
+        name = (metadata.get(DIR_NAME) or [""])[0]
+        root = self._dirs.get(name)
+        if root is None:
+            # fsutil's own words; the name is the engine's, bounded for the log.
+            log.warning("session %s: the engine asked for folder %r", self._session, name[:64])
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no access allowed to dir {name[:64]!r}")
+        log.debug("session %s: lending %r (%s)", self._session, name, _filters(metadata))
+        incoming = _Incoming(request_iterator, f"session-{self._session[:8]}-{name}")
+        yield from _diff_copy(root, metadata, incoming)
+
+
+def _filters(metadata: Mapping[str, list[str]]) -> str:
+    keys = (EXCLUDE_PATTERNS, INCLUDE_PATTERNS, FOLLOW_PATHS)
+    return ", ".join(f"{k}: {len(metadata.get(k, []))}" for k in keys)
+
+
+def _diff_copy(
+    root: str, metadata: Mapping[str, list[str]], incoming: _Incoming
+) -> Iterator[Packet]:
+    files: dict[int, str] = {}
+    try:
+        walked = entries(
+            root,
+            excludes=metadata.get(EXCLUDE_PATTERNS, []),
+            includes=metadata.get(INCLUDE_PATTERNS, []),
+            followpaths=metadata.get(FOLLOW_PATHS, []),
+        )
+        for index, entry in enumerate(walked):
+            if not entry.mode & (_GO_DIR | _GO_SYMLINK):
+                files[index] = entry.path
+            yield Packet(type=Packet.PACKET_STAT, stat=entry)
+    except InvalidArgument as err:
+        yield _error(str(err))
+        return
+    except (OSError, ValueError) as err:
+        # ValueError: a name that is not UTF-8 cannot travel in the protocol's strings.
+        yield _error(f"cannot read the build context: {_why(err)}")
+        return
+    yield Packet(type=Packet.PACKET_STAT)
+    while True:
+        packet = incoming.next()
+        if packet is None:
+            return
+        if packet.type == Packet.PACKET_REQ:
+            path = files.pop(packet.ID, None)
+            if path is None:
+                yield _error(f"invalid file id {packet.ID}")
+                return
+            try:
+                yield from _file(root, path, packet.ID)
+            except OSError as err:
+                yield _error(f"cannot read {path}: {_why(err)}")
+                return
+        elif packet.type == Packet.PACKET_FIN:
+            yield Packet(type=Packet.PACKET_FIN)
+            return
+        elif packet.type == Packet.PACKET_ERR:
+            log.info(
+                "the engine ended a context transfer: %s",
+                packet.data[:200].decode("utf-8", "replace"),
+            )
+            return
+
+
+def _file(root: str, path: str, ident: int) -> Iterator[Packet]:
+    # O_NOFOLLOW: the entry was a regular file when walked; a link now is not read through.
+    fd = os.open(os.path.join(root, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        while chunk := handle.read(DATA_CHUNK):
+            yield Packet(type=Packet.PACKET_DATA, ID=ident, data=chunk)
+    yield Packet(type=Packet.PACKET_DATA, ID=ident)
+
+
+def _error(text: str) -> Packet:
+    return Packet(type=Packet.PACKET_ERR, data=text.encode("utf-8", "replace"))
+
+
+def _why(err: Exception) -> str:
+    if isinstance(err, OSError):
+        return err.strerror or type(err).__name__
+    return "a file name is not UTF-8"
+
+
+class _Incoming:
+    """The engine's packets, read on a thread of their own so that sending never waits on
+    them; `next()` gives None once the engine's side has ended."""
+
+    def __init__(self, packets: Iterator[Packet], name: str) -> None:
+        self._packets = packets
+        self._queue: queue.Queue[Packet | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, name=name, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for packet in self._packets:
+                self._queue.put(packet)
+        except Exception as err:  # noqa: BLE001 - a cancelled call ends the stream
+            log.debug("context transfer: the engine's stream ended: %s", err)
+        finally:
+            self._queue.put(None)
+
+    def next(self) -> Packet | None:
+        # Never forever: grpcio ends the request stream when the call ends, however it ends.
+        return self._queue.get()
