@@ -50,9 +50,21 @@ class MetadataClient:
         manifest: str = "",
         git_sha: str = "",
         archive: str = "",
+        request: str = "",
+        timeout: float = 0.0,
+        pinned: str = "",
     ) -> types.Build:
+        """Records a build; with `request` (types.request_json) it is queued for a builder
+        (only `pinned`, when set) to claim."""
         req = pb.CreateBuildRequest(
-            app=app, description=description, manifest=manifest, git_sha=git_sha, archive=archive
+            app=app,
+            description=description,
+            manifest=manifest,
+            git_sha=git_sha,
+            archive=archive,
+            request=request,
+            timeout=timeout,
+            pinned=pinned,
         )
         with self._errors():
             resp = self._stub.CreateBuild(req)
@@ -68,17 +80,48 @@ class MetadataClient:
             resp = self._stub.ListBuilds(pb.ListBuildsRequest(app=app, limit=limit))
         return [convert.build_from_pb(b) for b in resp.builds]
 
-    def update_build(self, build_id: str, **fields: object) -> types.Build:
-        """Sets the named Build fields, e.g. `update_build(id, status="failed", reason="x")`."""
+    def update_build(
+        self, build_id: str, *, lease: types.Lease | None = None, **fields: object
+    ) -> types.Build:
+        """Sets the named Build fields, e.g. `update_build(id, status="failed", reason="x")`;
+        with `lease`, only while the build still runs under it (FailedPrecondition)."""
         msg = common_pb2.Build(id=build_id)
         for name, value in fields.items():
             if name == "status":
                 msg.status = convert.status_to_pb(str(value))  # type: ignore[assignment]
             else:
                 setattr(msg, name, value)
+        req = pb.UpdateBuildRequest(build=msg, fields=list(fields), lease=_lease(lease))
         with self._errors():
-            resp = self._stub.UpdateBuild(pb.UpdateBuildRequest(build=msg, fields=list(fields)))
+            resp = self._stub.UpdateBuild(req)
         return convert.build_from_pb(resp.build)
+
+    def claim_build(self, builder: str) -> types.Claim | None:
+        """The oldest queued build `builder` may run, now running under its lease; None
+        when the queue is empty."""
+        with self._errors():
+            resp = self._stub.ClaimBuild(pb.ClaimBuildRequest(builder=builder))
+        if not resp.found:
+            return None
+        return types.Claim(
+            build=convert.build_from_pb(resp.build),
+            request=types.request_from_json(resp.request),
+            lease=types.Lease(resp.lease.owner, int(resp.lease.attempt)),
+            timeout=resp.timeout or types.DEFAULT_TIMEOUT_SECONDS,
+        )
+
+    def renew_lease(self, build_id: str, lease: types.Lease) -> tuple[bool, types.Build]:
+        """Renews the lease; whether the build still runs under it, and the build."""
+        with self._errors():
+            resp = self._stub.RenewLease(pb.RenewLeaseRequest(build=build_id, lease=_lease(lease)))
+        return resp.held, convert.build_from_pb(resp.build)
+
+    def expire_builds(self, owner: str = "") -> list[str]:
+        """Ends the builds whose lease is stale or that waited too long in the queue (with
+        `owner`: the running builds leased to that builder); returns their ids."""
+        with self._errors():
+            resp = self._stub.ExpireBuilds(pb.ExpireBuildsRequest(owner=owner))
+        return list(resp.ids)
 
     def record_build(
         self, build: types.Build, log_lines: Iterable[str]
@@ -108,9 +151,11 @@ class MetadataClient:
         manifest: str = "",
         description: str = "",
         inherit_env: bool = False,
+        lease: types.Lease | None = None,
     ) -> types.Release:
         """Records a release; with `inherit_env` its environment is the app's latest
-        release's, read atomically with the write (`env` is then ignored)."""
+        release's, read atomically with the write (`env` is then ignored); with `lease`,
+        only while `build` still runs under it."""
         req = pb.CreateReleaseRequest(
             app=app,
             build=build,
@@ -118,6 +163,7 @@ class MetadataClient:
             manifest=manifest,
             description=description,
             inherit_env=inherit_env,
+            lease=_lease(lease),
         )
         with self._errors():
             resp = self._stub.CreateRelease(req)
@@ -153,10 +199,14 @@ class MetadataClient:
             resp = self._stub.UpdateEnv(req)
         return convert.release_from_pb(resp.release)
 
-    def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
-        """Appends lines; returns the offset the next line will take."""
+    def append_logs(
+        self, build_id: str, lines: Sequence[str], lease: types.Lease | None = None
+    ) -> int:
+        """Appends lines; returns the offset the next line will take. With `lease`, only
+        while the build still runs under it (FailedPrecondition `lease lost`)."""
+        req = pb.AppendLogsRequest(build=build_id, lines=list(lines), lease=_lease(lease))
         with self._errors():
-            resp = self._stub.AppendLogs(pb.AppendLogsRequest(build=build_id, lines=list(lines)))
+            resp = self._stub.AppendLogs(req)
         return int(resp.next_offset)
 
     def stream_logs(self, build_id: str, offset: int = 0, follow: bool = False) -> LogLines:
@@ -189,3 +239,7 @@ class LogLines:
 def log_batches(lines: Iterable[str]) -> Iterator[list[str]]:
     """Log lines in batches small enough for one message each."""
     return batched(lines, lambda line: len(line.encode()) + 16)
+
+
+def _lease(lease: types.Lease | None) -> pb.Lease | None:
+    return None if lease is None else pb.Lease(owner=lease.owner, attempt=lease.attempt)

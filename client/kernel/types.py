@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import string
@@ -156,6 +157,120 @@ class BuildRequest:
     git_sha: str = ""
     #: Build secrets, id -> value (`--secret`); never printed, stored or exported.
     secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+
+
+#: A running build's lease (SPEC §4): its builder renews it at least this often...
+LEASE_RENEW_SECONDS = 10.0
+#: ...and any builder ends a build whose lease is older than this.
+LEASE_EXPIRY_SECONDS = 30.0
+#: A build still queued this long after it was recorded is ended, never started.
+QUEUE_EXPIRY_SECONDS = 3600.0
+#: How long a build may run unless `--timeout` says otherwise.
+DEFAULT_TIMEOUT_SECONDS = 3600.0
+
+
+def lost_reason(builder: str) -> str:
+    """Why a build whose builder stopped renewing its lease ended."""
+    return f"builder lost: {builder or 'a builder'} stopped renewing its lease"
+
+
+def timed_out_reason(seconds: float) -> str:
+    """Why a build that ran past its deadline ended (`timed out after 60m`)."""
+    return f"timed out after {format_duration(seconds)}"
+
+
+def format_duration(seconds: float) -> str:
+    """Whole minutes as minutes, anything else as seconds: `3600` -> `60m` (SPEC's
+    `timed out after 60m`), `300` -> `5m`, `5` -> `5s`, `90` -> `90s`."""
+    whole = max(0, round(seconds))
+    if whole and whole % 60 == 0:
+        return f"{whole // 60}m"
+    return f"{whole}s"
+
+
+def parse_duration(text: str) -> float:
+    """`--timeout` values: `90s`, `5m`, `1h`, `1h30m`, or bare seconds; more than 0 and at
+    most a week. InvalidArgument otherwise."""
+    value = text.strip().lower()
+    match = _DURATION.match(value)
+    if not value or not match:
+        raise InvalidArgument(f"invalid duration: {text[:40]!r} (e.g. 90s, 10m, 1h)")
+    if match.group("bare"):
+        seconds = float(match.group("bare"))
+    else:
+        seconds = sum(
+            float(match.group(unit) or 0) * size
+            for unit, size in (("h", 3600), ("m", 60), ("s", 1))
+        )
+    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
+        raise InvalidArgument(f"invalid duration: {text[:40]!r} (more than 0, at most 168h)")
+    return seconds
+
+
+_DURATION = re.compile(
+    r"^(?:(?P<bare>\d+(?:\.\d+)?)|(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?)$"
+)
+#: The longest `--timeout` a build takes: a week.
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A builder's hold on a running build: its id and the claim's attempt number. Writes
+    that carry a lease apply only while the build is still running under that very lease."""
+
+    owner: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A queued build a builder has taken: the build (now running), how to build it, the
+    lease its writes carry, and its time limit in seconds."""
+
+    build: Build
+    request: BuildRequest
+    lease: Lease
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+
+
+def request_json(req: BuildRequest) -> str:
+    """The request as the queue keeps it: everything but its secrets."""
+    return json.dumps(
+        {
+            "app": req.app,
+            "archive": req.archive,
+            "description": req.description,
+            "manifest": req.manifest,
+            "no_cache": req.no_cache,
+            "development": req.development,
+            "build_args": dict(req.build_args),
+            "git_sha": req.git_sha,
+            "secrets": sorted(req.secrets),
+        },
+        sort_keys=True,
+    )
+
+
+def request_from_json(text: str, secrets: Mapping[str, bytes] | None = None) -> BuildRequest:
+    """The request `request_json` kept, with the secrets the receiving builder holds."""
+    data = json.loads(text or "{}")
+    return BuildRequest(
+        app=str(data.get("app", "")),
+        archive=str(data.get("archive", "")),
+        description=str(data.get("description", "")),
+        manifest=str(data.get("manifest", "")),
+        no_cache=bool(data.get("no_cache", False)),
+        development=bool(data.get("development", False)),
+        build_args={str(k): str(v) for k, v in dict(data.get("build_args") or {}).items()},
+        git_sha=str(data.get("git_sha", "")),
+        secrets=dict(secrets or {}),
+    )
+
+
+def secret_ids(text: str) -> list[str]:
+    """The ids of the secrets a kept request was given (their values are never kept)."""
+    return [str(s) for s in json.loads(text or "{}").get("secrets") or []]
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,16 @@ class BuildStore(Protocol):
         manifest: str = "",
         git_sha: str = "",
         archive: str = "",
+        request: str = "",
+        timeout: float = 0.0,
+        pinned: str = "",
     ) -> types.Build: ...
 
     def get_build(self, build_id: str, app: str = "") -> types.Build: ...
 
-    def update_build(self, build_id: str, **fields: object) -> types.Build: ...
+    def update_build(
+        self, build_id: str, *, lease: types.Lease | None = None, **fields: object
+    ) -> types.Build: ...
 
     def fail_running_builds(self, reason: str) -> list[str]: ...
 
@@ -61,11 +66,14 @@ class BuildStore(Protocol):
         manifest: str = "",
         description: str = "",
         inherit_env: bool = False,
+        lease: types.Lease | None = None,
     ) -> types.Release: ...
 
     def list_releases(self, app: str, limit: int = 10) -> list[types.Release]: ...
 
-    def append_logs(self, build_id: str, lines: Sequence[str]) -> int: ...
+    def append_logs(
+        self, build_id: str, lines: Sequence[str], lease: types.Lease | None = None
+    ) -> int: ...
 
     def stream_logs(
         self, build_id: str, offset: int = 0, follow: bool = False

@@ -7,10 +7,12 @@ store call (`connection_context`), so the many gRPC threads share a bounded set 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 db_proxy = peewee.DatabaseProxy()
@@ -59,6 +61,16 @@ class BuildRow(_Model):
     ended = peewee.DoubleField(default=0.0)
     archive = peewee.CharField(max_length=128, default="")
     log_count = peewee.BigIntegerField(default=0)
+    # The queue (schema 2). `request`: how to build it, as JSON, never its secrets.
+    request = peewee.TextField(default="")
+    # The builder holding its lease, the claim's attempt (the fencing token) and when the
+    # lease was last renewed; the seconds it may run; the builder that must run it (the
+    # one holding its secrets), empty for any.
+    owner = peewee.CharField(max_length=200, default="")
+    attempt = peewee.IntegerField(default=0)
+    renewed = peewee.DoubleField(default=0.0)
+    timeout = peewee.DoubleField(default=0.0)
+    pinned = peewee.CharField(max_length=200, default="")
 
     class Meta:
         table_name = "builds"
@@ -95,7 +107,20 @@ class LogRow(_Model):
         primary_key = peewee.CompositeKey("build", "offset")
 
 
-MODELS: tuple[type[peewee.Model], ...] = (AppRow, BuildRow, ReleaseRow, LogRow)
+class MigrationRow(_Model):
+    """The schema versions applied to this database, one row each."""
+
+    version = peewee.IntegerField(primary_key=True)
+    applied = peewee.DoubleField()
+
+    class Meta:
+        table_name = "schema_migrations"
+
+
+MODELS: tuple[type[peewee.Model], ...] = (AppRow, BuildRow, ReleaseRow, LogRow, MigrationRow)
+
+#: The schema this code writes: 1 the first tables, 2 the build queue's columns.
+SCHEMA_VERSION = 2
 
 
 def open_database(url: str) -> peewee.Database:
@@ -141,7 +166,29 @@ def open_database(url: str) -> peewee.Database:
 
 
 def bind(database: peewee.Database) -> None:
-    """Points the models at `database` and creates any missing table."""
+    """Points the models at `database`, creates any missing table and brings an older
+    schema up to SCHEMA_VERSION (columns added, never dropped: an older rack's database
+    opens as it was, plus what is new). A database of a newer schema is refused."""
     db_proxy.initialize(database)
-    with database.connection_context():
+    with database.connection_context(), database.atomic():
         database.create_tables(MODELS, safe=True)
+        applied = MigrationRow.select(peewee.fn.MAX(MigrationRow.version)).scalar() or 0
+        if applied > SCHEMA_VERSION:
+            raise ValueError(
+                f"the database has schema {applied}, newer than this rack's {SCHEMA_VERSION}"
+            )
+        _add_missing_columns(database)
+        for version in range(applied + 1, SCHEMA_VERSION + 1):
+            MigrationRow.insert(version=version, applied=time.time()).execute()
+
+
+def _add_missing_columns(database: peewee.Database) -> None:
+    """Adds every column a model has and its table lacks (a database made by an older
+    rack), with the field's default for existing rows."""
+    migrator = SchemaMigrator.from_database(database)
+    for model in MODELS:
+        table = model._meta.table_name
+        present = {column.name for column in database.get_columns(table)}
+        missing = [f for f in model._meta.sorted_fields if f.column_name not in present]
+        if missing:
+            migrate(*(migrator.add_column(table, f.column_name, f) for f in missing))

@@ -10,6 +10,7 @@ from slipway.metadata.v1 import metadata_pb2 as pb
 from slipway.metadata.v1 import metadata_pb2_grpc as pb_grpc
 
 from client.api import convert
+from client.kernel import types
 from services.metadata.convert import build_changes, env_changes, log_batches, recorded_build
 from services.metadata.store import MetadataStore
 
@@ -41,6 +42,9 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
             manifest=request.manifest,
             git_sha=request.git_sha,
             archive=request.archive,
+            request=request.request,
+            timeout=request.timeout,
+            pinned=request.pinned,
         )
         return pb.CreateBuildResponse(build=convert.build_to_pb(build))
 
@@ -55,8 +59,34 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
     def UpdateBuild(
         self, request: pb.UpdateBuildRequest, context: Context
     ) -> pb.UpdateBuildResponse:
-        build = self._store.update_build(request.build.id, build_changes(request))
+        build = self._store.update_build(
+            request.build.id, build_changes(request), lease=_lease(request)
+        )
         return pb.UpdateBuildResponse(build=convert.build_to_pb(build))
+
+    def ClaimBuild(self, request: pb.ClaimBuildRequest, context: Context) -> pb.ClaimBuildResponse:
+        claim = self._store.claim_build(request.builder)
+        if claim is None:
+            return pb.ClaimBuildResponse(found=False)
+        return pb.ClaimBuildResponse(
+            found=True,
+            build=convert.build_to_pb(claim.build),
+            request=types.request_json(claim.request),
+            lease=pb.Lease(owner=claim.lease.owner, attempt=claim.lease.attempt),
+            timeout=claim.timeout,
+        )
+
+    def RenewLease(self, request: pb.RenewLeaseRequest, context: Context) -> pb.RenewLeaseResponse:
+        lease = types.Lease(request.lease.owner, request.lease.attempt)
+        held, build = self._store.renew_lease(request.build, lease)
+        return pb.RenewLeaseResponse(held=held, build=convert.build_to_pb(build))
+
+    def ExpireBuilds(
+        self, request: pb.ExpireBuildsRequest, context: Context
+    ) -> pb.ExpireBuildsResponse:
+        if request.owner:
+            return pb.ExpireBuildsResponse(ids=self._store.fail_owned_builds(request.owner))
+        return pb.ExpireBuildsResponse(ids=[i for i, _ in self._store.expire_builds()])
 
     def RecordBuild(
         self, request_iterator: Iterator[pb.RecordBuildRequest], context: Context
@@ -82,6 +112,7 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
             manifest=request.manifest,
             description=request.description,
             inherit_env=request.inherit_env,
+            lease=_lease(request),
         )
         return pb.CreateReleaseResponse(release=convert.release_to_pb(release))
 
@@ -106,7 +137,9 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
         return pb.UpdateEnvResponse(release=convert.release_to_pb(release))
 
     def AppendLogs(self, request: pb.AppendLogsRequest, context: Context) -> pb.AppendLogsResponse:
-        next_offset = self._store.append_logs(request.build, list(request.lines))
+        next_offset = self._store.append_logs(
+            request.build, list(request.lines), lease=_lease(request)
+        )
         return pb.AppendLogsResponse(next_offset=next_offset)
 
     def StreamLogs(
@@ -117,3 +150,12 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
         )
         for lines in batches:
             yield from log_batches(lines)
+
+
+def _lease(
+    request: pb.UpdateBuildRequest | pb.AppendLogsRequest | pb.CreateReleaseRequest,
+) -> types.Lease | None:
+    """The request's lease, None when it carries none."""
+    if not request.HasField("lease"):
+        return None
+    return types.Lease(request.lease.owner, request.lease.attempt)

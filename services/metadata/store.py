@@ -36,16 +36,24 @@ from client.kernel.types import (
     BUILD_STATUSES,
     COMPLETE,
     CREATED,
+    DEFAULT_TIMEOUT_SECONDS,
     FAILED,
+    LEASE_EXPIRY_SECONDS,
+    QUEUE_EXPIRY_SECONDS,
     RUNNING,
     TERMINAL,
     App,
     Build,
+    Claim,
+    Lease,
     LogLine,
     Release,
     check_app_name,
     check_reason,
+    format_duration,
+    lost_reason,
     new_id,
+    request_from_json,
 )
 from services.metadata import models
 from services.metadata.config import redact
@@ -62,6 +70,8 @@ LOG_BATCH = 500
 POLL_SECONDS = 0.5
 ID_ATTEMPTS = 20
 ACTIVE = (CREATED, RUNNING)
+# The notifier key a new queued build signals, for claimers waiting in this process.
+QUEUE = "queue"
 # Build fields UpdateBuild may change; id, app and created are fixed at creation.
 UPDATABLE = frozenset(f.name for f in dataclasses.fields(Build)) - {"id", "app", "created"}
 TIME_FIELDS = frozenset({"started", "ended"})
@@ -190,7 +200,12 @@ class MetadataStore:
         manifest: str = "",
         git_sha: str = "",
         archive: str = "",
+        request: str = "",
+        timeout: float = 0.0,
+        pinned: str = "",
     ) -> Build:
+        """Records a build, status created: queued, when `request` says how to build it,
+        for any builder (or only `pinned`) to claim."""
         self._app_row(app)
         build_id = _insert_with_new_id(
             BuildRow,
@@ -202,8 +217,144 @@ class MetadataStore:
             git_sha=git_sha,
             archive=archive,
             created=time.time(),
+            request=request,
+            timeout=max(0.0, float(timeout)),
+            pinned=pinned,
         )
+        self._notifier.changed(QUEUE)
         return _build(BuildRow.get(BuildRow.id == build_id))
+
+    # The queue.
+
+    @_on_connection
+    def claim_build(self, builder: str) -> Claim | None:
+        """Takes the oldest queued build `builder` may run (unpinned, or pinned to it):
+        running, leased to `builder` under a new attempt. Each queued build is claimed once
+        however many builders ask at the same time: PostgreSQL skips rows another claim
+        has locked (`FOR UPDATE SKIP LOCKED`), SQLite's write transaction is one at a
+        time, and the UPDATE itself only takes a build still created."""
+        if not builder:
+            raise InvalidArgument("a builder id is required")
+        now = time.time()
+        for _ in range(ID_ATTEMPTS):
+            with self.database.atomic():
+                query = (
+                    BuildRow.select()
+                    .where(
+                        BuildRow.status == CREATED,
+                        BuildRow.request != "",
+                        BuildRow.pinned.in_(["", builder]),
+                    )
+                    .order_by(BuildRow.seq)
+                    .limit(1)
+                )
+                if self.database.for_update:
+                    query = query.for_update(skip_locked=True)
+                row = query.first()
+                if row is None:
+                    return None
+                attempt = row.attempt + 1
+                taken = (
+                    BuildRow.update(
+                        status=RUNNING,
+                        owner=builder,
+                        attempt=attempt,
+                        renewed=now,
+                        started=now,
+                    )
+                    .where(BuildRow.id == row.id, BuildRow.status == CREATED)
+                    .execute()
+                )
+                if not taken:
+                    continue  # cancelled in between: look again
+                row = self._build_row(row.id)
+            self._notifier.changed(row.id)
+            return Claim(
+                build=_build(row),
+                request=request_from_json(row.request),
+                lease=Lease(builder, attempt),
+                timeout=row.timeout or DEFAULT_TIMEOUT_SECONDS,
+            )
+        return None
+
+    @_on_connection
+    def renew_lease(self, build_id: str, lease: Lease) -> tuple[bool, Build]:
+        """Renews `lease` on a running build; whether it is still held, and the build (a
+        cancelled or failed one tells its holder to stop)."""
+        updated = (
+            BuildRow.update(renewed=time.time())
+            .where(BuildRow.id == build_id, *_held(lease))
+            .execute()
+        )
+        return bool(updated), _build(self._build_row(build_id))
+
+    @_on_connection
+    def expire_builds(
+        self,
+        lease_seconds: float = LEASE_EXPIRY_SECONDS,
+        queue_seconds: float = QUEUE_EXPIRY_SECONDS,
+    ) -> list[tuple[str, str]]:
+        """Ends, failed, every running build whose lease was last renewed more than
+        `lease_seconds` ago (`builder lost: …`) and every build queued for more than
+        `queue_seconds` (`not started within 1h`), each with its reason as the log's last
+        line; returns (id, reason) of each, oldest first."""
+        now = time.time()
+        stale = (
+            BuildRow.select(BuildRow.id, BuildRow.owner, BuildRow.attempt)
+            .where(BuildRow.status == RUNNING, BuildRow.renewed < now - lease_seconds)
+            .order_by(BuildRow.seq)
+        )
+        late = (
+            BuildRow.select(BuildRow.id)
+            .where(BuildRow.status == CREATED, BuildRow.created < now - queue_seconds)
+            .order_by(BuildRow.seq)
+        )
+        ended: list[tuple[str, str]] = []
+        for row in list(stale):
+            reason = lost_reason(row.owner)
+            if self._end(row.id, reason, now, BuildRow.attempt == row.attempt):
+                ended.append((row.id, reason))
+        for row in list(late):
+            reason = f"not started within {format_duration(queue_seconds)}"
+            reason = reason.replace("within 60m", "within 1h")
+            if self._end(row.id, reason, now, BuildRow.status == CREATED):
+                ended.append((row.id, reason))
+        if ended:
+            log.info("ended %d builds: %s", len(ended), "; ".join(f"{i} {r}" for i, r in ended))
+        return ended
+
+    @_on_connection
+    def fail_owned_builds(self, builder: str, reason: str = "") -> list[str]:
+        """Ends, failed, the running builds leased to `builder` (a builder starting under
+        the id of one that stopped: it knows it runs none of them)."""
+        check_reason(reason or lost_reason(builder))
+        now = time.time()
+        rows = BuildRow.select(BuildRow.id).where(
+            BuildRow.status == RUNNING, BuildRow.owner == builder
+        )
+        return [
+            row.id
+            for row in list(rows)
+            if self._end(row.id, reason or lost_reason(builder), now, BuildRow.owner == builder)
+        ]
+
+    def _end(self, build_id: str, reason: str, now: float, *conditions: Any) -> bool:
+        """Fails one active build (when `conditions` still hold), its reason the log's
+        last line; whether it did."""
+        with self.database.atomic():
+            updated = (
+                BuildRow.update(
+                    status=FAILED, reason=reason, ended=now, log_count=BuildRow.log_count + 1
+                )
+                .where(BuildRow.id == build_id, BuildRow.status.in_(ACTIVE), *conditions)
+                .execute()
+            )
+            if updated:
+                offset = self._log_count(build_id) - 1
+                _insert_logs(build_id, offset, [f"ERROR: {reason}"], now)
+        if updated:
+            self._notifier.changed(build_id)
+        return bool(updated)
 
     @_on_connection
     def record_build(
@@ -270,11 +421,15 @@ class MetadataStore:
         return [_build(row) for row in rows]
 
     @_on_connection
-    def update_build(self, build_id: str, changes: Mapping[str, Any]) -> Build:
+    def update_build(
+        self, build_id: str, changes: Mapping[str, Any], lease: Lease | None = None
+    ) -> Build:
         """Sets the given fields. A status change applies only while the build is not
-        terminal (checked by the UPDATE itself, so of two racing changes one wins)."""
+        terminal (checked by the UPDATE itself, so of two racing changes one wins). With a
+        `lease`, nothing applies unless the build still runs under it: a builder that lost
+        its lease gets FailedPrecondition and changes nothing."""
         values = _build_values(changes)
-        if not values:
+        if not values and lease is None:
             return _build(self._build_row(build_id))
         now = time.time()
         status = values.get("status")
@@ -285,13 +440,19 @@ class MetadataStore:
             assignments[BuildRow.started] = peewee.Case(
                 None, [(BuildRow.started == 0, now)], BuildRow.started
             )
+        if not assignments:
+            assignments[BuildRow.renewed] = BuildRow.renewed
         query = BuildRow.update(assignments).where(BuildRow.id == build_id)
         if status is not None:
             query = query.where(BuildRow.status.not_in(sorted(TERMINAL)))
+        if lease is not None:
+            query = query.where(*_held(lease))
         with self.database.atomic():
             updated = query.execute()
             row = self._build_row(build_id)
         if not updated:
+            if lease is not None and (row.owner, row.attempt) != (lease.owner, lease.attempt):
+                raise FailedPrecondition(f"build {build_id}: lease lost")
             raise FailedPrecondition(f"build {build_id} is already {row.status}")
         self._notifier.changed(build_id)
         return _build(row)
@@ -338,13 +499,17 @@ class MetadataStore:
         manifest: str = "",
         description: str = "",
         inherit_env: bool = False,
+        lease: Lease | None = None,
     ) -> Release:
         """Records a release. With `inherit_env` its environment is the latest release's,
-        read under the app lock like `update_env`, so a concurrent change is not lost."""
+        read under the app lock like `update_env`, so a concurrent change is not lost.
+        With a `lease`, only while `build` still runs under it (FailedPrecondition)."""
         with self.database.atomic():
             latest = self._lock_app(app)
             if build:
-                self._build_row(build, app)
+                built = self._build_row(build, app)
+                if lease is not None and not _holds(built, lease):
+                    raise FailedPrecondition(f"build {build}: lease lost")
             if inherit_env:
                 env = _env(latest)
             row = _insert_release(app, build, env or {}, manifest, description, latest, time.time())
@@ -426,22 +591,22 @@ class MetadataStore:
     # Logs.
 
     @_on_connection
-    def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
-        """Adds `lines` at the end of the build's log; returns the next line's offset."""
+    def append_logs(self, build_id: str, lines: Sequence[str], lease: Lease | None = None) -> int:
+        """Adds `lines` at the end of the build's log; returns the next line's offset. With
+        a `lease`, only while the build still runs under it (FailedPrecondition)."""
         now = time.time()
         with self.database.atomic():
             # Incrementing the counter first locks the build row until commit, so
             # concurrent appenders take consecutive, disjoint ranges of offsets.
-            updated = (
-                (
-                    BuildRow.update(log_count=BuildRow.log_count + len(lines))
-                    .where(BuildRow.id == build_id)
-                    .execute()
-                )
-                if build_id
-                else 0
+            query = BuildRow.update(log_count=BuildRow.log_count + len(lines)).where(
+                BuildRow.id == build_id
             )
+            if lease is not None:
+                query = query.where(*_held(lease))
+            updated = query.execute() if build_id else 0
             if not updated:
+                if lease is not None and BuildRow.get_or_none(BuildRow.id == build_id):
+                    raise FailedPrecondition(f"build {build_id}: lease lost")
                 raise NotFound.of("build", build_id)
             end = self._log_count(build_id)
             _insert_logs(build_id, end - len(lines), lines, now)
@@ -571,6 +736,19 @@ def _identity(path: str) -> tuple[int, int] | None:
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _held(lease: Lease) -> tuple[Any, ...]:
+    """The conditions under which a build still runs under `lease`."""
+    return (
+        BuildRow.status == RUNNING,
+        BuildRow.owner == lease.owner,
+        BuildRow.attempt == lease.attempt,
+    )
+
+
+def _holds(row: BuildRow, lease: Lease) -> bool:
+    return row.status == RUNNING and (row.owner, row.attempt) == (lease.owner, lease.attempt)
 
 
 def _build_values(changes: Mapping[str, Any]) -> dict[str, Any]:

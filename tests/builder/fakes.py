@@ -59,6 +59,9 @@ class FakeStore:
         manifest: str = "",
         git_sha: str = "",
         archive: str = "",
+        request: str = "",
+        timeout: float = 0.0,
+        pinned: str = "",
     ) -> types.Build:
         with self._cond:
             build = types.Build(
@@ -81,7 +84,9 @@ class FakeStore:
                 raise NotFound.of("build", build_id)
             return build
 
-    def update_build(self, build_id: str, **fields: object) -> types.Build:
+    def update_build(
+        self, build_id: str, *, lease: types.Lease | None = None, **fields: object
+    ) -> types.Build:
         with self._cond:
             build = self.get_build(build_id)
             if "status" in fields and build.terminal:
@@ -103,6 +108,7 @@ class FakeStore:
         manifest: str = "",
         description: str = "",
         inherit_env: bool = False,
+        lease: types.Lease | None = None,
     ) -> types.Release:
         with self._cond:
             if inherit_env:
@@ -123,7 +129,9 @@ class FakeStore:
         with self._cond:
             return [r for r in reversed(self.releases) if r.app == app][:limit]
 
-    def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
+    def append_logs(
+        self, build_id: str, lines: Sequence[str], lease: types.Lease | None = None
+    ) -> int:
         with self._cond:
             log = self.logs[build_id]
             for text in lines:

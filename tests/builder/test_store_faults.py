@@ -35,17 +35,21 @@ class LockingStore(FakeStore):
         self.lock_failures = False
         self.refused = 0
 
-    def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
+    def append_logs(
+        self, build_id: str, lines: Sequence[str], lease: types.Lease | None = None
+    ) -> int:
         if self.locked.is_set():
             self.refused += 1
             raise LOCKED
-        return super().append_logs(build_id, lines)
+        return super().append_logs(build_id, lines, lease)
 
-    def update_build(self, build_id: str, **fields: object) -> types.Build:
+    def update_build(
+        self, build_id: str, *, lease: types.Lease | None = None, **fields: object
+    ) -> types.Build:
         if self.lock_failures and fields.get("status") == types.FAILED and self.locked.is_set():
             self.refused += 1
             raise LOCKED
-        return super().update_build(build_id, **fields)
+        return super().update_build(build_id, lease=lease, **fields)
 
 
 def _builder(tmp_path: Path, store: FakeStore, retry: float) -> tuple[Builder, FakeSources]:
@@ -164,7 +168,9 @@ def test_lines_the_store_refuses_for_good_are_a_gap_sync_reports() -> None:
     from client.kernel.errors import Internal
 
     class Refusing(FakeStore):
-        def append_logs(self, build_id: str, lines: Sequence[str]) -> int:
+        def append_logs(
+            self, build_id: str, lines: Sequence[str], lease: types.Lease | None = None
+        ) -> int:
             raise Internal("the store refused the lines")
 
     store = Refusing()

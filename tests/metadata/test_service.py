@@ -293,3 +293,38 @@ def test_update_env_errors_keep_their_codes_and_words(md: MetadataClient, app: s
     with pytest.raises(InvalidArgument, match="^invalid environment variable: '9X'"):
         md.update_env(app, {"9X": "1"})
     assert md.list_releases(app) == []
+
+
+def test_the_queue_over_grpc(md: MetadataClient, app: str) -> None:
+    """Claim, renew, fenced writes and expiry through the typed client: the lease travels,
+    a lost lease is FAILED_PRECONDITION, the request comes back without its secrets."""
+    from client.kernel.errors import FailedPrecondition
+    from client.kernel.types import BuildRequest, Lease, request_json
+
+    req = BuildRequest(app=app, archive="f" * 64, no_cache=True, secrets={"tok": b"v"})
+    queued = md.create_build(app, archive=req.archive, request=request_json(req), timeout=5)
+    first = md.claim_build("other")  # any builder may take an unpinned one
+    assert first is not None and first.build.id == queued.id and first.timeout == 5
+    assert md.get_build(queued.id).status == RUNNING
+    pinned = md.create_build(app, request=request_json(req), pinned="b1")
+    assert md.claim_build("b2") is None
+    taken = md.claim_build("b1")
+    assert taken is not None and taken.build.id == pinned.id
+    assert taken.request.no_cache and taken.request.secrets == {}
+    assert taken.lease == Lease("b1", 1) and taken.timeout == 3600
+    assert md.renew_lease(pinned.id, taken.lease) == (True, md.get_build(pinned.id))
+    md.append_logs(pinned.id, ["one"], lease=taken.lease)
+    with pytest.raises(FailedPrecondition, match="lease lost"):
+        md.append_logs(pinned.id, ["two"], lease=Lease("b2", 1))
+    with pytest.raises(FailedPrecondition, match="lease lost"):
+        md.update_build(pinned.id, lease=Lease("b1", 2), status=COMPLETE)
+    assert md.expire_builds(owner="b1") == [pinned.id]
+    held, build = md.renew_lease(pinned.id, taken.lease)
+    assert not held and build.status == FAILED
+    assert build.reason == "builder lost: b1 stopped renewing its lease"
+    with pytest.raises(FailedPrecondition):
+        md.create_release(app, build=pinned.id, lease=taken.lease)
+    assert [line.text for line in md.stream_logs(pinned.id)] == [
+        "one",
+        "ERROR: builder lost: b1 stopped renewing its lease",
+    ]

@@ -167,6 +167,9 @@ class CreateBuildRequest(_message.Message):
     MANIFEST_FIELD_NUMBER: _builtins.int
     GIT_SHA_FIELD_NUMBER: _builtins.int
     ARCHIVE_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     """Its app, which must exist."""
     description: _builtins.str
@@ -177,6 +180,14 @@ class CreateBuildRequest(_message.Message):
     """The git commit, when known."""
     archive: _builtins.str
     """The archive (sha256) it is built from."""
+    request: _builtins.str
+    """How to build it, as JSON (never its secrets): set, the build is queued for a builder
+    to claim.
+    """
+    timeout: _builtins.float
+    """The seconds it may run once started; 0 means the default (60 minutes)."""
+    pinned: _builtins.str
+    """The only builder that may claim it (the one holding its secrets); empty for any."""
     def __init__(
         self,
         *,
@@ -185,10 +196,13 @@ class CreateBuildRequest(_message.Message):
         manifest: _builtins.str = ...,
         git_sha: _builtins.str = ...,
         archive: _builtins.str = ...,
+        request: _builtins.str = ...,
+        timeout: _builtins.float = ...,
+        pinned: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "archive", b"archive", "description", b"description", "git_sha", b"git_sha", "manifest", b"manifest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "archive", b"archive", "description", b"description", "git_sha", b"git_sha", "manifest", b"manifest", "pinned", b"pinned", "request", b"request", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,6 +340,7 @@ class UpdateBuildRequest(_message.Message):
 
     BUILD_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def build(self) -> _common_pb2.Build:
         """The new values; only the fields named in `fields` are read (`id` names the build)."""
@@ -334,19 +349,218 @@ class UpdateBuildRequest(_message.Message):
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Field names of slipway.common.v1.Build to change, e.g. "status", "reason", "ended"."""
 
+    @_builtins.property
+    def lease(self) -> Global___Lease:
+        """When set, nothing changes unless the build still runs under this lease
+        (FAILED_PRECONDITION `lease lost`).
+        """
+
     def __init__(
         self,
         *,
         build: _common_pb2.Build | None = ...,
         fields: _abc.Iterable[_builtins.str] | None = ...,
+        lease: Global___Lease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["build", b"build"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["build", b"build", "lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["build", b"build", "fields", b"fields"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build", b"build", "fields", b"fields", "lease", b"lease"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateBuildRequest: _TypeAlias = UpdateBuildRequest  # noqa: Y015
+
+@_typing.final
+class Lease(_message.Message):
+    """A builder's hold on a running build."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    """The builder's id."""
+    attempt: _builtins.int
+    """The claim's attempt: a later claim of the same build has a greater one."""
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "owner", b"owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Lease: _TypeAlias = Lease  # noqa: Y015
+
+@_typing.final
+class ClaimBuildRequest(_message.Message):
+    """Who claims."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUILDER_FIELD_NUMBER: _builtins.int
+    builder: _builtins.str
+    """The claiming builder's id."""
+    def __init__(
+        self,
+        *,
+        builder: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["builder", b"builder"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimBuildRequest: _TypeAlias = ClaimBuildRequest  # noqa: Y015
+
+@_typing.final
+class ClaimBuildResponse(_message.Message):
+    """The claimed build, if any."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    BUILD_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    """Whether a build was claimed; the other fields are empty when not."""
+    request: _builtins.str
+    """How to build it, as JSON (never its secrets)."""
+    timeout: _builtins.float
+    """The seconds it may run."""
+    @_builtins.property
+    def build(self) -> _common_pb2.Build:
+        """The build, now running."""
+
+    @_builtins.property
+    def lease(self) -> Global___Lease:
+        """The lease its writes carry."""
+
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        build: _common_pb2.Build | None = ...,
+        request: _builtins.str = ...,
+        lease: Global___Lease | None = ...,
+        timeout: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["build", b"build", "lease", b"lease"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build", b"build", "found", b"found", "lease", b"lease", "request", b"request", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimBuildResponse: _TypeAlias = ClaimBuildResponse  # noqa: Y015
+
+@_typing.final
+class RenewLeaseRequest(_message.Message):
+    """Which lease."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUILD_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
+    build: _builtins.str
+    """The build id."""
+    @_builtins.property
+    def lease(self) -> Global___Lease:
+        """The lease to renew."""
+
+    def __init__(
+        self,
+        *,
+        build: _builtins.str = ...,
+        lease: Global___Lease | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build", b"build", "lease", b"lease"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewLeaseRequest: _TypeAlias = RenewLeaseRequest  # noqa: Y015
+
+@_typing.final
+class RenewLeaseResponse(_message.Message):
+    """The lease and its build."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HELD_FIELD_NUMBER: _builtins.int
+    BUILD_FIELD_NUMBER: _builtins.int
+    held: _builtins.bool
+    """Whether the build still runs under the lease (now renewed)."""
+    @_builtins.property
+    def build(self) -> _common_pb2.Build:
+        """The build as it is."""
+
+    def __init__(
+        self,
+        *,
+        held: _builtins.bool = ...,
+        build: _common_pb2.Build | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["build", b"build"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build", b"build", "held", b"held"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewLeaseResponse: _TypeAlias = RenewLeaseResponse  # noqa: Y015
+
+@_typing.final
+class ExpireBuildsRequest(_message.Message):
+    """What to expire."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    """When set: end the running builds leased to this builder, whatever their lease's age."""
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpireBuildsRequest: _TypeAlias = ExpireBuildsRequest  # noqa: Y015
+
+@_typing.final
+class ExpireBuildsResponse(_message.Message):
+    """What was ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The ids of the builds ended, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpireBuildsResponse: _TypeAlias = ExpireBuildsResponse  # noqa: Y015
 
 @_typing.final
 class UpdateBuildResponse(_message.Message):
@@ -450,6 +664,7 @@ class CreateReleaseRequest(_message.Message):
     MANIFEST_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     INHERIT_ENV_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     """Its app, which must exist."""
     build: _builtins.str
@@ -466,6 +681,12 @@ class CreateReleaseRequest(_message.Message):
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Its environment."""
 
+    @_builtins.property
+    def lease(self) -> Global___Lease:
+        """When set, nothing is recorded unless `build` still runs under this lease
+        (FAILED_PRECONDITION `lease lost`).
+        """
+
     def __init__(
         self,
         *,
@@ -475,10 +696,11 @@ class CreateReleaseRequest(_message.Message):
         manifest: _builtins.str = ...,
         description: _builtins.str = ...,
         inherit_env: _builtins.bool = ...,
+        lease: Global___Lease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "build", b"build", "description", b"description", "env", b"env", "inherit_env", b"inherit_env", "manifest", b"manifest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "build", b"build", "description", b"description", "env", b"env", "inherit_env", b"inherit_env", "lease", b"lease", "manifest", b"manifest"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -752,21 +974,29 @@ class AppendLogsRequest(_message.Message):
 
     BUILD_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     build: _builtins.str
     """The build id."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The lines, without trailing newlines, in order."""
 
+    @_builtins.property
+    def lease(self) -> Global___Lease:
+        """When set, nothing is added unless the build still runs under this lease
+        (FAILED_PRECONDITION `lease lost`).
+        """
+
     def __init__(
         self,
         *,
         build: _builtins.str = ...,
         lines: _abc.Iterable[_builtins.str] | None = ...,
+        lease: Global___Lease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["build", b"build", "lines", b"lines"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build", b"build", "lease", b"lease", "lines", b"lines"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

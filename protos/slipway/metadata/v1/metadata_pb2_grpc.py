@@ -80,6 +80,21 @@ class MetadataServiceStub:
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsRequest.SerializeToString,
                 response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsResponse.FromString,
                 _registered_method=True)
+        self.ClaimBuild = channel.unary_unary(
+                '/slipway.metadata.v1.MetadataService/ClaimBuild',
+                request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ClaimBuildRequest.SerializeToString,
+                response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ClaimBuildResponse.FromString,
+                _registered_method=True)
+        self.RenewLease = channel.unary_unary(
+                '/slipway.metadata.v1.MetadataService/RenewLease',
+                request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RenewLeaseRequest.SerializeToString,
+                response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RenewLeaseResponse.FromString,
+                _registered_method=True)
+        self.ExpireBuilds = channel.unary_unary(
+                '/slipway.metadata.v1.MetadataService/ExpireBuilds',
+                request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ExpireBuildsRequest.SerializeToString,
+                response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ExpireBuildsResponse.FromString,
+                _registered_method=True)
         self.CreateRelease = channel.unary_unary(
                 '/slipway.metadata.v1.MetadataService/CreateRelease',
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.CreateReleaseRequest.SerializeToString,
@@ -184,6 +199,33 @@ class MetadataServiceServicer:
 
     def FailRunningBuilds(self, request, context):
         """FailRunningBuilds marks every created or running build failed with `reason`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimBuild(self, request, context):
+        """ClaimBuild takes the oldest queued build the builder may run (unpinned, or pinned to
+        it): running, leased to it under a new attempt. Each queued build is claimed once,
+        however many builders ask. `found` is false when none is queued.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewLease(self, request, context):
+        """RenewLease renews a running build's lease; `held` is false when the build no longer
+        runs under it (cancelled, ended by another builder, claimed again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExpireBuilds(self, request, context):
+        """ExpireBuilds ends, failed, every running build whose lease is older than 30 s
+        (`builder lost: <builder> stopped renewing its lease`) and every build queued for more
+        than an hour (`not started within 1h`); with `owner`, the running builds leased to that
+        builder instead (a builder starting under the id of one that stopped).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -296,6 +338,21 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.FailRunningBuilds,
                     request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsRequest.FromString,
                     response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsResponse.SerializeToString,
+            ),
+            'ClaimBuild': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimBuild,
+                    request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ClaimBuildRequest.FromString,
+                    response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ClaimBuildResponse.SerializeToString,
+            ),
+            'RenewLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewLease,
+                    request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RenewLeaseRequest.FromString,
+                    response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RenewLeaseResponse.SerializeToString,
+            ),
+            'ExpireBuilds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpireBuilds,
+                    request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ExpireBuildsRequest.FromString,
+                    response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ExpireBuildsResponse.SerializeToString,
             ),
             'CreateRelease': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRelease,
@@ -577,6 +634,87 @@ class MetadataService:
             '/slipway.metadata.v1.MetadataService/FailRunningBuilds',
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsRequest.SerializeToString,
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimBuild(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slipway.metadata.v1.MetadataService/ClaimBuild',
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.ClaimBuildRequest.SerializeToString,
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.ClaimBuildResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slipway.metadata.v1.MetadataService/RenewLease',
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.RenewLeaseRequest.SerializeToString,
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.RenewLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpireBuilds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slipway.metadata.v1.MetadataService/ExpireBuilds',
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.ExpireBuildsRequest.SerializeToString,
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.ExpireBuildsResponse.FromString,
             options,
             channel_credentials,
             insecure,

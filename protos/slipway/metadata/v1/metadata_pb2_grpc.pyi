@@ -58,6 +58,21 @@ class MetadataServiceStub:
     """
     FailRunningBuilds: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.FailRunningBuildsRequest, _metadata_pb2.FailRunningBuildsResponse]
     """FailRunningBuilds marks every created or running build failed with `reason`."""
+    ClaimBuild: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.ClaimBuildRequest, _metadata_pb2.ClaimBuildResponse]
+    """ClaimBuild takes the oldest queued build the builder may run (unpinned, or pinned to
+    it): running, leased to it under a new attempt. Each queued build is claimed once,
+    however many builders ask. `found` is false when none is queued.
+    """
+    RenewLease: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.RenewLeaseRequest, _metadata_pb2.RenewLeaseResponse]
+    """RenewLease renews a running build's lease; `held` is false when the build no longer
+    runs under it (cancelled, ended by another builder, claimed again).
+    """
+    ExpireBuilds: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.ExpireBuildsRequest, _metadata_pb2.ExpireBuildsResponse]
+    """ExpireBuilds ends, failed, every running build whose lease is older than 30 s
+    (`builder lost: <builder> stopped renewing its lease`) and every build queued for more
+    than an hour (`not started within 1h`); with `owner`, the running builds leased to that
+    builder instead (a builder starting under the id of one that stopped).
+    """
     CreateRelease: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.CreateReleaseRequest, _metadata_pb2.CreateReleaseResponse]
     """CreateRelease records a release of an app."""
     GetRelease: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.GetReleaseRequest, _metadata_pb2.GetReleaseResponse]
@@ -117,6 +132,21 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     """
     FailRunningBuilds: _aio.UnaryUnaryMultiCallable[_metadata_pb2.FailRunningBuildsRequest, _metadata_pb2.FailRunningBuildsResponse]  # type: ignore[assignment]
     """FailRunningBuilds marks every created or running build failed with `reason`."""
+    ClaimBuild: _aio.UnaryUnaryMultiCallable[_metadata_pb2.ClaimBuildRequest, _metadata_pb2.ClaimBuildResponse]  # type: ignore[assignment]
+    """ClaimBuild takes the oldest queued build the builder may run (unpinned, or pinned to
+    it): running, leased to it under a new attempt. Each queued build is claimed once,
+    however many builders ask. `found` is false when none is queued.
+    """
+    RenewLease: _aio.UnaryUnaryMultiCallable[_metadata_pb2.RenewLeaseRequest, _metadata_pb2.RenewLeaseResponse]  # type: ignore[assignment]
+    """RenewLease renews a running build's lease; `held` is false when the build no longer
+    runs under it (cancelled, ended by another builder, claimed again).
+    """
+    ExpireBuilds: _aio.UnaryUnaryMultiCallable[_metadata_pb2.ExpireBuildsRequest, _metadata_pb2.ExpireBuildsResponse]  # type: ignore[assignment]
+    """ExpireBuilds ends, failed, every running build whose lease is older than 30 s
+    (`builder lost: <builder> stopped renewing its lease`) and every build queued for more
+    than an hour (`not started within 1h`); with `owner`, the running builds leased to that
+    builder instead (a builder starting under the id of one that stopped).
+    """
     CreateRelease: _aio.UnaryUnaryMultiCallable[_metadata_pb2.CreateReleaseRequest, _metadata_pb2.CreateReleaseResponse]  # type: ignore[assignment]
     """CreateRelease records a release of an app."""
     GetRelease: _aio.UnaryUnaryMultiCallable[_metadata_pb2.GetReleaseRequest, _metadata_pb2.GetReleaseResponse]  # type: ignore[assignment]
@@ -227,6 +257,39 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_pb2.FailRunningBuildsResponse, _abc.Awaitable[_metadata_pb2.FailRunningBuildsResponse]]:
         """FailRunningBuilds marks every created or running build failed with `reason`."""
+
+    @_abc_1.abstractmethod
+    def ClaimBuild(
+        self,
+        request: _metadata_pb2.ClaimBuildRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_pb2.ClaimBuildResponse, _abc.Awaitable[_metadata_pb2.ClaimBuildResponse]]:
+        """ClaimBuild takes the oldest queued build the builder may run (unpinned, or pinned to
+        it): running, leased to it under a new attempt. Each queued build is claimed once,
+        however many builders ask. `found` is false when none is queued.
+        """
+
+    @_abc_1.abstractmethod
+    def RenewLease(
+        self,
+        request: _metadata_pb2.RenewLeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_pb2.RenewLeaseResponse, _abc.Awaitable[_metadata_pb2.RenewLeaseResponse]]:
+        """RenewLease renews a running build's lease; `held` is false when the build no longer
+        runs under it (cancelled, ended by another builder, claimed again).
+        """
+
+    @_abc_1.abstractmethod
+    def ExpireBuilds(
+        self,
+        request: _metadata_pb2.ExpireBuildsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_pb2.ExpireBuildsResponse, _abc.Awaitable[_metadata_pb2.ExpireBuildsResponse]]:
+        """ExpireBuilds ends, failed, every running build whose lease is older than 30 s
+        (`builder lost: <builder> stopped renewing its lease`) and every build queued for more
+        than an hour (`not started within 1h`); with `owner`, the running builds leased to that
+        builder instead (a builder starting under the id of one that stopped).
+        """
 
     @_abc_1.abstractmethod
     def CreateRelease(
