@@ -70,6 +70,9 @@ class BuilderClient:
             metadata_address=r.metadata_address,
             registry_address=r.registry_address,
             registry_host=r.registry_host,
+            builder=r.builder,
+            engine=r.engine,
+            running=tuple(r.running),
         )
 
     def start_build(self, options: types.BuildRequest) -> types.Build:
@@ -83,6 +86,7 @@ class BuilderClient:
             build_args=dict(options.build_args),
             git_sha=options.git_sha,
             secrets=dict(options.secrets),
+            timeout_seconds=round(options.timeout),
         )
         with rpc_errors(self.address, self.service):
             resp = self._stub.StartBuild(req)

@@ -108,6 +108,7 @@ class MetadataClient:
             request=types.request_from_json(resp.request),
             lease=types.Lease(resp.lease.owner, int(resp.lease.attempt)),
             timeout=resp.timeout or types.DEFAULT_TIMEOUT_SECONDS,
+            secrets=tuple(types.secret_ids(resp.request)),
         )
 
     def renew_lease(self, build_id: str, lease: types.Lease) -> tuple[bool, types.Build]:
@@ -137,11 +138,6 @@ class MetadataClient:
         with self._errors():
             resp = self._stub.RecordBuild(requests())
         return convert.build_from_pb(resp.build), convert.release_from_pb(resp.release)
-
-    def fail_running_builds(self, reason: str) -> list[str]:
-        with self._errors():
-            resp = self._stub.FailRunningBuilds(pb.FailRunningBuildsRequest(reason=reason))
-        return list(resp.ids)
 
     def create_release(
         self,

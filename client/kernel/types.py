@@ -157,6 +157,8 @@ class BuildRequest:
     git_sha: str = ""
     #: Build secrets, id -> value (`--secret`); never printed, stored or exported.
     secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    #: Seconds the build may run once started (`--timeout`); 0 for the default, 60 min.
+    timeout: float = 0.0
 
 
 #: A running build's lease (SPEC §4): its builder renews it at least this often...
@@ -232,6 +234,8 @@ class Claim:
     request: BuildRequest
     lease: Lease
     timeout: float = DEFAULT_TIMEOUT_SECONDS
+    #: The ids of the secrets it was given (the values stay with the builder it reached).
+    secrets: tuple[str, ...] = ()
 
 
 def request_json(req: BuildRequest) -> str:
@@ -247,6 +251,7 @@ def request_json(req: BuildRequest) -> str:
             "build_args": dict(req.build_args),
             "git_sha": req.git_sha,
             "secrets": sorted(req.secrets),
+            "timeout": req.timeout,
         },
         sort_keys=True,
     )
@@ -265,6 +270,7 @@ def request_from_json(text: str, secrets: Mapping[str, bytes] | None = None) -> 
         build_args={str(k): str(v) for k, v in dict(data.get("build_args") or {}).items()},
         git_sha=str(data.get("git_sha", "")),
         secrets=dict(secrets or {}),
+        timeout=float(data.get("timeout") or 0.0),
     )
 
 
@@ -305,6 +311,10 @@ class RackInfo:
     metadata_address: str
     registry_address: str
     registry_host: str
+    #: The answering builder: its name on the queue, its engine, the builds it runs.
+    builder: str = ""
+    engine: str = ""
+    running: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
+import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from client.kernel.types import BUILDKIT, ENGINE_BUILDERS
@@ -16,6 +19,8 @@ from services.common.config import (
 )
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+#: What a builder id may be: it is shown in reasons (`builder lost: ID …`) and statuses.
+BUILDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def _default_scratch() -> Path:
@@ -63,6 +68,17 @@ class Config:
     #: How long log and status writes are retried while metadata refuses them, in
     #: seconds; past it the build fails with `could not store the build log: …`.
     store_retry_seconds: float = 120.0
+    #: This builder's name on the rack's queue: the owner of the leases it holds
+    #: (SLIPWAY_BUILDER_ID; by default host-pid). Stable across restarts when set, so a
+    #: restarted builder ends the builds it held at once.
+    builder_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    #: Seconds between looks at the queue when no build was started here (a build started
+    #: through this builder is claimed at once).
+    claim_interval: float = 1.0
+    #: Seconds between renewals of this builder's leases (SPEC: at least every 10 s).
+    renew_interval: float = 5.0
+    #: Seconds between sweeps for builds other builders lost, and queued too long.
+    sweep_interval: float = 10.0
 
     @classmethod
     def from_env(
@@ -94,12 +110,17 @@ class Config:
                 "no scheme or path"
             )
         scratch = env.get("SLIPWAY_SCRATCH_DIR")
+        builder_id = env.get("SLIPWAY_BUILDER_ID", "").strip()
+        if builder_id and not BUILDER_ID.match(builder_id):
+            parser.error(
+                f"invalid SLIPWAY_BUILDER_ID {builder_id[:40]!r}: letters, digits, . _ - only"
+            )
         engine_builder = env.get("SLIPWAY_ENGINE_BUILDER", "").strip() or cls.engine_builder
         if engine_builder not in ENGINE_BUILDERS:
             parser.error(
                 f"SLIPWAY_ENGINE_BUILDER must be buildkit or legacy, not {engine_builder[:40]!r}"
             )
-        return cls(
+        config = cls(
             token=token,
             listen=args.listen,
             rack_name=env.get("SLIPWAY_RACK_NAME") or cls.rack_name,
@@ -116,6 +137,7 @@ class Config:
             docker_host=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
             engine_builder=engine_builder,
         )
+        return dataclasses.replace(config, builder_id=builder_id) if builder_id else config
 
 
 def _positive(raw: str, default: int) -> int | None:

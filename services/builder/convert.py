@@ -20,6 +20,7 @@ def build_request_from_pb(msg: pb.StartBuildRequest) -> BuildRequest:
         build_args=dict(msg.build_args),
         git_sha=msg.git_sha,
         secrets=dict(msg.secrets),
+        timeout=float(msg.timeout_seconds),
     )
 
 
@@ -31,6 +32,9 @@ def rack_to_pb(info: types.RackInfo) -> pb.GetRackResponse:
         metadata_address=info.metadata_address,
         registry_address=info.registry_address,
         registry_host=info.registry_host,
+        builder=info.builder,
+        engine=info.engine,
+        running=list(info.running),
     )
 
 

@@ -3,6 +3,7 @@ them, and describing the rack. It imports neither grpc nor generated code."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -23,8 +24,8 @@ from services.common.logs import BuildLogAdapter
 
 log = logging.getLogger(__name__)
 
-RESTART_REASON = "builder restarted"
 STOP_REASON = "builder stopped"
+SECRETS_LOST = "the build's secrets were held by a builder that stopped; start it again"
 
 
 class Builder:
@@ -36,9 +37,27 @@ class Builder:
         self._clock = clock
         self._worker = Worker(config, deps, clock)
         self._pool = ThreadPoolExecutor(config.max_builds, thread_name_prefix="build")
-        self._lock = threading.Lock()  # guards _jobs
+        self._lock = threading.Lock()  # guards _jobs and _secrets
         self._jobs: dict[str, tuple[Job, Future[None]]] = {}
+        #: Secrets of builds started here and not yet claimed (pinned to this builder).
+        self._secrets: dict[str, dict[str, bytes]] = {}
         self._followers = following.LogHub(deps.store)
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def id(self) -> str:
+        """This builder's name on the queue."""
+        return self._config.builder_id
+
+    def serve_queue(self) -> None:
+        """Starts taking builds from the rack's queue (up to `max_builds` at once) and
+        keeping their leases, and sweeping for builds other builders lost."""
+        for name, target in (("claim", self._claim_loop), ("lease", self._lease_loop)):
+            thread = threading.Thread(target=target, name=f"{name}-{self.id}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def sweep_scratch(self) -> list[str]:
         """Removes the scratch folders a previous builder left (killed mid-build); returns
@@ -58,12 +77,14 @@ class Builder:
         return swept
 
     def recover(self, timeout: float = 10.0, interval: float = 0.5) -> list[str]:
-        """Fails the builds a previous builder left created or running, waiting up to
-        `timeout` seconds for metadata to answer."""
+        """Ends the builds this builder's id held before it started (it runs none of them
+        now) and every build another builder lost, waiting up to `timeout` seconds for
+        metadata to answer."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                ids = self._deps.store.fail_running_builds(RESTART_REASON)
+                ids = self._deps.store.expire_builds(owner=self.id)
+                ids += self._deps.store.expire_builds()
             except Unavailable as err:
                 if time.monotonic() >= deadline:
                     log.warning("could not fail leftover builds: %s", err)
@@ -75,11 +96,15 @@ class Builder:
             return ids
 
     def start(self, req: types.BuildRequest) -> types.Build:
-        """Records a build and queues it; returns the record (status created) at once."""
+        """Records a build on the rack's queue; returns the record (status created) at
+        once. Any builder may claim it, except a build with secrets: those stay with this
+        builder, which alone holds them (in memory)."""
         types.check_app_name(req.app)
         if not req.archive:
             raise InvalidArgument("an archive is required")
         types.check_secrets(req.secrets)
+        if not 0 <= req.timeout <= types.MAX_TIMEOUT_SECONDS:
+            raise InvalidArgument("invalid timeout: more than 0 and at most 168h, or 0 for 60m")
         if req.secrets and self._config.engine_builder == types.LEGACY:
             raise InvalidArgument(
                 "build secrets need BuildKit: this rack builds with the legacy builder"
@@ -88,21 +113,107 @@ class Builder:
         self._deps.sources.stat(req.archive)  # before anything is recorded
         store.create_app(req.app, exist_ok=True)
         build = store.create_build(
-            req.app, description=req.description, git_sha=req.git_sha, archive=req.archive
+            req.app,
+            description=req.description,
+            git_sha=req.git_sha,
+            archive=req.archive,
+            request=types.request_json(req),
+            timeout=req.timeout,
+            pinned=self.id if req.secrets else "",
         )
-        redact = Redactor(req.secrets.values())
-        job = Job(
-            build=build,
-            request=req,
-            log=LogWriter(store, build.id, give_up=self._config.store_retry_seconds, redact=redact),
-            redact=redact,
-        )
-        with self._lock:
-            future = self._pool.submit(self._worker.run, job)
-            self._jobs[build.id] = (job, future)
-        future.add_done_callback(lambda _: self._forget(build.id))
+        if req.secrets:
+            with self._lock:
+                self._secrets[build.id] = dict(req.secrets)
+        self._wake.set()
         BuildLogAdapter(log, {"build": build.id}).info("queued for %s", req.app)
         return build
+
+    def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            claimed = False
+            if self._free_slots() > 0:
+                try:
+                    claim = self._deps.store.claim_build(self.id)
+                except SlipwayError as err:
+                    log.warning("cannot take builds from the queue: %s", err)
+                    claim = None
+                if claim is not None:
+                    self._run(claim)
+                    claimed = True
+            if not claimed:
+                self._wake.wait(self._config.claim_interval)
+                self._wake.clear()
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self._config.max_builds - len(self._jobs)
+
+    def _run(self, claim: types.Claim) -> None:
+        build_id = claim.build.id
+        with self._lock:
+            secrets = self._secrets.pop(build_id, {})
+        wanted = [s for s in claim.secrets if s not in secrets]
+        request = dataclasses.replace(claim.request, secrets=secrets)
+        redact = Redactor(secrets.values())
+        store = self._deps.store
+        job = Job(
+            build=claim.build,
+            request=request,
+            log=LogWriter(
+                store,
+                build_id,
+                give_up=self._config.store_retry_seconds,
+                redact=redact,
+                lease=claim.lease,
+            ),
+            redact=redact,
+            lease=claim.lease,
+            deadline=self._clock() + claim.timeout,
+            timeout=claim.timeout,
+        )
+        if wanted:
+            job.abort(SECRETS_LOST)
+        BuildLogAdapter(log, {"build": build_id}).info("claimed (attempt %d)", claim.lease.attempt)
+        with self._lock:
+            future = self._pool.submit(self._worker.run, job)
+            self._jobs[build_id] = (job, future)
+        future.add_done_callback(lambda _: self._forget(build_id))
+
+    def _lease_loop(self) -> None:
+        """Renews the leases of this builder's builds, stops those that are gone
+        (cancelled through any builder, ended by another) or past their deadline, and
+        sweeps for builds other builders lost."""
+        next_sweep = 0.0
+        while not self._stopping.wait(self._config.renew_interval):
+            with self._lock:
+                jobs = [job for job, _ in self._jobs.values()]
+            for job in jobs:
+                self._renew(job)
+            now = time.monotonic()
+            if now >= next_sweep:
+                next_sweep = now + self._config.sweep_interval
+                try:
+                    self._deps.store.expire_builds()
+                except SlipwayError as err:
+                    log.warning("cannot sweep the queue: %s", err)
+
+    def _renew(self, job: Job) -> None:
+        if job.lease is None or job.finished:
+            return
+        if job.deadline and self._clock() >= job.deadline and not job.abort_reason:
+            BuildLogAdapter(log, {"build": job.id}).info("timed out")
+            job.abort(types.timed_out_reason(job.timeout))
+            return
+        try:
+            held, build = self._deps.store.renew_lease(job.id, job.lease)
+        except SlipwayError as err:
+            log.warning("[%s] renewing its lease: %s", job.id, err)
+            return
+        if not held:
+            BuildLogAdapter(log, {"build": job.id}).info(
+                "lease gone (the build is %s): stopping it", build.status
+            )
+            job.release()
 
     def cancel(self, build_id: str, app: str = "") -> types.Build:
         """Stops a created or running build: FailedPrecondition when it has ended."""
@@ -153,10 +264,24 @@ class Builder:
             metadata_address=self._config.metadata_address,
             registry_address=self._config.registry_address,
             registry_host=registry_host,
+            builder=self.id,
+            engine=self._config.docker_host,
+            running=tuple(self.running()),
         )
 
+    def running(self) -> list[str]:
+        """The builds this builder runs now, oldest first."""
+        with self._lock:
+            jobs = [job for job, _ in self._jobs.values() if not job.finished]
+        return [job.id for job in sorted(jobs, key=lambda job: job.build.created)]
+
     def shutdown(self) -> None:
-        """Stops every build: running ones fail with `builder stopped`, queued ones too."""
+        """Stops taking builds and stops every build it runs (failed, `builder
+        stopped`); builds still queued stay for the other builders."""
+        self._stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(10)
         with self._lock:
             entries = list(self._jobs.values())
         for job, future in entries:
@@ -167,9 +292,12 @@ class Builder:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _record_stopped(self, build_id: str) -> None:
+        with self._lock:
+            entry = self._jobs.get(build_id)
+        lease = entry[0].lease if entry else None
         try:
             self._deps.store.update_build(
-                build_id, status=types.FAILED, reason=STOP_REASON, ended=self._clock()
+                build_id, lease=lease, status=types.FAILED, reason=STOP_REASON, ended=self._clock()
             )
         except SlipwayError as err:
             log.warning("[%s] could not record the stop: %s", build_id, err)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from client.kernel import types
 from client.kernel.errors import ResourceExhausted, SlipwayError, Unavailable
 from services.builder.seams import BuildStore
 
@@ -64,8 +65,11 @@ class LogWriter:
         interval: float = 0.2,
         give_up: float = 120.0,
         redact: Callable[[str], str] | None = None,
+        lease: types.Lease | None = None,
     ) -> None:
-        """`redact` rewrites every line before it is queued (the build's secrets masked)."""
+        """`redact` rewrites every line before it is queued (the build's secrets masked);
+        `lease` rides on every append (a builder that lost it stores nothing more)."""
+        self._lease = lease
         self._redact = redact or (lambda text: text)
         self._store = store
         self._build_id = build_id
@@ -109,7 +113,7 @@ class LogWriter:
             if not lines:
                 return True
             try:
-                self._store.append_logs(self._build_id, lines)
+                self._store.append_logs(self._build_id, lines, lease=self._lease)
             except TRANSIENT as err:
                 with self._lock:
                     self._pending[:0] = lines  # back in front, in order

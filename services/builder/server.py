@@ -45,13 +45,15 @@ def connect(config: Config) -> Deps:
 
 
 def create_server(config: Config, deps: Deps | None = None, address: str | None = None) -> Server:
-    """Removes leftover scratch folders and fails leftover builds, then serves
+    """Removes leftover scratch folders, ends the builds this builder's id held and those
+    other builders lost, starts taking builds from the queue, then serves
     BuilderService on `address` (default `config.listen`; port 0 picks a free one).
     Stopping it stops every build."""
     deps = deps or connect(config)
     builder = Builder(config, deps)
     builder.sweep_scratch()
     builder.recover()
+    builder.serve_queue()
 
     def register(server: grpc.Server) -> None:
         builder_pb2_grpc.add_BuilderServiceServicer_to_server(BuilderServicer(builder), server)

@@ -56,6 +56,11 @@ class Job:
     redact: Callable[[str], str] = field(default=lambda text: text, repr=False)
     #: The build makes more than one image: engine lines carry their service's name.
     prefixed: bool = False
+    #: The lease this builder holds on the build; every write of the job carries it.
+    lease: types.Lease | None = None
+    #: When (clock seconds) the build is stopped as timed out, and its time limit.
+    deadline: float = 0.0
+    timeout: float = types.DEFAULT_TIMEOUT_SECONDS
 
     def sink(self, service: str) -> Callable[[str], None]:
         """Where `service`'s engine lines go: the log, prefixed `service | ` when the build
@@ -86,6 +91,16 @@ class Job:
     def abort(self, reason: str) -> None:
         """Stops the job; it fails with `reason`."""
         self.abort_reason = reason
+        self.scope.cancel()
+
+    def release(self) -> None:
+        """Stops the job because its lease is gone (cancelled or ended elsewhere): the
+        engine work stops and nothing more is written; what is recorded stays."""
+        with self.lock:
+            if self.finished:
+                return
+            self.cancelled = True
+        self.log.seal()
         self.scope.cancel()
 
 
@@ -125,6 +140,8 @@ class Worker:
     def _begin(self, job: Job) -> bool:
         if job.cancelled:
             return False
+        if job.lease is not None:
+            return True  # the claim made it running
         try:
             self._deps.store.update_build(job.id, status=types.RUNNING, started=self._clock())
         except FailedPrecondition:
@@ -139,7 +156,7 @@ class Worker:
         job.scope.check()
         env = self._latest_env(req.app)
         parsed = manifest.load(src, req.manifest or manifest.DEFAULT_MANIFEST, env)
-        store.update_build(job.id, manifest=parsed.text)
+        store.update_build(job.id, lease=job.lease, manifest=parsed.text)
         steps = plan(parsed, src, req, env)
         images = self._produce(job, steps)
         refs: dict[str, str] = {}
@@ -284,12 +301,14 @@ class Worker:
                 inherit_env=True,  # the env as it is now, not as the build began
                 manifest=parsed.text,
                 description=req.description,
+                lease=job.lease,
             )
             ended = self._clock()
 
             def record() -> None:
                 store.update_build(
                     job.id,
+                    lease=job.lease,
                     status=types.COMPLETE,
                     release=release.id,
                     entrypoint=entrypoint,
@@ -319,7 +338,9 @@ class Worker:
         ended = self._clock()
 
         def record() -> None:
-            self._deps.store.update_build(job.id, status=types.FAILED, reason=reason, ended=ended)
+            self._deps.store.update_build(
+                job.id, lease=job.lease, status=types.FAILED, reason=reason, ended=ended
+            )
 
         def retry(why: SlipwayError) -> None:
             logger.warning("recording the failure: %s; retrying", why)

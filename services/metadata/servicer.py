@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TypeAlias
 
@@ -71,7 +72,9 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
         return pb.ClaimBuildResponse(
             found=True,
             build=convert.build_to_pb(claim.build),
-            request=types.request_json(claim.request),
+            request=types.request_json(
+                dataclasses.replace(claim.request, secrets=dict.fromkeys(claim.secrets, b""))
+            ),
             lease=pb.Lease(owner=claim.lease.owner, attempt=claim.lease.attempt),
             timeout=claim.timeout,
         )
@@ -96,11 +99,6 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
         return pb.RecordBuildResponse(
             build=convert.build_to_pb(recorded), release=convert.release_to_pb(release)
         )
-
-    def FailRunningBuilds(
-        self, request: pb.FailRunningBuildsRequest, context: Context
-    ) -> pb.FailRunningBuildsResponse:
-        return pb.FailRunningBuildsResponse(ids=self._store.fail_running_builds(request.reason))
 
     def CreateRelease(
         self, request: pb.CreateReleaseRequest, context: Context

@@ -54,6 +54,7 @@ from client.kernel.types import (
     lost_reason,
     new_id,
     request_from_json,
+    secret_ids,
 )
 from services.metadata import models
 from services.metadata.config import redact
@@ -274,6 +275,7 @@ class MetadataStore:
                 request=request_from_json(row.request),
                 lease=Lease(builder, attempt),
                 timeout=row.timeout or DEFAULT_TIMEOUT_SECONDS,
+                secrets=tuple(secret_ids(row.request)),
             )
         return None
 
@@ -456,39 +458,6 @@ class MetadataStore:
             raise FailedPrecondition(f"build {build_id} is already {row.status}")
         self._notifier.changed(build_id)
         return _build(row)
-
-    @_on_connection
-    def fail_running_builds(self, reason: str) -> list[str]:
-        """Fails every created or running build with `reason`, ending its log with
-        `ERROR: <reason>`; returns their ids, oldest first."""
-        check_reason(reason)
-        now = time.time()
-        failed: list[str] = []
-        with self.database.atomic():
-            candidates = (
-                BuildRow.select(BuildRow.id)
-                .where(BuildRow.status.in_(ACTIVE))
-                .order_by(BuildRow.seq)
-            )
-            for build_id in [row.id for row in candidates]:
-                updated = (
-                    BuildRow.update(
-                        status=FAILED, reason=reason, ended=now, log_count=BuildRow.log_count + 1
-                    )
-                    .where(BuildRow.id == build_id, BuildRow.status.in_(ACTIVE))
-                    .execute()
-                )
-                if updated:
-                    offset = self._log_count(build_id) - 1
-                    _insert_logs(build_id, offset, [f"ERROR: {reason}"], now)
-                    failed.append(build_id)
-        for build_id in failed:
-            self._notifier.changed(build_id)
-        if failed:
-            log.info("failed %d unfinished builds: %s", len(failed), reason)
-        return failed
-
-    # Releases.
 
     @_on_connection
     def create_release(

@@ -45,7 +45,10 @@ class FakeStore:
         self.releases: list[types.Release] = []
         self.logs: dict[str, list[types.LogLine]] = {}
         self.appends: list[list[str]] = []
-        self.failed_running_calls: list[str] = []
+        self.expire_calls: list[str] = []
+        #: Per build: (request JSON, timeout, pinned) of queued builds; leases held.
+        self.queued: dict[str, tuple[str, float, str]] = {}
+        self.leases: dict[str, types.Lease] = {}
         self._cond = threading.Condition()
 
     def create_app(self, name: str, exist_ok: bool = False) -> types.App:
@@ -75,7 +78,64 @@ class FakeStore:
             )
             self.builds[build.id] = build
             self.logs[build.id] = []
+            if request:
+                self.queued[build.id] = (request, timeout, pinned)
             return build
+
+    def claim_build(self, builder: str) -> types.Claim | None:
+        with self._cond:
+            for build_id, (request, timeout, pinned) in list(self.queued.items()):
+                build = self.builds[build_id]
+                if build.status != types.CREATED:
+                    del self.queued[build_id]
+                    continue
+                if pinned and pinned != builder:
+                    continue
+                del self.queued[build_id]
+                attempt = self.leases[build_id].attempt + 1 if build_id in self.leases else 1
+                lease = types.Lease(builder, attempt)
+                self.leases[build_id] = lease
+                build = replace(build, status=types.RUNNING, started=1.0)
+                self.builds[build_id] = build
+                self._cond.notify_all()
+                return types.Claim(
+                    build=build,
+                    request=types.request_from_json(request),
+                    lease=lease,
+                    timeout=timeout or types.DEFAULT_TIMEOUT_SECONDS,
+                    secrets=tuple(types.secret_ids(request)),
+                )
+            return None
+
+    def _held(self, build_id: str, lease: types.Lease | None) -> None:
+        if lease is None:
+            return
+        build = self.builds.get(build_id)
+        if build is None or build.status != types.RUNNING or self.leases.get(build_id) != lease:
+            raise FailedPrecondition(f"build {build_id}: lease lost")
+
+    def renew_lease(self, build_id: str, lease: types.Lease) -> tuple[bool, types.Build]:
+        with self._cond:
+            try:
+                self._held(build_id, lease)
+            except FailedPrecondition:
+                return False, self.builds[build_id]
+            return True, self.builds[build_id]
+
+    def expire_builds(self, owner: str = "") -> list[str]:
+        self.expire_calls.append(owner)
+        if not owner:
+            return []
+        with self._cond:
+            ended = []
+            for build_id, lease in self.leases.items():
+                build = self.builds[build_id]
+                if lease.owner == owner and build.status == types.RUNNING:
+                    reason = types.lost_reason(owner)
+                    self.builds[build_id] = replace(build, status=types.FAILED, reason=reason)
+                    ended.append(build_id)
+            self._cond.notify_all()
+            return ended
 
     def get_build(self, build_id: str, app: str = "") -> types.Build:
         with self._cond:
@@ -89,16 +149,13 @@ class FakeStore:
     ) -> types.Build:
         with self._cond:
             build = self.get_build(build_id)
+            self._held(build_id, lease)
             if "status" in fields and build.terminal:
                 raise FailedPrecondition(f"build {build_id} is {build.status}")
             build = replace(build, **fields)  # type: ignore[arg-type]
             self.builds[build_id] = build
             self._cond.notify_all()
             return build
-
-    def fail_running_builds(self, reason: str) -> list[str]:
-        self.failed_running_calls.append(reason)
-        return []
 
     def create_release(
         self,
@@ -111,6 +168,8 @@ class FakeStore:
         lease: types.Lease | None = None,
     ) -> types.Release:
         with self._cond:
+            if build:
+                self._held(build, lease)
             if inherit_env:
                 latest = [r for r in self.releases if r.app == app]
                 env = latest[-1].env if latest else {}
@@ -133,6 +192,7 @@ class FakeStore:
         self, build_id: str, lines: Sequence[str], lease: types.Lease | None = None
     ) -> int:
         with self._cond:
+            self._held(build_id, lease)
             log = self.logs[build_id]
             for text in lines:
                 log.append(types.LogLine(offset=len(log), text=text))
@@ -216,6 +276,8 @@ class FakeEngine:
         self.pulls: list[str] = []
         self.images: dict[str, ImageInfo] = {"busybox:latest": ImageInfo("sha256:busybox")}
         self.waiting = threading.Event()
+        #: A `RUN wait` step was stopped by its scope's cancel.
+        self.cancelled = False
         self.offline = False  # every pull fails as with no registry reachable
         self._lock = threading.Lock()
         self._counter = itertools.count()
@@ -237,7 +299,8 @@ class FakeEngine:
                 stopped = threading.Event()
                 scope.on_cancel(stopped.set)
                 self.waiting.set()
-                stopped.wait(30)
+                if stopped.wait(30):
+                    self.cancelled = True
                 raise Cancelled("build cancelled")
             if line.startswith("ENTRYPOINT "):
                 entrypoint = tuple(json.loads(line.split(" ", 1)[1]))

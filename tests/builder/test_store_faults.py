@@ -55,7 +55,9 @@ class LockingStore(FakeStore):
 def _builder(tmp_path: Path, store: FakeStore, retry: float) -> tuple[Builder, FakeSources]:
     sources = FakeSources()
     cfg = Config(token="t", scratch_dir=tmp_path / "scratch", store_retry_seconds=retry)
-    return Builder(cfg, Deps(store, sources, FakePusher(), FakeEngine())), sources
+    builder = Builder(cfg, Deps(store, sources, FakePusher(), FakeEngine()))
+    builder.serve_queue()
+    return builder, sources
 
 
 @pytest.fixture

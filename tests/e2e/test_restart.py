@@ -55,7 +55,8 @@ def test_builder_restart_fails_builds_it_left_running(rack: RackHandle, tmp_path
 
         assert eventually(lambda: _status(rack, app, build_id) == "failed", timeout=30)
         info = rack.ok("builds", "info", build_id, "-a", app)
-        assert re.search(r"^Reason\s+builder restarted$", info, re.M), info
+        reason = "builder lost: builder-1 stopped renewing its lease"
+        assert re.search(rf"^Reason\s+{reason}$", info, re.M), info
     finally:
         proc.kill()
         proc.wait(10)

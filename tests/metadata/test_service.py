@@ -152,19 +152,6 @@ def test_update_build_with_an_unknown_field_is_invalid(
     assert md.get_build(build.id) == build
 
 
-def test_fail_running_builds(md: MetadataClient, app: str) -> None:
-    waiting = md.create_build(app)
-    running = md.create_build(app)
-    md.update_build(running.id, status=RUNNING)
-    done = md.update_build(md.create_build(app).id, status=COMPLETE)
-    assert md.fail_running_builds("builder restarted") == [waiting.id, running.id]
-    for build_id in (waiting.id, running.id):
-        failed = md.get_build(build_id)
-        assert (failed.status, failed.reason) == (FAILED, "builder restarted")
-        assert [line.text for line in md.stream_logs(build_id)] == ["ERROR: builder restarted"]
-    assert md.get_build(done.id) == done
-
-
 def test_releases(md: MetadataClient, app: str) -> None:
     build = md.create_build(app)
     env = {"A": "1", "QUOTED": 'x="y, z"', "EMPTY": ""}

@@ -269,30 +269,6 @@ def test_racing_terminal_updates_have_exactly_one_winner(store: MetadataStore, a
         assert final.status == winners[0] and final.reason == winners[0]
 
 
-def test_fail_running_builds_fails_only_unfinished_ones(store: MetadataStore, app: str) -> None:
-    created = store.create_build(app)
-    running = store.create_build(app)
-    store.update_build(running.id, {"status": RUNNING})
-    store.append_logs(running.id, ["step 1", "step 2"])
-    done = store.update_build(store.create_build(app).id, {"status": COMPLETE})
-
-    ids = store.fail_running_builds("builder restarted")
-
-    assert ids == [created.id, running.id]
-    for build_id, last_offset in ((created.id, 0), (running.id, 2)):
-        build = store.get_build(build_id)
-        assert (build.status, build.reason) == (FAILED, "builder restarted")
-        assert build.ended > 0
-        lines = collect(store.stream_logs(build_id))
-        assert lines[-1].text == "ERROR: builder restarted"
-        assert lines[-1].offset == last_offset
-    assert store.get_build(done.id) == done
-    assert store.fail_running_builds("again") == []
-
-
-# Releases.
-
-
 def test_release_env_roundtrips_through_json(store: MetadataStore, app: str) -> None:
     env = {
         "PLAIN": "value",
@@ -504,8 +480,6 @@ def test_a_failed_status_needs_a_one_line_reason(
     build = store.create_build(app)
     with pytest.raises(InvalidArgument):
         store.update_build(build.id, {"status": FAILED, "reason": reason})
-    with pytest.raises(InvalidArgument):
-        store.fail_running_builds(reason)
     assert store.get_build(build.id).status == CREATED
 
 

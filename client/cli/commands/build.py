@@ -77,10 +77,24 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         "FILE or $VAR; never stored or logged",
     )
     p.add_argument(
+        "--timeout",
+        type=_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="stop the build and fail it when it runs longer (90s, 10m, 2h; default 60m)",
+    )
+    p.add_argument(
         "--id",
         action="store_true",
         help="print only the release id on stdout, everything else on stderr",
     )
+
+
+def _duration(text: str) -> float:
+    try:
+        return types.parse_duration(text)
+    except InvalidArgument as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def parse_build_args(values: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
@@ -181,6 +195,7 @@ def execute(
                 build_args=build_args,
                 git_sha=git_sha,
                 secrets=secrets,
+                timeout=args.timeout,
             )
         )
 

@@ -317,6 +317,8 @@ def _service_env(part: str, layout: Layout, token: str, docker_host: str) -> dic
             SLIPWAY_REGISTRY_AUTH_FILE=str(layout.registry_auth_file),
             SLIPWAY_SCRATCH_DIR=str(layout.data / "builder"),
             SLIPWAY_ENGINE_BUILDER=layout.engine_builder,
+            # A stable name: a builder started again ends at once the builds it held.
+            SLIPWAY_BUILDER_ID="builder-1",
         )
     return env
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from slipway.common.v1 import common_pb2 as slipway_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n slipway/builder/v1/builder.proto\x12\x12slipway.builder.v1\x1a\x1eslipway/common/v1/common.proto\"\x10\n\x0eGetRackRequest\"\x94\x01\n\x0fGetRackResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x17\n\x0f\x61rchive_address\x18\x03 \x01(\t\x12\x18\n\x10metadata_address\x18\x04 \x01(\t\x12\x18\n\x10registry_address\x18\x05 \x01(\t\x12\x15\n\rregistry_host\x18\x06 \x01(\t\"\x81\x03\n\x11StartBuildRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0f\n\x07\x61rchive\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08manifest\x18\x04 \x01(\t\x12\x10\n\x08no_cache\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65velopment\x18\x06 \x01(\x08\x12H\n\nbuild_args\x18\x07 \x03(\x0b\x32\x34.slipway.builder.v1.StartBuildRequest.BuildArgsEntry\x12\x0f\n\x07git_sha\x18\x08 \x01(\t\x12\x43\n\x07secrets\x18\t \x03(\x0b\x32\x32.slipway.builder.v1.StartBuildRequest.SecretsEntry\x1a\x30\n\x0e\x42uildArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"=\n\x12StartBuildResponse\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build\",\n\x0b\x46ollowStart\x12\r\n\x05\x62uild\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"\x1b\n\tFollowAck\x12\x0e\n\x06offset\x18\x01 \x01(\x03\"\x0e\n\x0c\x46ollowCancel\"\xaf\x01\n\x12\x46ollowBuildRequest\x12\x30\n\x05start\x18\x01 \x01(\x0b\x32\x1f.slipway.builder.v1.FollowStartH\x00\x12,\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x1d.slipway.builder.v1.FollowAckH\x00\x12\x32\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32 .slipway.builder.v1.FollowCancelH\x00\x42\x05\n\x03msg\"s\n\x13\x46ollowBuildResponse\x12)\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.BuildH\x00\x12*\n\x04line\x18\x02 \x01(\x0b\x32\x1a.slipway.common.v1.LogLineH\x00\x42\x05\n\x03msg\"0\n\x12\x43\x61ncelBuildRequest\x12\r\n\x05\x62uild\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\">\n\x13\x43\x61ncelBuildResponse\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build2\x85\x03\n\x0e\x42uilderService\x12R\n\x07GetRack\x12\".slipway.builder.v1.GetRackRequest\x1a#.slipway.builder.v1.GetRackResponse\x12[\n\nStartBuild\x12%.slipway.builder.v1.StartBuildRequest\x1a&.slipway.builder.v1.StartBuildResponse\x12\x62\n\x0b\x46ollowBuild\x12&.slipway.builder.v1.FollowBuildRequest\x1a\'.slipway.builder.v1.FollowBuildResponse(\x01\x30\x01\x12^\n\x0b\x43\x61ncelBuild\x12&.slipway.builder.v1.CancelBuildRequest\x1a\'.slipway.builder.v1.CancelBuildResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n slipway/builder/v1/builder.proto\x12\x12slipway.builder.v1\x1a\x1eslipway/common/v1/common.proto\"\x10\n\x0eGetRackRequest\"\xc6\x01\n\x0fGetRackResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x17\n\x0f\x61rchive_address\x18\x03 \x01(\t\x12\x18\n\x10metadata_address\x18\x04 \x01(\t\x12\x18\n\x10registry_address\x18\x05 \x01(\t\x12\x15\n\rregistry_host\x18\x06 \x01(\t\x12\x0f\n\x07\x62uilder\x18\x07 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x08 \x01(\t\x12\x0f\n\x07running\x18\t \x03(\t\"\x9a\x03\n\x11StartBuildRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0f\n\x07\x61rchive\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08manifest\x18\x04 \x01(\t\x12\x10\n\x08no_cache\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65velopment\x18\x06 \x01(\x08\x12H\n\nbuild_args\x18\x07 \x03(\x0b\x32\x34.slipway.builder.v1.StartBuildRequest.BuildArgsEntry\x12\x0f\n\x07git_sha\x18\x08 \x01(\t\x12\x43\n\x07secrets\x18\t \x03(\x0b\x32\x32.slipway.builder.v1.StartBuildRequest.SecretsEntry\x12\x17\n\x0ftimeout_seconds\x18\n \x01(\x03\x1a\x30\n\x0e\x42uildArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"=\n\x12StartBuildResponse\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build\",\n\x0b\x46ollowStart\x12\r\n\x05\x62uild\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"\x1b\n\tFollowAck\x12\x0e\n\x06offset\x18\x01 \x01(\x03\"\x0e\n\x0c\x46ollowCancel\"\xaf\x01\n\x12\x46ollowBuildRequest\x12\x30\n\x05start\x18\x01 \x01(\x0b\x32\x1f.slipway.builder.v1.FollowStartH\x00\x12,\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x1d.slipway.builder.v1.FollowAckH\x00\x12\x32\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32 .slipway.builder.v1.FollowCancelH\x00\x42\x05\n\x03msg\"s\n\x13\x46ollowBuildResponse\x12)\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.BuildH\x00\x12*\n\x04line\x18\x02 \x01(\x0b\x32\x1a.slipway.common.v1.LogLineH\x00\x42\x05\n\x03msg\"0\n\x12\x43\x61ncelBuildRequest\x12\r\n\x05\x62uild\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\">\n\x13\x43\x61ncelBuildResponse\x12\'\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Build2\x85\x03\n\x0e\x42uilderService\x12R\n\x07GetRack\x12\".slipway.builder.v1.GetRackRequest\x1a#.slipway.builder.v1.GetRackResponse\x12[\n\nStartBuild\x12%.slipway.builder.v1.StartBuildRequest\x1a&.slipway.builder.v1.StartBuildResponse\x12\x62\n\x0b\x46ollowBuild\x12&.slipway.builder.v1.FollowBuildRequest\x1a\'.slipway.builder.v1.FollowBuildResponse(\x01\x30\x01\x12^\n\x0b\x43\x61ncelBuild\x12&.slipway.builder.v1.CancelBuildRequest\x1a\'.slipway.builder.v1.CancelBuildResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,29 +39,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRACKREQUEST']._serialized_start=88
   _globals['_GETRACKREQUEST']._serialized_end=104
   _globals['_GETRACKRESPONSE']._serialized_start=107
-  _globals['_GETRACKRESPONSE']._serialized_end=255
-  _globals['_STARTBUILDREQUEST']._serialized_start=258
-  _globals['_STARTBUILDREQUEST']._serialized_end=643
-  _globals['_STARTBUILDREQUEST_BUILDARGSENTRY']._serialized_start=547
-  _globals['_STARTBUILDREQUEST_BUILDARGSENTRY']._serialized_end=595
-  _globals['_STARTBUILDREQUEST_SECRETSENTRY']._serialized_start=597
-  _globals['_STARTBUILDREQUEST_SECRETSENTRY']._serialized_end=643
-  _globals['_STARTBUILDRESPONSE']._serialized_start=645
-  _globals['_STARTBUILDRESPONSE']._serialized_end=706
-  _globals['_FOLLOWSTART']._serialized_start=708
-  _globals['_FOLLOWSTART']._serialized_end=752
-  _globals['_FOLLOWACK']._serialized_start=754
-  _globals['_FOLLOWACK']._serialized_end=781
-  _globals['_FOLLOWCANCEL']._serialized_start=783
-  _globals['_FOLLOWCANCEL']._serialized_end=797
-  _globals['_FOLLOWBUILDREQUEST']._serialized_start=800
-  _globals['_FOLLOWBUILDREQUEST']._serialized_end=975
-  _globals['_FOLLOWBUILDRESPONSE']._serialized_start=977
-  _globals['_FOLLOWBUILDRESPONSE']._serialized_end=1092
-  _globals['_CANCELBUILDREQUEST']._serialized_start=1094
-  _globals['_CANCELBUILDREQUEST']._serialized_end=1142
-  _globals['_CANCELBUILDRESPONSE']._serialized_start=1144
-  _globals['_CANCELBUILDRESPONSE']._serialized_end=1206
-  _globals['_BUILDERSERVICE']._serialized_start=1209
-  _globals['_BUILDERSERVICE']._serialized_end=1598
+  _globals['_GETRACKRESPONSE']._serialized_end=305
+  _globals['_STARTBUILDREQUEST']._serialized_start=308
+  _globals['_STARTBUILDREQUEST']._serialized_end=718
+  _globals['_STARTBUILDREQUEST_BUILDARGSENTRY']._serialized_start=622
+  _globals['_STARTBUILDREQUEST_BUILDARGSENTRY']._serialized_end=670
+  _globals['_STARTBUILDREQUEST_SECRETSENTRY']._serialized_start=672
+  _globals['_STARTBUILDREQUEST_SECRETSENTRY']._serialized_end=718
+  _globals['_STARTBUILDRESPONSE']._serialized_start=720
+  _globals['_STARTBUILDRESPONSE']._serialized_end=781
+  _globals['_FOLLOWSTART']._serialized_start=783
+  _globals['_FOLLOWSTART']._serialized_end=827
+  _globals['_FOLLOWACK']._serialized_start=829
+  _globals['_FOLLOWACK']._serialized_end=856
+  _globals['_FOLLOWCANCEL']._serialized_start=858
+  _globals['_FOLLOWCANCEL']._serialized_end=872
+  _globals['_FOLLOWBUILDREQUEST']._serialized_start=875
+  _globals['_FOLLOWBUILDREQUEST']._serialized_end=1050
+  _globals['_FOLLOWBUILDRESPONSE']._serialized_start=1052
+  _globals['_FOLLOWBUILDRESPONSE']._serialized_end=1167
+  _globals['_CANCELBUILDREQUEST']._serialized_start=1169
+  _globals['_CANCELBUILDREQUEST']._serialized_end=1217
+  _globals['_CANCELBUILDRESPONSE']._serialized_start=1219
+  _globals['_CANCELBUILDRESPONSE']._serialized_end=1281
+  _globals['_BUILDERSERVICE']._serialized_start=1284
+  _globals['_BUILDERSERVICE']._serialized_end=1673
 # @@protoc_insertion_point(module_scope)

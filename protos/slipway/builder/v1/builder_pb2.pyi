@@ -48,6 +48,9 @@ class GetRackResponse(_message.Message):
     METADATA_ADDRESS_FIELD_NUMBER: _builtins.int
     REGISTRY_ADDRESS_FIELD_NUMBER: _builtins.int
     REGISTRY_HOST_FIELD_NUMBER: _builtins.int
+    BUILDER_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The rack's name."""
     version: _builtins.str
@@ -60,6 +63,14 @@ class GetRackResponse(_message.Message):
     """Where the registry service listens, `host:port`."""
     registry_host: _builtins.str
     """The registry host image references use."""
+    builder: _builtins.str
+    """The answering builder's name on the rack's queue."""
+    engine: _builtins.str
+    """The Docker engine it builds with (its DOCKER_HOST)."""
+    @_builtins.property
+    def running(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The builds it runs now, oldest first."""
+
     def __init__(
         self,
         *,
@@ -69,10 +80,13 @@ class GetRackResponse(_message.Message):
         metadata_address: _builtins.str = ...,
         registry_address: _builtins.str = ...,
         registry_host: _builtins.str = ...,
+        builder: _builtins.str = ...,
+        engine: _builtins.str = ...,
+        running: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_address", b"archive_address", "metadata_address", b"metadata_address", "name", b"name", "registry_address", b"registry_address", "registry_host", b"registry_host", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_address", b"archive_address", "builder", b"builder", "engine", b"engine", "metadata_address", b"metadata_address", "name", b"name", "registry_address", b"registry_address", "registry_host", b"registry_host", "running", b"running", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -133,6 +147,7 @@ class StartBuildRequest(_message.Message):
     BUILD_ARGS_FIELD_NUMBER: _builtins.int
     GIT_SHA_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     """The app; created when it does not exist yet."""
     archive: _builtins.str
@@ -147,6 +162,10 @@ class StartBuildRequest(_message.Message):
     """Build the `development` stage where a Dockerfile has one."""
     git_sha: _builtins.str
     """The git commit of the source, when known."""
+    timeout_seconds: _builtins.int
+    """The longest the build may run, in seconds, once a builder starts it: past it the
+    build is stopped and ended failed (`timed out after …`). 0 means 60 minutes.
+    """
     @_builtins.property
     def build_args(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Build arguments given by the user, before the app environment."""
@@ -169,10 +188,11 @@ class StartBuildRequest(_message.Message):
         build_args: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         git_sha: _builtins.str = ...,
         secrets: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
+        timeout_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "archive", b"archive", "build_args", b"build_args", "description", b"description", "development", b"development", "git_sha", b"git_sha", "manifest", b"manifest", "no_cache", b"no_cache", "secrets", b"secrets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "archive", b"archive", "build_args", b"build_args", "description", b"description", "development", b"development", "git_sha", b"git_sha", "manifest", b"manifest", "no_cache", b"no_cache", "secrets", b"secrets", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -587,52 +587,6 @@ class UpdateBuildResponse(_message.Message):
 Global___UpdateBuildResponse: _TypeAlias = UpdateBuildResponse  # noqa: Y015
 
 @_typing.final
-class FailRunningBuildsRequest(_message.Message):
-    """Which builds to fail."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    REASON_FIELD_NUMBER: _builtins.int
-    reason: _builtins.str
-    """The reason recorded on each, e.g. `builder restarted`."""
-    def __init__(
-        self,
-        *,
-        reason: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___FailRunningBuildsRequest: _TypeAlias = FailRunningBuildsRequest  # noqa: Y015
-
-@_typing.final
-class FailRunningBuildsResponse(_message.Message):
-    """What was failed."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    IDS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The ids of the builds marked failed."""
-
-    def __init__(
-        self,
-        *,
-        ids: _abc.Iterable[_builtins.str] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___FailRunningBuildsResponse: _TypeAlias = FailRunningBuildsResponse  # noqa: Y015
-
-@_typing.final
 class CreateReleaseRequest(_message.Message):
     """The release to record."""
 

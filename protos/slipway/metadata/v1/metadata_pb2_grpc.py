@@ -75,11 +75,6 @@ class MetadataServiceStub:
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildRequest.SerializeToString,
                 response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildResponse.FromString,
                 _registered_method=True)
-        self.FailRunningBuilds = channel.unary_unary(
-                '/slipway.metadata.v1.MetadataService/FailRunningBuilds',
-                request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsRequest.SerializeToString,
-                response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsResponse.FromString,
-                _registered_method=True)
         self.ClaimBuild = channel.unary_unary(
                 '/slipway.metadata.v1.MetadataService/ClaimBuild',
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ClaimBuildRequest.SerializeToString,
@@ -192,13 +187,6 @@ class MetadataServiceServicer:
         new, and an unpromoted release with the app's latest environment, in one transaction.
         The first message carries the build, later ones its log; nothing is kept unless the
         stream ends cleanly. ALREADY_EXISTS when the id is taken.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def FailRunningBuilds(self, request, context):
-        """FailRunningBuilds marks every created or running build failed with `reason`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -333,11 +321,6 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.RecordBuild,
                     request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildRequest.FromString,
                     response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildResponse.SerializeToString,
-            ),
-            'FailRunningBuilds': grpc.unary_unary_rpc_method_handler(
-                    servicer.FailRunningBuilds,
-                    request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsRequest.FromString,
-                    response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsResponse.SerializeToString,
             ),
             'ClaimBuild': grpc.unary_unary_rpc_method_handler(
                     servicer.ClaimBuild,
@@ -607,33 +590,6 @@ class MetadataService:
             '/slipway.metadata.v1.MetadataService/RecordBuild',
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildRequest.SerializeToString,
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.RecordBuildResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def FailRunningBuilds(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/slipway.metadata.v1.MetadataService/FailRunningBuilds',
-            slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsRequest.SerializeToString,
-            slipway_dot_metadata_dot_v1_dot_metadata__pb2.FailRunningBuildsResponse.FromString,
             options,
             channel_credentials,
             insecure,

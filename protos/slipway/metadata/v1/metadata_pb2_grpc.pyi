@@ -56,8 +56,6 @@ class MetadataServiceStub:
     The first message carries the build, later ones its log; nothing is kept unless the
     stream ends cleanly. ALREADY_EXISTS when the id is taken.
     """
-    FailRunningBuilds: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.FailRunningBuildsRequest, _metadata_pb2.FailRunningBuildsResponse]
-    """FailRunningBuilds marks every created or running build failed with `reason`."""
     ClaimBuild: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.ClaimBuildRequest, _metadata_pb2.ClaimBuildResponse]
     """ClaimBuild takes the oldest queued build the builder may run (unpinned, or pinned to
     it): running, leased to it under a new attempt. Each queued build is claimed once,
@@ -130,8 +128,6 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     The first message carries the build, later ones its log; nothing is kept unless the
     stream ends cleanly. ALREADY_EXISTS when the id is taken.
     """
-    FailRunningBuilds: _aio.UnaryUnaryMultiCallable[_metadata_pb2.FailRunningBuildsRequest, _metadata_pb2.FailRunningBuildsResponse]  # type: ignore[assignment]
-    """FailRunningBuilds marks every created or running build failed with `reason`."""
     ClaimBuild: _aio.UnaryUnaryMultiCallable[_metadata_pb2.ClaimBuildRequest, _metadata_pb2.ClaimBuildResponse]  # type: ignore[assignment]
     """ClaimBuild takes the oldest queued build the builder may run (unpinned, or pinned to
     it): running, leased to it under a new attempt. Each queued build is claimed once,
@@ -249,14 +245,6 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         The first message carries the build, later ones its log; nothing is kept unless the
         stream ends cleanly. ALREADY_EXISTS when the id is taken.
         """
-
-    @_abc_1.abstractmethod
-    def FailRunningBuilds(
-        self,
-        request: _metadata_pb2.FailRunningBuildsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_metadata_pb2.FailRunningBuildsResponse, _abc.Awaitable[_metadata_pb2.FailRunningBuildsResponse]]:
-        """FailRunningBuilds marks every created or running build failed with `reason`."""
 
     @_abc_1.abstractmethod
     def ClaimBuild(
