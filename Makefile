@@ -45,10 +45,12 @@ down: ## Stop the local rack (= slipway rack stop)
 demo: up ## Build examples/hello on the local rack and show the build
 	@scripts/demo $(SLIPWAY)
 
-test: setup lint check-protos ## Install what is missing, lint, check the generated code, run every test
+test: setup lint check-protos ## Install what is missing, lint, check the generated code, run every test (end to end on SQLite, then again on PostgreSQL)
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@# The scale-out module runs on PostgreSQL already.
+	@SLIPWAY_E2E_DATABASE=postgresql $(VENV)/bin/pytest tests/e2e --ignore=tests/e2e/test_scaleout.py $(PYTEST_ARGS)
 
-bench: setup ## Move a 1 GiB build rack to rack; write bench/results.json (with docker save|load as reference)
+bench: setup ## Move a 1 GiB build rack to rack (docker save|load as reference); four-stage BuildKit vs legacy; six builds on one vs three builders; write bench/results.json
 	@$(PY) bench/run.py
 
 lint: $(VENV)/.installed ## ruff (lint and format check), mypy, and the import contracts (lint-imports)

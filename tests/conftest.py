@@ -3,11 +3,13 @@ PostgreSQL, and a rack token."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,90 @@ def postgres_url() -> str:
 @pytest.fixture
 def scratch(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@contextlib.contextmanager
+def new_database(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database created empty for the caller, dropped after."""
+    import psycopg2
+    from psycopg2 import sql
+
+    name = f"slipway_run_{secrets.token_hex(5)}"
+    admin = psycopg2.connect(postgres_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base = postgres_url.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def fresh_database(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test run's own."""
+    with new_database(postgres_url) as url:
+        yield url
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """A moto server: a real HTTP S3 endpoint, and the environment boto3 needs for it."""
+
+    url: str
+    env: dict[str, str]
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name=self.env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def bucket(self) -> str:
+        """A new, empty bucket."""
+        name = f"slipway-{secrets.token_hex(5)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """moto in server mode on 127.0.0.1, started for this session (never in-process)."""
+    import sys
+
+    binary = Path(sys.executable).parent / "moto_server"
+    if not binary.exists():
+        _unavailable("moto_server (pip install moto[server]; make setup does)")
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        import urllib.request
+
+        eventually(lambda: urllib.request.urlopen(url, timeout=2).status == 200, timeout=30)
+        yield S3Endpoint(url, env)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()

@@ -60,9 +60,9 @@ class BuilderClient:
         self._stub = pb_grpc.BuilderServiceStub(channel)
         self.address = address
 
-    def rack(self) -> types.RackInfo:
+    def rack(self, timeout: float | None = None) -> types.RackInfo:
         with rpc_errors(self.address):  # unreachable: "rack unreachable at …"
-            r = self._stub.GetRack(pb.GetRackRequest())
+            r = self._stub.GetRack(pb.GetRackRequest(), timeout=timeout)
         return types.RackInfo(
             name=r.name,
             version=r.version,

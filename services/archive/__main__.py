@@ -12,7 +12,10 @@ def main() -> int:
     return run_service(
         "archive",
         lambda: create_server(config),
-        lambda server: f"archive service on {server.address}, data in {config.data_dir}",
+        lambda server: (
+            f"archive service on {server.address}, archives in "
+            f"{config.archive_url or config.data_dir}"
+        ),
     )
 
 

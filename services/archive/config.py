@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.kernel.errors import InvalidArgument
 from services.common.config import ServiceArgs
+from services.common.objectstore import parse_s3_url
 
 DEFAULT_LISTEN = "127.0.0.1:7401"
 DEFAULT_DATA = "~/.local/share/slipway/archive"
@@ -30,6 +32,9 @@ class Config:
     git_timeout: float = DEFAULT_GIT_TIMEOUT
     """The longest a git fetch may take, in seconds, submodules included (`--git-timeout`,
     SLIPWAY_ARCHIVE_GIT_TIMEOUT)."""
+    archive_url: str = ""
+    """`s3://bucket[/prefix]` to keep archives in S3 (`--archives`, SLIPWAY_ARCHIVE_URL);
+    empty for the filesystem under `data_dir`."""
 
     @property
     def scratch_dir(self) -> Path:
@@ -60,8 +65,19 @@ class Config:
             help="longest a git fetch may take, in seconds (SLIPWAY_ARCHIVE_GIT_TIMEOUT, "
             "default 600)",
         )
+        parser.add_argument(
+            "--archives",
+            default=env.get("SLIPWAY_ARCHIVE_URL") or "",
+            help="keep archives in S3, s3://BUCKET[/PREFIX] (SLIPWAY_ARCHIVE_URL; default the "
+            "data folder)",
+        )
         args = parser.parse_args(argv)
         token = parser.token()
+        if args.archives:
+            try:
+                parse_s3_url(args.archives)
+            except InvalidArgument as err:
+                parser.error(str(err))
         try:
             max_bytes = int(args.max_bytes)
         except ValueError:
@@ -82,4 +98,5 @@ class Config:
             data_dir=Path(args.data).expanduser(),
             max_bytes=max_bytes,
             git_timeout=git_timeout,
+            archive_url=args.archives,
         )

@@ -12,7 +12,7 @@ from services.archive.config import Config
 from services.archive.core import Archives, Fetcher
 from services.archive.gitfetch import Git
 from services.archive.servicer import ArchiveServicer
-from services.common.objectstore import FileStore, ObjectStore, SizeLimit
+from services.common.objectstore import FileStore, ObjectStore, S3Store, SizeLimit
 from services.common.server import Server, build_server
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ArchiveService"].full_name
@@ -27,8 +27,16 @@ class Deps:
 
 
 def default_deps(config: Config) -> Deps:
-    """The filesystem store under the configured data folder, and the `git` command."""
-    return Deps(store=FileStore(config.data_dir), fetcher=Git(config.git_timeout))
+    """The S3 bucket when configured, else the filesystem store under the data folder;
+    and the `git` command."""
+    store: ObjectStore
+    if config.archive_url:
+        s3 = S3Store.from_url(config.archive_url)
+        s3.check()
+        store = s3
+    else:
+        store = FileStore(config.data_dir)
+    return Deps(store=store, fetcher=Git(config.git_timeout))
 
 
 def create_server(config: Config, deps: Deps | None = None, address: str | None = None) -> Server:

@@ -1,5 +1,5 @@
-"""The one object-store adapter: the `ObjectStore` seam, its filesystem implementation (S3
-comes later as a second one), and a size limit that wraps either.
+"""The one object-store adapter: the `ObjectStore` seam, its filesystem and S3
+implementations, and a size limit that wraps either.
 
 Objects are named by their sha256, so an object's id is its content's checksum and two
 uploads of the same bytes share one object. A store commits an object only once its size
@@ -8,17 +8,21 @@ and sha256 match what the uploader declared; nothing of a failed upload remains.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import io
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
+from urllib.parse import urlsplit
 
-from client.kernel.errors import InvalidArgument, NotFound, ResourceExhausted
+from client.kernel.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +145,192 @@ class SizeLimit:
 
     def stat(self, object_id: str) -> int:
         return self.inner.stat(object_id)
+
+
+#: S3 uploads go in parts of this size (S3's least is 5 MiB): memory stays at one part.
+PART_SIZE = 8 * 1024 * 1024
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """`s3://bucket[/prefix]` -> (bucket, prefix ending in `/` or empty)."""
+    parts = urlsplit(url)
+    bucket = parts.netloc
+    if parts.scheme != "s3" or not _BUCKET.match(bucket):
+        raise InvalidArgument("invalid archives URL: want s3://BUCKET[/PREFIX]")
+    prefix = parts.path.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+
+
+class S3Store:
+    """Objects as `PREFIX/objects/<sha256>` in an S3 bucket, through boto3 (the usual AWS
+    environment, `AWS_ENDPOINT_URL` included).
+
+    An upload is streamed to `PREFIX/tmp/<random>` (multipart past one part, so memory
+    holds one part at most) while it is hashed; only once its size and sha256 match is it
+    copied under its content address, so no unverified byte is ever visible there. The
+    temporary object is removed whatever happens (a bucket lifecycle rule on `tmp/` catches
+    what a killed process leaves)."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        if client is None:
+            import boto3  # the rack extra's; only racks with S3 archives need it
+
+            client = boto3.client("s3")
+        self._s3 = client
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Store:
+        bucket, prefix = parse_s3_url(url)
+        return cls(bucket, prefix)
+
+    def check(self) -> None:
+        """Unavailable unless the bucket answers (at start, so a typo fails at once)."""
+        with self._errors("the bucket"):
+            self._s3.head_bucket(Bucket=self.bucket)
+
+    def _key(self, object_id: str) -> str:
+        return f"{self.prefix}objects/{check_id(object_id)}"
+
+    def put(self, chunks: Iterable[bytes], size: int, sha256: str) -> str:
+        check_id(sha256, "sha256")
+        tmp = f"{self.prefix}tmp/{uuid.uuid4().hex}"
+        digest = hashlib.sha256()
+        written = 0
+        buffer = bytearray()
+        upload: str | None = None
+        parts: list[dict[str, Any]] = []
+        stored = False
+        try:
+            for data in chunks:
+                if written + len(data) > size:
+                    raise InvalidArgument("archive larger than declared size")
+                digest.update(data)
+                written += len(data)
+                buffer += data
+                while len(buffer) >= PART_SIZE:
+                    if upload is None:
+                        with self._errors("an upload"):
+                            upload = self._s3.create_multipart_upload(Bucket=self.bucket, Key=tmp)[
+                                "UploadId"
+                            ]
+                    parts.append(self._part(tmp, upload, len(parts) + 1, buffer[:PART_SIZE]))
+                    del buffer[:PART_SIZE]
+            if written != size:
+                raise InvalidArgument(f"size mismatch: expected {size} bytes, got {written}")
+            actual = digest.hexdigest()
+            if actual != sha256:
+                raise InvalidArgument(f"checksum mismatch: expected {sha256}, got {actual}")
+            if self._exists(self._key(sha256)):
+                log.info("archive %s already stored", sha256)
+                return sha256
+            with self._errors("an upload"):
+                if upload is None:
+                    self._s3.put_object(Bucket=self.bucket, Key=tmp, Body=bytes(buffer))
+                else:
+                    if buffer:
+                        parts.append(self._part(tmp, upload, len(parts) + 1, buffer))
+                    self._s3.complete_multipart_upload(
+                        Bucket=self.bucket,
+                        Key=tmp,
+                        UploadId=upload,
+                        MultipartUpload={"Parts": parts},
+                    )
+                    upload = None
+                stored = True
+                # Verified: now, and only now, visible under its content address.
+                self._s3.copy({"Bucket": self.bucket, "Key": tmp}, self.bucket, self._key(sha256))
+            log.info("stored archive %s (%d bytes) in s3://%s", sha256, size, self.bucket)
+            return sha256
+        finally:
+            self._discard(tmp, upload, stored)
+
+    def _part(self, key: str, upload: str, number: int, data: bytes | bytearray) -> dict[str, Any]:
+        with self._errors("an upload"):
+            resp = self._s3.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number, Body=bytes(data)
+            )
+        return {"PartNumber": number, "ETag": resp["ETag"]}
+
+    def _discard(self, key: str, upload: str | None, stored: bool) -> None:
+        try:
+            if upload is not None:
+                self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+            if stored:
+                self._s3.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as err:  # the upload's own outcome matters more than a leftover
+            log.warning("could not remove the temporary upload %s: %s", key, _short(err))
+
+    def _exists(self, key: str) -> bool:
+        try:
+            with self._errors("an archive"):
+                self._s3.head_object(Bucket=self.bucket, Key=key)
+        except NotFound:
+            return False
+        return True
+
+    def open(self, object_id: str) -> BinaryIO:
+        key = self._key(object_id)
+        try:
+            with self._errors("an archive"):
+                body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except NotFound:
+            raise NotFound.of("archive", object_id) from None
+        return cast(BinaryIO, _Stream(body))
+
+    def stat(self, object_id: str) -> int:
+        key = self._key(object_id)
+        try:
+            with self._errors("an archive"):
+                return int(self._s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+        except NotFound:
+            raise NotFound.of("archive", object_id) from None
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """S3's failures as Slipway's: a missing key NotFound, the rest Unavailable."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            if what == "the bucket" or code == "NoSuchBucket":
+                raise Unavailable(f"S3 bucket {self.bucket} is not usable ({code})") from None
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise NotFound(f"{what} not found") from None
+            raise Unavailable(f"S3 refused {what} in {self.bucket}: {code}") from None
+        except BotoCoreError as err:
+            raise Unavailable(f"S3 unreachable for {what}: {_short(err)}") from None
+
+
+def _short(err: BaseException) -> str:
+    text = str(err)
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+class _Stream(io.RawIOBase):
+    """A streamed S3 object body as a readable binary file (read as the caller reads)."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return bytes(self._body.read(None if size is None or size < 0 else size))
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()

@@ -53,3 +53,46 @@ def test_git_timeout() -> None:
         with pytest.raises(SystemExit) as exc:
             Config.from_env(["--git-timeout", bad], env)
         assert exc.value.code == 2
+
+
+def test_archives_in_s3(capsys: pytest.CaptureFixture[str]) -> None:
+    assert Config.from_env([], {"SLIPWAY_TOKEN": "t"}).archive_url == ""
+    env = {"SLIPWAY_TOKEN": "t", "SLIPWAY_ARCHIVE_URL": "s3://bucket/rack"}
+    assert Config.from_env([], env).archive_url == "s3://bucket/rack"
+    with pytest.raises(SystemExit) as exc:
+        Config.from_env(["--archives", "ftp://bucket"], env)
+    assert exc.value.code == 2
+    assert "invalid archives URL" in capsys.readouterr().err
+
+
+def test_the_service_serves_archives_from_s3(s3, token: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+    import io
+    import os
+
+    from client.api.archive import ArchiveClient
+    from client.api.channel import open_channel
+    from services.archive.server import create_server
+
+    bucket = s3.bucket()
+    env = {"SLIPWAY_TOKEN": token, "SLIPWAY_ARCHIVE_DIR": str(tmp_path), **s3.env}
+    before = {k: os.environ.get(k) for k in s3.env}
+    os.environ.update(s3.env)
+    try:
+        config = Config.from_env(["--archives", f"s3://{bucket}/p"], env)
+        server = create_server(config, address="127.0.0.1:0")
+    finally:
+        for key, value in before.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    try:
+        archives = ArchiveClient(open_channel(server.address, token), server.address)
+        data = os.urandom(100_000)
+        archive = archives.upload(
+            "app", io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest()
+        )
+        assert b"".join(archives.download(archive)) == data
+        listed = s3.client().list_objects_v2(Bucket=bucket)["Contents"]
+        assert [item["Key"] for item in listed] == [f"p/objects/{archive}"]
+        assert not any(tmp_path.rglob("objects/*"))  # nothing on the local disk
+    finally:
+        server.stop(grace=1)

@@ -1,14 +1,19 @@
 """A real local rack for end-to-end tests, started the way `make up` does: through the
-`slipway` command, on the real Docker engine, a real registry and SQLite."""
+`slipway` command, on the real Docker engine, a real registry and SQLite, or PostgreSQL
+when SLIPWAY_E2E_DATABASE=postgresql (`make test` runs the suite both ways; each run gets a
+fresh database of its own)."""
 
 from __future__ import annotations
 
 import base64
 import os
 import random
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import remove_images_of
+from tests.helpers import eventually, remove_images_of
 
 SLIPWAY = str(Path(sys.executable).parent / "slipway")
 
@@ -36,6 +41,8 @@ class RackHandle:
     port: int
     data: Path
     env: dict[str, str]
+    #: The PostgreSQL URL it runs on; empty for SQLite.
+    database: str = ""
 
     @property
     def registry(self) -> str:
@@ -136,7 +143,16 @@ def docker_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["DOCKER_CONFIG"] = before
 
 
-def _start(handle: RackHandle) -> None:
+ON_POSTGRES = os.environ.get("SLIPWAY_E2E_DATABASE", "").lower() in ("postgres", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def e2e_database(request: pytest.FixtureRequest) -> str:
+    """The database URL the test racks run on: empty for SQLite (the default)."""
+    return str(request.getfixturevalue("fresh_database")) if ON_POSTGRES else ""
+
+
+def _start(handle: RackHandle, *options: str) -> None:
     started = handle.slipway(
         "rack",
         "start",
@@ -146,17 +162,20 @@ def _start(handle: RackHandle) -> None:
         str(handle.port),
         "--data",
         str(handle.data),
+        *options,
         timeout=180,
     )
     assert started.code == 0, f"rack start failed:\n{started.out}\n{started.err}"
 
 
 @pytest.fixture(scope="session")
-def rack(docker_client, client_home: ClientHome) -> Iterator[RackHandle]:  # type: ignore[no-untyped-def]
+def rack(docker_client, client_home: ClientHome, e2e_database: str) -> Iterator[RackHandle]:  # type: ignore[no-untyped-def]
     """The current rack of the client config (commands without `-r` talk to it)."""
     name = f"e2e{random.randint(1000, 9999)}"
-    handle = RackHandle(name, _free_block(), client_home.home / "rack", client_home.env)
-    _start(handle)
+    handle = RackHandle(
+        name, _free_block(), client_home.home / "rack", client_home.env, e2e_database
+    )
+    _start(handle, *(("--database", e2e_database) if e2e_database else ()))
     _login(handle, docker_client)
     try:
         yield handle
@@ -181,3 +200,61 @@ def rack2(rack: RackHandle, client_home: ClientHome, docker_client) -> Iterator[
     finally:
         handle.slipway("rack", "stop", "--name", name, timeout=60)
         remove_images_of(handle.registry)
+
+
+@pytest.fixture
+def second_engine() -> Iterator[str]:
+    """A second Docker engine with its own data root, exec root and socket, seeded with
+    the first engine's busybox: a fresh machine's engine. It gets a bridge of its own
+    that this fixture makes and removes (an engine started with `--bridge=none` in the
+    host's network deletes the first engine's `docker0`) and touches no iptables."""
+    root = Path(tempfile.mkdtemp(prefix="eng-", dir="/tmp"))  # a short socket path
+    host = f"unix://{root}/docker.sock"
+    bridge = f"slw{secrets.token_hex(3)}"
+    subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
+    for command in (
+        ["ip", "link", "add", bridge, "type", "bridge"],
+        ["ip", "addr", "add", f"{subnet}.1/24", "dev", bridge],
+        ["ip", "link", "set", bridge, "up"],
+    ):
+        subprocess.run(command, check=True, capture_output=True)
+    log = (root / "dockerd.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            "dockerd",
+            "--data-root", str(root / "data"),
+            "--exec-root", str(root / "exec"),
+            "--pidfile", str(root / "dockerd.pid"),
+            "-H", host,
+            "--bridge", bridge,
+            "--iptables=false",
+            "--ip-masq=false",
+        ],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        eventually(
+            lambda: (
+                subprocess.run(["docker", "-H", host, "version"], capture_output=True).returncode
+                == 0
+            ),
+            timeout=60,
+        )
+        save = subprocess.Popen(["docker", "save", "busybox:latest"], stdout=subprocess.PIPE)
+        loaded = subprocess.run(
+            ["docker", "-H", host, "load"], stdin=save.stdout, capture_output=True, timeout=120
+        )
+        assert save.wait() == 0 and loaded.returncode == 0, loaded.stderr
+        yield host
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

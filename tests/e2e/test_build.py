@@ -164,5 +164,6 @@ def test_wrong_token_is_unauthorized(rack: RackHandle) -> None:
 
 def test_rack_status_reports_every_part(rack: RackHandle) -> None:
     out = rack.ok("rack", "status", "--name", rack.name)
-    for part in ("engine", "distribution", "metadata", "archive", "registry", "builder"):
+    for part in ("engine", "distribution", "metadata", "archive", "registry", "builder-1"):
         assert re.search(rf"^{part}\s+running\b", out, re.M), out
+    assert re.search(r"^builder-1\s+running\s+127\.0\.0\.1:\d+ pid \d+ engine \S+ idle$", out, re.M)

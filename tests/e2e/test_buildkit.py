@@ -5,15 +5,14 @@ per-service prefixes of a build of several images."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
-import shutil
+import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -265,68 +264,10 @@ def test_several_images_prefix_every_engine_line(rack: RackHandle, tmp_path: Pat
     assert re.search(r"^#\d+ \[internal\] load ", out, re.M) and " | " not in out
 
 
-@pytest.fixture
-def second_engine() -> Iterator[str]:
-    """A second Docker engine with its own data root, exec root and socket, seeded with
-    the first engine's busybox: a fresh machine's engine. It gets a bridge of its own
-    that this fixture makes and removes (an engine started with `--bridge=none` in the
-    host's network deletes the first engine's `docker0`) and touches no iptables."""
-    root = Path(tempfile.mkdtemp(prefix="eng-", dir="/tmp"))  # a short socket path
-    host = f"unix://{root}/docker.sock"
-    bridge = f"slw{secrets.token_hex(3)}"
-    subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
-    for command in (
-        ["ip", "link", "add", bridge, "type", "bridge"],
-        ["ip", "addr", "add", f"{subnet}.1/24", "dev", bridge],
-        ["ip", "link", "set", bridge, "up"],
-    ):
-        subprocess.run(command, check=True, capture_output=True)
-    log = (root / "dockerd.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            "dockerd",
-            "--data-root", str(root / "data"),
-            "--exec-root", str(root / "exec"),
-            "--pidfile", str(root / "dockerd.pid"),
-            "-H", host,
-            "--bridge", bridge,
-            "--iptables=false",
-            "--ip-masq=false",
-        ],
-        stdout=log,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        eventually(
-            lambda: (
-                subprocess.run(["docker", "-H", host, "version"], capture_output=True).returncode
-                == 0
-            ),
-            timeout=60,
-        )
-        save = subprocess.Popen(["docker", "save", "busybox:latest"], stdout=subprocess.PIPE)
-        loaded = subprocess.run(
-            ["docker", "-H", host, "load"], stdin=save.stdout, capture_output=True, timeout=120
-        )
-        assert save.wait() == 0 and loaded.returncode == 0, loaded.stderr
-        yield host
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def test_a_builder_on_a_fresh_engine_gets_cache_hits_from_the_registry(
     rack: RackHandle, tmp_path: Path, second_engine: str
 ) -> None:
-    from client.cli.localrack.rack import Layout, _service_env
+    from client.cli.localrack.rack import BuilderSlot, Layout, _service_env
 
     app = _app(rack, "cachefrom")
     marker = secrets.token_hex(6)
@@ -344,8 +285,9 @@ def test_a_builder_on_a_fresh_engine_gets_cache_hits_from_the_registry(
     # and its engine has none of the app's layers.
     token = (rack.data / "token").read_text().strip()
     port = next(p for p in range(rack.port + 20, rack.port + 200) if _free(p))
-    env = _service_env("builder", Layout(rack.name, rack.port, rack.data), token, second_engine)
-    env.update(SLIPWAY_LISTEN=f"127.0.0.1:{port}", SLIPWAY_SCRATCH_DIR=str(tmp_path / "scratch2"))
+    slot = BuilderSlot(9, f"127.0.0.1:{port}", second_engine)
+    env = _service_env("builder", Layout(rack.name, rack.port, rack.data), token, "", slot)
+    env.update(SLIPWAY_SCRATCH_DIR=str(tmp_path / "scratch2"))
     log = (tmp_path / "builder2.log").open("wb")
     builder = subprocess.Popen(
         [sys.executable, "-m", "services.builder"], env=env, stdout=log, stderr=log
@@ -358,7 +300,14 @@ def test_a_builder_on_a_fresh_engine_gets_cache_hits_from_the_registry(
             {**rack.env, "SLIPWAY_HOST": f"127.0.0.1:{port}", "SLIPWAY_TOKEN": token},
         )
         eventually(lambda: second.slipway("builds", "-a", app).code == 0, timeout=60)
-        out = second.ok("build", str(src), "-a", app)
+        # The rack's queue goes to whichever builder claims first: builder-1 is paused
+        # (well inside its lease) so that the fresh engine's builder takes this build.
+        first = int((rack.data / "run" / "builder.pid").read_text())
+        os.kill(first, signal.SIGSTOP)
+        try:
+            out = second.ok("build", str(src), "-a", app)
+        finally:
+            os.kill(first, signal.SIGCONT)
         lines = out.splitlines()
         step = next(line for line in lines if line.endswith(f"RUN echo built-{marker} > /m"))
         assert f"{step.split()[0]} CACHED" in lines, out

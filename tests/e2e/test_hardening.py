@@ -94,13 +94,8 @@ def test_a_database_locked_mid_build_loses_no_log_line(rack: RackHandle, tmp_pat
     )
     try:
         build_id = _running_build(rack, app, f"started-{marker}")
-        # Another process holds SQLite's write lock for longer than the service waits.
-        db = sqlite3.connect(rack.data / "metadata" / "metadata.db", timeout=30)
-        db.isolation_level = None
-        db.execute("BEGIN EXCLUSIVE")
-        time.sleep(25)
-        db.execute("ROLLBACK")
-        db.close()
+        # Another process holds the database's write lock for longer than the service waits.
+        _hold_write_lock(rack, 25)
         out, err = build.communicate(timeout=300)
     finally:
         if build.poll() is None:
@@ -114,6 +109,27 @@ def test_a_database_locked_mid_build_loses_no_log_line(rack: RackHandle, tmp_pat
     assert [text for text in step_output(stored) if NUMBERED.match(text)] == [
         f"line-{i}" for i in range(1, 31)
     ]
+
+
+def _hold_write_lock(rack: RackHandle, seconds: float) -> None:
+    """Locks the rack's database against writes for `seconds`, from another process's
+    connection: SQLite's exclusive lock, or PostgreSQL's table locks."""
+    if rack.database:
+        import psycopg2
+
+        conn = psycopg2.connect(rack.database)
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE builds, log_lines IN EXCLUSIVE MODE")
+            time.sleep(seconds)
+        conn.rollback()
+        conn.close()
+        return
+    db = sqlite3.connect(rack.data / "metadata" / "metadata.db", timeout=30)
+    db.isolation_level = None
+    db.execute("BEGIN EXCLUSIVE")
+    time.sleep(seconds)
+    db.execute("ROLLBACK")
+    db.close()
 
 
 def _stop_registry(rack: RackHandle) -> None:
@@ -217,6 +233,8 @@ def test_the_data_folder_is_its_owners_alone(rack: RackHandle, tmp_path: Path) -
     rack.ok("build", str(_push_app(tmp_path, marker)), "-a", app)
     assert rack.data.stat().st_mode & 0o777 == 0o700
     checked = {"metadata.db": False, "builder.log": False, "token": False, "archive": False}
+    if rack.database:
+        del checked["metadata.db"]  # the database is PostgreSQL's
     for path in [rack.data, *rack.data.rglob("*")]:
         if path.is_symlink():
             continue

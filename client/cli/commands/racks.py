@@ -40,7 +40,36 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         choices=ENGINE_BUILDERS,
         help="the engine's builder: buildkit (default), or legacy for engines without it",
     )
+    start.add_argument(
+        "--builders",
+        type=int,
+        metavar="N",
+        help="run N builder processes sharing the rack's queue (default 1, or as many as ran)",
+    )
+    start.add_argument(
+        "--database",
+        metavar="URL",
+        help="keep the metadata in PostgreSQL, postgresql://USER@HOST:PORT/DB "
+        "(default SQLite in the data folder)",
+    )
+    start.add_argument(
+        "--archives",
+        metavar="URL",
+        help="keep source archives in S3, s3://BUCKET[/PREFIX], with the usual AWS "
+        "environment (default the data folder)",
+    )
     start.set_defaults(func=start_rack)
+
+    add = sub.add_parser(
+        "add-builder",
+        parents=[common],
+        help="start one more builder for a running local rack",
+        description="Starts one more builder process sharing the rack's queue, on the "
+        "rack's Docker engine or on ENGINE (a DOCKER_HOST such as tcp://HOST:2376).",
+    )
+    add.add_argument("--name", help="the rack (default: the current local one)")
+    add.add_argument("--engine", metavar="DOCKER_HOST", help="the Docker engine it builds with")
+    add.set_defaults(func=add_builder)
 
     stop = sub.add_parser("stop", parents=[common], help="stop a local rack")
     stop.add_argument("--name", help="the rack (default: the current local one)")
@@ -108,7 +137,18 @@ def start_rack(ctx: Context, args: argparse.Namespace) -> int:
         data,
         ctx.status,
         engine_builder=args.engine_builder,
+        builders=args.builders,
+        database=args.database,
+        archives=args.archives,
     )
+    return 0
+
+
+def add_builder(ctx: Context, args: argparse.Namespace) -> int:
+    from client.cli.localrack.rack import add_builder as add
+
+    slot = add(_local_name(ctx, args), args.engine, ctx.status)
+    ctx.out.print(f"Started {slot.id} at {slot.address}")
     return 0
 
 

@@ -5,10 +5,16 @@ its own Docker Distribution registry, and the four services, each its own proces
 follow from one base: builder = base, archive = base+1, metadata = base+2, registry
 service = base+3, Distribution registry = base+4. Everything else lives in the rack's data
 folder: `token`, `run/*.pid`, `logs/*.log`, and one folder per part.
+
+A rack has one or more builders sharing its queue: `builder-1` is the front door at the
+base port (its files keep the part's name, `builder`); `builder-N` (`--builders`,
+`add-builder`) listens on a free port and may build on another engine. `builders.json`
+records each one's address and engine, so a rack started again brings back all of them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -21,23 +27,34 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 
+from client.api.builder import BuilderClient
+from client.api.channel import open_channel
 from client.cli.config import ClientConfig, RackEntry
 from client.cli.localrack import engine
-from client.kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from client.kernel import types
+from client.kernel.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SlipwayError,
+    Unavailable,
+)
 from client.kernel.types import BUILDKIT, ENGINE_BUILDERS
 
 DEFAULT_PORT = 7400
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
-# Start order: builder last, since it asks metadata to fail builds it left running.
-SERVICES = ("metadata", "archive", "registry", "builder")
+# Start order: builders last, since each asks metadata to end the builds it left running.
+SERVICES = ("metadata", "archive", "registry")
 OFFSETS = {"builder": 0, "archive": 1, "metadata": 2, "registry": 3, "distribution": 4}
+MAX_BUILDERS = 32
 
 
 def default_data(name: str) -> Path:
@@ -55,6 +72,11 @@ class Layout:
     #: The engine's builder the rack's builder uses: `buildkit`, or `legacy` for engines
     #: without BuildKit (`slipway rack start --engine-builder`).
     engine_builder: str = BUILDKIT
+    #: The metadata database URL (`--database`); empty for SQLite in the data folder.
+    database: str = ""
+    #: Where source archives live (`--archives s3://bucket[/prefix]`); empty for the data
+    #: folder.
+    archives: str = ""
 
     def address(self, part: str) -> str:
         return f"127.0.0.1:{self.port + OFFSETS[part]}"
@@ -64,6 +86,10 @@ class Layout:
 
     def logfile(self, part: str) -> Path:
         return self.data / "logs" / f"{part}.log"
+
+    @property
+    def builders_file(self) -> Path:
+        return self.data / "builders.json"
 
     @property
     def token_file(self) -> Path:
@@ -83,8 +109,66 @@ class Layout:
                 "port": self.port,
                 "data": str(self.data),
                 "engine_builder": self.engine_builder,
+                "database": self.database,
+                "archives": self.archives,
             },
         )
+
+
+@dataclass(frozen=True)
+class BuilderSlot:
+    """One builder of a local rack: its number, where it listens, and the engine it builds
+    with (empty: the rack's own, whatever DOCKER_HOST says when the rack starts)."""
+
+    number: int
+    address: str
+    engine: str = ""
+
+    @property
+    def id(self) -> str:
+        """Its name on the rack's queue, stable across restarts."""
+        return f"builder-{self.number}"
+
+    @property
+    def part(self) -> str:
+        """The name of its pid file, log file and scratch folder."""
+        return "builder" if self.number == 1 else self.id
+
+
+def _builders(layout: Layout) -> list[BuilderSlot]:
+    """The builders recorded for the rack, builder-1 first (always there)."""
+    slots = {1: BuilderSlot(1, layout.address("builder"))}
+    try:
+        recorded = json.loads(layout.builders_file.read_text())
+    except (OSError, ValueError):
+        recorded = []
+    for item in recorded if isinstance(recorded, list) else []:
+        try:
+            number, address = int(item["number"]), str(item["address"])
+            engine_host = str(item.get("engine") or "")
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 1 < number <= MAX_BUILDERS:
+            slots[number] = BuilderSlot(number, address, engine_host)
+        elif number == 1:
+            slots[1] = BuilderSlot(1, layout.address("builder"), engine_host)
+    return [slots[n] for n in sorted(slots)]
+
+
+def _record_builders(layout: Layout, slots: list[BuilderSlot]) -> None:
+    """Writes `builders.json` whole, then renames it into place."""
+    text = json.dumps(
+        [{"number": s.number, "address": s.address, "engine": s.engine} for s in slots], indent=2
+    )
+    partial = layout.builders_file.with_name(layout.builders_file.name + ".partial")
+    partial.write_text(text + "\n")
+    os.replace(partial, layout.builders_file)
+
+
+def _free_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def _layout_of(name: str) -> Layout:
@@ -96,6 +180,8 @@ def _layout_of(name: str) -> Layout:
         int(entry.local["port"]),
         Path(entry.local["data"]),
         str(entry.local.get("engine_builder") or BUILDKIT),
+        str(entry.local.get("database") or ""),
+        str(entry.local.get("archives") or ""),
     )
 
 
@@ -290,7 +376,15 @@ def _registry_config(layout: Layout) -> Path:
     return config
 
 
-def _service_env(part: str, layout: Layout, token: str, docker_host: str) -> dict[str, str]:
+def _service_env(
+    part: str,
+    layout: Layout,
+    token: str,
+    docker_host: str,
+    builder: BuilderSlot | None = None,
+) -> dict[str, str]:
+    """The environment of one service of the rack; `builder` says which builder when
+    `part` is `builder` (default builder-1)."""
     env = dict(os.environ)
     env.update(
         SLIPWAY_TOKEN=token,
@@ -300,25 +394,32 @@ def _service_env(part: str, layout: Layout, token: str, docker_host: str) -> dic
     )
     if part == "metadata":
         env["SLIPWAY_DATA"] = str(layout.data / "metadata")
+        if layout.database:
+            env["SLIPWAY_DATABASE_URL"] = layout.database
     elif part == "archive":
         env["SLIPWAY_ARCHIVE_DIR"] = str(layout.data / "archive")
+        if layout.archives:
+            env["SLIPWAY_ARCHIVE_URL"] = layout.archives
     elif part == "registry":
         env["SLIPWAY_REGISTRY_HOST"] = layout.address("distribution")
         env["SLIPWAY_REGISTRY_AUTH_FILE"] = str(layout.registry_auth_file)
         env["SLIPWAY_METADATA_ADDRESS"] = layout.address("metadata")
         env["SLIPWAY_SCRATCH_DIR"] = str(layout.data / "registry")
     elif part == "builder":
+        slot = builder or BuilderSlot(1, layout.address("builder"))
         env.update(
+            SLIPWAY_LISTEN=slot.address,
+            DOCKER_HOST=slot.engine or docker_host,
             SLIPWAY_RACK_NAME=layout.name,
             SLIPWAY_ARCHIVE_ADDRESS=layout.address("archive"),
             SLIPWAY_METADATA_ADDRESS=layout.address("metadata"),
             SLIPWAY_REGISTRY_ADDRESS=layout.address("registry"),
             SLIPWAY_REGISTRY_HOST=layout.address("distribution"),
             SLIPWAY_REGISTRY_AUTH_FILE=str(layout.registry_auth_file),
-            SLIPWAY_SCRATCH_DIR=str(layout.data / "builder"),
+            SLIPWAY_SCRATCH_DIR=str(layout.data / slot.part),
             SLIPWAY_ENGINE_BUILDER=layout.engine_builder,
             # A stable name: a builder started again ends at once the builds it held.
-            SLIPWAY_BUILDER_ID="builder-1",
+            SLIPWAY_BUILDER_ID=slot.id,
         )
     return env
 
@@ -329,25 +430,44 @@ def start_rack(
     data: Path | None,
     console: Console,
     engine_builder: str | None = None,
+    builders: int | None = None,
+    database: str | None = None,
+    archives: str | None = None,
 ) -> RackEntry:
-    """Starts every part of the local rack `name` that is not already running, waits until
-    each is healthy, records the rack in the client configuration and makes it current.
-    Port, data folder and engine builder default to the rack's own when it ran before."""
+    """Starts every part of the local rack `name` that is not already running (and at
+    least `builders` builders), waits until each is healthy, records the rack in the
+    client configuration and makes it current. Port, data folder, engine builder,
+    database and archives default to the rack's own when it ran before."""
     if not name or "/" in name:
         raise InvalidArgument(f"invalid rack name: {name!r}")
     if engine_builder is not None and engine_builder not in ENGINE_BUILDERS:
         raise InvalidArgument(
             f"invalid engine builder: {engine_builder!r} (expected {' or '.join(ENGINE_BUILDERS)})"
         )
+    if builders is not None and not 1 <= builders <= MAX_BUILDERS:
+        raise InvalidArgument(f"invalid number of builders: {builders} (1-{MAX_BUILDERS})")
+    if database:
+        _check_database(database)
+    if archives:
+        _check_archives(archives)
     known = ClientConfig.load().racks.get(name)
     if known and known.local:
         port = port or int(known.local["port"])
         data = data or Path(known.local["data"])
         engine_builder = engine_builder or str(known.local.get("engine_builder") or "")
+        database = database or str(known.local.get("database") or "")
+        archives = archives or str(known.local.get("archives") or "")
     port = port or DEFAULT_PORT
     if not 1024 <= port <= 65530:
         raise InvalidArgument(f"invalid port: {port} (1024-65530)")
-    layout = Layout(name, port, (data or default_data(name)).resolve(), engine_builder or BUILDKIT)
+    layout = Layout(
+        name,
+        port,
+        (data or default_data(name)).resolve(),
+        engine_builder or BUILDKIT,
+        database or "",
+        archives or "",
+    )
     _private(layout)
     token = _token(layout)
 
@@ -355,11 +475,22 @@ def start_rack(
     engine.seed_busybox(docker_host)
     console.print(f"Docker engine    {docker_host}  OK")
 
+    slots = _builders(layout)
+    numbers = {slot.number for slot in slots}
+    for number in range(2, (builders or 1) + 1):
+        if number not in numbers:
+            slots.append(BuilderSlot(number, _free_address()))
+    slots.sort(key=lambda slot: slot.number)
     started: list[str] = []
     try:
         for part in ("distribution", *SERVICES):
             _start_part(part, layout, token, docker_host, console)
             started.append(part)
+        for slot in slots:
+            slot = _start_builder(slot, layout, token, docker_host, console)
+            started.append(slot.part)
+            _record_builders(layout, [s if s.number != slot.number else slot for s in slots])
+            slots = _builders(layout)
     except Exception:
         for part in reversed(started):
             _stop_part(part, layout)
@@ -371,6 +502,68 @@ def start_rack(
     config.save()
     console.print(f"Rack {name} is running at {entry.host}")
     return entry
+
+
+def _check_database(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        raise InvalidArgument(
+            "invalid --database: want postgresql://USER@HOST:PORT/DB (the default is SQLite)"
+        )
+
+
+def _check_archives(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise InvalidArgument("invalid --archives: want s3://BUCKET[/PREFIX]")
+
+
+def add_builder(name: str, engine_host: str | None, console: Console) -> BuilderSlot:
+    """Starts one more builder for the running local rack `name`, on `engine_host` (a
+    DOCKER_HOST) when given, else on the rack's engine; returns it once healthy."""
+    layout = _layout_of(name)
+    for part in SERVICES:
+        if not _alive(_read_pid(layout.pidfile(part)), _marker(part, layout)):
+            raise FailedPrecondition(
+                f"rack {name} is not running (start it with 'slipway rack start')"
+            )
+    token = _token(layout)
+    docker_host = engine.docker_host()
+    if engine_host:
+        if not engine.engine_answers(engine_host):
+            raise Unavailable(f"Docker engine unreachable at {engine_host[:200]}")
+        engine.seed_busybox(engine_host)
+    slots = _builders(layout)
+    number = max(slot.number for slot in slots) + 1
+    if number > MAX_BUILDERS:
+        raise FailedPrecondition(f"rack {name} has {MAX_BUILDERS} builders, the most it may have")
+    slot = BuilderSlot(number, _free_address(), engine_host or "")
+    slot = _start_builder(slot, layout, token, docker_host, console)
+    _record_builders(layout, [*slots, slot])
+    return slot
+
+
+def _start_builder(
+    slot: BuilderSlot, layout: Layout, token: str, docker_host: str, console: Console
+) -> BuilderSlot:
+    """Starts one builder unless it runs; on a new free port when its own is taken."""
+    label = f"{slot.id:<16} {slot.address}"
+    if _alive(_read_pid(layout.pidfile(slot.part)), _marker("builder", layout)):
+        console.print(f"{label}  already running")
+        return slot
+    if not _port_free(slot.address):
+        if slot.number == 1:
+            raise FailedPrecondition(
+                f"cannot start builder: {slot.address} is in use (choose another --port)"
+            )
+        slot = BuilderSlot(slot.number, _free_address(), slot.engine)
+        label = f"{slot.id:<16} {slot.address}"
+    env = _service_env("builder", layout, token, docker_host, slot)
+    argv = [sys.executable, "-m", "services.builder"]
+    proc = _spawn(slot.part, argv, env, layout)
+    _wait(lambda: _healthy(slot.address), proc, slot.part, layout)
+    console.print(f"{label}  OK" + (f"  (engine {slot.engine})" if slot.engine else ""))
+    return slot
 
 
 def _start_part(part: str, layout: Layout, token: str, docker_host: str, console: Console) -> None:
@@ -398,31 +591,35 @@ def _stop_part(part: str, layout: Layout) -> bool:
     """Stops one part with SIGTERM (SIGKILL after a grace period); True when it was running."""
     pidfile = layout.pidfile(part)
     pid = _read_pid(pidfile)
-    if not _alive(pid, _marker(part, layout)):
+    marker = _marker("builder" if part.startswith("builder") else part, layout)
+    if not _alive(pid, marker):
         pidfile.unlink(missing_ok=True)
         return False
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline and _alive(pid, _marker(part, layout)):
+    while time.monotonic() < deadline and _alive(pid, marker):
         time.sleep(0.1)
-    if _alive(pid, _marker(part, layout)):
+    if _alive(pid, marker):
         os.kill(pid, signal.SIGKILL)
     pidfile.unlink(missing_ok=True)
     return True
 
 
 def stop_rack(name: str, console: Console) -> None:
-    """Stops the rack's services and registry; the shared Docker engine keeps running."""
+    """Stops the rack's builders, services and registry; the Docker engine keeps running."""
     layout = _layout_of(name)
-    for part in ("builder", "registry", "archive", "metadata", "distribution"):
+    builders = [slot.part for slot in reversed(_builders(layout))]
+    for part in (*builders, "registry", "archive", "metadata", "distribution"):
         was = _stop_part(part, layout)
-        console.print(f"{part:<16} {'stopped' if was else 'not running'}")
+        shown = "builder-1" if part == "builder" else part
+        console.print(f"{shown:<16} {'stopped' if was else 'not running'}")
     console.print(f"Rack {name} is stopped")
 
 
 def rack_status(name: str) -> list[tuple[str, str, str]]:
-    """One row per part: (part, state, detail)."""
+    """One row per part: (part, state, detail); a builder's detail has its pid, its
+    engine and the builds it runs."""
     layout = _layout_of(name)
     host = engine.docker_host()
     rows = [("engine", "running" if engine.engine_answers(host) else "unreachable", host)]
@@ -434,4 +631,29 @@ def rack_status(name: str) -> list[tuple[str, str, str]]:
             continue
         ok = _registry_answers(address) if part == "distribution" else _healthy(address)
         rows.append((part, "running" if ok else "unhealthy", f"{address} pid {pid}"))
+    token = _token(layout) if layout.token_file.exists() else ""
+    for slot in _builders(layout):
+        pid = _read_pid(layout.pidfile(slot.part))
+        engine_host = slot.engine or host
+        if not _alive(pid, _marker("builder", layout)):
+            rows.append((slot.id, "stopped", f"{slot.address} engine {engine_host}"))
+            continue
+        info = _builder_info(slot.address, token)
+        if info is None:
+            rows.append((slot.id, "unhealthy", f"{slot.address} pid {pid} engine {engine_host}"))
+            continue
+        current = f"building {','.join(info.running)}" if info.running else "idle"
+        rows.append(
+            (slot.id, "running", f"{slot.address} pid {pid} engine {info.engine} {current}")
+        )
     return rows
+
+
+def _builder_info(address: str, token: str) -> types.RackInfo | None:
+    channel = open_channel(address, token)
+    try:
+        return BuilderClient(channel, address).rack(timeout=3.0)
+    except SlipwayError:
+        return None
+    finally:
+        channel.close()

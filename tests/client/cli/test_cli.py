@@ -496,19 +496,29 @@ def test_rack_status_and_stop(run: Any, monkeypatch: pytest.MonkeyPatch) -> None
         lambda name: (
             calls.append(name)
             or [
-                ("builder", "running", "127.0.0.1:7400"),
+                ("builder-1", "running", "127.0.0.1:7400 pid 9 engine unix:///x building B1"),
                 ("registry", "stopped", ""),
             ]
         ),
     )
     monkeypatch.setattr(localrack, "stop_rack", lambda name, console: calls.append(("stop", name)))
+    monkeypatch.setattr(
+        localrack,
+        "add_builder",
+        lambda name, engine, console: (
+            calls.append(("add", name, engine))
+            or localrack.BuilderSlot(2, "127.0.0.1:4242", engine or "")
+        ),
+    )
     assert run("rack", "status").out.splitlines() == [
-        "PART      STATE    DETAIL",
-        "builder   running  127.0.0.1:7400",
-        "registry  stopped",
+        "PART       STATE    DETAIL",
+        "builder-1  running  127.0.0.1:7400 pid 9 engine unix:///x building B1",
+        "registry   stopped",
     ]
     run("rack", "stop", "--name", "other")
-    assert calls == ["local", ("stop", "other")]
+    out = run("rack", "add-builder", "--engine", "tcp://10.0.0.2:2375").out
+    assert out.strip() == "Started builder-2 at 127.0.0.1:4242"
+    assert calls == ["local", ("stop", "other"), ("add", "local", "tcp://10.0.0.2:2375")]
 
 
 def test_rack_start(run: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -518,8 +528,8 @@ def test_rack_start(run: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setattr(
         localrack,
         "start_rack",
-        lambda name, port, data, console, engine_builder=None: calls.append(
-            (name, port, data, engine_builder)
+        lambda name, port, data, console, engine_builder=None, **rest: calls.append(
+            (name, port, data, engine_builder, *(rest[k] for k in sorted(rest)))
         ),
     )
     assert (
@@ -527,10 +537,17 @@ def test_rack_start(run: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     )
     assert run("rack", "start").code == 0
     assert run("rack", "start", "--engine-builder", "legacy").code == 0
+    scaled = (
+        "rack start --builders 3 --database postgresql://me@db:5432/slipway "
+        "--archives s3://bucket/src"
+    )
+    assert run(*scaled.split()).code == 0
+    # (name, port, data, engine builder, archives, builders, database)
     assert calls == [
-        ("two", 7500, tmp_path, None),
-        ("local", None, None, None),
-        ("local", None, None, "legacy"),
+        ("two", 7500, tmp_path, None, None, None, None),
+        ("local", None, None, None, None, None, None),
+        ("local", None, None, "legacy", None, None, None),
+        ("local", None, None, None, "s3://bucket/src", 3, "postgresql://me@db:5432/slipway"),
     ]
     refused = run("rack", "start", "--engine-builder", "kaniko")
     assert refused.code != 0 and "invalid choice" in refused.err
