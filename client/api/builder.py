@@ -86,7 +86,8 @@ class BuilderClient:
             build_args=dict(options.build_args),
             git_sha=options.git_sha,
             secrets=dict(options.secrets),
-            timeout_seconds=round(options.timeout),
+            # A timeout under a second is a second: 0 would mean the 60m default.
+            timeout_seconds=max(1, round(options.timeout)) if options.timeout > 0 else 0,
         )
         with rpc_errors(self.address, self.service):
             resp = self._stub.StartBuild(req)

@@ -176,6 +176,12 @@ def lost_reason(builder: str) -> str:
     return f"builder lost: {builder or 'a builder'} stopped renewing its lease"
 
 
+def secrets_lost_reason(builder: str) -> str:
+    """Why a build given secrets ended before it ran: only the builder that received them
+    held them (in memory), and it stopped."""
+    return f"its secrets were held by {builder or 'a builder'}, which stopped; start it again"
+
+
 def timed_out_reason(seconds: float) -> str:
     """Why a build that ran past its deadline ended (`timed out after 60m`)."""
     return f"timed out after {format_duration(seconds)}"

@@ -13,7 +13,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import client
 from client.kernel import types
-from client.kernel.errors import FailedPrecondition, InvalidArgument, SlipwayError, Unavailable
+from client.kernel.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SlipwayError,
+    Unavailable,
+)
 from services.builder import follow as following
 from services.builder.config import Config
 from services.builder.logwriter import LogWriter, retrying
@@ -25,7 +31,6 @@ from services.common.logs import BuildLogAdapter
 log = logging.getLogger(__name__)
 
 STOP_REASON = "builder stopped"
-SECRETS_LOST = "the build's secrets were held by a builder that stopped; start it again"
 
 
 class Builder:
@@ -38,11 +43,15 @@ class Builder:
         self._worker = Worker(config, deps, clock)
         self._pool = ThreadPoolExecutor(config.max_builds, thread_name_prefix="build")
         self._lock = threading.Lock()  # guards _jobs and _secrets
+        # Held while a build is recorded and its secrets kept, and while this builder
+        # claims: it never claims a build of its own before holding the build's secrets.
+        self._starting = threading.Lock()
         self._jobs: dict[str, tuple[Job, Future[None]]] = {}
         #: Secrets of builds started here and not yet claimed (pinned to this builder).
         self._secrets: dict[str, dict[str, bytes]] = {}
         self._followers = following.LogHub(deps.store)
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # no more claims
+        self._closed = threading.Event()  # no more renewals (every job has ended)
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -112,18 +121,19 @@ class Builder:
         store = self._deps.store
         self._deps.sources.stat(req.archive)  # before anything is recorded
         store.create_app(req.app, exist_ok=True)
-        build = store.create_build(
-            req.app,
-            description=req.description,
-            git_sha=req.git_sha,
-            archive=req.archive,
-            request=types.request_json(req),
-            timeout=req.timeout,
-            pinned=self.id if req.secrets else "",
-        )
-        if req.secrets:
-            with self._lock:
-                self._secrets[build.id] = dict(req.secrets)
+        with self._starting:
+            build = store.create_build(
+                req.app,
+                description=req.description,
+                git_sha=req.git_sha,
+                archive=req.archive,
+                request=types.request_json(req),
+                timeout=req.timeout,
+                pinned=self.id if req.secrets else "",
+            )
+            if req.secrets:
+                with self._lock:
+                    self._secrets[build.id] = dict(req.secrets)
         self._wake.set()
         BuildLogAdapter(log, {"build": build.id}).info("queued for %s", req.app)
         return build
@@ -131,18 +141,40 @@ class Builder:
     def _claim_loop(self) -> None:
         while not self._stopping.is_set():
             claimed = False
-            if self._free_slots() > 0:
-                try:
-                    claim = self._deps.store.claim_build(self.id)
-                except SlipwayError as err:
-                    log.warning("cannot take builds from the queue: %s", err)
-                    claim = None
-                if claim is not None:
-                    self._run(claim)
-                    claimed = True
+            try:
+                claimed = self._claim_one()
+            except SlipwayError as err:
+                log.warning("cannot take builds from the queue: %s", err)
+            except Exception:  # the loop outlives any one failure
+                log.exception("taking a build from the queue")
             if not claimed:
                 self._wake.wait(self._config.claim_interval)
                 self._wake.clear()
+
+    def _claim_one(self) -> bool:
+        """Claims and starts one build when a slot is free; whether it did."""
+        if self._free_slots() <= 0:
+            return False
+        with self._starting:
+            if self._stopping.is_set():
+                return False
+            claim = self._deps.store.claim_build(self.id)
+            if claim is None:
+                return False
+            try:
+                self._run(claim)
+            except Exception as err:
+                # Claimed but not started: end it rather than leave it to the sweep.
+                log.exception("[%s] could not start the claimed build", claim.build.id)
+                reason = f"the builder could not start it: {type(err).__name__}"
+                self._deps.store.update_build(
+                    claim.build.id,
+                    lease=claim.lease,
+                    status=types.FAILED,
+                    reason=reason,
+                    ended=self._clock(),
+                )
+            return True
 
     def _free_slots(self) -> int:
         with self._lock:
@@ -172,7 +204,7 @@ class Builder:
             timeout=claim.timeout,
         )
         if wanted:
-            job.abort(SECRETS_LOST)
+            job.abort(types.secrets_lost_reason(self.id))
         BuildLogAdapter(log, {"build": build_id}).info("claimed (attempt %d)", claim.lease.attempt)
         with self._lock:
             future = self._pool.submit(self._worker.run, job)
@@ -184,26 +216,53 @@ class Builder:
         (cancelled through any builder, ended by another) or past their deadline, and
         sweeps for builds other builders lost."""
         next_sweep = 0.0
-        while not self._stopping.wait(self._config.renew_interval):
+        while not self._closed.wait(self._config.renew_interval):
             with self._lock:
                 jobs = [job for job, _ in self._jobs.values()]
             for job in jobs:
-                self._renew(job)
+                try:
+                    self._renew(job)
+                except Exception:  # one build's trouble never stops the others' renewals
+                    log.exception("[%s] renewing its lease", job.id)
             now = time.monotonic()
             if now >= next_sweep:
                 next_sweep = now + self._config.sweep_interval
                 try:
                     self._deps.store.expire_builds()
+                    self._drop_stale_secrets()
                 except SlipwayError as err:
                     log.warning("cannot sweep the queue: %s", err)
+                except Exception:
+                    log.exception("sweeping the queue")
+
+    def _drop_stale_secrets(self) -> None:
+        """Forgets the secrets of builds that ended before this builder claimed them
+        (cancelled or expired while queued)."""
+        with self._lock:
+            waiting = list(self._secrets)
+        for build_id in waiting:
+            try:
+                ended = self._deps.store.get_build(build_id).terminal
+            except NotFound:
+                ended = True
+            if ended:
+                with self._lock:
+                    self._secrets.pop(build_id, None)
 
     def _renew(self, job: Job) -> None:
-        if job.lease is None or job.finished:
+        # A finishing job is renewed too: its last writes (release, status) carry the
+        # lease, and may take a while when metadata is slow.
+        if job.lease is None:
             return
-        if job.deadline and self._clock() >= job.deadline and not job.abort_reason:
+        if (
+            job.deadline
+            and self._clock() >= job.deadline
+            and not job.abort_reason
+            and not job.finished
+        ):
             BuildLogAdapter(log, {"build": job.id}).info("timed out")
-            job.abort(types.timed_out_reason(job.timeout))
-            return
+            # Stopping the engine's work may take a while: never on this thread.
+            self._aside(job.abort, types.timed_out_reason(job.timeout))
         try:
             held, build = self._deps.store.renew_lease(job.id, job.lease)
         except SlipwayError as err:
@@ -213,7 +272,11 @@ class Builder:
             BuildLogAdapter(log, {"build": job.id}).info(
                 "lease gone (the build is %s): stopping it", build.status
             )
-            job.release()
+            self._aside(job.release)
+
+    @staticmethod
+    def _aside(action: Callable[..., None], *args: object) -> None:
+        threading.Thread(target=action, args=args, name="stop-build", daemon=True).start()
 
     def cancel(self, build_id: str, app: str = "") -> types.Build:
         """Stops a created or running build: FailedPrecondition when it has ended."""
@@ -275,26 +338,32 @@ class Builder:
             jobs = [job for job, _ in self._jobs.values() if not job.finished]
         return [job.id for job in sorted(jobs, key=lambda job: job.build.created)]
 
-    def shutdown(self) -> None:
-        """Stops taking builds and stops every build it runs (failed, `builder
-        stopped`); builds still queued stay for the other builders."""
+    def stop_claiming(self) -> None:
+        """Takes no more builds from the queue (the first step of a shutdown)."""
         self._stopping.set()
         self._wake.set()
-        for thread in self._threads:
-            thread.join(10)
+
+    def shutdown(self) -> None:
+        """Stops taking builds and stops every build it runs (failed, `builder
+        stopped`); builds still queued stay for the other builders. Leases are renewed
+        until the last job has ended."""
+        self.stop_claiming()
+        claimers = [t for t in self._threads if t.name.startswith("claim-")]
+        for thread in claimers:
+            thread.join(30)  # a claim in flight lands before the jobs are stopped
         with self._lock:
             entries = list(self._jobs.values())
         for job, future in entries:
             if future.cancel():
-                self._record_stopped(job.id)
+                self._record_stopped(job.id, job.lease)
             else:
                 job.abort(STOP_REASON)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._closed.set()
+        for thread in self._threads:
+            thread.join(10)
 
-    def _record_stopped(self, build_id: str) -> None:
-        with self._lock:
-            entry = self._jobs.get(build_id)
-        lease = entry[0].lease if entry else None
+    def _record_stopped(self, build_id: str, lease: types.Lease | None) -> None:
         try:
             self._deps.store.update_build(
                 build_id, lease=lease, status=types.FAILED, reason=STOP_REASON, ended=self._clock()

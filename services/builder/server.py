@@ -70,4 +70,5 @@ def create_server(config: Config, deps: Deps | None = None, address: str | None 
         register=register,
         service_names=[SERVICE_NAME],
         on_stop=on_stop,
+        on_drain=builder.stop_claiming,
     )

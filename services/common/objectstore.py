@@ -229,6 +229,7 @@ class S3Store:
                 log.info("archive %s already stored", sha256)
                 return sha256
             with self._errors("an upload"):
+                stored = True  # removing a temporary object that never landed is harmless
                 if upload is None:
                     self._s3.put_object(Bucket=self.bucket, Key=tmp, Body=bytes(buffer))
                 else:
@@ -241,7 +242,6 @@ class S3Store:
                         MultipartUpload={"Parts": parts},
                     )
                     upload = None
-                stored = True
                 # Verified: now, and only now, visible under its content address.
                 self._s3.copy({"Bucket": self.bucket, "Key": tmp}, self.bucket, self._key(sha256))
             log.info("stored archive %s (%d bytes) in s3://%s", sha256, size, self.bucket)
@@ -323,12 +323,17 @@ class _Stream(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._body.read(len(buffer))
+        data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
     def read(self, size: int = -1) -> bytes:
-        return bytes(self._body.read(None if size is None or size < 0 else size))
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return bytes(self._body.read(None if size is None or size < 0 else size))
+        except BotoCoreError as err:  # a stream cut mid-read, a read timeout
+            raise Unavailable(f"S3 stopped sending an archive: {_short(err)}") from None
 
     def close(self) -> None:
         if not self.closed:

@@ -60,6 +60,8 @@ class Server:
     health: health.HealthServicer
     service_names: Sequence[str]
     on_stop: Callable[[], None] | None = None
+    #: Called as the drain begins (the builder stops claiming builds there).
+    on_drain: Callable[[], None] | None = None
 
     @property
     def address(self) -> str:
@@ -68,6 +70,8 @@ class Server:
     def stop(self, grace: float = 5.0) -> None:
         """Marks every service NOT_SERVING, drains calls for `grace` seconds, then stops."""
         self.health.enter_graceful_shutdown()
+        if self.on_drain:
+            self.on_drain()
         self.grpc_server.stop(grace).wait()
         if self.on_stop:
             self.on_stop()
@@ -85,6 +89,7 @@ def build_server(
     max_streams: int = MAX_STREAMS,
     on_stop: Callable[[], None] | None = None,
     keepalive_interval_ms: int = KEEPALIVE_INTERVAL_MS,
+    on_drain: Callable[[], None] | None = None,
 ) -> Server:
     """Creates, registers and starts a server on `address` (port 0 picks a free one)."""
     server = grpc.server(
@@ -107,7 +112,7 @@ def build_server(
     for name in ("", *service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("listening on port %d", port)
-    return Server(server, port, health_servicer, service_names, on_stop)
+    return Server(server, port, health_servicer, service_names, on_stop, on_drain)
 
 
 def serve_until_signalled(server: Server) -> None:

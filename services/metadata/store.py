@@ -55,6 +55,7 @@ from client.kernel.types import (
     new_id,
     request_from_json,
     secret_ids,
+    secrets_lost_reason,
 )
 from services.metadata import models
 from services.metadata.config import redact
@@ -102,6 +103,11 @@ def _on_connection(
                     "no space left on device for the metadata database"
                 ) from err
             raise Unavailable(f"database unavailable at {self.where}: {_first_line(err)}") from err
+        except ValueError as err:
+            # psycopg2 refuses a NUL in any text it sends (an id, a field); SQLite keeps it.
+            if "NUL" in str(err):
+                raise InvalidArgument("text must not contain NUL characters") from None
+            raise
 
     return wrapper
 
@@ -314,7 +320,8 @@ class MetadataStore:
         ended: list[tuple[str, str]] = []
         for row in list(stale):
             reason = lost_reason(row.owner)
-            if self._end(row.id, reason, now, BuildRow.attempt == row.attempt):
+            still_stale = BuildRow.renewed < now - lease_seconds
+            if self._end(row.id, reason, now, BuildRow.attempt == row.attempt, still_stale):
                 ended.append((row.id, reason))
         for row in list(late):
             reason = f"not started within {format_duration(queue_seconds)}"
@@ -328,17 +335,27 @@ class MetadataStore:
     @_on_connection
     def fail_owned_builds(self, builder: str, reason: str = "") -> list[str]:
         """Ends, failed, the running builds leased to `builder` (a builder starting under
-        the id of one that stopped: it knows it runs none of them)."""
+        the id of one that stopped: it knows it runs none of them), and the queued builds
+        pinned to it (their secrets were in its memory); returns their ids, oldest first."""
         check_reason(reason or lost_reason(builder))
         now = time.time()
-        rows = BuildRow.select(BuildRow.id).where(
-            BuildRow.status == RUNNING, BuildRow.owner == builder
+        rows = BuildRow.select(BuildRow.id, BuildRow.status).where(
+            ((BuildRow.status == RUNNING) & (BuildRow.owner == builder))
+            | ((BuildRow.status == CREATED) & (BuildRow.pinned == builder))
         )
-        return [
-            row.id
-            for row in list(rows)
-            if self._end(row.id, reason or lost_reason(builder), now, BuildRow.owner == builder)
-        ]
+        ended: list[str] = []
+        for row in list(rows.order_by(BuildRow.seq)):
+            if row.status == RUNNING:
+                done = self._end(
+                    row.id, reason or lost_reason(builder), now, BuildRow.owner == builder
+                )
+            else:
+                done = self._end(
+                    row.id, secrets_lost_reason(builder), now, BuildRow.status == CREATED
+                )
+            if done:
+                ended.append(row.id)
+        return ended
 
     def _end(self, build_id: str, reason: str, now: float, *conditions: Any) -> bool:
         """Fails one active build (when `conditions` still hold), its reason the log's

@@ -21,6 +21,7 @@ from client.kernel.types import (
     Lease,
     lost_reason,
     request_json,
+    secrets_lost_reason,
 )
 from services.metadata import models
 from services.metadata.models import BuildRow
@@ -158,6 +159,17 @@ def test_a_restarted_builder_ends_the_builds_it_held(store: MetadataStore) -> No
     assert store.fail_owned_builds("b1") == [mine]
     assert store.get_build(mine).reason == lost_reason("b1")
     assert store.get_build(theirs).status == RUNNING
+
+
+def test_a_restarted_builder_ends_the_queued_builds_only_it_could_run(
+    store: MetadataStore,
+) -> None:
+    pinned = _queue(store, pinned="b1")
+    free = _queue(store)
+    elsewhere = _queue(store, pinned="b2")
+    assert store.fail_owned_builds("b1") == [pinned]
+    assert store.get_build(pinned).reason == secrets_lost_reason("b1")
+    assert [store.get_build(i).status for i in (free, elsewhere)] == [CREATED, CREATED]
 
 
 def test_a_cancelled_queued_build_is_not_claimed(store: MetadataStore) -> None:

@@ -516,3 +516,15 @@ def test_a_full_database_is_resource_exhausted(tmp_path: Path) -> None:
         assert str(caught.value) == "no space left on device for the metadata database"
     finally:
         store.close()
+
+
+def test_an_id_with_a_nul_is_a_clear_error_on_every_database(
+    store: MetadataStore, app: str
+) -> None:
+    build = store.create_build(app)
+    # PostgreSQL cannot take a NUL in text at all: InvalidArgument, never INTERNAL.
+    with pytest.raises((InvalidArgument, NotFound)):
+        store.get_build("B\x00")
+    with pytest.raises((InvalidArgument, NotFound)):
+        store.update_build("B\x00", {"description": "x"})
+    assert store.get_build(build.id) == build

@@ -14,6 +14,8 @@ records each one's address and engine, so a rack started again brings back all o
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -24,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -163,6 +165,17 @@ def _record_builders(layout: Layout, slots: list[BuilderSlot]) -> None:
     partial = layout.builders_file.with_name(layout.builders_file.name + ".partial")
     partial.write_text(text + "\n")
     os.replace(partial, layout.builders_file)
+
+
+@contextlib.contextmanager
+def _builders_locked(layout: Layout) -> Iterator[None]:
+    """Holds the rack's builder lock: one `rack start` or `add-builder` at a time picks
+    builder numbers and starts them, so no two live builders share a name."""
+    lock = layout.data / "run" / "builders.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 def _free_address() -> str:
@@ -475,22 +488,25 @@ def start_rack(
     engine.seed_busybox(docker_host)
     console.print(f"Docker engine    {docker_host}  OK")
 
-    slots = _builders(layout)
-    numbers = {slot.number for slot in slots}
-    for number in range(2, (builders or 1) + 1):
-        if number not in numbers:
-            slots.append(BuilderSlot(number, _free_address()))
-    slots.sort(key=lambda slot: slot.number)
     started: list[str] = []
     try:
         for part in ("distribution", *SERVICES):
             _start_part(part, layout, token, docker_host, console)
             started.append(part)
-        for slot in slots:
-            slot = _start_builder(slot, layout, token, docker_host, console)
-            started.append(slot.part)
-            _record_builders(layout, [s if s.number != slot.number else slot for s in slots])
+        with _builders_locked(layout):
             slots = _builders(layout)
+            numbers = {slot.number for slot in slots}
+            for number in range(2, (builders or 1) + 1):
+                if number not in numbers:
+                    slots.append(BuilderSlot(number, _free_address()))
+            slots.sort(key=lambda slot: slot.number)
+            for index, slot in enumerate(slots):
+                slots[index] = _start_builder(slot, layout, token, docker_host, console)
+                started.append(slot.part)
+                _record_builders(
+                    layout,
+                    slots[: index + 1] + [s for s in slots[index + 1 :] if s.number in numbers],
+                )
     except Exception:
         for part in reversed(started):
             _stop_part(part, layout)
@@ -533,13 +549,16 @@ def add_builder(name: str, engine_host: str | None, console: Console) -> Builder
         if not engine.engine_answers(engine_host):
             raise Unavailable(f"Docker engine unreachable at {engine_host[:200]}")
         engine.seed_busybox(engine_host)
-    slots = _builders(layout)
-    number = max(slot.number for slot in slots) + 1
-    if number > MAX_BUILDERS:
-        raise FailedPrecondition(f"rack {name} has {MAX_BUILDERS} builders, the most it may have")
-    slot = BuilderSlot(number, _free_address(), engine_host or "")
-    slot = _start_builder(slot, layout, token, docker_host, console)
-    _record_builders(layout, [*slots, slot])
+    with _builders_locked(layout):
+        slots = _builders(layout)
+        number = max(slot.number for slot in slots) + 1
+        if number > MAX_BUILDERS:
+            raise FailedPrecondition(
+                f"rack {name} has {MAX_BUILDERS} builders, the most it may have"
+            )
+        slot = BuilderSlot(number, _free_address(), engine_host or "")
+        slot = _start_builder(slot, layout, token, docker_host, console)
+        _record_builders(layout, [*slots, slot])
     return slot
 
 
