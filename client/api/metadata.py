@@ -148,10 +148,12 @@ class MetadataClient:
         description: str = "",
         inherit_env: bool = False,
         lease: types.Lease | None = None,
+        complete: types.Completion | None = None,
     ) -> types.Release:
         """Records a release; with `inherit_env` its environment is the app's latest
         release's, read atomically with the write (`env` is then ignored); with `lease`,
-        only while `build` still runs under it."""
+        only while `build` still runs under it; with `complete`, the build turns complete
+        with it in the same write."""
         req = pb.CreateReleaseRequest(
             app=app,
             build=build,
@@ -161,6 +163,9 @@ class MetadataClient:
             inherit_env=inherit_env,
             lease=_lease(lease),
         )
+        if complete is not None:
+            req.complete.entrypoint = complete.entrypoint
+            req.complete.ended = complete.ended
         with self._errors():
             resp = self._stub.CreateRelease(req)
         return convert.release_from_pb(resp.release)

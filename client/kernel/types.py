@@ -232,6 +232,14 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class Completion:
+    """What a build records as it completes, with its release in one write."""
+
+    entrypoint: str
+    ended: float
+
+
+@dataclass(frozen=True)
 class Claim:
     """A queued build a builder has taken: the build (now running), how to build it, the
     lease its writes carry, and its time limit in seconds."""

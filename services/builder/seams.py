@@ -71,6 +71,7 @@ class BuildStore(Protocol):
         description: str = "",
         inherit_env: bool = False,
         lease: types.Lease | None = None,
+        complete: types.Completion | None = None,
     ) -> types.Release: ...
 
     def list_releases(self, app: str, limit: int = 10) -> list[types.Release]: ...

@@ -295,20 +295,31 @@ class Worker:
                 raise Cancelled("build cancelled")
             job.finished = True
             job.log.sync()  # what came since: normally nothing, so the lock is brief
+            if job.lease is not None:
+                # One write: the release, and the build complete with it, both or neither
+                # (a cancel or sweep that got in first leaves no release).
+                store.create_release(
+                    req.app,
+                    build=job.id,
+                    inherit_env=True,  # the env as it is now, not as the build began
+                    manifest=parsed.text,
+                    description=req.description,
+                    lease=job.lease,
+                    complete=types.Completion(entrypoint, self._clock()),
+                )
+                return
             release = store.create_release(
                 req.app,
                 build=job.id,
-                inherit_env=True,  # the env as it is now, not as the build began
+                inherit_env=True,
                 manifest=parsed.text,
                 description=req.description,
-                lease=job.lease,
             )
             ended = self._clock()
 
             def record() -> None:
                 store.update_build(
                     job.id,
-                    lease=job.lease,
                     status=types.COMPLETE,
                     release=release.id,
                     entrypoint=entrypoint,

@@ -111,6 +111,11 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
             description=request.description,
             inherit_env=request.inherit_env,
             lease=_lease(request),
+            complete=(
+                types.Completion(request.complete.entrypoint, request.complete.ended)
+                if request.HasField("complete")
+                else None
+            ),
         )
         return pb.CreateReleaseResponse(release=convert.release_to_pb(release))
 

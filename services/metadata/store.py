@@ -45,6 +45,7 @@ from client.kernel.types import (
     App,
     Build,
     Claim,
+    Completion,
     Lease,
     LogLine,
     Release,
@@ -486,10 +487,14 @@ class MetadataStore:
         description: str = "",
         inherit_env: bool = False,
         lease: Lease | None = None,
+        complete: Completion | None = None,
     ) -> Release:
         """Records a release. With `inherit_env` its environment is the latest release's,
         read under the app lock like `update_env`, so a concurrent change is not lost.
-        With a `lease`, only while `build` still runs under it (FailedPrecondition)."""
+        With a `lease`, only while `build` still runs under it (FailedPrecondition). With
+        `complete`, the build turns complete with the release in the same transaction."""
+        if complete is not None and (not build or lease is None):
+            raise InvalidArgument("completing a build needs the build and its lease")
         with self.database.atomic():
             latest = self._lock_app(app)
             if build:
@@ -499,6 +504,28 @@ class MetadataStore:
             if inherit_env:
                 env = _env(latest)
             row = _insert_release(app, build, env or {}, manifest, description, latest, time.time())
+            if complete is not None and lease is not None:
+                # Conditional on the lease inside this transaction: a cancel or sweep that
+                # got in first leaves no release behind (the insert rolls back).
+                updated = (
+                    BuildRow.update(
+                        status=COMPLETE,
+                        release=row.id,
+                        entrypoint=complete.entrypoint,
+                        ended=complete.ended,
+                    )
+                    .where(
+                        BuildRow.id == build,
+                        BuildRow.status == RUNNING,
+                        BuildRow.owner == lease.owner,
+                        BuildRow.attempt == lease.attempt,
+                    )
+                    .execute()
+                )
+                if not updated:
+                    raise FailedPrecondition(f"build {build}: lease lost")
+        if complete is not None:
+            self._notifier.changed(build)
         return _release(row)
 
     def _lock_app(self, app: str) -> ReleaseRow | None:

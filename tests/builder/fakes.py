@@ -166,6 +166,7 @@ class FakeStore:
         description: str = "",
         inherit_env: bool = False,
         lease: types.Lease | None = None,
+        complete: types.Completion | None = None,
     ) -> types.Release:
         with self._cond:
             if build:
@@ -181,8 +182,17 @@ class FakeStore:
                 manifest=manifest,
                 description=description,
             )
+            if complete is not None:  # both or neither, as the store's one transaction
+                self.update_build(
+                    build,
+                    lease=lease,
+                    status=types.COMPLETE,
+                    release=release.id,
+                    entrypoint=complete.entrypoint,
+                    ended=complete.ended,
+                )
             self.releases.append(release)
-            return release
+        return release
 
     def list_releases(self, app: str, limit: int = 10) -> list[types.Release]:
         with self._cond:

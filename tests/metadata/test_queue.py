@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import peewee
 import pytest
 
-from client.kernel.errors import FailedPrecondition
+from client.kernel.errors import FailedPrecondition, InvalidArgument
 from client.kernel.types import (
     CANCELLED,
     COMPLETE,
@@ -18,6 +18,7 @@ from client.kernel.types import (
     FAILED,
     RUNNING,
     BuildRequest,
+    Completion,
     Lease,
     lost_reason,
     request_json,
@@ -230,3 +231,37 @@ def test_a_newer_database_is_refused(old_sqlite: str) -> None:
 
 def test_created_means_queued(store: MetadataStore) -> None:
     assert store.get_build(_queue(store)).status == CREATED
+
+
+def test_a_build_completes_with_its_release_in_one_write(store: MetadataStore) -> None:
+    build_id = _queue(store)
+    claim = store.claim_build("b1")
+    assert claim is not None
+    release = store.create_release(
+        "web", build=build_id, lease=claim.lease, complete=Completion("/bin/app", 12.5)
+    )
+    done = store.get_build(build_id)
+    assert (done.status, done.release, done.entrypoint, done.ended) == (
+        COMPLETE,
+        release.id,
+        "/bin/app",
+        12.5,
+    )
+
+
+def test_a_build_cancelled_before_it_completes_gets_no_release(store: MetadataStore) -> None:
+    build_id = _queue(store)
+    claim = store.claim_build("b1")
+    assert claim is not None
+    store.update_build(build_id, {"status": CANCELLED})  # through another builder
+    with pytest.raises(FailedPrecondition, match="lease lost"):
+        store.create_release("web", build=build_id, lease=claim.lease, complete=Completion("", 1.0))
+    assert store.list_releases("web") == []
+    assert store.get_build(build_id).status == CANCELLED
+
+
+def test_completing_needs_the_build_and_its_lease(store: MetadataStore) -> None:
+    store.create_app("web", exist_ok=True)
+    with pytest.raises(InvalidArgument):
+        store.create_release("web", complete=Completion("", 1.0))
+    assert store.list_releases("web") == []

@@ -315,3 +315,14 @@ def test_the_queue_over_grpc(md: MetadataClient, app: str) -> None:
         "one",
         "ERROR: builder lost: b1 stopped renewing its lease",
     ]
+    # Completing travels too: the build turns complete with its release, in one write.
+    from client.kernel.types import Completion
+
+    again = md.create_build(app, request=request_json(req))
+    claim = md.claim_build("b3")
+    assert claim is not None and claim.build.id == again.id
+    release = md.create_release(
+        app, build=again.id, lease=claim.lease, complete=Completion("e", 2.0)
+    )
+    done = md.get_build(again.id)
+    assert (done.status, done.release, done.entrypoint) == (COMPLETE, release.id, "e")

@@ -619,6 +619,7 @@ class CreateReleaseRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     INHERIT_ENV_FIELD_NUMBER: _builtins.int
     LEASE_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     """Its app, which must exist."""
     build: _builtins.str
@@ -641,6 +642,12 @@ class CreateReleaseRequest(_message.Message):
         (FAILED_PRECONDITION `lease lost`).
         """
 
+    @_builtins.property
+    def complete(self) -> Global___Completion:
+        """When set (with `build` and `lease`), the build turns complete with this release in
+        the same transaction: a release never exists for a build that ended otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -651,14 +658,41 @@ class CreateReleaseRequest(_message.Message):
         description: _builtins.str = ...,
         inherit_env: _builtins.bool = ...,
         lease: Global___Lease | None = ...,
+        complete: Global___Completion | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "build", b"build", "description", b"description", "env", b"env", "inherit_env", b"inherit_env", "lease", b"lease", "manifest", b"manifest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "build", b"build", "complete", b"complete", "description", b"description", "env", b"env", "inherit_env", b"inherit_env", "lease", b"lease", "manifest", b"manifest"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateReleaseRequest: _TypeAlias = CreateReleaseRequest  # noqa: Y015
+
+@_typing.final
+class Completion(_message.Message):
+    """How a build completed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRYPOINT_FIELD_NUMBER: _builtins.int
+    ENDED_FIELD_NUMBER: _builtins.int
+    entrypoint: _builtins.str
+    """The built image's entrypoint."""
+    ended: _builtins.float
+    """When it ended, seconds since the epoch."""
+    def __init__(
+        self,
+        *,
+        entrypoint: _builtins.str = ...,
+        ended: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "entrypoint", b"entrypoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Completion: _TypeAlias = Completion  # noqa: Y015
 
 @_typing.final
 class CreateReleaseResponse(_message.Message):
