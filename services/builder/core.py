@@ -31,6 +31,9 @@ from services.common.logs import BuildLogAdapter
 log = logging.getLogger(__name__)
 
 STOP_REASON = "builder stopped"
+#: How long a build told to stop (timed out) may take to wind down before its builder
+#: records it ended itself, whatever its worker is stuck in.
+STOP_GRACE_SECONDS = 60.0
 
 
 class Builder:
@@ -54,6 +57,7 @@ class Builder:
         self._closed = threading.Event()  # no more renewals (every job has ended)
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._engine_was_up = True
 
     @property
     def id(self) -> str:
@@ -155,6 +159,8 @@ class Builder:
         """Claims and starts one build when a slot is free; whether it did."""
         if self._free_slots() <= 0:
             return False
+        if not self._engine_up():
+            return False
         with self._starting:
             if self._stopping.is_set():
                 return False
@@ -175,6 +181,18 @@ class Builder:
                     ended=self._clock(),
                 )
             return True
+
+    def _engine_up(self) -> bool:
+        """Whether this builder's engine answers: a builder whose engine is down takes
+        no builds (the others do), and says so once."""
+        up = self._deps.engine.answers(timeout=5.0)
+        if up != self._engine_was_up:
+            if up:
+                log.info("the Docker engine answers again: taking builds")
+            else:
+                log.warning("the Docker engine does not answer: taking no builds until it does")
+            self._engine_was_up = up
+        return up
 
     def _free_slots(self) -> int:
         with self._lock:
@@ -202,6 +220,7 @@ class Builder:
             lease=claim.lease,
             deadline=self._clock() + claim.timeout,
             timeout=claim.timeout,
+            renewed=time.monotonic(),
         )
         if wanted:
             job.abort(types.secrets_lost_reason(self.id))
@@ -252,27 +271,54 @@ class Builder:
     def _renew(self, job: Job) -> None:
         # A finishing job is renewed too: its last writes (release, status) carry the
         # lease, and may take a while when metadata is slow.
-        if job.lease is None:
+        if job.lease is None or job.released:
             return
+        logger = BuildLogAdapter(log, {"build": job.id})
+        now = time.monotonic()
         if (
             job.deadline
             and self._clock() >= job.deadline
             and not job.abort_reason
             and not job.finished
         ):
-            BuildLogAdapter(log, {"build": job.id}).info("timed out")
+            logger.info("timed out")
+            job.stopping_since = now
             # Stopping the engine's work may take a while: never on this thread.
             self._aside(job.abort, types.timed_out_reason(job.timeout))
+        elif job.stopping_since and now - job.stopping_since > STOP_GRACE_SECONDS:
+            # Told to stop a minute ago and still not done (stuck in a call that cannot
+            # be cancelled): record its end here, under the lease, and let it go.
+            logger.warning("did not stop within %.0fs: ending it", STOP_GRACE_SECONDS)
+            self._end_stuck(job)
+            return
         try:
             held, build = self._deps.store.renew_lease(job.id, job.lease)
         except SlipwayError as err:
-            log.warning("[%s] renewing its lease: %s", job.id, err)
+            logger.warning("renewing its lease: %s", err)
+            if now - job.renewed > types.LEASE_EXPIRY_SECONDS:
+                # Its lease has expired by now: another builder ends the build; this one
+                # stops the engine's work rather than build for nobody.
+                logger.warning("lease not renewed for %.0fs: stopping it", now - job.renewed)
+                self._release(job)
             return
+        job.renewed = now
         if not held:
-            BuildLogAdapter(log, {"build": job.id}).info(
-                "lease gone (the build is %s): stopping it", build.status
+            logger.info("lease gone (the build is %s): stopping it", build.status)
+            self._release(job)
+
+    def _release(self, job: Job) -> None:
+        job.released = True
+        self._aside(job.release)
+
+    def _end_stuck(self, job: Job) -> None:
+        reason = job.abort_reason or types.timed_out_reason(job.timeout)
+        try:
+            self._deps.store.update_build(
+                job.id, lease=job.lease, status=types.FAILED, reason=reason, ended=self._clock()
             )
-            self._aside(job.release)
+        except SlipwayError as err:
+            log.warning("[%s] recording its end: %s", job.id, err)
+        self._release(job)
 
     @staticmethod
     def _aside(action: Callable[..., None], *args: object) -> None:

@@ -127,6 +127,10 @@ class ImageEngine(Protocol):
         """The id of the local `image`, None when the engine does not have it."""
         ...
 
+    def answers(self, timeout: float = 5.0) -> bool:
+        """Whether the engine answers a ping within `timeout` seconds; never raises."""
+        ...
+
     def remove(self, image: str) -> None:
         """Removes a local image; missing is fine."""
         ...

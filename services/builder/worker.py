@@ -61,6 +61,11 @@ class Job:
     #: When (clock seconds) the build is stopped as timed out, and its time limit.
     deadline: float = 0.0
     timeout: float = types.DEFAULT_TIMEOUT_SECONDS
+    #: When (monotonic) its lease was last renewed; when it was told to stop (timed
+    #: out); whether it was let go (its lease gone): kept by the builder's lease loop.
+    renewed: float = 0.0
+    stopping_since: float = 0.0
+    released: bool = False
 
     def sink(self, service: str) -> Callable[[str], None]:
         """Where `service`'s engine lines go: the log, prefixed `service | ` when the build

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
 from client.kernel import types
-from client.kernel.errors import Cancelled, FailedPrecondition, NotFound
+from client.kernel.errors import Cancelled, FailedPrecondition, NotFound, Unavailable
 from services.builder.seams import BuildSpec, CancelScope, EngineError, ImageInfo, LineSink
 
 
@@ -46,6 +46,7 @@ class FakeStore:
         self.logs: dict[str, list[types.LogLine]] = {}
         self.appends: list[list[str]] = []
         self.expire_calls: list[str] = []
+        self.renewals_fail = False  # RenewLease answers Unavailable
         #: Per build: (request JSON, timeout, pinned) of queued builds; leases held.
         self.queued: dict[str, tuple[str, float, str]] = {}
         self.leases: dict[str, types.Lease] = {}
@@ -115,6 +116,8 @@ class FakeStore:
             raise FailedPrecondition(f"build {build_id}: lease lost")
 
     def renew_lease(self, build_id: str, lease: types.Lease) -> tuple[bool, types.Build]:
+        if self.renewals_fail:
+            raise Unavailable("metadata unreachable")
         with self._cond:
             try:
                 self._held(build_id, lease)
@@ -289,8 +292,13 @@ class FakeEngine:
         #: A `RUN wait` step was stopped by its scope's cancel.
         self.cancelled = False
         self.offline = False  # every pull fails as with no registry reachable
+        self.down = False  # the engine does not answer
+        self.unstick = threading.Event()  # ends a `RUN stuck` step
         self._lock = threading.Lock()
         self._counter = itertools.count()
+
+    def answers(self, timeout: float = 5.0) -> bool:
+        return not self.down
 
     def build(self, spec: BuildSpec, on_line: LineSink, scope: CancelScope) -> str:
         with self._lock:
@@ -305,6 +313,10 @@ class FakeEngine:
                 raise EngineError(
                     f"The command '/bin/sh -c exit {code}' returned a non-zero code: {code}"
                 )
+            if line.startswith("RUN stuck"):  # ignores cancel, as a hung engine call
+                self.waiting.set()
+                self.unstick.wait(30)
+                raise Cancelled("build cancelled")
             if line.startswith("RUN wait"):
                 stopped = threading.Event()
                 scope.on_cancel(stopped.set)

@@ -12,6 +12,7 @@ import pytest
 from client.kernel import types
 from client.kernel.errors import InvalidArgument
 from client.kernel.types import BuildRequest
+from services.builder import core
 from services.builder.config import Config
 from services.builder.core import Builder
 from services.builder.seams import Deps
@@ -134,3 +135,43 @@ def test_a_timeout_outside_its_bounds_is_refused(pair: Pair) -> None:
         with pytest.raises(InvalidArgument, match="invalid timeout"):
             pair.queue("FROM busybox\n", timeout=timeout)
     assert pair.store.builds == {}
+
+
+def test_a_builder_whose_engine_is_down_leaves_builds_to_the_others(pair: Pair) -> None:
+    pair.engines[0].down = True
+    pair.builders[0].serve_queue()
+    build_id = pair.queue("FROM busybox\nRUN true\n")
+    with pytest.raises(AssertionError):
+        eventually(lambda: pair.store.get_build(build_id).status != types.CREATED, 0.5)
+    pair.builders[1].serve_queue()
+    assert pair.ended(build_id).status == types.COMPLETE
+    assert pair.store.leases[build_id].owner == "b2"
+
+
+def test_a_builder_cut_off_from_metadata_stops_building_once_its_lease_expired(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(types, "LEASE_EXPIRY_SECONDS", 0.5)
+    pair.builders[0].serve_queue()
+    pair.queue("FROM busybox\nRUN wait\n")
+    assert pair.engines[0].waiting.wait(10)
+    pair.store.renewals_fail = True
+    eventually(lambda: pair.engines[0].cancelled, 5)  # it stopped the RUN by itself
+    eventually(lambda: not pair.builders[0]._jobs, 5)
+
+
+def test_a_build_stuck_past_its_deadline_is_ended_by_its_builder(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core, "STOP_GRACE_SECONDS", 0.3)
+    pair.builders[0].serve_queue()
+    build_id = pair.queue("FROM busybox\nRUN stuck\n", timeout=1)
+    try:
+        assert pair.engines[0].waiting.wait(10)
+        build = pair.ended(build_id)  # while the engine call still hangs
+        assert (build.status, build.reason) == (types.FAILED, "timed out after 1s")
+        assert not pair.engines[0].unstick.is_set()
+    finally:
+        pair.engines[0].unstick.set()
+    eventually(lambda: not pair.builders[0]._jobs, 5)
+    assert pair.store.get_build(build_id).reason == "timed out after 1s"
