@@ -111,6 +111,15 @@ def through(rack: RackHandle, builder: Builder) -> RackHandle:
     return RackHandle(rack.name, rack.port, rack.data, env, rack.database)
 
 
+def another(rack: RackHandle, than: Builder, idle: bool = False) -> Builder:
+    """A running builder other than `than` (and running no build, when `idle`)."""
+    return next(
+        b
+        for b in builders(rack).values()
+        if b.id != than.id and b.state == "running" and not (idle and b.running)
+    )
+
+
 def owner_of(rack: RackHandle, build_id: str) -> Builder:
     def check() -> Builder:
         owners = [b for b in builders(rack).values() if build_id in b.running]
@@ -218,14 +227,7 @@ def test_a_killed_builder_loses_its_build_and_the_others_go_on(
     try:
         build_id = running_build(rack, app, marker)
         victim = owner_of(rack, build_id)
-        survivor = through(
-            rack,
-            next(
-                b
-                for b in builders(rack).values()
-                if b.id != victim.id and b.state == "running" and b.running == ()
-            ),
-        )
+        survivor = through(rack, another(rack, victim, idle=True))
         os.kill(victim.pid, signal.SIGKILL)
         killed = time.monotonic()
 
@@ -270,10 +272,7 @@ def test_a_paused_builder_loses_its_build_and_writes_nothing_when_it_wakes(
     try:
         build_id = running_build(rack, app, marker)
         sleeper = owner_of(rack, build_id)
-        survivor = through(
-            rack,
-            next(b for b in builders(rack).values() if b.id != sleeper.id and b.state == "running"),
-        )
+        survivor = through(rack, another(rack, sleeper))
         os.kill(sleeper.pid, signal.SIGSTOP)
         paused = time.monotonic()
         try:
@@ -307,10 +306,7 @@ def test_cancel_through_another_builder_stops_the_run_step(scaled: Scaled, tmp_p
         build_id = running_build(rack, app, marker)
         assert step_running(seconds)
         owner = owner_of(rack, build_id)
-        other = next(
-            b for b in builders(rack).values() if b.id != owner.id and b.state == "running"
-        )
-        through(rack, other).ok("builds", "cancel", build_id, "-a", app)
+        through(rack, another(rack, owner)).ok("builds", "cancel", build_id, "-a", app)
         eventually(lambda: not step_running(seconds), timeout=30)
         assert info(rack, app, build_id)["Status"] == "cancelled"
         assert follower.wait(60) != 0

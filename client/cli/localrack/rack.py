@@ -500,13 +500,13 @@ def start_rack(
                 if number not in numbers:
                     slots.append(BuilderSlot(number, _free_address()))
             slots.sort(key=lambda slot: slot.number)
-            for index, slot in enumerate(slots):
-                slots[index] = _start_builder(slot, layout, token, docker_host, console)
+            running: list[BuilderSlot] = []
+            for slot in slots:
+                running.append(_start_builder(slot, layout, token, docker_host, console))
                 started.append(slot.part)
-                _record_builders(
-                    layout,
-                    slots[: index + 1] + [s for s in slots[index + 1 :] if s.number in numbers],
-                )
+                # Recorded once started: a failed start leaves no builder on the books.
+                waiting = [s for s in slots[len(running) :] if s.number in numbers]
+                _record_builders(layout, running + waiting)
     except Exception:
         for part in reversed(started):
             _stop_part(part, layout)
