@@ -74,8 +74,14 @@ def new_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))
 
 
+#: The longest app name (it names image repositories and database rows).
+MAX_APP_NAME = 100
+
+
 def check_app_name(name: str) -> str:
     """Returns `name` when it is a valid app name, else raises InvalidArgument."""
+    if len(name or "") > MAX_APP_NAME:
+        raise InvalidArgument(f"invalid app name: longer than {MAX_APP_NAME} characters")
     if not APP_NAME.match(name or ""):
         raise InvalidArgument(f"invalid app name: {name!r} (must match ^[a-z][a-z0-9-]*$)")
     return name

@@ -104,6 +104,11 @@ def _on_connection(
                     "no space left on device for the metadata database"
                 ) from err
             raise Unavailable(f"database unavailable at {self.where}: {_first_line(err)}") from err
+        except peewee.DataError as err:
+            # A value longer than its column (PostgreSQL enforces lengths; SQLite does not).
+            raise InvalidArgument(
+                f"a value is too long for the database: {_first_line(err)[:120]}"
+            ) from None
         except ValueError as err:
             # psycopg2 refuses a NUL in any text it sends (an id, a field); SQLite keeps it.
             if "NUL" in str(err):

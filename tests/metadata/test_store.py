@@ -528,3 +528,11 @@ def test_an_id_with_a_nul_is_a_clear_error_on_every_database(
     with pytest.raises((InvalidArgument, NotFound)):
         store.update_build("B\x00", {"description": "x"})
     assert store.get_build(build.id) == build
+
+
+def test_an_overlong_app_name_is_a_clear_error_on_every_database(store: MetadataStore) -> None:
+    # PostgreSQL enforces column lengths: InvalidArgument, never INTERNAL, and not echoed.
+    with pytest.raises(InvalidArgument, match="longer than 100") as caught:
+        store.update_env("a" * 400, {"K": "v"})
+    assert "a" * 101 not in str(caught.value)
+    assert store.list_apps() == []
