@@ -15,6 +15,7 @@ from client.kernel.errors import (
     SlipwayError,
     Unauthenticated,
     Unavailable,
+    Unverified,
 )
 
 T = TypeVar("T")
@@ -36,6 +37,10 @@ def from_rpc_error(err: grpc.RpcError, address: str = "", service: str = "") -> 
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return Unauthenticated()
     if code == grpc.StatusCode.UNAVAILABLE and not _from_service(err):
+        why = tls_failure(details, address)
+        if why:
+            what = f"{service} service" if service and service != "builder" else "rack"
+            return Unverified(what, address or "its address", why)
         where = f" at {address}" if address else ""
         what = f"{service} service" if service else "rack"
         return Unavailable(f"{what} unreachable{where}")
@@ -54,6 +59,27 @@ def from_rpc_error(err: grpc.RpcError, address: str = "", service: str = "") -> 
     if cls is None:
         return Internal(details or f"unexpected error ({code.name if code else 'unknown'})")
     return cls(details or code.name.lower())
+
+
+# What gRPC core says of a TLS handshake that failed, and what it means to a person.
+_TLS_FAILURES = (
+    ("Hostname Verification", "its certificate does not name {host}"),
+    ("certificate has expired", "its certificate has expired"),
+    ("CERTIFICATE_VERIFY_FAILED", "its certificate is not signed by the CA this client trusts"),
+    ("WRONG_VERSION_NUMBER", "it does not speak TLS (is it an older Slipway?)"),
+    ("handshake failed", "the TLS handshake failed"),
+    ("Handshake failed", "the TLS handshake failed"),
+)
+
+
+def tls_failure(details: str, address: str = "") -> str:
+    """Why a connection's TLS handshake failed, in a person's words; empty when `details`
+    (an UNAVAILABLE's) tells of no TLS failure."""
+    host = address.rpartition(":")[0].strip("[]") or "the address it was reached at"
+    for marker, why in _TLS_FAILURES:
+        if marker in details:
+            return why.format(host=host)
+    return ""
 
 
 def _from_service(err: grpc.RpcError) -> bool:

@@ -32,9 +32,11 @@ class Rack:
     registry: RegistryClient
 
     @classmethod
-    def connect(cls, address: str, token: str) -> Rack:
-        """Asks the front door at `address` where everything is and opens a client to each."""
-        builder = BuilderClient(open_channel(address, token), address)
+    def connect(cls, address: str, token: str, ca: bytes | None = None) -> Rack:
+        """Asks the front door at `address` where everything is and opens a client to each,
+        over TLS, every certificate verified against `ca` (PEM; None: the system's
+        trusted roots)."""
+        builder = BuilderClient(open_channel(address, token, ca=ca), address)
         info = builder.rack()
         a = reach(address, info.archive_address)
         m = reach(address, info.metadata_address)
@@ -42,7 +44,7 @@ class Rack:
         return cls(
             info=info,
             builder=builder,
-            archive=ArchiveClient(open_channel(a, token), a),
-            metadata=MetadataClient(open_channel(m, token), m),
-            registry=RegistryClient(open_channel(r, token), r),
+            archive=ArchiveClient(open_channel(a, token, ca=ca), a),
+            metadata=MetadataClient(open_channel(m, token, ca=ca), m),
+            registry=RegistryClient(open_channel(r, token, ca=ca), r),
         )

@@ -136,11 +136,13 @@ class RegistryClient:
         to_app: str = "",
         source_name: str = "",
         progress: Callable[[types.CopyProgress], None] | None = None,
+        source_ca: bytes | None = None,
     ) -> types.CopyResult:
         """Has this rack copy the build `app`/`build_id` of the rack at `source_host` (reached
         with `source_token`) into `to_app` (default: `app`), moving only the blobs this rack
         lacks; passes each progress update to `progress`; returns the new build, its
-        release and what moved."""
+        release and what moved. `source_ca` is the CA (PEM) the source rack's certificates
+        are verified against (None: the system's trusted roots)."""
         request = pb.CopyBuildRequest(
             source_host=source_host,
             source_token=source_token,
@@ -148,6 +150,7 @@ class RegistryClient:
             app=app,
             build=build_id,
             to_app=to_app,
+            source_ca=source_ca or b"",
         )
         stream = self._stub.CopyBuild(request)
         try:

@@ -2,7 +2,7 @@
 
 Stored as JSON in `$XDG_CONFIG_HOME/slipway/config.json` (by default
 `~/.config/slipway/config.json`), mode 0600 because it holds tokens. `SLIPWAY_RACK`,
-`SLIPWAY_HOST` and `SLIPWAY_TOKEN` override what it says.
+`SLIPWAY_HOST`, `SLIPWAY_TOKEN` and `SLIPWAY_CA` (a PEM file) override what it says.
 """
 
 from __future__ import annotations
@@ -27,12 +27,19 @@ class RackEntry:
     """One rack the client knows: where its front door is and its token.
 
     `local` holds what `slipway rack start` needs to manage a rack on this machine
-    (`port`, `data`); it is empty for a remote rack added by `slipway login`."""
+    (`port`, `data`); it is empty for a remote rack added by `slipway login`. `ca` is the
+    PEM of the certificate authority the rack's certificates are verified against (empty:
+    the system's trusted roots)."""
 
     name: str
     host: str
     token: str
     local: dict[str, Any] = field(default_factory=dict)
+    ca: str = field(default="", repr=False)
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        return self.ca.encode() if self.ca else None
 
 
 @dataclass
@@ -53,7 +60,11 @@ class ClientConfig:
             raise InvalidArgument(f"cannot read client configuration {path}: {err}") from None
         racks = {
             name: RackEntry(
-                name=name, host=r["host"], token=r.get("token", ""), local=r.get("local", {})
+                name=name,
+                host=r["host"],
+                token=r.get("token", ""),
+                local=r.get("local", {}),
+                ca=r.get("ca", ""),
             )
             for name, r in (raw.get("racks") or {}).items()
         }
@@ -84,25 +95,50 @@ class ClientConfig:
 
     def resolve(self, name: str | None = None) -> RackEntry:
         """The rack to talk to: `-r NAME`, else `SLIPWAY_RACK`, else the current one;
-        `SLIPWAY_HOST` and `SLIPWAY_TOKEN` override its address and token."""
+        `SLIPWAY_HOST`, `SLIPWAY_TOKEN` and `SLIPWAY_CA` override its address, token and
+        CA."""
         env_host = os.environ.get("SLIPWAY_HOST", "")
         env_token = os.environ.get("SLIPWAY_TOKEN")
+        env_ca = (
+            read_ca(os.environ["SLIPWAY_CA"], "SLIPWAY_CA") if os.environ.get("SLIPWAY_CA") else ""
+        )
         wanted = name or os.environ.get("SLIPWAY_RACK", "") or self.current
         if wanted:
             entry = self.racks.get(wanted)
             if entry is None:
                 if env_host and not name:
-                    return RackEntry(name=wanted, host=env_host, token=env_token or "")
+                    return RackEntry(wanted, env_host, env_token or "", ca=env_ca)
                 raise NotFound(f"rack not found: {wanted} (see 'slipway racks')")
         elif env_host:
-            entry = RackEntry(name="env", host=env_host, token=env_token or "")
+            entry = RackEntry(name="env", host=env_host, token=env_token or "", ca=env_ca)
         else:
             raise NotFound("no current rack: run 'slipway rack start' or 'slipway login ADDRESS'")
-        if env_host or env_token is not None:
+        if env_host or env_token is not None or env_ca:
             entry = RackEntry(
                 name=entry.name,
                 host=env_host or entry.host,
                 token=entry.token if env_token is None else env_token,
                 local=entry.local,
+                ca=env_ca or entry.ca,
             )
         return entry
+
+
+# A CA bundle larger than this is not one (a rack's CA is about 600 bytes).
+MAX_CA_BYTES = 256 * 1024
+
+
+def read_ca(path: str, what: str = "--ca") -> str:
+    """The PEM certificates in the file at `path`, checked to be some; InvalidArgument
+    naming `what` otherwise (its content is never shown)."""
+    try:
+        with open(path, "rb") as pem:
+            data = pem.read(MAX_CA_BYTES + 1)
+    except OSError as err:
+        raise InvalidArgument(f"cannot read {what} {path[:200]}: {err.strerror}") from None
+    if len(data) > MAX_CA_BYTES:
+        raise InvalidArgument(f"{what} {path[:200]} is not a CA certificate: over 256 KiB")
+    text = data.decode("ascii", errors="replace")
+    if "-----BEGIN CERTIFICATE-----" not in text or "-----END CERTIFICATE-----" not in text:
+        raise InvalidArgument(f"{what} {path[:200]} is not a PEM certificate")
+    return text

@@ -65,6 +65,16 @@ class Unavailable(SlipwayError):
     code = "UNAVAILABLE"
 
 
+class Unverified(Unavailable):
+    """A peer's TLS certificate did not verify: `what` at `address`, and why."""
+
+    def __init__(self, what: str, address: str, why: str) -> None:
+        super().__init__(f"cannot verify {what} at {address}: {why}")
+        self.what = what
+        self.address = address
+        self.why = why
+
+
 class Cancelled(SlipwayError):
     """The operation was cancelled."""
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.kernel.errors import InvalidArgument
-from services.common.config import ServiceArgs
+from services.common.config import ServiceArgs, TlsFiles
 from services.common.objectstore import parse_s3_url
 
 DEFAULT_LISTEN = "127.0.0.1:7401"
@@ -35,6 +35,9 @@ class Config:
     archive_url: str = ""
     """`s3://bucket[/prefix]` to keep archives in S3 (`--archives`, SLIPWAY_ARCHIVE_URL);
     empty for the filesystem under `data_dir`."""
+    tls: TlsFiles | None = None
+    """What it speaks TLS with (SLIPWAY_TLS_CERT, SLIPWAY_TLS_KEY, SLIPWAY_TLS_CA; required
+    by `from_env`); None only for a server a test starts in-process."""
 
     @property
     def scratch_dir(self) -> Path:
@@ -73,6 +76,7 @@ class Config:
         )
         args = parser.parse_args(argv)
         token = parser.token()
+        tls = parser.tls()
         if args.archives:
             try:
                 parse_s3_url(args.archives)
@@ -99,4 +103,5 @@ class Config:
             max_bytes=max_bytes,
             git_timeout=git_timeout,
             archive_url=args.archives,
+            tls=tls,
         )

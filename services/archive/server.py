@@ -50,6 +50,7 @@ def create_server(config: Config, deps: Deps | None = None, address: str | None 
 
     return build_server(
         token=config.token,
+        tls=config.tls,
         address=address or config.listen,
         register=register,
         service_names=[SERVICE_NAME],

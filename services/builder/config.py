@@ -14,6 +14,7 @@ from client.kernel.types import BUILDKIT, ENGINE_BUILDERS
 from services.common.config import (
     RegistryCredentials,
     ServiceArgs,
+    TlsFiles,
     registry_credentials,
     valid_registry_host,
 )
@@ -37,6 +38,9 @@ class Config:
     listen: str = "127.0.0.1:7400"
     #: The rack's name, reported by GetRack (SLIPWAY_RACK_NAME).
     rack_name: str = "local"
+    #: The name or address other machines reach the rack at (SLIPWAY_ADVERTISE): GetRack
+    #: announces every service at it; empty announces the addresses below as they are.
+    advertise: str = ""
     #: The archive service (SLIPWAY_ARCHIVE_ADDRESS).
     archive_address: str = "127.0.0.1:7401"
     #: The metadata service (SLIPWAY_METADATA_ADDRESS).
@@ -79,6 +83,9 @@ class Config:
     renew_interval: float = 5.0
     #: Seconds between sweeps for builds other builders lost, and queued too long.
     sweep_interval: float = 10.0
+    #: What it speaks TLS with (SLIPWAY_TLS_CERT, SLIPWAY_TLS_KEY, SLIPWAY_TLS_CA;
+    #: required by `from_env`); None only for a server a test starts in-process.
+    tls: TlsFiles | None = None
 
     @classmethod
     def from_env(
@@ -90,6 +97,7 @@ class Config:
         parser = ServiceArgs("builder", cls.listen, env)
         args = parser.parse_args(argv)
         token = parser.token()
+        tls = parser.tls()
         numbers = {}
         for name, default in (
             ("SLIPWAY_BUILD_CONCURRENCY", cls.build_concurrency),
@@ -109,6 +117,9 @@ class Config:
                 f"invalid SLIPWAY_REGISTRY_HOST {registry_host!r}: expected host:port, "
                 "no scheme or path"
             )
+        advertise = env.get("SLIPWAY_ADVERTISE", "").strip()
+        if advertise and not valid_registry_host(advertise):
+            parser.error(f"invalid SLIPWAY_ADVERTISE {advertise[:100]!r}: expected a host name")
         scratch = env.get("SLIPWAY_SCRATCH_DIR")
         builder_id = env.get("SLIPWAY_BUILDER_ID", "").strip()
         if builder_id and not BUILDER_ID.match(builder_id):
@@ -124,6 +135,7 @@ class Config:
             token=token,
             listen=args.listen,
             rack_name=env.get("SLIPWAY_RACK_NAME") or cls.rack_name,
+            advertise=advertise,
             archive_address=env.get("SLIPWAY_ARCHIVE_ADDRESS") or cls.archive_address,
             metadata_address=env.get("SLIPWAY_METADATA_ADDRESS") or cls.metadata_address,
             registry_address=env.get("SLIPWAY_REGISTRY_ADDRESS") or cls.registry_address,
@@ -136,6 +148,7 @@ class Config:
             max_extract_files=numbers["SLIPWAY_MAX_EXTRACT_FILES"],
             docker_host=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
             engine_builder=engine_builder,
+            tls=tls,
         )
         return dataclasses.replace(config, builder_id=builder_id) if builder_id else config
 

@@ -369,14 +369,22 @@ class Builder:
         return types.RackInfo(
             name=self._config.rack_name,
             version=client.__version__,
-            archive_address=self._config.archive_address,
-            metadata_address=self._config.metadata_address,
-            registry_address=self._config.registry_address,
+            archive_address=self._announced(self._config.archive_address),
+            metadata_address=self._announced(self._config.metadata_address),
+            registry_address=self._announced(self._config.registry_address),
             registry_host=registry_host,
             builder=self.id,
             engine=self._config.docker_host,
             running=tuple(self.running()),
         )
+
+    def _announced(self, address: str) -> str:
+        """`address` as other machines reach it: at the advertised name, when there is one."""
+        advertise = self._config.advertise
+        if not advertise:
+            return address
+        host = f"[{advertise}]" if ":" in advertise else advertise
+        return f"{host}:{address.rpartition(':')[2]}"
 
     def running(self) -> list[str]:
         """The builds this builder runs now, oldest first."""

@@ -8,7 +8,6 @@ import grpc
 from slipway.builder.v1 import builder_pb2, builder_pb2_grpc
 
 from client.api.archive import ArchiveClient
-from client.api.channel import open_channel
 from client.api.metadata import MetadataClient
 from services.builder.config import Config
 from services.builder.core import Builder
@@ -17,6 +16,7 @@ from services.builder.servicer import BuilderServicer
 from services.common.docker.engine import DockerEngine
 from services.common.push import Destination, Pusher
 from services.common.server import Server, build_server
+from services.common.server import connect as connect_to
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,10 @@ def connect(config: Config) -> Deps:
     )
     return Deps(
         store=MetadataClient(
-            open_channel(config.metadata_address, config.token), config.metadata_address
+            connect_to(config.metadata_address, config.token, config.tls), config.metadata_address
         ),
         sources=ArchiveClient(
-            open_channel(config.archive_address, config.token), config.archive_address
+            connect_to(config.archive_address, config.token, config.tls), config.archive_address
         ),
         pusher=Pusher(engine, Destination(config.registry_host, auth)),
         engine=engine,
@@ -66,6 +66,7 @@ def create_server(config: Config, deps: Deps | None = None, address: str | None 
 
     return build_server(
         token=config.token,
+        tls=config.tls,
         address=address or config.listen,
         register=register,
         service_names=[SERVICE_NAME],

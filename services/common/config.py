@@ -1,5 +1,6 @@
 """What every service's configuration shares: the `--listen` flag, the rack token, the
-shape of a registry host and the rack registry's credentials."""
+TLS certificate it serves with, the shape of a registry host and the rack registry's
+credentials."""
 
 from __future__ import annotations
 
@@ -19,6 +20,19 @@ def valid_registry_host(host: str) -> bool:
     return bool(REGISTRY_HOST.match(host))
 
 
+TLS_VARIABLES = ("SLIPWAY_TLS_CERT", "SLIPWAY_TLS_KEY", "SLIPWAY_TLS_CA")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """What a service speaks TLS with: its certificate and key (PEM), and the rack's CA,
+    against which it verifies the services it calls."""
+
+    cert: bytes
+    key: bytes = field(repr=False)
+    ca: bytes
+
+
 class ServiceArgs(argparse.ArgumentParser):
     """A service's flag parser: `--listen` (SLIPWAY_LISTEN) is there from the start, and
     `token()` reads SLIPWAY_TOKEN. Errors exit 2 with argparse's usage message."""
@@ -33,6 +47,27 @@ class ServiceArgs(argparse.ArgumentParser):
             default=env.get("SLIPWAY_LISTEN") or default_listen,
             help=f"host:port to listen on (SLIPWAY_LISTEN, default {default_listen})",
         )
+
+    def tls(self) -> TlsFiles:
+        """The certificate, key and CA of SLIPWAY_TLS_CERT, SLIPWAY_TLS_KEY and
+        SLIPWAY_TLS_CA (PEM files): every port speaks TLS, so a service without them
+        exits 2."""
+        paths = {var: self.env.get(var, "") for var in TLS_VARIABLES}
+        missing = [var for var, path in paths.items() if not path]
+        if missing:
+            self.error(
+                f"{', '.join(missing)} required: every port speaks TLS (the PEM files of "
+                "this service's certificate, its key and the rack's CA)"
+            )
+        read: dict[str, bytes] = {}
+        for var, path in paths.items():
+            try:
+                read[var] = Path(path).read_bytes()
+            except OSError as err:
+                self.error(f"cannot read {var}: {err.strerror}")
+            if b"-----BEGIN " not in read[var]:
+                self.error(f"{var} is not a PEM file")
+        return TlsFiles(*(read[var] for var in TLS_VARIABLES))
 
     def token(self) -> str:
         """The rack token every call but health must carry; exits 2 when it is not set."""

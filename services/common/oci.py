@@ -1,7 +1,7 @@
 """The one client of OCI/Distribution registries: the `Registry` seam the registry service
 needs (pushes, exports, imports and rack-to-rack copies), and `DistributionRegistry`, its
-implementation on a Docker Distribution registry over plain HTTP (ECR comes later as a
-second one).
+implementation on a Docker Distribution registry over HTTP, or HTTPS verified against a
+given certificate authority (a rack advertised beyond loopback serves its registry so).
 
 Every call goes through one `_open`, every failure through one table (`_map_errors`), and
 one timeout applies to each socket operation: connecting, and each read of a response, so
@@ -17,6 +17,7 @@ import http.client
 import json
 import logging
 import re
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -137,23 +138,33 @@ def _map_errors(host: str, method: str, url: str) -> Iterator[None]:
         err.close()
         raise Internal(f"registry {host}: {method} {path}: {err.code} {text}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+        reason = err.reason if isinstance(err, urllib.error.URLError) else err
+        if isinstance(reason, ssl.SSLError):
+            why = getattr(reason, "verify_message", "") or reason.reason or "TLS handshake failed"
+            raise Unavailable(f"cannot verify registry at {host}: {why}") from None
         log.warning("registry %s: %s %s: %s", host, method, path, err)
         raise Unavailable(f"registry unreachable at {host}") from None
 
 
 class DistributionRegistry:
-    """A Docker Distribution registry over plain HTTP: open, repositories appear on first
-    push, deletion enabled (`storage.delete.enabled`)."""
+    """A Docker Distribution registry: repositories appear on first push, deletion enabled
+    (`storage.delete.enabled`). Plain HTTP unless `tls` is given: then HTTPS, the
+    registry's certificate verified with that context."""
 
     def __init__(
         self,
         host: str,
         credentials: RegistryCredentials | None = None,
         timeout: float = HTTP_TIMEOUT,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._host = host
         self._credentials = credentials
         self._timeout = timeout
+        self._tls = tls
+        self._opener = urllib.request.build_opener(
+            *([urllib.request.HTTPSHandler(context=tls)] if tls is not None else [])
+        )
 
     @property
     def host(self) -> str:
@@ -168,7 +179,8 @@ class DistributionRegistry:
     # The plumbing.
 
     def _url(self, path: str) -> str:
-        return f"http://{self._host}/v2/{path}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self._host}/v2/{path}"
 
     def _location(self, headers: Message) -> str:
         """An upload's absolute URL from a `Location` header, relative or not."""
@@ -183,7 +195,7 @@ class DistributionRegistry:
         request = urllib.request.Request(url, data=body, method=method, headers=sent)
         with _map_errors(self._host, method, url):
             try:
-                return urllib.request.urlopen(request, timeout=self._timeout)  # type: ignore[no-any-return]
+                return self._opener.open(request, timeout=self._timeout)  # type: ignore[no-any-return]
             except urllib.error.HTTPError as err:
                 if err.code != 404:
                     raise

@@ -14,8 +14,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from client.api.channel import KEEPALIVE_INTERVAL_MS, MESSAGE_OPTIONS
-from client.kernel.errors import SlipwayError
+from client.api.channel import KEEPALIVE_INTERVAL_MS, MESSAGE_OPTIONS, open_channel
+from client.kernel.errors import SlipwayError, Unavailable
+from services.common.config import TlsFiles
 from services.common.interceptor import ServiceInterceptor
 from services.common.logs import configure_logging
 
@@ -80,10 +81,18 @@ class Server:
         self.grpc_server.wait_for_termination()
 
 
+def connect(address: str, token: str, tls: TlsFiles | None) -> grpc.Channel:
+    """A TLS channel to another service of the rack, verified against the rack's CA."""
+    if tls is None:
+        raise Unavailable(f"cannot reach {address}: no TLS configuration (SLIPWAY_TLS_CA)")
+    return open_channel(address, token, ca=tls.ca)
+
+
 def build_server(
     *,
     token: str,
     address: str,
+    tls: TlsFiles | None,
     register: Callable[[grpc.Server], None],
     service_names: Sequence[str],
     max_streams: int = MAX_STREAMS,
@@ -91,7 +100,11 @@ def build_server(
     keepalive_interval_ms: int = KEEPALIVE_INTERVAL_MS,
     on_drain: Callable[[], None] | None = None,
 ) -> Server:
-    """Creates, registers and starts a server on `address` (port 0 picks a free one)."""
+    """Creates, registers and starts a server on `address` (port 0 picks a free one),
+    speaking TLS with `tls`: a plaintext client fails its handshake. There is no plaintext
+    port: without `tls` nothing starts."""
+    if tls is None:
+        raise Unavailable("no TLS certificate: every port speaks TLS (SLIPWAY_TLS_CERT)")
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=max_streams + UNARY_THREADS, thread_name_prefix="rpc"
@@ -105,7 +118,8 @@ def build_server(
     reflection.enable_server_reflection(
         (*service_names, reflection.SERVICE_NAME, health.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(address)
+    credentials = grpc.ssl_server_credentials([(tls.key, tls.cert)])
+    port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     server.start()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services.common.config import ServiceArgs
+from services.common.config import ServiceArgs, TlsFiles
 
 DEFAULT_LISTEN = "127.0.0.1:7402"
 DEFAULT_DATA = "~/.local/share/slipway/metadata"
@@ -28,6 +28,9 @@ class Config:
     database_url: str
     """`sqlite:///<path>` or `postgresql://user[:password]@host:port/db` (`--database`,
     SLIPWAY_DATABASE_URL; default `sqlite:///<data>/metadata.db`)."""
+    tls: TlsFiles | None = None
+    """What it speaks TLS with (SLIPWAY_TLS_CERT, SLIPWAY_TLS_KEY, SLIPWAY_TLS_CA; required
+    by `from_env`); None only for a server a test starts in-process."""
 
     @classmethod
     def from_env(
@@ -50,12 +53,13 @@ class Config:
         )
         args = parser.parse_args(argv)
         token = parser.token()
+        tls = parser.tls()
         data_dir = Path(args.data).expanduser()
         url = args.database or f"sqlite:///{data_dir / 'metadata.db'}"
         problem = check_database_url(url)
         if problem:
             parser.error(problem)
-        return cls(listen=args.listen, token=token, data_dir=data_dir, database_url=url)
+        return cls(listen=args.listen, token=token, data_dir=data_dir, database_url=url, tls=tls)
 
 
 def check_database_url(url: str) -> str:

@@ -39,6 +39,7 @@ def create_server(config: Config, deps: Deps | None = None, address: str | None 
     try:
         return build_server(
             token=config.token,
+            tls=config.tls,
             address=address or config.listen,
             register=register,
             service_names=[SERVICE_NAME],

@@ -11,6 +11,7 @@ from pathlib import Path
 from services.common.config import (
     RegistryCredentials,
     ServiceArgs,
+    TlsFiles,
     registry_credentials,
     valid_registry_host,
 )
@@ -32,6 +33,9 @@ class Config:
     (`--registry`, SLIPWAY_REGISTRY_HOST; required)."""
     registry_auth: RegistryCredentials | None = None
     """What the registry requires (SLIPWAY_REGISTRY_AUTH_FILE, `user:password`; none: open)."""
+    registry_ca: Path | None = None
+    """The CA (PEM) the registry's certificate is verified against when it serves HTTPS
+    (SLIPWAY_REGISTRY_CA; none: plain HTTP, as on loopback)."""
     docker_host: str = DEFAULT_DOCKER_HOST
     """The Docker engine holding the images (`--docker-host`, DOCKER_HOST)."""
     metadata_address: str = ""
@@ -40,6 +44,9 @@ class Config:
     scratch_dir: Path = Path(tempfile.gettempdir())
     """Where exports and imports spool image tars on disk, never in memory
     (`--scratch`, SLIPWAY_SCRATCH_DIR; default: the system's temporary folder)."""
+    tls: TlsFiles | None = None
+    """What it speaks TLS with (SLIPWAY_TLS_CERT, SLIPWAY_TLS_KEY, SLIPWAY_TLS_CA; required
+    by `from_env`); None only for a server a test starts in-process."""
 
     @classmethod
     def from_env(
@@ -72,6 +79,7 @@ class Config:
         )
         args = parser.parse_args(argv)
         token = parser.token()
+        tls = parser.tls()
         if not args.registry:
             parser.error("the registry is required: pass --registry or set SLIPWAY_REGISTRY_HOST")
         if not valid_registry_host(args.registry):
@@ -86,4 +94,8 @@ class Config:
             docker_host=args.docker_host,
             metadata_address=args.metadata,
             scratch_dir=Path(args.scratch).expanduser(),
+            registry_ca=Path(env["SLIPWAY_REGISTRY_CA"])
+            if env.get("SLIPWAY_REGISTRY_CA")
+            else None,
+            tls=tls,
         )

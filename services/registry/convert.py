@@ -97,6 +97,7 @@ def copy_request(request: pb.CopyBuildRequest) -> CopyRequest:
         app=request.app,
         build=request.build,
         to_app=request.to_app,
+        source_ca=request.source_ca or None,
     )
 
 

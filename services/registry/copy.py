@@ -69,8 +69,12 @@ class SourceRack(Protocol):
         ...
 
 
-ConnectSource = Callable[[str, str, str], SourceRack]
-"""Opens a source rack from its front door `host:port`, its token and a name for messages."""
+ConnectSource = Callable[[str, str, str, "bytes | None"], SourceRack]
+"""Opens a source rack from its front door `host:port`, its token, a name for messages and
+the CA its certificates are verified against (PEM; None: the system's trusted roots)."""
+
+# The most bytes of CA certificates a copy request may carry.
+MAX_SOURCE_CA = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class CopyRequest:
     build: str
     to_app: str = ""
     source_name: str = ""
+    source_ca: bytes | None = field(default=None, repr=False)
 
 
 def config_digest(manifest: Manifest) -> str:
@@ -191,13 +196,16 @@ class Copier:
             raise InvalidArgument("the source rack's host is required")
         if not request.build:
             raise InvalidArgument("the build is required")
+        ca = request.source_ca or b""
+        if len(ca) > MAX_SOURCE_CA or (ca and b"-----BEGIN CERTIFICATE-----" not in ca):
+            raise InvalidArgument("the source rack's CA must be PEM certificates, at most 256 KiB")
         return self._copy(request)
 
     def _copy(self, request: CopyRequest) -> Iterator[Event]:
         app, to_app = request.app, request.to_app or request.app
         name = request.source_name or request.source_host
         yield types.CopyProgress(f"Reading build {request.build} of {app} from {name}")
-        source = self.connect(request.source_host, request.source_token, name)
+        source = self.connect(request.source_host, request.source_token, name, request.source_ca)
         try:
             build = source.get_build(app, request.build)
             if build.status != types.COMPLETE:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,12 +11,13 @@ import grpc
 from slipway.registry.v1 import registry_pb2 as pb
 from slipway.registry.v1 import registry_pb2_grpc as pb_grpc
 
-from client.api.channel import open_channel
 from client.api.metadata import MetadataClient
+from client.kernel.errors import Unavailable
 from services.common.docker.engine import DockerEngine
 from services.common.oci import DistributionRegistry, Registry
 from services.common.push import Pusher
 from services.common.server import Server, build_server
+from services.common.server import connect as connect_to
 from services.registry.config import Config
 from services.registry.copy import BuildImages, ConnectSource, Copier
 from services.registry.engine import ImageEngine
@@ -42,6 +44,17 @@ class Deps:
     """How a copy reaches the rack it copies from."""
 
 
+def registry_tls(config: Config) -> ssl.SSLContext | None:
+    """How the registry's certificate is verified: against SLIPWAY_REGISTRY_CA (HTTPS);
+    None for plain HTTP. An unreadable CA stops the service at start."""
+    if config.registry_ca is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(config.registry_ca))
+    except (OSError, ssl.SSLError) as err:
+        raise Unavailable(f"cannot read the registry's CA (SLIPWAY_REGISTRY_CA): {err}") from None
+
+
 def default_deps(config: Config) -> Deps:
     """The Docker engine at DOCKER_HOST, the configured Distribution registry, and the
     metadata service when its address is configured."""
@@ -50,7 +63,7 @@ def default_deps(config: Config) -> Deps:
     records: BuildRecords = NoRecords()
     closers: list[Callable[[], None]] = [engine.close]
     if config.metadata_address:
-        channel = open_channel(config.metadata_address, config.token)
+        channel = connect_to(config.metadata_address, config.token, config.tls)
         records = MetadataRecords(MetadataClient(channel, config.metadata_address))
         closers.append(channel.close)
 
@@ -60,7 +73,9 @@ def default_deps(config: Config) -> Deps:
 
     return Deps(
         engine=engine,
-        registry=DistributionRegistry(config.registry_host, config.registry_auth),
+        registry=DistributionRegistry(
+            config.registry_host, config.registry_auth, tls=registry_tls(config)
+        ),
         records=records,
         close=close,
     )
@@ -84,6 +99,7 @@ def create_server(config: Config, deps: Deps | None = None, address: str | None 
 
     return build_server(
         token=config.token,
+        tls=config.tls,
         address=address or config.listen,
         register=register,
         service_names=[SERVICE_NAME],

@@ -21,27 +21,34 @@ from client.kernel.errors import (
     SlipwayError,
     Unauthenticated,
     Unavailable,
+    Unverified,
 )
 
 
 class RemoteSource:
     """A source rack reached through its front door (GetRack tells where the rest is)."""
 
-    def __init__(self, name: str, channels: list[grpc.Channel]) -> None:
+    def __init__(self, name: str, channels: list[grpc.Channel], ca: bytes | None = None) -> None:
         self._name = name
         self._channels = channels
+        self._ca = ca
         self._metadata: MetadataClient | None = None
         self._registry: RegistryClient | None = None
 
     @classmethod
-    def connect(cls, host: str, token: str, name: str = "") -> RemoteSource:
-        """Asks the front door at `host` where the metadata and registry services are."""
-        source = cls(name or host, [])
+    def connect(
+        cls, host: str, token: str, name: str = "", ca: bytes | None = None
+    ) -> RemoteSource:
+        """Asks the front door at `host` where the metadata and registry services are;
+        every connection is TLS, verified against `ca` (None: the system's roots)."""
+        source = cls(name or host, [], ca)
         try:
             builder = BuilderClient(source._open(host, token), host)
             try:
                 with source._errors():
                     info = builder.rack()
+            except Unverified as err:
+                raise Unverified(f"source rack {source.name}", host, err.why) from None
             except Unavailable:
                 raise Unavailable(f"source rack {source.name} unreachable at {host}") from None
             metadata = reach(host, info.metadata_address)
@@ -58,7 +65,7 @@ class RemoteSource:
         return self._name
 
     def _open(self, address: str, token: str) -> grpc.Channel:
-        channel = open_channel(address, token)
+        channel = open_channel(address, token, ca=self._ca)
         self._channels.append(channel)
         return channel
 
@@ -75,6 +82,8 @@ class RemoteSource:
             raise self._refused() from None
         except (NotFound, FailedPrecondition, InvalidArgument):
             raise
+        except Unverified as err:
+            raise Unverified(f"source rack {self._name}", err.address, err.why) from None
         except SlipwayError as err:
             raise type(err)(f"source rack {self._name}: {err}") from None
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from services.archive.config import DEFAULT_GIT_TIMEOUT, DEFAULT_MAX_BYTES, Config
+from tests.tls import ca, tls_env
 
 
 def test_defaults() -> None:
-    config = Config.from_env([], {"SLIPWAY_TOKEN": "t"})
+    config = Config.from_env([], {**tls_env(), "SLIPWAY_TOKEN": "t"})
     assert config.listen == "127.0.0.1:7401"
     assert config.token == "t"
     assert config.data_dir == Path("~/.local/share/slipway/archive").expanduser()
@@ -19,6 +20,7 @@ def test_defaults() -> None:
 
 def test_environment_and_flags() -> None:
     env = {
+        **tls_env(),
         "SLIPWAY_TOKEN": "t",
         "SLIPWAY_LISTEN": "0.0.0.0:9000",
         "SLIPWAY_ARCHIVE_DIR": "/srv/a",
@@ -40,13 +42,17 @@ def test_missing_token_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bad_max_bytes_exits_2() -> None:
     with pytest.raises(SystemExit) as exc:
-        Config.from_env(["--max-bytes", "lots"], {"SLIPWAY_TOKEN": "t"})
+        Config.from_env(["--max-bytes", "lots"], {**tls_env(), "SLIPWAY_TOKEN": "t"})
     assert exc.value.code == 2
 
 
 def test_git_timeout() -> None:
-    assert Config.from_env([], {"SLIPWAY_TOKEN": "t"}).git_timeout == DEFAULT_GIT_TIMEOUT == 600
-    env = {"SLIPWAY_TOKEN": "t", "SLIPWAY_ARCHIVE_GIT_TIMEOUT": "90"}
+    assert (
+        Config.from_env([], {**tls_env(), "SLIPWAY_TOKEN": "t"}).git_timeout
+        == DEFAULT_GIT_TIMEOUT
+        == 600
+    )
+    env = {**tls_env(), "SLIPWAY_TOKEN": "t", "SLIPWAY_ARCHIVE_GIT_TIMEOUT": "90"}
     assert Config.from_env([], env).git_timeout == 90
     assert Config.from_env(["--git-timeout", "2.5"], env).git_timeout == 2.5
     for bad in ("0", "-1", "soon", "inf", "nan"):
@@ -56,8 +62,8 @@ def test_git_timeout() -> None:
 
 
 def test_archives_in_s3(capsys: pytest.CaptureFixture[str]) -> None:
-    assert Config.from_env([], {"SLIPWAY_TOKEN": "t"}).archive_url == ""
-    env = {"SLIPWAY_TOKEN": "t", "SLIPWAY_ARCHIVE_URL": "s3://bucket/rack"}
+    assert Config.from_env([], {**tls_env(), "SLIPWAY_TOKEN": "t"}).archive_url == ""
+    env = {**tls_env(), "SLIPWAY_TOKEN": "t", "SLIPWAY_ARCHIVE_URL": "s3://bucket/rack"}
     assert Config.from_env([], env).archive_url == "s3://bucket/rack"
     with pytest.raises(SystemExit) as exc:
         Config.from_env(["--archives", "ftp://bucket"], env)
@@ -75,7 +81,7 @@ def test_the_service_serves_archives_from_s3(s3, token: str, tmp_path: Path) -> 
     from services.archive.server import create_server
 
     bucket = s3.bucket()
-    env = {"SLIPWAY_TOKEN": token, "SLIPWAY_ARCHIVE_DIR": str(tmp_path), **s3.env}
+    env = {**tls_env(), "SLIPWAY_TOKEN": token, "SLIPWAY_ARCHIVE_DIR": str(tmp_path), **s3.env}
     before = {k: os.environ.get(k) for k in s3.env}
     os.environ.update(s3.env)
     try:
@@ -85,7 +91,7 @@ def test_the_service_serves_archives_from_s3(s3, token: str, tmp_path: Path) -> 
         for key, value in before.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     try:
-        archives = ArchiveClient(open_channel(server.address, token), server.address)
+        archives = ArchiveClient(open_channel(server.address, token, ca=ca()), server.address)
         data = os.urandom(100_000)
         archive = archives.upload(
             "app", io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest()

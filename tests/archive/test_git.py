@@ -27,6 +27,7 @@ from services.archive.server import create_server
 from services.common.server import Server
 from tests.e2e.gitserver import GitServer, commit, git, new_work_tree, publish
 from tests.helpers import eventually
+from tests.tls import ca, tls_files
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,13 @@ def data_dir(tmp_path: Path) -> Path:
 def make_server(token: str, data_dir: Path, **config: object) -> Server:
     settings = dict(listen="unused", token=token, data_dir=data_dir)
     settings.update(config)  # type: ignore[arg-type]
-    return create_server(Config(**settings), address="127.0.0.1:0")  # type: ignore[arg-type]
+    return create_server(Config(**settings, tls=tls_files()), address="127.0.0.1:0")  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def archives(token: str, data_dir: Path) -> Iterator[ArchiveClient]:
     server = make_server(token, data_dir)
-    channel = open_channel(server.address, token)
+    channel = open_channel(server.address, token, ca=ca())
     yield ArchiveClient(channel, server.address)
     channel.close()
     server.stop(0)
@@ -200,7 +201,7 @@ def test_invalid_app(archives: ArchiveClient, repos: Repos) -> None:
 def test_size_limit_applies(token: str, repos: Repos, data_dir: Path) -> None:
     server = make_server(token, data_dir, max_bytes=100)
     try:
-        client = ArchiveClient(open_channel(server.address, token), server.address)
+        client = ArchiveClient(open_channel(server.address, token, ca=ca()), server.address)
         with pytest.raises(InvalidArgument, match=r"archive too large: \d+ bytes"):
             client.fetch_git("app", repos.url("app"))
     finally:
@@ -257,7 +258,7 @@ def test_cancelled_fetch_stops_git(silent_server: str, tmp_path: Path) -> None:
 def test_cancelled_call_leaves_nothing(token: str, data_dir: Path, silent_server: str) -> None:
     server = make_server(token, data_dir)
     try:
-        client = ArchiveClient(open_channel(server.address, token), server.address)
+        client = ArchiveClient(open_channel(server.address, token, ca=ca()), server.address)
         # The raw stub: cancelling takes the call's future.
         future = client._stub.FetchGit.future(pb.FetchGitRequest(app="app", url=silent_server))
         eventually(lambda: any((data_dir / "tmp").glob("git-*")), timeout=10)

@@ -27,6 +27,7 @@ from services.archive.server import create_server
 from services.common.server import Server
 from tests.common.test_objectstore import files_under
 from tests.helpers import eventually, free_port
+from tests.tls import ca, tls_channel, tls_env, tls_files
 
 MAX_BYTES = 16 * 1024 * 1024
 
@@ -42,7 +43,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(token: str, data_dir: Path) -> Iterator[Server]:
-    config = Config(listen="unused", token=token, data_dir=data_dir, max_bytes=MAX_BYTES)
+    config = Config(
+        listen="unused", token=token, data_dir=data_dir, max_bytes=MAX_BYTES, tls=tls_files()
+    )
     srv = create_server(config, address="127.0.0.1:0")
     yield srv
     srv.stop(0)
@@ -50,7 +53,7 @@ def server(token: str, data_dir: Path) -> Iterator[Server]:
 
 @pytest.fixture
 def channel(server: Server, token: str) -> Iterator[grpc.Channel]:
-    ch = open_channel(server.address, token)
+    ch = open_channel(server.address, token, ca=ca())
     yield ch
     ch.close()
 
@@ -187,7 +190,7 @@ def test_unknown_archive_is_not_found(archives: ArchiveClient) -> None:
 
 def test_token_is_required(server: Server, token: str) -> None:
     data = b"secret"
-    for channel in (grpc.insecure_channel(server.address), open_channel(server.address, "wrong")):
+    for channel in (tls_channel(server.address), open_channel(server.address, "wrong", ca=ca())):
         with channel:
             client = ArchiveClient(channel, server.address)
             with pytest.raises(Unauthenticated):
@@ -199,7 +202,7 @@ def test_token_is_required(server: Server, token: str) -> None:
 
 
 def test_health_answers_without_token(server: Server) -> None:
-    with grpc.insecure_channel(server.address) as channel:
+    with tls_channel(server.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for name in ("", "slipway.archive.v1.ArchiveService"):
             resp = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
@@ -211,6 +214,7 @@ def test_main_serves_until_sigterm(token: str, tmp_path: Path) -> None:
     env = dict(
         os.environ,
         SLIPWAY_TOKEN=token,
+        **tls_env(),
         SLIPWAY_LISTEN=address,
         SLIPWAY_ARCHIVE_DIR=str(tmp_path / "data"),
     )
@@ -219,7 +223,7 @@ def test_main_serves_until_sigterm(token: str, tmp_path: Path) -> None:
             [sys.executable, "-m", "services.archive"], env=env, stdout=log, stderr=log
         )
     try:
-        with open_channel(address, token) as channel:
+        with open_channel(address, token, ca=ca()) as channel:
             client = ArchiveClient(channel, address)
             assert eventually(lambda: upload_bytes(client, b"hello")) == sha(b"hello")
         assert (tmp_path / "data" / "objects").is_dir()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from services.builder.config import Config
+from tests.tls import tls_env
 
-ENV = {"SLIPWAY_TOKEN": "t", "SLIPWAY_REGISTRY_HOST": "127.0.0.1:7404"}
+ENV = {**tls_env(), "SLIPWAY_TOKEN": "t", "SLIPWAY_REGISTRY_HOST": "127.0.0.1:7404"}
 
 
 def test_the_registry_host_comes_from_the_environment() -> None:

@@ -19,6 +19,7 @@ from client.api.rack import Rack
 from client.kernel import types
 from client.kernel.types import BuildRequest
 from services.common.server import Server
+from tests.tls import ca, tls_files
 
 pytestmark = pytest.mark.docker
 
@@ -49,11 +50,14 @@ def live(tmp_path: Path, token: str, docker_client: Any, registry_host: str) -> 
                 token=token,
                 data_dir=tmp_path,
                 database_url=f"sqlite:///{tmp_path / 'metadata.db'}",
+                tls=tls_files(),
             )
         )
         servers.append(metadata)
         archive = archive_server.create_server(
-            archive_config.Config(listen="127.0.0.1:0", token=token, data_dir=tmp_path / "archives")
+            archive_config.Config(
+                listen="127.0.0.1:0", token=token, data_dir=tmp_path / "archives", tls=tls_files()
+            )
         )
         servers.append(archive)
         registry = registry_server.create_server(
@@ -62,6 +66,7 @@ def live(tmp_path: Path, token: str, docker_client: Any, registry_host: str) -> 
                 token=token,
                 registry_host=registry_host,
                 docker_host=docker_host(),
+                tls=tls_files(),
             )
         )
         servers.append(registry)
@@ -75,10 +80,11 @@ def live(tmp_path: Path, token: str, docker_client: Any, registry_host: str) -> 
                 registry_address=registry.address,
                 registry_host=registry_host,
                 docker_host=docker_host(),
+                tls=tls_files(),
             )
         )
         servers.append(builder)
-        yield LiveRack(Rack.connect(builder.address, token), registry_host)
+        yield LiveRack(Rack.connect(builder.address, token, ca()), registry_host)
     finally:
         for server in reversed(servers):
             server.stop(grace=1)

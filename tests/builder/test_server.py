@@ -23,6 +23,7 @@ from services.builder.server import create_server
 from services.common.server import Server
 from tests.builder.fakes import FakeEngine, FakePusher, FakeSources, FakeStore, make_archive
 from tests.helpers import eventually
+from tests.tls import ca, tls_files
 
 MANIFEST = "services:\n  web:\n    build: .\n"
 
@@ -47,9 +48,10 @@ def rack(tmp_path: Path, token: str) -> Iterator[Rack]:
         archive_address="10.0.0.1:1",
         metadata_address="10.0.0.1:2",
         registry_address="10.0.0.1:3",
+        tls=tls_files(),
     )
     server = create_server(config, Deps(store, sources, FakePusher(), engine), "127.0.0.1:0")
-    builder = BuilderClient(open_channel(server.address, token), server.address)
+    builder = BuilderClient(open_channel(server.address, token, ca=ca()), server.address)
     try:
         yield Rack(server, builder, store, sources, engine, token)
     finally:
@@ -140,7 +142,9 @@ def test_errors_map_to_codes(rack: Rack) -> None:
 
 
 def test_a_wrong_token_is_refused(rack: Rack) -> None:
-    stranger = BuilderClient(open_channel(rack.server.address, "wrong"), rack.server.address)
+    stranger = BuilderClient(
+        open_channel(rack.server.address, "wrong", ca=ca()), rack.server.address
+    )
     with pytest.raises(Unauthenticated):
         stranger.rack()
     with pytest.raises(Unauthenticated):

@@ -12,6 +12,7 @@ from client.api.channel import open_channel
 from client.kernel.errors import InvalidArgument
 from services.common.interceptor import MAX_MESSAGE_CHARS
 from services.common.server import Server, build_server
+from tests.tls import ca, tls_files
 
 TOKEN = "secret-token"
 _IDENTITY = (lambda b: b, lambda b: b)
@@ -36,13 +37,14 @@ def server() -> Iterator[Server]:
             (grpc.method_handlers_generic_handler("test.Errors", handlers),)
         ),
         service_names=["test.Errors"],
+        tls=tls_files(),
     )
     yield srv
     srv.stop(0)
 
 
 def test_a_huge_input_is_not_echoed_whole(server: Server) -> None:
-    with open_channel(server.address, TOKEN) as channel:
+    with open_channel(server.address, TOKEN, ca=ca()) as channel:
         echo = channel.unary_unary("/test.Errors/Echo", *_IDENTITY)
         with pytest.raises(grpc.RpcError) as err:
             echo(b"B" + b"X" * 20_000)
@@ -53,7 +55,7 @@ def test_a_huge_input_is_not_echoed_whole(server: Server) -> None:
 
 
 def test_an_unexpected_error_names_no_server_path(server: Server) -> None:
-    with open_channel(server.address, TOKEN) as channel:
+    with open_channel(server.address, TOKEN, ca=ca()) as channel:
         crash = channel.unary_unary("/test.Errors/Crash", *_IDENTITY)
         with pytest.raises(grpc.RpcError) as err:
             crash(b"")

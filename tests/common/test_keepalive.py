@@ -16,6 +16,7 @@ import pytest
 
 from client.api.channel import KEEPALIVE_INTERVAL_MS, channel_options, open_channel
 from services.common.server import Server, build_server, server_options
+from tests.tls import ca, tls_files
 
 INTERVAL_MS = 1_000
 # Longer than three client pings: the default policy's strikes are used up by then.
@@ -93,8 +94,9 @@ def test_a_quiet_stream_outlives_several_pings_with_the_slipway_policy(
         register=lambda s: s.add_generic_rpc_handlers((quiet.handler(),)),
         service_names=[],
         keepalive_interval_ms=INTERVAL_MS,
+        tls=tls_files(),
     )
-    channel = open_channel(server.address, token, keepalive_interval_ms=INTERVAL_MS)
+    channel = open_channel(server.address, token, keepalive_interval_ms=INTERVAL_MS, ca=ca())
     try:
         call = channel.unary_stream(METHOD)(b"")
         assert next(call) == b"started"
@@ -111,9 +113,14 @@ def test_the_default_server_policy_closes_the_same_quiet_stream(quiet: _Quiet) -
     """Without Slipway's policy the same client is sent away: the check above can fail."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers((quiet.handler(),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    files = tls_files()
+    port = server.add_secure_port(
+        "127.0.0.1:0", grpc.ssl_server_credentials([(files.key, files.cert)])
+    )
     server.start()
-    channel = open_channel(f"127.0.0.1:{port}", "unused", keepalive_interval_ms=INTERVAL_MS)
+    channel = open_channel(
+        f"127.0.0.1:{port}", "unused", keepalive_interval_ms=INTERVAL_MS, ca=ca()
+    )
     try:
         call = channel.unary_stream(METHOD)(b"")
         assert next(call) == b"started"

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client.api.channel import open_channel
 from services.common.server import Server, build_server
+from tests.tls import ca, tls_files
 
 TOKEN = "secret-token"
 _IDENTITY = (lambda b: b, lambda b: b)
@@ -44,6 +45,7 @@ def server() -> Iterator[tuple[Server, threading.Event]]:
         register=register,
         service_names=["test.Limits"],
         max_streams=3,
+        tls=tls_files(),
     )
     yield srv, release
     release.set()
@@ -54,7 +56,7 @@ def test_streams_past_the_limit_are_refused_and_the_rest_goes_on(
     server: tuple[Server, threading.Event],
 ) -> None:
     srv, release = server
-    channel = open_channel(srv.address, TOKEN)
+    channel = open_channel(srv.address, TOKEN, ca=ca())
     hold = channel.unary_stream("/test.Limits/Hold", *_IDENTITY)
     ping = channel.unary_unary("/test.Limits/Ping", *_IDENTITY)
     streams = [hold(b"") for _ in range(3)]

@@ -49,6 +49,11 @@ class RackHandle:
         return f"127.0.0.1:{self.port + 4}"
 
     @property
+    def ca(self) -> bytes:
+        """The rack's certificate authority (PEM), as `slipway rack start` wrote it."""
+        return (self.data / "tls" / "ca.pem").read_bytes()
+
+    @property
     def registry_auth(self) -> dict[str, str]:
         """The rack registry's credentials, as the rack wrote them at start."""
         user, _, password = (self.data / "registry.auth").read_text().strip().partition(":")

@@ -34,7 +34,7 @@ def _cat(image: str, path: str) -> bytes:
 def _library(rack: RackHandle) -> Rack:
     config = Path(rack.env["XDG_CONFIG_HOME"]) / "slipway" / "config.json"
     entry = ClientConfig.load(config).resolve(rack.name)
-    return Rack.connect(entry.host, entry.token)
+    return Rack.connect(entry.host, entry.token, entry.ca_pem)
 
 
 def test_build_args_come_from_flags_then_app_env_intact(rack: RackHandle, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ EVERY_LINE = [f"line-{i}" for i in range(1, 41)]
 def _library(rack: RackHandle) -> Rack:
     config = Path(rack.env["XDG_CONFIG_HOME"]) / "slipway" / "config.json"
     entry = ClientConfig.load(config).resolve(rack.name)
-    return Rack.connect(entry.host, entry.token)
+    return Rack.connect(entry.host, entry.token, entry.ca_pem)
 
 
 def _spawn(rack: RackHandle, *args: str) -> subprocess.Popen[str]:

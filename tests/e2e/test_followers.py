@@ -26,8 +26,8 @@ FOLLOWERS = 200
 LINES = [f"line-{i}" for i in range(1, 61)]
 
 
-def _serving(address: str, token: str) -> bool:
-    channel = open_channel(address, token)
+def _serving(address: str, token: str, ca: bytes) -> bool:
+    channel = open_channel(address, token, ca=ca)
     try:
         health = health_pb2_grpc.HealthStub(channel)
         reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
@@ -90,8 +90,8 @@ def test_two_hundred_followers_of_one_build(rack: RackHandle, tmp_path: Path) ->
         info = library.builder.rack()
         metadata = reach(library.builder.address, info.metadata_address)
         token = _token(rack)
-        assert _serving(library.builder.address, token)
-        assert _serving(metadata, token)
+        assert _serving(library.builder.address, token, rack.ca)
+        assert _serving(metadata, token, rack.ca)
         assert library.metadata.get_build(build_id).status == types.RUNNING
 
         for thread in threads:

@@ -152,10 +152,12 @@ class Probe:
             "metadata": reach(front, info.metadata_address),
             "registry": reach(front, info.registry_address),
         }
-        token = _token(rack)
-        self.channels = {n: open_channel(a, token) for n, a in self.addresses.items()}
+        token, ca = _token(rack), rack.ca
+        self.channels = {n: open_channel(a, token, ca=ca) for n, a in self.addresses.items()}
         self.codes: dict[tuple[str, str], int] = {}
-        self.anonymous = {n: open_channel(a, "wrong-token") for n, a in self.addresses.items()}
+        self.anonymous = {
+            n: open_channel(a, "wrong-token", ca=ca) for n, a in self.addresses.items()
+        }
 
     def call(
         self, service: str, method: d.MethodDescriptor, requests: list[Any], anon: bool

@@ -232,7 +232,15 @@ def test_the_data_folder_is_its_owners_alone(rack: RackHandle, tmp_path: Path) -
     rack.ok("env", "set", "SECRET=value", "-a", app)
     rack.ok("build", str(_push_app(tmp_path, marker)), "-a", app)
     assert rack.data.stat().st_mode & 0o777 == 0o700
-    checked = {"metadata.db": False, "builder.log": False, "token": False, "archive": False}
+    checked = {
+        "metadata.db": False,
+        "builder.log": False,
+        "token": False,
+        "archive": False,
+        "ca-key.pem": False,
+        "builder-key.pem": False,
+        "registry.auth": False,
+    }
     if rack.database:
         del checked["metadata.db"]  # the database is PostgreSQL's
     for path in [rack.data, *rack.data.rglob("*")]:

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from services.metadata.config import Config, redact
+from tests.tls import tls_env
 
 
 def test_defaults() -> None:
-    config = Config.from_env([], {"SLIPWAY_TOKEN": "t"})
+    config = Config.from_env([], {**tls_env(), "SLIPWAY_TOKEN": "t"})
     data = Path("~/.local/share/slipway/metadata").expanduser()
     assert (config.listen, config.token, config.data_dir) == ("127.0.0.1:7402", "t", data)
     assert config.database_url == f"sqlite:///{data}/metadata.db"
@@ -18,6 +19,7 @@ def test_defaults() -> None:
 
 def test_environment_and_flags() -> None:
     env = {
+        **tls_env(),
         "SLIPWAY_TOKEN": "t",
         "SLIPWAY_LISTEN": "0.0.0.0:9000",
         "SLIPWAY_DATA": "/srv/md",
@@ -48,7 +50,7 @@ def test_missing_token_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("url", ["mysql://x@h/db", "postgresql://x@h", "nonsense"])
 def test_unusable_database_url_exits_2(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        Config.from_env(["--database", url], {"SLIPWAY_TOKEN": "t"})
+        Config.from_env(["--database", url], {**tls_env(), "SLIPWAY_TOKEN": "t"})
     assert exc.value.code == 2
     assert "database URL" in capsys.readouterr().err
 

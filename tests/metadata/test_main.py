@@ -8,22 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client.api.channel import open_channel
 from client.api.metadata import MetadataClient
 from tests.helpers import eventually, free_port
+from tests.tls import ca, tls_channel, tls_env
 
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPWAY_")}
+    env.update(tls_env())
     env.update(extra)
     return env
 
 
 def _serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
+    with tls_channel(address) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=2
         )
@@ -51,7 +52,7 @@ def test_main_serves_until_sigterm(token: str, tmp_path: Path) -> None:
         )
     try:
         eventually(lambda: _serving(address), timeout=30)
-        with open_channel(address, token) as channel:
+        with open_channel(address, token, ca=ca()) as channel:
             assert MetadataClient(channel, address).create_app("web").name == "web"
         assert (tmp_path / "data" / "metadata.db").exists()
         proc.send_signal(signal.SIGTERM)

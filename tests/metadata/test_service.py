@@ -29,11 +29,14 @@ from services.common.server import Server
 from services.metadata.config import Config
 from services.metadata.server import SERVICE_NAME, create_server
 from tests.helpers import eventually
+from tests.tls import ca, tls_channel, tls_files
 
 
 @pytest.fixture
 def server(token: str, database_url: str, tmp_path: Path) -> Iterator[Server]:
-    config = Config(listen="unused", token=token, data_dir=tmp_path, database_url=database_url)
+    config = Config(
+        listen="unused", token=token, data_dir=tmp_path, database_url=database_url, tls=tls_files()
+    )
     srv = create_server(config, address="127.0.0.1:0")
     yield srv
     srv.stop(0)
@@ -41,7 +44,7 @@ def server(token: str, database_url: str, tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture
 def channel(server: Server, token: str) -> Iterator[grpc.Channel]:
-    ch = open_channel(server.address, token)
+    ch = open_channel(server.address, token, ca=ca())
     yield ch
     ch.close()
 
@@ -241,8 +244,8 @@ def test_many_followers_see_the_same_log(md: MetadataClient, app: str) -> None:
 
 
 def test_no_token_or_a_wrong_token_is_unauthenticated(server: Server) -> None:
-    plain = grpc.insecure_channel(server.address)
-    wrong = open_channel(server.address, "not-the-token")
+    plain = tls_channel(server.address)
+    wrong = open_channel(server.address, "not-the-token", ca=ca())
     try:
         for channel in (plain, wrong):
             client = MetadataClient(channel, server.address)
@@ -256,7 +259,7 @@ def test_no_token_or_a_wrong_token_is_unauthenticated(server: Server) -> None:
 
 
 def test_health_answers_without_a_token(server: Server) -> None:
-    with grpc.insecure_channel(server.address) as plain:
+    with tls_channel(server.address) as plain:
         health = health_pb2_grpc.HealthStub(plain)
         for name in ("", SERVICE_NAME):
             reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)

@@ -5,17 +5,22 @@ from __future__ import annotations
 import pytest
 
 from services.registry.config import Config
+from tests.tls import tls_env, tls_files
 
 
 def test_defaults_and_environment() -> None:
-    config = Config.from_env([], {"SLIPWAY_TOKEN": "t", "SLIPWAY_REGISTRY_HOST": "127.0.0.1:7404"})
+    config = Config.from_env(
+        [], {**tls_env(), "SLIPWAY_TOKEN": "t", "SLIPWAY_REGISTRY_HOST": "127.0.0.1:7404"}
+    )
     assert config == Config(
         listen="127.0.0.1:7403",
         token="t",
         registry_host="127.0.0.1:7404",
         docker_host="unix:///var/run/docker.sock",
+        tls=tls_files(),
     )
     env = {
+        **tls_env(),
         "SLIPWAY_TOKEN": "t",
         "SLIPWAY_REGISTRY_HOST": "r:1",
         "SLIPWAY_LISTEN": "0.0.0.0:1",
@@ -34,10 +39,10 @@ def test_defaults_and_environment() -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        ([], {"SLIPWAY_REGISTRY_HOST": "r:1"}, "SLIPWAY_TOKEN is required"),
-        ([], {"SLIPWAY_TOKEN": "t"}, "the registry is required"),
-        (["--registry", "http://r:1"], {"SLIPWAY_TOKEN": "t"}, "invalid registry"),
-        (["--registry", "r:1/path"], {"SLIPWAY_TOKEN": "t"}, "invalid registry"),
+        ([], {**tls_env(), "SLIPWAY_REGISTRY_HOST": "r:1"}, "SLIPWAY_TOKEN is required"),
+        ([], {**tls_env(), "SLIPWAY_TOKEN": "t"}, "the registry is required"),
+        (["--registry", "http://r:1"], {**tls_env(), "SLIPWAY_TOKEN": "t"}, "invalid registry"),
+        (["--registry", "r:1/path"], {**tls_env(), "SLIPWAY_TOKEN": "t"}, "invalid registry"),
     ],
 )
 def test_bad_configuration_exits_2(

@@ -47,6 +47,7 @@ from services.registry.config import Config
 from services.registry.records import BuildRecords, ImportedBuild
 from tests.conftest import _unavailable
 from tests.helpers import eventually, free_port, push_image
+from tests.tls import ca, tls_env, tls_files
 
 pytestmark = pytest.mark.docker
 
@@ -121,7 +122,7 @@ class Metadata:
 def start_metadata(data: Path) -> tuple[subprocess.Popen[bytes], Metadata]:
     token = secrets.token_hex(16)
     address = f"127.0.0.1:{free_port()}"
-    env = dict(os.environ, SLIPWAY_TOKEN=token, SLIPWAY_DATA=str(data))
+    env = dict(os.environ, SLIPWAY_TOKEN=token, SLIPWAY_DATA=str(data), **tls_env())
     data.mkdir(parents=True)
     with open(data.parent / f"{data.name}.log", "wb") as log:
         proc = subprocess.Popen(
@@ -130,7 +131,7 @@ def start_metadata(data: Path) -> tuple[subprocess.Popen[bytes], Metadata]:
             stdout=log,
             stderr=log,
         )
-    channel = open_channel(address, token)
+    channel = open_channel(address, token, ca=ca())
     try:
         eventually(lambda: MetadataClient(channel, address).list_apps() is not None, timeout=30)
     finally:
@@ -170,6 +171,7 @@ def make_rack(tmp_path: Path) -> Iterator[Callable[..., Rack]]:
             docker_host=docker_host(),
             metadata_address=md.address,
             scratch_dir=tmp_path / name,
+            tls=tls_files(),
         )
         deps = registry_server.default_deps(config)
         deps = replace(deps, **{k: v(deps) for k, v in swap.items()})
@@ -181,10 +183,11 @@ def make_rack(tmp_path: Path) -> Iterator[Callable[..., Rack]]:
             address="127.0.0.1:0",
             register=lambda s: builder_pb2_grpc.add_BuilderServiceServicer_to_server(door, s),
             service_names=[builder_pb2.DESCRIPTOR.services_by_name["BuilderService"].full_name],
+            tls=tls_files(),
         )
         servers.append(front)
-        reg_channel = open_channel(reg.address, md.token)
-        md_channel = open_channel(md.address, md.token)
+        reg_channel = open_channel(reg.address, md.token, ca=ca())
+        md_channel = open_channel(md.address, md.token, ca=ca())
         channels.extend([reg_channel, md_channel])
         return Rack(
             md.token,
@@ -339,6 +342,7 @@ def copy(
         to_app=to_app,
         source_name="src",
         progress=events.append,
+        source_ca=ca(),
     )
     return result, events
 
@@ -472,9 +476,11 @@ def test_copy_errors_leave_nothing_behind(source: Rack, dest: Rack, builds: Buil
         copy(dest, source, made.app, made.id, to_app="Bad")
     nowhere = f"127.0.0.1:{free_port()}"
     with pytest.raises(Unavailable, match=f"^source rack {nowhere} unreachable at {nowhere}$"):
-        dest.registry.copy_build(nowhere, source.token, made.app, made.id, to_app=target)
+        dest.registry.copy_build(
+            nowhere, source.token, made.app, made.id, to_app=target, source_ca=ca()
+        )
     # The destination's own token is still checked.
-    channel = open_channel(dest.registry.address, "wrong")
+    channel = open_channel(dest.registry.address, "wrong", ca=ca())
     with pytest.raises(Unauthenticated, match="^unauthorized$"):
         RegistryClient(channel).copy_build(source.front, source.token, made.app, made.id)
     channel.close()

@@ -32,6 +32,7 @@ from services.metadata.config import Config as MetadataConfig
 from services.registry import server as registry_server
 from services.registry.config import Config
 from services.registry.importimage import plan, split_reference
+from tests.tls import ca, tls_files
 
 pytestmark = pytest.mark.docker
 
@@ -49,7 +50,11 @@ class Rack:
 def metadata(token: str, tmp_path: Path) -> Iterator[Server]:
     data = tmp_path / "metadata"
     config = MetadataConfig(
-        listen="unused", token=token, data_dir=data, database_url=f"sqlite:///{data / 'md.db'}"
+        listen="unused",
+        token=token,
+        data_dir=data,
+        database_url=f"sqlite:///{data / 'md.db'}",
+        tls=tls_files(),
     )
     srv = metadata_server.create_server(config, address="127.0.0.1:0")
     yield srv
@@ -72,12 +77,16 @@ def rack_of(
             docker_host=docker_host(),
             metadata_address=metadata.address,
             scratch_dir=tmp_path / "scratch",
+            tls=tls_files(),
         )
         deps = registry_server.default_deps(config)
         deps = replace(deps, **{k: v(getattr(deps, k)) for k, v in swap.items()})
         srv = registry_server.create_server(config, deps, address="127.0.0.1:0")
         servers.append(srv)
-        reg, md = open_channel(srv.address, token), open_channel(metadata.address, token)
+        reg, md = (
+            open_channel(srv.address, token, ca=ca()),
+            open_channel(metadata.address, token, ca=ca()),
+        )
         channels.extend([reg, md])
         return Rack(
             RegistryClient(reg, srv.address), MetadataClient(md, metadata.address), registry_host

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from client.api.channel import open_channel
@@ -24,6 +23,7 @@ from services.common.server import Server
 from services.registry.config import Config
 from services.registry.server import create_server
 from tests.helpers import eventually, free_port
+from tests.tls import ca, tls_channel, tls_env, tls_files
 
 pytestmark = pytest.mark.docker
 
@@ -32,7 +32,11 @@ MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 def start(token: str, registry: str, engine: str | None = None) -> Server:
     config = Config(
-        listen="unused", token=token, registry_host=registry, docker_host=engine or docker_host()
+        listen="unused",
+        token=token,
+        registry_host=registry,
+        docker_host=engine or docker_host(),
+        tls=tls_files(),
     )
     return create_server(config, address="127.0.0.1:0")
 
@@ -46,7 +50,7 @@ def server(token: str, registry_host: str) -> Iterator[Server]:
 
 @pytest.fixture
 def client(server: Server, token: str) -> Iterator[RegistryClient]:
-    with open_channel(server.address, token) as channel:
+    with open_channel(server.address, token, ca=ca()) as channel:
         yield RegistryClient(channel, server.address)
 
 
@@ -89,7 +93,7 @@ def test_registry_answers_without_an_engine(token: str, registry_host: str) -> N
     engine = "unix:///nonexistent/slipway/docker.sock"
     srv = start(token, registry_host, engine)
     try:
-        with open_channel(srv.address, token) as channel:
+        with open_channel(srv.address, token, ca=ca()) as channel:
             client = RegistryClient(channel, srv.address)
             assert client.registry_host() == registry_host
     finally:
@@ -97,7 +101,7 @@ def test_registry_answers_without_an_engine(token: str, registry_host: str) -> N
 
 
 def test_token_is_required(server: Server) -> None:
-    for channel in (grpc.insecure_channel(server.address), open_channel(server.address, "wrong")):
+    for channel in (tls_channel(server.address), open_channel(server.address, "wrong", ca=ca())):
         with channel:
             client = RegistryClient(channel, server.address)
             with pytest.raises(Unauthenticated):
@@ -109,14 +113,18 @@ def test_token_is_required(server: Server) -> None:
 def test_main_serves_until_sigterm(token: str, registry_host: str, tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     env = dict(
-        os.environ, SLIPWAY_TOKEN=token, SLIPWAY_LISTEN=address, SLIPWAY_REGISTRY_HOST=registry_host
+        os.environ,
+        SLIPWAY_TOKEN=token,
+        SLIPWAY_LISTEN=address,
+        SLIPWAY_REGISTRY_HOST=registry_host,
+        **tls_env(),
     )
     with open(tmp_path / "service.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.registry"], env=env, stdout=log, stderr=log
         )
     try:
-        with open_channel(address, token) as channel:
+        with open_channel(address, token, ca=ca()) as channel:
             client = RegistryClient(channel, address)
             assert eventually(client.registry_host) == registry_host
         proc.terminate()

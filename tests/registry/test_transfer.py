@@ -40,6 +40,7 @@ from services.registry import server as registry_server
 from services.registry.config import Config
 from services.registry.imports import LOCAL_NAME
 from tests.helpers import eventually, free_port, push_image
+from tests.tls import ca, tls_files
 
 pytestmark = pytest.mark.docker
 
@@ -74,7 +75,11 @@ class Rack:
 def metadata(token: str, tmp_path: Path) -> Iterator[Server]:
     data = tmp_path / "metadata"
     config = MetadataConfig(
-        listen="unused", token=token, data_dir=data, database_url=f"sqlite:///{data / 'md.db'}"
+        listen="unused",
+        token=token,
+        data_dir=data,
+        database_url=f"sqlite:///{data / 'md.db'}",
+        tls=tls_files(),
     )
     srv = metadata_server.create_server(config, address="127.0.0.1:0")
     yield srv
@@ -90,6 +95,7 @@ def start_registry(token: str, host: str, metadata: Server, scratch: Path, **swa
         docker_host=docker_host(),
         metadata_address=metadata.address,
         scratch_dir=scratch,
+        tls=tls_files(),
     )
     deps = registry_server.default_deps(config)
     if swap:
@@ -110,7 +116,10 @@ def rack_of(
         scratch.mkdir()
         srv = start_registry(token, host, metadata, scratch, **swap)
         servers.append(srv)
-        reg, md = open_channel(srv.address, token), open_channel(metadata.address, token)
+        reg, md = (
+            open_channel(srv.address, token, ca=ca()),
+            open_channel(metadata.address, token, ca=ca()),
+        )
         channels.extend([reg, md])
         return Rack(
             RegistryClient(reg, srv.address),
@@ -699,10 +708,16 @@ def test_a_source_that_breaks_cancels_the_import(
 def test_without_metadata_export_and_import_are_unavailable(
     token: str, registry_host: str, tmp_path: Path
 ) -> None:
-    config = Config(listen="unused", token=token, registry_host=registry_host, scratch_dir=tmp_path)
+    config = Config(
+        listen="unused",
+        token=token,
+        registry_host=registry_host,
+        scratch_dir=tmp_path,
+        tls=tls_files(),
+    )
     srv = registry_server.create_server(config, address="127.0.0.1:0")
     try:
-        with open_channel(srv.address, token) as channel:
+        with open_channel(srv.address, token, ca=ca()) as channel:
             client = RegistryClient(channel, srv.address)
             with pytest.raises(Unavailable, match="SLIPWAY_METADATA_ADDRESS"):
                 list(client.export_build("app", "BABCDEFGHIJ"))

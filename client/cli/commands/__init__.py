@@ -22,14 +22,15 @@ from client.kernel.types import check_app_name
 if TYPE_CHECKING:
     from client.api.rack import Rack
 
-Connect = Callable[[str, str], "Rack"]
-"""Opens a rack from its front-door address and token (`Rack.connect` outside tests)."""
+Connect = Callable[[str, str, "bytes | None"], "Rack"]
+"""Opens a rack from its front-door address, token and the CA it is verified against
+(PEM; None: the system's trusted roots); `Rack.connect` outside tests."""
 
 
-def _connect(host: str, token: str) -> Rack:
+def _connect(host: str, token: str, ca: bytes | None) -> Rack:
     from client.api.rack import Rack
 
-    return Rack.connect(host, token)
+    return Rack.connect(host, token, ca)
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Context:
         """The rack `-r` (or the configuration) names, connected once."""
         if self._rack is None:
             entry = self.config().resolve(self.rack_flag)
-            self._rack = self.connect(entry.host, entry.token)
+            self._rack = self.connect(entry.host, entry.token, entry.ca_pem)
         return self._rack
 
     def app(self, folder: str | os.PathLike[str] | None = None) -> str:

@@ -48,7 +48,7 @@ def copy_build(ctx: Context, args: argparse.Namespace) -> int:
     target = config.racks.get(args.to)
     if target is None:
         raise NotFound(f"rack not found: {args.to} (see 'slipway racks')")
-    rack = ctx.connect(target.host, target.token)
+    rack = ctx.connect(target.host, target.token, target.ca_pem)
     with copying(ctx.err if args.id else ctx.status) as progress:
         result = rack.registry.copy_build(
             source.host,
@@ -56,6 +56,7 @@ def copy_build(ctx: Context, args: argparse.Namespace) -> int:
             app,
             args.build,
             to_app=to_app,
+            source_ca=source.ca_pem,
             source_name=source.name,
             progress=progress,
         )

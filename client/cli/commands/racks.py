@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from client.cli.commands import Context
-from client.cli.config import RackEntry
-from client.cli.render import key_values, step, table
+from client.cli.config import RackEntry, read_ca
+from client.cli.render import key_values, step, table, write_line
 from client.kernel.errors import InvalidArgument, NotFound
 from client.kernel.types import ENGINE_BUILDERS
 
@@ -58,6 +58,18 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="keep source archives in S3, s3://BUCKET[/PREFIX], with the usual AWS "
         "environment (default the data folder)",
     )
+    start.add_argument(
+        "--listen",
+        metavar="ADDR",
+        help="the address its parts listen on (default 127.0.0.1; 0.0.0.0 for all, "
+        "with --advertise)",
+    )
+    start.add_argument(
+        "--advertise",
+        metavar="HOST",
+        help="the name or address other machines reach it at, announced to clients and "
+        "other racks and put in its certificates (default: the listen address)",
+    )
     start.set_defaults(func=start_rack)
 
     add = sub.add_parser(
@@ -79,6 +91,17 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     status.add_argument("--name", help="the rack (default: the current local one)")
     status.set_defaults(func=rack_status)
 
+    registry = sub.add_parser(
+        "registry",
+        parents=[common],
+        help="show the address and credentials of a local rack's registry",
+        description="Prints the Address and Username of the rack registry, for "
+        "'docker login'; --password prints the password alone, for --password-stdin.",
+    )
+    registry.add_argument("--name", help="the rack (default: the current local one)")
+    registry.add_argument("--password", action="store_true", help="print the password alone")
+    registry.set_defaults(func=rack_registry)
+
     racks = commands.add_parser("racks", parents=[common], help="list the configured racks")
     racks.set_defaults(func=list_racks)
 
@@ -86,12 +109,18 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "login",
         parents=[common],
         help="add a remote rack",
-        description="Checks that the rack at ADDRESS answers with the "
-        "token, records it and makes it current.",
+        description="Checks that the rack at ADDRESS answers over TLS, its certificate "
+        "verified against --ca, and accepts the token; records it and makes it current.",
     )
     login.add_argument("address", metavar="ADDRESS", help="the rack's front door, host:port")
     login.add_argument("--name", help="what to call it (default: the host)")
     login.add_argument("--token", help="the rack's token (default: $SLIPWAY_TOKEN)")
+    login.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="the rack's certificate authority, a PEM file (the rack writes it to "
+        "<data>/tls/ca.pem); default: the system's trusted roots",
+    )
     login.set_defaults(func=login_rack)
 
     switch = commands.add_parser("switch", parents=[common], help="make a rack current")
@@ -140,6 +169,8 @@ def start_rack(ctx: Context, args: argparse.Namespace) -> int:
         builders=args.builders,
         database=args.database,
         archives=args.archives,
+        listen=args.listen,
+        advertise=args.advertise,
     )
     return 0
 
@@ -168,6 +199,18 @@ def rack_status(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def rack_registry(ctx: Context, args: argparse.Namespace) -> int:
+    from client.cli.localrack.rack import registry_login
+
+    login = registry_login(_local_name(ctx, args))
+    if args.password:
+        write_line(ctx.out, login.password)
+        return 0
+    for line in key_values([("Address", login.address), ("Username", login.username)]):
+        ctx.out.print(line)
+    return 0
+
+
 def _host_of(address: str) -> str:
     """`host` of `host:port` (IPv6 brackets dropped)."""
     host, sep, port = address.rpartition(":")
@@ -182,10 +225,11 @@ def login_rack(ctx: Context, args: argparse.Namespace) -> int:
         raise InvalidArgument(f"invalid rack address: {args.address!r} (want host:port)")
     token = args.token if args.token is not None else ctx.env.get("SLIPWAY_TOKEN", "")
     name = args.name or _host_of(address)
+    ca = read_ca(args.ca) if args.ca else ""
     with step(ctx.status, f"Authenticating with {address}"):
-        ctx.connect(address, token)
+        ctx.connect(address, token, ca.encode() if ca else None)
     config = ctx.config()
-    config.add(RackEntry(name=name, host=address, token=token), make_current=True)
+    config.add(RackEntry(name=name, host=address, token=token, ca=ca), make_current=True)
     config.save(ctx.config_path)
     ctx.status.print(f"Switched to {name}")
     return 0

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +41,7 @@ from client.api.builder import BuilderClient
 from client.api.channel import open_channel
 from client.cli.config import ClientConfig, RackEntry
 from client.cli.localrack import engine
+from client.cli.localrack.tls import Authority, CertFiles, names_for
 from client.kernel import types
 from client.kernel.errors import (
     FailedPrecondition,
@@ -50,6 +53,8 @@ from client.kernel.errors import (
 from client.kernel.types import BUILDKIT, ENGINE_BUILDERS
 
 DEFAULT_PORT = 7400
+LOOPBACK = "127.0.0.1"
+WILDCARDS = ("0.0.0.0", "::")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
@@ -57,6 +62,19 @@ STOP_TIMEOUT = 10.0
 SERVICES = ("metadata", "archive", "registry")
 OFFSETS = {"builder": 0, "archive": 1, "metadata": 2, "registry": 3, "distribution": 4}
 MAX_BUILDERS = 32
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def default_data(name: str) -> Path:
@@ -79,9 +97,43 @@ class Layout:
     #: Where source archives live (`--archives s3://bucket[/prefix]`); empty for the data
     #: folder.
     archives: str = ""
+    #: The address every part binds (`--listen`).
+    listen: str = LOOPBACK
+    #: The name or address other machines reach the rack at (`--advertise`; empty: the
+    #: listen address).
+    advertise: str = ""
+
+    @property
+    def local_host(self) -> str:
+        """Where this machine reaches the parts: the listen address, loopback for a wildcard."""
+        return LOOPBACK if self.listen in WILDCARDS else self.listen
+
+    @property
+    def public_host(self) -> str:
+        """The name the rack announces to clients and other racks."""
+        return self.advertise or self.local_host
+
+    @property
+    def beyond_loopback(self) -> bool:
+        """Whether other machines reach the rack (its registry then serves TLS)."""
+        return not _loopback(self.public_host) or not _loopback(self.local_host)
 
     def address(self, part: str) -> str:
-        return f"127.0.0.1:{self.port + OFFSETS[part]}"
+        """Where this machine reaches `part`."""
+        return _join(self.local_host, self.port + OFFSETS[part])
+
+    def advertised(self, part: str) -> str:
+        """Where other machines reach `part`."""
+        return _join(self.public_host, self.port + OFFSETS[part])
+
+    def bind(self, part: str) -> str:
+        """What `part` listens on."""
+        return _join(self.listen, self.port + OFFSETS[part])
+
+    @property
+    def tls(self) -> Path:
+        """The rack's CA and the certificates of its parts."""
+        return self.data / "tls"
 
     def pidfile(self, part: str) -> Path:
         return self.data / "run" / f"{part}.pid"
@@ -102,10 +154,10 @@ class Layout:
         """`user:password` of the rack registry (0600), handed to the services that push."""
         return self.data / "registry.auth"
 
-    def entry(self, token: str) -> RackEntry:
+    def entry(self, token: str, ca: bytes) -> RackEntry:
         return RackEntry(
             name=self.name,
-            host=self.address("builder"),
+            host=self.advertised("builder"),
             token=token,
             local={
                 "port": self.port,
@@ -113,7 +165,10 @@ class Layout:
                 "engine_builder": self.engine_builder,
                 "database": self.database,
                 "archives": self.archives,
+                "listen": self.listen,
+                "advertise": self.advertise,
             },
+            ca=ca.decode(),
         )
 
 
@@ -178,10 +233,16 @@ def _builders_locked(layout: Layout) -> Iterator[None]:
         yield
 
 
-def _free_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+def _free_address(layout: Layout) -> str:
+    """A free port on the rack's listen address, as this machine reaches it."""
+    family = socket.AF_INET6 if ":" in layout.listen else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((layout.listen, 0))
+        return _join(layout.local_host, s.getsockname()[1])
+
+
+def _port(address: str) -> int:
+    return int(address.rpartition(":")[2])
 
 
 def _layout_of(name: str) -> Layout:
@@ -195,6 +256,8 @@ def _layout_of(name: str) -> Layout:
         str(entry.local.get("engine_builder") or BUILDKIT),
         str(entry.local.get("database") or ""),
         str(entry.local.get("archives") or ""),
+        str(entry.local.get("listen") or LOOPBACK),
+        str(entry.local.get("advertise") or ""),
     )
 
 
@@ -265,8 +328,10 @@ def _port_free(address: str) -> bool:
     return True
 
 
-def _healthy(address: str, timeout: float = 2.0) -> bool:
-    channel = grpc.insecure_channel(address)
+def _healthy(address: str, ca: bytes, timeout: float = 2.0) -> bool:
+    """Whether the part at `address` answers its health check over TLS, verified against
+    the rack's CA."""
+    channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca))
     try:
         stub = health_pb2_grpc.HealthStub(channel)
         # types-grpcio-health-checking's HealthStub declares no methods; Check is there.
@@ -280,10 +345,19 @@ def _healthy(address: str, timeout: float = 2.0) -> bool:
         channel.close()
 
 
-def _registry_answers(address: str) -> bool:
+def _registry_tls(layout: Layout) -> ssl.SSLContext | None:
+    """How this machine verifies the rack registry: against the rack's CA when it serves
+    TLS (a rack reached beyond loopback), None for plain HTTP on loopback."""
+    if not layout.beyond_loopback:
+        return None
+    return ssl.create_default_context(cafile=str(layout.tls / "ca.pem"))
+
+
+def _registry_answers(address: str, tls: ssl.SSLContext | None) -> bool:
     """Whether the registry answers; without credentials it says 401, which is an answer."""
+    scheme = "https" if tls is not None else "http"
     try:
-        with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as resp:
+        with urllib.request.urlopen(f"{scheme}://{address}/v2/", timeout=2, context=tls) as resp:
             return bool(resp.status == 200)
     except urllib.error.HTTPError as err:
         err.close()
@@ -370,12 +444,56 @@ def _htpasswd(password: str) -> str:
     return f"{REGISTRY_USER}:{hashed}\n"
 
 
+def _certificate(layout: Layout, part: str) -> CertFiles:
+    """`part`'s certificate, for every name it is reached at."""
+    names = names_for(layout.listen, layout.public_host)
+    return Authority(layout.tls, layout.name).issue(part, names)
+
+
+def _tls_env(layout: Layout, part: str) -> dict[str, str]:
+    files = _certificate(layout, part)
+    return {
+        "SLIPWAY_TLS_CERT": str(files.cert),
+        "SLIPWAY_TLS_KEY": str(files.key),
+        "SLIPWAY_TLS_CA": str(files.ca),
+    }
+
+
+# Where a Docker engine on this machine looks for the CA of a registry it talks to.
+ENGINE_CERTS = Path("/etc/docker/certs.d")
+
+
+def _trust_registry(layout: Layout, console: Console) -> None:
+    """Tells the Docker engines of this machine to trust the rack registry's CA (they
+    read `/etc/docker/certs.d/HOST:PORT/ca.crt` at each push and pull). An engine on
+    another machine needs the same file there (README, "Racks other machines use")."""
+    folder = ENGINE_CERTS / layout.advertised("distribution")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o755)
+        target = folder / "ca.crt"
+        partial = folder / "ca.crt.partial"
+        partial.write_bytes((layout.tls / "ca.pem").read_bytes())
+        os.chmod(partial, 0o644)  # a CA certificate is public
+        os.replace(partial, target)
+    except OSError as err:
+        console.print(
+            f"[yellow]cannot make this machine's Docker engine trust the rack registry "
+            f"({err.strerror}): copy {layout.tls / 'ca.pem'} to {folder / 'ca.crt'}[/]"
+        )
+
+
 def _registry_config(layout: Layout) -> Path:
     folder = layout.data / "distribution"
     folder.mkdir(parents=True, exist_ok=True)
     htpasswd = folder / "htpasswd"
     htpasswd.write_text(_htpasswd(_registry_credentials(layout)))
     config = folder / "config.yml"
+    http = f"http:\n  addr: {layout.bind('distribution')}\n"
+    if layout.beyond_loopback:
+        # Other machines push and pull here: TLS, with a certificate from the rack's CA.
+        files = _certificate(layout, "distribution")
+        http += f"  tls:\n    certificate: {files.cert}\n    key: {files.key}\n"
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: info\n"
@@ -383,8 +501,7 @@ def _registry_config(layout: Layout) -> Path:
         f"  filesystem:\n    rootdirectory: {folder / 'data'}\n"
         "  delete:\n    enabled: true\n"
         "auth:\n"
-        f"  htpasswd:\n    realm: slipway\n    path: {htpasswd}\n"
-        f"http:\n  addr: {layout.address('distribution')}\n"
+        f"  htpasswd:\n    realm: slipway\n    path: {htpasswd}\n" + http
     )
     return config
 
@@ -399,12 +516,22 @@ def _service_env(
     """The environment of one service of the rack; `builder` says which builder when
     `part` is `builder` (default builder-1)."""
     env = dict(os.environ)
+    if env.get("GRPC_VERBOSITY") == "NONE":
+        del env["GRPC_VERBOSITY"]  # the command's quiet (client.cli), not the services'
     env.update(
         SLIPWAY_TOKEN=token,
-        SLIPWAY_LISTEN=layout.address(part),
+        SLIPWAY_LISTEN=layout.bind(part),
         DOCKER_HOST=docker_host,
         PYTHONUNBUFFERED="1",
     )
+    env.update(_tls_env(layout, "builder" if part.startswith("builder") else part))
+    registry = {
+        # Image references name the registry as other machines reach it.
+        "SLIPWAY_REGISTRY_HOST": layout.advertised("distribution"),
+        "SLIPWAY_REGISTRY_AUTH_FILE": str(layout.registry_auth_file),
+    }
+    if layout.beyond_loopback:
+        registry["SLIPWAY_REGISTRY_CA"] = str(layout.tls / "ca.pem")
     if part == "metadata":
         env["SLIPWAY_DATA"] = str(layout.data / "metadata")
         if layout.database:
@@ -414,21 +541,20 @@ def _service_env(
         if layout.archives:
             env["SLIPWAY_ARCHIVE_URL"] = layout.archives
     elif part == "registry":
-        env["SLIPWAY_REGISTRY_HOST"] = layout.address("distribution")
-        env["SLIPWAY_REGISTRY_AUTH_FILE"] = str(layout.registry_auth_file)
+        env.update(registry)
         env["SLIPWAY_METADATA_ADDRESS"] = layout.address("metadata")
         env["SLIPWAY_SCRATCH_DIR"] = str(layout.data / "registry")
     elif part == "builder":
         slot = builder or BuilderSlot(1, layout.address("builder"))
+        env.update(registry)
         env.update(
-            SLIPWAY_LISTEN=slot.address,
+            SLIPWAY_LISTEN=_join(layout.listen, _port(slot.address)),
             DOCKER_HOST=slot.engine or docker_host,
             SLIPWAY_RACK_NAME=layout.name,
+            SLIPWAY_ADVERTISE=layout.public_host,
             SLIPWAY_ARCHIVE_ADDRESS=layout.address("archive"),
             SLIPWAY_METADATA_ADDRESS=layout.address("metadata"),
             SLIPWAY_REGISTRY_ADDRESS=layout.address("registry"),
-            SLIPWAY_REGISTRY_HOST=layout.address("distribution"),
-            SLIPWAY_REGISTRY_AUTH_FILE=str(layout.registry_auth_file),
             SLIPWAY_SCRATCH_DIR=str(layout.data / slot.part),
             SLIPWAY_ENGINE_BUILDER=layout.engine_builder,
             # A stable name: a builder started again ends at once the builds it held.
@@ -446,11 +572,15 @@ def start_rack(
     builders: int | None = None,
     database: str | None = None,
     archives: str | None = None,
+    listen: str | None = None,
+    advertise: str | None = None,
 ) -> RackEntry:
     """Starts every part of the local rack `name` that is not already running (and at
     least `builders` builders), waits until each is healthy, records the rack in the
     client configuration and makes it current. Port, data folder, engine builder,
-    database and archives default to the rack's own when it ran before."""
+    database, archives, listen address and advertised name default to the rack's own
+    when it ran before. Every part speaks TLS with a certificate from the rack's CA,
+    made at the first start."""
     if not name or "/" in name:
         raise InvalidArgument(f"invalid rack name: {name!r}")
     if engine_builder is not None and engine_builder not in ENGINE_BUILDERS:
@@ -463,6 +593,10 @@ def start_rack(
         _check_database(database)
     if archives:
         _check_archives(archives)
+    if listen is not None:
+        listen = _check_listen(listen)
+    if advertise is not None:
+        advertise = _check_advertise(advertise)
     known = ClientConfig.load().racks.get(name)
     if known and known.local:
         port = port or int(known.local["port"])
@@ -470,6 +604,20 @@ def start_rack(
         engine_builder = engine_builder or str(known.local.get("engine_builder") or "")
         database = database or str(known.local.get("database") or "")
         archives = archives or str(known.local.get("archives") or "")
+        was = (str(known.local.get("listen") or LOOPBACK), str(known.local.get("advertise") or ""))
+        if listen is None and advertise is None:
+            listen, advertise = was
+        elif (listen or was[0], advertise if advertise is not None else was[1]) != was:
+            _refuse_readdress(Layout(name, int(known.local["port"]), Path(known.local["data"])))
+        listen = listen or was[0]
+        if advertise is None:
+            advertise = was[1]
+    listen = listen or LOOPBACK
+    if listen in WILDCARDS and not advertise:
+        raise InvalidArgument(
+            f"--listen {listen} needs --advertise HOST: the name other machines reach this "
+            "rack at (it goes in the rack's certificates)"
+        )
     port = port or DEFAULT_PORT
     if not 1024 <= port <= 65530:
         raise InvalidArgument(f"invalid port: {port} (1024-65530)")
@@ -480,9 +628,14 @@ def start_rack(
         engine_builder or BUILDKIT,
         database or "",
         archives or "",
+        listen,
+        advertise or "",
     )
     _private(layout)
     token = _token(layout)
+    ca = Authority(layout.tls, name).ensure()
+    if layout.beyond_loopback:
+        _trust_registry(layout, console)
 
     docker_host = engine.ensure_engine()
     engine.seed_busybox(docker_host)
@@ -498,7 +651,7 @@ def start_rack(
             numbers = {slot.number for slot in slots}
             for number in range(2, (builders or 1) + 1):
                 if number not in numbers:
-                    slots.append(BuilderSlot(number, _free_address()))
+                    slots.append(BuilderSlot(number, _free_address(layout)))
             slots.sort(key=lambda slot: slot.number)
             running: list[BuilderSlot] = []
             for slot in slots:
@@ -512,12 +665,58 @@ def start_rack(
             _stop_part(part, layout)
         raise
 
-    entry = layout.entry(token)
+    entry = layout.entry(token, ca)
     config = ClientConfig.load()
     config.add(entry, make_current=True)
     config.save()
     console.print(f"Rack {name} is running at {entry.host}")
+    console.print(f"Its CA certificate is {layout.tls / 'ca.pem'} (for 'slipway login --ca')")
     return entry
+
+
+def _check_listen(listen: str) -> str:
+    listen = listen.strip().strip("[]")
+    try:
+        ipaddress.ip_address(listen)
+    except ValueError:
+        raise InvalidArgument(
+            f"invalid --listen: {listen[:100]!r} (want an IP address of this machine, "
+            "such as 10.0.0.5, or 0.0.0.0 for all)"
+        ) from None
+    return listen
+
+
+def _check_advertise(advertise: str) -> str:
+    advertise = advertise.strip().strip("[]")
+    try:
+        ipaddress.ip_address(advertise)
+        return advertise
+    except ValueError:
+        pass
+    labels = advertise.split(".")
+    if (
+        not advertise
+        or len(advertise) > 253
+        or not all(
+            label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
+            for label in labels
+        )
+    ):
+        raise InvalidArgument(
+            f"invalid --advertise: {advertise[:100]!r} (want a host name or IP address, "
+            "no port or scheme)"
+        )
+    return advertise.lower()
+
+
+def _refuse_readdress(layout: Layout) -> None:
+    """A running rack keeps its addresses: moving it means stopping it first."""
+    for part in ("distribution", *SERVICES, "builder"):
+        if _alive(_read_pid(layout.pidfile(part)), _marker(part, layout)):
+            raise FailedPrecondition(
+                f"rack {layout.name} is running on other addresses: stop it "
+                "('slipway rack stop') before changing --listen or --advertise"
+            )
 
 
 def _check_database(url: str) -> None:
@@ -556,7 +755,7 @@ def add_builder(name: str, engine_host: str | None, console: Console) -> Builder
             raise FailedPrecondition(
                 f"rack {name} has {MAX_BUILDERS} builders, the most it may have"
             )
-        slot = BuilderSlot(number, _free_address(), engine_host or "")
+        slot = BuilderSlot(number, _free_address(layout), engine_host or "")
         slot = _start_builder(slot, layout, token, docker_host, console)
         _record_builders(layout, [*slots, slot])
     return slot
@@ -570,17 +769,18 @@ def _start_builder(
     if _alive(_read_pid(layout.pidfile(slot.part)), _marker("builder", layout)):
         console.print(f"{label}  already running")
         return slot
-    if not _port_free(slot.address):
+    if not _port_free(_join(layout.listen, _port(slot.address))):
         if slot.number == 1:
             raise FailedPrecondition(
                 f"cannot start builder: {slot.address} is in use (choose another --port)"
             )
-        slot = BuilderSlot(slot.number, _free_address(), slot.engine)
+        slot = BuilderSlot(slot.number, _free_address(layout), slot.engine)
         label = f"{slot.id:<16} {slot.address}"
     env = _service_env("builder", layout, token, docker_host, slot)
     argv = [sys.executable, "-m", "services.builder"]
     proc = _spawn(slot.part, argv, env, layout)
-    _wait(lambda: _healthy(slot.address), proc, slot.part, layout)
+    ca = (layout.tls / "ca.pem").read_bytes()
+    _wait(lambda: _healthy(slot.address, ca), proc, slot.part, layout)
     console.print(f"{label}  OK" + (f"  (engine {slot.engine})" if slot.engine else ""))
     return slot
 
@@ -591,18 +791,20 @@ def _start_part(part: str, layout: Layout, token: str, docker_host: str, console
     if _alive(_read_pid(layout.pidfile(part)), _marker(part, layout)):
         console.print(f"{label}  already running")
         return
-    if not _port_free(address):
+    if not _port_free(layout.bind(part)):
         raise FailedPrecondition(
             f"cannot start {part}: {address} is in use (choose another --port)"
         )
     if part == "distribution":
         argv = ["docker-registry", "serve", str(_registry_config(layout))]
         proc = _spawn(part, argv, dict(os.environ), layout)
-        _wait(lambda: _registry_answers(address), proc, part, layout)
+        tls = _registry_tls(layout)
+        _wait(lambda: _registry_answers(address, tls), proc, part, layout)
     else:
         argv = [sys.executable, "-m", f"services.{part}"]
         proc = _spawn(part, argv, _service_env(part, layout, token, docker_host), layout)
-        _wait(lambda: _healthy(address), proc, part, layout)
+        ca = (layout.tls / "ca.pem").read_bytes()
+        _wait(lambda: _healthy(address, ca), proc, part, layout)
     console.print(f"{label}  OK")
 
 
@@ -642,13 +844,20 @@ def rack_status(name: str) -> list[tuple[str, str, str]]:
     layout = _layout_of(name)
     host = engine.docker_host()
     rows = [("engine", "running" if engine.engine_answers(host) else "unreachable", host)]
+    try:
+        ca = (layout.tls / "ca.pem").read_bytes()
+    except OSError:
+        ca = b""
     for part in ("distribution", *SERVICES):
         address = layout.address(part)
         pid = _read_pid(layout.pidfile(part))
         if not _alive(pid, _marker(part, layout)):
             rows.append((part, "stopped", address))
             continue
-        ok = _registry_answers(address) if part == "distribution" else _healthy(address)
+        if part == "distribution":
+            ok = _registry_answers(address, _registry_tls(layout) if ca else None)
+        else:
+            ok = bool(ca) and _healthy(address, ca)
         rows.append((part, "running" if ok else "unhealthy", f"{address} pid {pid}"))
     token = _token(layout) if layout.token_file.exists() else ""
     for slot in _builders(layout):
@@ -657,7 +866,7 @@ def rack_status(name: str) -> list[tuple[str, str, str]]:
         if not _alive(pid, _marker("builder", layout)):
             rows.append((slot.id, "stopped", f"{slot.address} engine {engine_host}"))
             continue
-        info = _builder_info(slot.address, token)
+        info = _builder_info(slot.address, token, ca) if ca else None
         if info is None:
             rows.append((slot.id, "unhealthy", f"{slot.address} pid {pid} engine {engine_host}"))
             continue
@@ -668,11 +877,34 @@ def rack_status(name: str) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _builder_info(address: str, token: str) -> types.RackInfo | None:
-    channel = open_channel(address, token)
+def _builder_info(address: str, token: str, ca: bytes) -> types.RackInfo | None:
+    channel = open_channel(address, token, ca=ca)
     try:
         return BuilderClient(channel, address).rack(timeout=3.0)
     except SlipwayError:
         return None
     finally:
         channel.close()
+
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    """What `docker login` needs for a local rack's registry."""
+
+    address: str
+    username: str
+    password: str = field(repr=False)
+
+
+def registry_login(name: str) -> RegistryLogin:
+    """The address (as other machines reach it) and credentials of rack `name`'s registry."""
+    layout = _layout_of(name)
+    try:
+        user, _, password = layout.registry_auth_file.read_text().strip().partition(":")
+    except OSError:
+        user, password = "", ""
+    if not user or not password:
+        raise FailedPrecondition(
+            f"rack {name} has no registry credentials yet: start it with 'slipway rack start'"
+        )
+    return RegistryLogin(layout.advertised("distribution"), user, password)

@@ -62,7 +62,7 @@ def rack() -> FakeRack:
 def run(rack: FakeRack, config_path: Path, project: Path) -> Any:
     connected: list[tuple[str, str]] = []
 
-    def connect(host: str, token: str) -> FakeRack:
+    def connect(host: str, token: str, ca: bytes | None = None) -> FakeRack:
         connected.append((host, token))
         return rack
 
@@ -471,7 +471,7 @@ def test_login_checks_the_token_first(run: Any, config_path: Path) -> None:
 def test_login_refused(run: Any, config_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, err = io.StringIO(), io.StringIO()
 
-    def refuse(host: str, token: str) -> Any:
+    def refuse(host: str, token: str, ca: bytes | None) -> Any:
         raise Unauthenticated()
 
     code = main(
@@ -542,12 +542,15 @@ def test_rack_start(run: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         "--archives s3://bucket/src"
     )
     assert run(*scaled.split()).code == 0
-    # (name, port, data, engine builder, archives, builders, database)
+    assert run(*"rack start --listen 10.0.0.5 --advertise rack.example".split()).code == 0
+    # (name, port, data, engine builder, advertise, archives, builders, database, listen)
+    n = None
     assert calls == [
-        ("two", 7500, tmp_path, None, None, None, None),
-        ("local", None, None, None, None, None, None),
-        ("local", None, None, "legacy", None, None, None),
-        ("local", None, None, None, "s3://bucket/src", 3, "postgresql://me@db:5432/slipway"),
+        ("two", 7500, tmp_path, n, n, n, n, n, n),
+        ("local", n, n, n, n, n, n, n, n),
+        ("local", n, n, "legacy", n, n, n, n, n),
+        ("local", n, n, n, n, "s3://bucket/src", 3, "postgresql://me@db:5432/slipway", n),
+        ("local", n, n, n, "rack.example", n, n, n, "10.0.0.5"),
     ]
     refused = run("rack", "start", "--engine-builder", "kaniko")
     assert refused.code != 0 and "invalid choice" in refused.err

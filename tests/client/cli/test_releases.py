@@ -120,7 +120,7 @@ def run(rack: ReleaseRack, tmp_path: Path) -> Any:
     (project / "Dockerfile").write_text("FROM busybox\n")
     connected: list[str] = []
 
-    def connect(host: str, token: str) -> ReleaseRack:
+    def connect(host: str, token: str, ca: bytes | None = None) -> ReleaseRack:
         connected.append(host)
         return rack
 

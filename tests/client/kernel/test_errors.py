@@ -13,6 +13,7 @@ from client.api.grpcerrors import iter_rpc, rpc_errors
 from client.kernel import errors
 from services.common.server import Server, build_server
 from tests.helpers import free_port
+from tests.tls import ca, tls_files
 
 RAISED = {
     "notfound": errors.NotFound("build not found: BXXXXXXXXXX"),
@@ -50,6 +51,7 @@ def server(token: str) -> Iterator[Server]:
         address="127.0.0.1:0",
         register=lambda s: s.add_generic_rpc_handlers((handler,)),
         service_names=["test.Errors"],
+        tls=tls_files(),
     )
     yield srv
     srv.stop(0)
@@ -57,7 +59,7 @@ def server(token: str) -> Iterator[Server]:
 
 @pytest.mark.parametrize("key", sorted(RAISED))
 def test_service_errors_keep_class_and_message(server: Server, token: str, key: str) -> None:
-    channel = open_channel(server.address, token)
+    channel = open_channel(server.address, token, ca=ca())
     call = channel.unary_unary("/test.Errors/Unary", _ident, _ident)
     with pytest.raises(type(RAISED[key])) as caught, rpc_errors(server.address, "test"):
         call(key.encode())
@@ -65,7 +67,7 @@ def test_service_errors_keep_class_and_message(server: Server, token: str, key: 
 
 
 def test_stream_errors_are_translated_after_data(server: Server, token: str) -> None:
-    channel = open_channel(server.address, token)
+    channel = open_channel(server.address, token, ca=ca())
     call = channel.unary_stream("/test.Errors/Stream", _ident, _ident)
     got: list[bytes] = []
     with pytest.raises(errors.NotFound, match="build not found"):
@@ -75,27 +77,33 @@ def test_stream_errors_are_translated_after_data(server: Server, token: str) -> 
 
 
 def test_unexpected_exception_is_internal(server: Server, token: str) -> None:
-    call = open_channel(server.address, token).unary_unary("/test.Errors/Unary", _ident, _ident)
+    call = open_channel(server.address, token, ca=ca()).unary_unary(
+        "/test.Errors/Unary", _ident, _ident
+    )
     with pytest.raises(errors.Internal, match="RuntimeError: unexpected"), rpc_errors():
         call(b"boom")
 
 
 def test_wrong_token_is_unauthenticated(server: Server) -> None:
-    call = open_channel(server.address, "wrong").unary_unary("/test.Errors/Unary", _ident, _ident)
+    call = open_channel(server.address, "wrong", ca=ca()).unary_unary(
+        "/test.Errors/Unary", _ident, _ident
+    )
     with pytest.raises(errors.Unauthenticated, match="^unauthorized$"), rpc_errors():
         call(b"notfound")
 
 
 def test_nothing_listening_names_service_and_address(token: str) -> None:
     address = f"127.0.0.1:{free_port()}"
-    call = open_channel(address, token).unary_unary("/test.Errors/Unary", _ident, _ident)
+    call = open_channel(address, token, ca=ca()).unary_unary("/test.Errors/Unary", _ident, _ident)
     with pytest.raises(errors.Unavailable) as caught, rpc_errors(address, "metadata"):
         call(b"x", timeout=5)
     assert str(caught.value) == f"metadata service unreachable at {address}"
 
 
 def test_a_call_the_service_lacks_says_the_rack_is_older(server: Server, token: str) -> None:
-    call = open_channel(server.address, token).unary_unary("/test.Errors/Newer", _ident, _ident)
+    call = open_channel(server.address, token, ca=ca()).unary_unary(
+        "/test.Errors/Newer", _ident, _ident
+    )
     with pytest.raises(errors.FailedPrecondition) as caught, rpc_errors(server.address, "registry"):
         call(b"x")
     assert str(caught.value) == (

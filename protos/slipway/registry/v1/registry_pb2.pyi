@@ -478,6 +478,7 @@ class CopyBuildRequest(_message.Message):
     APP_FIELD_NUMBER: _builtins.int
     BUILD_FIELD_NUMBER: _builtins.int
     TO_APP_FIELD_NUMBER: _builtins.int
+    SOURCE_CA_FIELD_NUMBER: _builtins.int
     source_host: _builtins.str
     """The source rack's front door, `host:port`, as this rack can reach it."""
     source_token: _builtins.str
@@ -492,6 +493,10 @@ class CopyBuildRequest(_message.Message):
     """The build id on the source rack."""
     to_app: _builtins.str
     """The app receiving the copy on this rack, created when missing (default: `app`)."""
+    source_ca: _builtins.bytes
+    """The certificate authority (PEM) the source rack's certificates are verified against,
+    at most 256 KiB; empty: the system's trusted roots.
+    """
     def __init__(
         self,
         *,
@@ -501,10 +506,11 @@ class CopyBuildRequest(_message.Message):
         app: _builtins.str = ...,
         build: _builtins.str = ...,
         to_app: _builtins.str = ...,
+        source_ca: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "build", b"build", "source_host", b"source_host", "source_name", b"source_name", "source_token", b"source_token", "to_app", b"to_app"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "build", b"build", "source_ca", b"source_ca", "source_host", b"source_host", "source_name", b"source_name", "source_token", b"source_token", "to_app", b"to_app"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
