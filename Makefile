@@ -48,7 +48,7 @@ demo: up ## Build examples/hello on the local rack and show the build
 test: setup lint check-protos ## Install what is missing, lint, check the generated code, run every test (end to end on SQLite, then again on PostgreSQL)
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 	@# The scale-out module runs on PostgreSQL already; the hosts modules reach no PostgreSQL.
-	@SLIPWAY_E2E_DATABASE=postgresql $(VENV)/bin/pytest tests/e2e --ignore=tests/e2e/test_scaleout.py --ignore=tests/e2e/test_across_hosts.py --ignore=tests/e2e/test_hosts.py $(PYTEST_ARGS)
+	@SLIPWAY_E2E_DATABASE=postgresql $(VENV)/bin/pytest tests/e2e --ignore=tests/e2e/test_scaleout.py --ignore=tests/e2e/test_across_hosts.py --ignore=tests/e2e/test_hosts.py --ignore=tests/e2e/test_ecr.py $(PYTEST_ARGS)
 
 bench: setup ## Move a 1 GiB build rack to rack (docker save|load as reference); four-stage BuildKit vs legacy; six builds on one vs three builders; write bench/results.json
 	@$(PY) bench/run.py

@@ -15,6 +15,7 @@ from services.common.config import (
     RegistryCredentials,
     ServiceArgs,
     TlsFiles,
+    ecr_registry,
     registry_credentials,
     valid_registry_host,
 )
@@ -50,6 +51,9 @@ class Config:
     #: The rack's registry, `host:port`, which this builder pushes its images to through
     #: its own engine (SLIPWAY_REGISTRY_HOST; required by `from_env`).
     registry_host: str = ""
+    #: `ecr://ACCOUNT.dkr.ecr.REGION.amazonaws.com` when the rack registry is ECR
+    #: (SLIPWAY_REGISTRY_URL): credentials are then ECR's tokens, fetched through boto3.
+    registry_url: str = ""
     #: What the rack registry requires, read from SLIPWAY_REGISTRY_AUTH_FILE (none: open).
     registry_auth: RegistryCredentials | None = None
     #: Where builds are extracted, one folder per build, removed when it ends
@@ -109,9 +113,13 @@ class Config:
             if value is None:
                 parser.error(f"{name} must be a positive integer, not {env.get(name)!r}")
             numbers[name] = value
-        registry_host = env.get("SLIPWAY_REGISTRY_HOST", "")
+        registry_url = env.get("SLIPWAY_REGISTRY_URL", "").strip()
+        registry_host = ecr_registry(parser, registry_url) or env.get("SLIPWAY_REGISTRY_HOST", "")
         if not registry_host:
-            parser.error("SLIPWAY_REGISTRY_HOST is required: the rack registry's host:port")
+            parser.error(
+                "SLIPWAY_REGISTRY_HOST is required: the rack registry's host:port "
+                "(or SLIPWAY_REGISTRY_URL=ecr://…)"
+            )
         if not valid_registry_host(registry_host):
             parser.error(
                 f"invalid SLIPWAY_REGISTRY_HOST {registry_host!r}: expected host:port, "
@@ -140,6 +148,7 @@ class Config:
             metadata_address=env.get("SLIPWAY_METADATA_ADDRESS") or cls.metadata_address,
             registry_address=env.get("SLIPWAY_REGISTRY_ADDRESS") or cls.registry_address,
             registry_host=registry_host,
+            registry_url=registry_url,
             registry_auth=registry_credentials(parser, env.get("SLIPWAY_REGISTRY_AUTH_FILE", "")),
             scratch_dir=Path(scratch).expanduser() if scratch else _default_scratch(),
             build_concurrency=numbers["SLIPWAY_BUILD_CONCURRENCY"],

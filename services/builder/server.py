@@ -14,7 +14,8 @@ from services.builder.core import Builder
 from services.builder.seams import Deps
 from services.builder.servicer import BuilderServicer
 from services.common.docker.engine import DockerEngine
-from services.common.push import Destination, Pusher
+from services.common.ecr import EcrRegistry
+from services.common.push import Destination, Logins, Pusher, PushTarget
 from services.common.server import Server, build_server
 from services.common.server import connect as connect_to
 
@@ -25,13 +26,15 @@ SERVICE_NAME = builder_pb2.DESCRIPTOR.services_by_name["BuilderService"].full_na
 
 def connect(config: Config) -> Deps:
     """The real dependencies: the other services of the rack, the Docker engine, and
-    pushes through that engine into the rack's registry (no other service's engine)."""
-    auth = config.registry_auth.engine_auth() if config.registry_auth else {}
-    engine = DockerEngine(
-        config.docker_host,
-        {config.registry_host: auth} if auth else None,
-        builder=config.engine_builder,
-    )
+    pushes through that engine into the rack's registry (no other service's engine):
+    Distribution with the rack's credentials, or ECR with its tokens."""
+    target: PushTarget
+    if config.registry_url:
+        target = EcrRegistry.from_url(config.registry_url)
+    else:
+        auth = config.registry_auth.engine_auth() if config.registry_auth else {}
+        target = Destination(config.registry_host, auth)
+    engine = DockerEngine(config.docker_host, Logins(target), builder=config.engine_builder)
     return Deps(
         store=MetadataClient(
             connect_to(config.metadata_address, config.token, config.tls), config.metadata_address
@@ -39,7 +42,7 @@ def connect(config: Config) -> Deps:
         sources=ArchiveClient(
             connect_to(config.archive_address, config.token, config.tls), config.archive_address
         ),
-        pusher=Pusher(engine, Destination(config.registry_host, auth)),
+        pusher=Pusher(engine, target),
         engine=engine,
     )
 

@@ -94,6 +94,20 @@ class RegistryCredentials:
         return "Basic " + base64.b64encode(pair).decode()
 
 
+def ecr_registry(parser: argparse.ArgumentParser, url: str) -> str:
+    """The registry host of SLIPWAY_REGISTRY_URL, `ecr://ACCOUNT.dkr.ecr.REGION.amazonaws.com`
+    (ECR as the rack registry); empty when `url` is. A malformed URL exits 2."""
+    from client.kernel.errors import InvalidArgument
+    from services.common.ecr import parse_ecr_url
+
+    if not url:
+        return ""
+    try:
+        return parse_ecr_url(url).host
+    except InvalidArgument as err:
+        parser.error(f"invalid SLIPWAY_REGISTRY_URL: {err}")
+
+
 def registry_credentials(parser: argparse.ArgumentParser, path: str) -> RegistryCredentials | None:
     """The credentials in the file at `path` (one line, `user:password`; the rack writes
     it 0600 at start and passes SLIPWAY_REGISTRY_AUTH_FILE); None when `path` is empty.

@@ -90,6 +90,26 @@ class Destination:
         return dict(self.credentials) or None
 
 
+class Logins(Mapping[str, Mapping[str, str]]):
+    """The engine's logins for one registry, asked of it at each use: ECR's credentials are
+    a token that expires, Distribution's never change."""
+
+    def __init__(self, registry: PushTarget) -> None:
+        self._registry = registry
+
+    def __getitem__(self, host: str) -> Mapping[str, str]:
+        auth = self._registry.auth() if host == self._registry.host else None
+        if not auth:
+            raise KeyError(host)
+        return auth
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([self._registry.host])
+
+    def __len__(self) -> int:
+        return 1
+
+
 def check_push(image: str, repository: str, tag: str) -> None:
     """Raises InvalidArgument unless image, repository and tag can name a push."""
     if not image:

@@ -12,6 +12,7 @@ from services.common.config import (
     RegistryCredentials,
     ServiceArgs,
     TlsFiles,
+    ecr_registry,
     registry_credentials,
     valid_registry_host,
 )
@@ -33,6 +34,9 @@ class Config:
     (`--registry`, SLIPWAY_REGISTRY_HOST; required)."""
     registry_auth: RegistryCredentials | None = None
     """What the registry requires (SLIPWAY_REGISTRY_AUTH_FILE, `user:password`; none: open)."""
+    registry_url: str = ""
+    """`ecr://ACCOUNT.dkr.ecr.REGION.amazonaws.com` when the rack registry is ECR
+    (SLIPWAY_REGISTRY_URL); `registry_host` is then its host."""
     registry_ca: Path | None = None
     """The CA (PEM) the registry's certificate is verified against when it serves HTTPS
     (SLIPWAY_REGISTRY_CA; none: plain HTTP, as on loopback)."""
@@ -78,6 +82,9 @@ class Config:
             help="where image tars are spooled during export/import (SLIPWAY_SCRATCH_DIR)",
         )
         args = parser.parse_args(argv)
+        registry_url = env.get("SLIPWAY_REGISTRY_URL", "").strip()
+        if registry_url:
+            args.registry = ecr_registry(parser, registry_url)
         token = parser.token()
         tls = parser.tls()
         if not args.registry:
@@ -94,6 +101,7 @@ class Config:
             docker_host=args.docker_host,
             metadata_address=args.metadata,
             scratch_dir=Path(args.scratch).expanduser(),
+            registry_url=registry_url,
             registry_ca=Path(env["SLIPWAY_REGISTRY_CA"])
             if env.get("SLIPWAY_REGISTRY_CA")
             else None,

@@ -14,8 +14,9 @@ from slipway.registry.v1 import registry_pb2_grpc as pb_grpc
 from client.api.metadata import MetadataClient
 from client.kernel.errors import Unavailable
 from services.common.docker.engine import DockerEngine
+from services.common.ecr import EcrRegistry
 from services.common.oci import DistributionRegistry, Registry
-from services.common.push import Pusher
+from services.common.push import Logins, Pusher
 from services.common.server import Server, build_server
 from services.common.server import connect as connect_to
 from services.registry.config import Config
@@ -58,8 +59,14 @@ def registry_tls(config: Config) -> ssl.SSLContext | None:
 def default_deps(config: Config) -> Deps:
     """The Docker engine at DOCKER_HOST, the configured Distribution registry, and the
     metadata service when its address is configured."""
-    auth = config.registry_auth.engine_auth() if config.registry_auth else {}
-    engine = DockerEngine(config.docker_host, {config.registry_host: auth} if auth else None)
+    registry: Registry
+    if config.registry_url:
+        registry = EcrRegistry.from_url(config.registry_url)
+    else:
+        registry = DistributionRegistry(
+            config.registry_host, config.registry_auth, tls=registry_tls(config)
+        )
+    engine = DockerEngine(config.docker_host, Logins(registry))
     records: BuildRecords = NoRecords()
     closers: list[Callable[[], None]] = [engine.close]
     if config.metadata_address:
@@ -73,9 +80,7 @@ def default_deps(config: Config) -> Deps:
 
     return Deps(
         engine=engine,
-        registry=DistributionRegistry(
-            config.registry_host, config.registry_auth, tls=registry_tls(config)
-        ),
+        registry=registry,
         records=records,
         close=close,
     )

@@ -23,3 +23,29 @@ def test_a_missing_or_bad_registry_host_exits_2(
         Config.from_env([], {**ENV, "SLIPWAY_REGISTRY_HOST": host})
     assert exited.value.code == 2
     assert "SLIPWAY_REGISTRY_HOST" in capsys.readouterr().err
+
+
+ECR = "ecr://123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+
+
+def test_an_ecr_registry_url_names_the_registry_host() -> None:
+    env = {k: v for k, v in ENV.items() if k != "SLIPWAY_REGISTRY_HOST"}
+    config = Config.from_env([], {**env, "SLIPWAY_REGISTRY_URL": ECR})
+    assert config.registry_host == "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    assert config.registry_url == ECR
+
+
+@pytest.mark.parametrize("url", ["ecr://nope", "s3://bucket", "ecr://1.dkr.ecr.x.amazonaws.com"])
+def test_a_bad_ecr_url_exits_2(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        Config.from_env([], {**ENV, "SLIPWAY_REGISTRY_URL": url})
+    assert exited.value.code == 2
+    assert "invalid SLIPWAY_REGISTRY_URL" in capsys.readouterr().err
+
+
+def test_every_port_needs_tls(capsys: pytest.CaptureFixture[str]) -> None:
+    env = {k: v for k, v in ENV.items() if not k.startswith("SLIPWAY_TLS_")}
+    with pytest.raises(SystemExit) as exited:
+        Config.from_env([], env)
+    assert exited.value.code == 2
+    assert "SLIPWAY_TLS_CERT, SLIPWAY_TLS_KEY, SLIPWAY_TLS_CA required" in capsys.readouterr().err

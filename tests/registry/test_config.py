@@ -52,3 +52,9 @@ def test_bad_configuration_exits_2(
         Config.from_env(argv, env)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_ecr_registry_url_replaces_the_registry_host() -> None:
+    ecr = "ecr://123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    config = Config.from_env([], {**tls_env(), "SLIPWAY_TOKEN": "t", "SLIPWAY_REGISTRY_URL": ecr})
+    assert (config.registry_host, config.registry_url) == (ecr.removeprefix("ecr://"), ecr)

@@ -70,6 +70,12 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="the name or address other machines reach it at, announced to clients and "
         "other racks and put in its certificates (default: the listen address)",
     )
+    start.add_argument(
+        "--registry",
+        metavar="URL",
+        help="push images to Amazon ECR, ecr://ACCOUNT.dkr.ecr.REGION.amazonaws.com, with "
+        "the usual AWS environment (default: the rack's own registry)",
+    )
     start.set_defaults(func=start_rack)
 
     add = sub.add_parser(
@@ -171,6 +177,7 @@ def start_rack(ctx: Context, args: argparse.Namespace) -> int:
         archives=args.archives,
         listen=args.listen,
         advertise=args.advertise,
+        registry=args.registry,
     )
     return 0
 

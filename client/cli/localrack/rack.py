@@ -102,6 +102,15 @@ class Layout:
     #: The name or address other machines reach the rack at (`--advertise`; empty: the
     #: listen address).
     advertise: str = ""
+    #: `ecr://ACCOUNT.dkr.ecr.REGION.amazonaws.com` when the rack registry is ECR
+    #: (`--registry`); empty for the rack's own Distribution registry.
+    registry: str = ""
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """What runs besides the builders, in start order: the rack's own registry (unless
+        it is ECR), then the services."""
+        return SERVICES if self.registry else ("distribution", *SERVICES)
 
     @property
     def local_host(self) -> str:
@@ -167,6 +176,7 @@ class Layout:
                 "archives": self.archives,
                 "listen": self.listen,
                 "advertise": self.advertise,
+                "registry": self.registry,
             },
             ca=ca.decode(),
         )
@@ -258,6 +268,7 @@ def _layout_of(name: str) -> Layout:
         str(entry.local.get("archives") or ""),
         str(entry.local.get("listen") or LOOPBACK),
         str(entry.local.get("advertise") or ""),
+        str(entry.local.get("registry") or ""),
     )
 
 
@@ -525,13 +536,17 @@ def _service_env(
         PYTHONUNBUFFERED="1",
     )
     env.update(_tls_env(layout, "builder" if part.startswith("builder") else part))
-    registry = {
-        # Image references name the registry as other machines reach it.
-        "SLIPWAY_REGISTRY_HOST": layout.advertised("distribution"),
-        "SLIPWAY_REGISTRY_AUTH_FILE": str(layout.registry_auth_file),
-    }
-    if layout.beyond_loopback:
-        registry["SLIPWAY_REGISTRY_CA"] = str(layout.tls / "ca.pem")
+    if layout.registry:
+        # ECR: credentials are its tokens, fetched with the AWS environment of the rack.
+        registry = {"SLIPWAY_REGISTRY_URL": layout.registry}
+    else:
+        registry = {
+            # Image references name the registry as other machines reach it.
+            "SLIPWAY_REGISTRY_HOST": layout.advertised("distribution"),
+            "SLIPWAY_REGISTRY_AUTH_FILE": str(layout.registry_auth_file),
+        }
+        if layout.beyond_loopback:
+            registry["SLIPWAY_REGISTRY_CA"] = str(layout.tls / "ca.pem")
     if part == "metadata":
         env["SLIPWAY_DATA"] = str(layout.data / "metadata")
         if layout.database:
@@ -574,6 +589,7 @@ def start_rack(
     archives: str | None = None,
     listen: str | None = None,
     advertise: str | None = None,
+    registry: str | None = None,
 ) -> RackEntry:
     """Starts every part of the local rack `name` that is not already running (and at
     least `builders` builders), waits until each is healthy, records the rack in the
@@ -593,6 +609,8 @@ def start_rack(
         _check_database(database)
     if archives:
         _check_archives(archives)
+    if registry:
+        _check_registry(registry)
     if listen is not None:
         listen = _check_listen(listen)
     if advertise is not None:
@@ -604,6 +622,7 @@ def start_rack(
         engine_builder = engine_builder or str(known.local.get("engine_builder") or "")
         database = database or str(known.local.get("database") or "")
         archives = archives or str(known.local.get("archives") or "")
+        registry = registry or str(known.local.get("registry") or "")
         was = (str(known.local.get("listen") or LOOPBACK), str(known.local.get("advertise") or ""))
         if listen is None and advertise is None:
             listen, advertise = was
@@ -630,11 +649,12 @@ def start_rack(
         archives or "",
         listen,
         advertise or "",
+        registry or "",
     )
     _private(layout)
     token = _token(layout)
     ca = Authority(layout.tls, name).ensure()
-    if layout.beyond_loopback:
+    if layout.beyond_loopback and not layout.registry:
         _trust_registry(layout, console)
 
     docker_host = engine.ensure_engine()
@@ -643,7 +663,9 @@ def start_rack(
 
     started: list[str] = []
     try:
-        for part in ("distribution", *SERVICES):
+        if layout.registry:
+            console.print(f"{'registry (ECR)':<16} {_ecr_host(layout.registry)}")
+        for part in layout.parts:
             _start_part(part, layout, token, docker_host, console)
             started.append(part)
         with _builders_locked(layout):
@@ -672,6 +694,27 @@ def start_rack(
     console.print(f"Rack {name} is running at {entry.host}")
     console.print(f"Its CA certificate is {layout.tls / 'ca.pem'} (for 'slipway login --ca')")
     return entry
+
+
+def _check_registry(url: str) -> None:
+    _ecr_host(url)
+
+
+def _ecr_host(url: str) -> str:
+    """The registry host of an `ecr://` URL; InvalidArgument for anything else."""
+    if not url.startswith("ecr://"):
+        raise InvalidArgument(
+            "invalid --registry: want ecr://ACCOUNT.dkr.ecr.REGION.amazonaws.com "
+            "(the default is the rack's own registry)"
+        )
+    try:
+        from services.common.ecr import parse_ecr_url
+    except ImportError as err:
+        raise Unavailable(f"boto3 is not installed ({err}): install slipway[rack]") from None
+    try:
+        return parse_ecr_url(url).host
+    except InvalidArgument as err:
+        raise InvalidArgument(f"invalid --registry: {err}") from None
 
 
 def _check_listen(listen: str) -> str:
@@ -848,7 +891,9 @@ def rack_status(name: str) -> list[tuple[str, str, str]]:
         ca = (layout.tls / "ca.pem").read_bytes()
     except OSError:
         ca = b""
-    for part in ("distribution", *SERVICES):
+    if layout.registry:
+        rows.append(("registry (ECR)", "external", _ecr_host(layout.registry)))
+    for part in layout.parts:
         address = layout.address(part)
         pid = _read_pid(layout.pidfile(part))
         if not _alive(pid, _marker(part, layout)):
@@ -897,8 +942,15 @@ class RegistryLogin:
 
 
 def registry_login(name: str) -> RegistryLogin:
-    """The address (as other machines reach it) and credentials of rack `name`'s registry."""
+    """The address (as other machines reach it) and credentials of rack `name`'s registry:
+    for ECR, a token fetched now with this environment's AWS credentials."""
     layout = _layout_of(name)
+    if layout.registry:
+        from services.common.ecr import EcrRegistry
+
+        ecr = EcrRegistry.from_url(layout.registry)
+        auth = ecr.auth() or {}
+        return RegistryLogin(ecr.host, auth.get("username", "AWS"), auth.get("password", ""))
     try:
         user, _, password = layout.registry_auth_file.read_text().strip().partition(":")
     except OSError:

@@ -95,15 +95,16 @@ class DockerEngine:
         builder: str = BUILDKIT,
     ) -> None:
         """`logins` maps a registry host to the credentials a pull from it sends (as
-        `docker login` would have stored them); `builder` is the engine's builder that
-        builds images: BUILDKIT, or LEGACY for engines without it."""
+        `docker login` would have stored them), looked up at each pull, so a mapping whose
+        credentials change (ECR's tokens) stays current; `builder` is the engine's builder
+        that builds images: BUILDKIT, or LEGACY for engines without it."""
         if builder not in ENGINE_BUILDERS:
             raise InvalidArgument(
                 f"unknown engine builder {builder!r}: expected one of {', '.join(ENGINE_BUILDERS)}"
             )
         self.host = host
         self.builder = builder
-        self._logins = dict(logins or {})
+        self._logins: Mapping[str, Mapping[str, str]] = logins if logins is not None else {}
         self._lock = threading.Lock()
         self._control: docker.APIClient | None = None
 

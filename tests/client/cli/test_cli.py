@@ -543,14 +543,18 @@ def test_rack_start(run: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     )
     assert run(*scaled.split()).code == 0
     assert run(*"rack start --listen 10.0.0.5 --advertise rack.example".split()).code == 0
-    # (name, port, data, engine builder, advertise, archives, builders, database, listen)
+    ecr = "ecr://123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    assert run("rack", "start", "--registry", ecr).code == 0
+    # (name, port, data, engine builder, advertise, archives, builders, database, listen,
+    # registry)
     n = None
     assert calls == [
-        ("two", 7500, tmp_path, n, n, n, n, n, n),
-        ("local", n, n, n, n, n, n, n, n),
-        ("local", n, n, "legacy", n, n, n, n, n),
-        ("local", n, n, n, n, "s3://bucket/src", 3, "postgresql://me@db:5432/slipway", n),
-        ("local", n, n, n, "rack.example", n, n, n, "10.0.0.5"),
+        ("two", 7500, tmp_path, n, n, n, n, n, n, n),
+        ("local", n, n, n, n, n, n, n, n, n),
+        ("local", n, n, "legacy", n, n, n, n, n, n),
+        ("local", n, n, n, n, "s3://bucket/src", 3, "postgresql://me@db:5432/slipway", n, n),
+        ("local", n, n, n, "rack.example", n, n, n, "10.0.0.5", n),
+        ("local", n, n, n, n, n, n, n, n, ecr),
     ]
     refused = run("rack", "start", "--engine-builder", "kaniko")
     assert refused.code != 0 and "invalid choice" in refused.err
