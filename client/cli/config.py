@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -141,4 +142,8 @@ def read_ca(path: str, what: str = "--ca") -> str:
     text = data.decode("ascii", errors="replace")
     if "-----BEGIN CERTIFICATE-----" not in text or "-----END CERTIFICATE-----" not in text:
         raise InvalidArgument(f"{what} {path[:200]} is not a PEM certificate")
+    try:
+        ssl.create_default_context(cadata=text)
+    except (ssl.SSLError, ValueError):
+        raise InvalidArgument(f"{what} {path[:200]} is not a valid PEM certificate") from None
     return text

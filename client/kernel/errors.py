@@ -66,10 +66,11 @@ class Unavailable(SlipwayError):
 
 
 class Unverified(Unavailable):
-    """A peer's TLS certificate did not verify: `what` at `address`, and why."""
+    """A peer's TLS certificate did not verify: `what` at `address`, and why. Made from a
+    message alone (as code rewording an error does), the message is kept as it is."""
 
-    def __init__(self, what: str, address: str, why: str) -> None:
-        super().__init__(f"cannot verify {what} at {address}: {why}")
+    def __init__(self, what: str, address: str = "", why: str = "") -> None:
+        super().__init__(f"cannot verify {what} at {address}: {why}" if address else what)
         self.what = what
         self.address = address
         self.why = why

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import socket
@@ -125,8 +126,8 @@ class Config:
                 f"invalid SLIPWAY_REGISTRY_HOST {registry_host!r}: expected host:port, "
                 "no scheme or path"
             )
-        advertise = env.get("SLIPWAY_ADVERTISE", "").strip()
-        if advertise and not valid_registry_host(advertise):
+        advertise = env.get("SLIPWAY_ADVERTISE", "").strip().strip("[]")
+        if advertise and not _host_or_ip(advertise):
             parser.error(f"invalid SLIPWAY_ADVERTISE {advertise[:100]!r}: expected a host name")
         scratch = env.get("SLIPWAY_SCRATCH_DIR")
         builder_id = env.get("SLIPWAY_BUILDER_ID", "").strip()
@@ -160,6 +161,15 @@ class Config:
             tls=tls,
         )
         return dataclasses.replace(config, builder_id=builder_id) if builder_id else config
+
+
+def _host_or_ip(text: str) -> bool:
+    """Whether `text` is an IP address (v4 or v6) or a host name, with no port."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return ":" not in text and valid_registry_host(text)
 
 
 def _positive(raw: str, default: int) -> int | None:

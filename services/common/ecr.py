@@ -31,6 +31,7 @@ from client.kernel.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    SlipwayError,
     Unavailable,
 )
 from services.common.config import RegistryCredentials
@@ -200,8 +201,17 @@ class EcrRegistry:
     def _current(self) -> tuple[_Token, Registry]:
         """The token, fetched again when it is near its expiry, and its data plane."""
         with self._lock:  # one refresh at a time; the others wait for its token
-            if self._token is None or self._clock() >= self._token.expires - self._margin:
-                self._token = self._fetch_token()
+            now = self._clock()
+            if self._token is None or now >= self._token.expires - self._margin:
+                try:
+                    self._token = self._fetch_token()
+                except SlipwayError as err:
+                    if self._token is None or now >= self._token.expires:
+                        raise
+                    # Early refresh failed; the token in hand is still good.
+                    log.warning("cannot refresh the ECR token of %s yet: %s", self.host, err)
+                    assert self._plane is not None
+                    return self._token, self._plane
                 credentials = RegistryCredentials(self._token.username, self._token.password)
                 self._plane = self._data_plane(self._token.endpoint, credentials)
             assert self._plane is not None

@@ -81,7 +81,7 @@ class Destination:
     asks for them, the credentials (`username`, `password`) the engine sends."""
 
     host: str
-    credentials: Mapping[str, str] = field(default_factory=dict)
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def prepare(self, repository: str) -> None:
         return None
@@ -104,6 +104,8 @@ class Logins(Mapping[str, Mapping[str, str]]):
         return auth
 
     def __iter__(self) -> Iterator[str]:
+        """The registry's host, which has credentials (asked at each use: an ECR error
+        asking for them propagates as it is)."""
         return iter([self._registry.host])
 
     def __len__(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -88,6 +89,20 @@ class CopyRequest:
     to_app: str = ""
     source_name: str = ""
     source_ca: bytes | None = field(default=None, repr=False)
+
+
+def check_ca(ca: bytes) -> None:
+    """InvalidArgument unless `ca` is empty or PEM certificates of at most 256 KiB."""
+    if not ca:
+        return
+    problem = len(ca) > MAX_SOURCE_CA or b"-----BEGIN CERTIFICATE-----" not in ca
+    if not problem:
+        try:
+            ssl.create_default_context(cadata=ca.decode("ascii"))
+        except (ssl.SSLError, ValueError, UnicodeDecodeError):
+            problem = True
+    if problem:
+        raise InvalidArgument("the source rack's CA must be PEM certificates, at most 256 KiB")
 
 
 def config_digest(manifest: Manifest) -> str:
@@ -196,9 +211,7 @@ class Copier:
             raise InvalidArgument("the source rack's host is required")
         if not request.build:
             raise InvalidArgument("the build is required")
-        ca = request.source_ca or b""
-        if len(ca) > MAX_SOURCE_CA or (ca and b"-----BEGIN CERTIFICATE-----" not in ca):
-            raise InvalidArgument("the source rack's CA must be PEM certificates, at most 256 KiB")
+        check_ca(request.source_ca or b"")
         return self._copy(request)
 
     def _copy(self, request: CopyRequest) -> Iterator[Event]:

@@ -83,6 +83,8 @@ class RemoteSource:
         except (NotFound, FailedPrecondition, InvalidArgument):
             raise
         except Unverified as err:
+            if not err.address:
+                raise Unverified(f"source rack {self._name}: {err}") from None
             raise Unverified(f"source rack {self._name}", err.address, err.why) from None
         except SlipwayError as err:
             raise type(err)(f"source rack {self._name}: {err}") from None

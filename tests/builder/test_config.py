@@ -49,3 +49,15 @@ def test_every_port_needs_tls(capsys: pytest.CaptureFixture[str]) -> None:
         Config.from_env([], env)
     assert exited.value.code == 2
     assert "SLIPWAY_TLS_CERT, SLIPWAY_TLS_KEY, SLIPWAY_TLS_CA required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["rack.example", "10.0.0.5", "::1", "[2001:db8::5]"])
+def test_the_advertised_name_may_be_a_host_or_an_address(name: str) -> None:
+    config = Config.from_env([], {**ENV, "SLIPWAY_ADVERTISE": name})
+    assert config.advertise == name.strip("[]")
+
+
+@pytest.mark.parametrize("name", ["rack.example:7400", "http://rack", "a b"])
+def test_a_bad_advertised_name_exits_2(name: str) -> None:
+    with pytest.raises(SystemExit):
+        Config.from_env([], {**ENV, "SLIPWAY_ADVERTISE": name})

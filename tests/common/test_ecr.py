@@ -441,3 +441,29 @@ def test_an_unreachable_endpoint_is_unavailable(
         registry.prepare("app")
     with pytest.raises(Unavailable, match=f"^ECR unreachable at {dead}$"):
         registry.auth()
+
+
+def test_a_failed_early_refresh_keeps_the_token_in_hand_until_it_expires(
+    aws: S3Endpoint,
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    client = ecr_client()
+    down = {"now": False}
+
+    def fail(**_: Any) -> None:
+        if down["now"]:
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    client.meta.events.register("before-call.ecr.GetAuthorizationToken", fail)
+    clock = Clock(EXPIRES - timedelta(hours=12))
+    registry = EcrRegistry(URL, client, clock=clock)
+    first = registry.auth()
+    down["now"] = True
+    clock.now = EXPIRES - timedelta(minutes=5)  # inside the margin, not yet expired
+    assert registry.auth() == first
+    clock.now = EXPIRES + timedelta(seconds=1)  # expired: the failure is the answer
+    with pytest.raises(Unavailable, match="^ECR unreachable at"):
+        registry.auth()
+    down["now"] = False
+    assert registry.auth() == first  # moto hands out the same password again

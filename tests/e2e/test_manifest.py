@@ -21,7 +21,7 @@ def _library(rack: RackHandle) -> Rack:
     """The rack through the client library, as the CLI's configuration names it."""
     config = Path(rack.env["XDG_CONFIG_HOME"]) / "slipway" / "config.json"
     entry = ClientConfig.load(config).resolve(rack.name)
-    return Rack.connect(entry.host, entry.token)
+    return Rack.connect(entry.host, entry.token, entry.ca_pem)
 
 
 def _failure(res_err: str) -> str:

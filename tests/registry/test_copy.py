@@ -564,3 +564,15 @@ def test_a_failed_copy_leaves_nothing_behind(
         copy(dest, source, made.app, made.id, to_app=target)
 
     assert_nothing_left(dest, target)
+
+
+def test_the_source_ca_a_copy_carries_must_be_certificates() -> None:
+    from services.registry.copy import check_ca
+
+    check_ca(b"")
+    check_ca(ca())
+    for bad in (b"junk", b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"):
+        with pytest.raises(InvalidArgument, match="^the source rack's CA must be PEM"):
+            check_ca(bad)
+    with pytest.raises(InvalidArgument):
+        check_ca(ca() * 1000)

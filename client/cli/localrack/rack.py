@@ -124,8 +124,9 @@ class Layout:
 
     @property
     def beyond_loopback(self) -> bool:
-        """Whether other machines reach the rack (its registry then serves TLS)."""
-        return not _loopback(self.public_host) or not _loopback(self.local_host)
+        """Whether other machines may reach the rack (its registry then serves TLS): it
+        listens on more than loopback (a wildcard included) or announces another name."""
+        return not (_loopback(self.listen) and _loopback(self.public_host))
 
     def address(self, part: str) -> str:
         """Where this machine reaches `part`."""
@@ -211,10 +212,12 @@ def _builders(layout: Layout) -> list[BuilderSlot]:
         recorded = []
     for item in recorded if isinstance(recorded, list) else []:
         try:
-            number, address = int(item["number"]), str(item["address"])
+            number, port = int(item["number"]), _port(str(item["address"]))
             engine_host = str(item.get("engine") or "")
         except (KeyError, TypeError, ValueError):
             continue
+        # Its port is its own; its host is wherever the rack listens now.
+        address = _join(layout.local_host, port)
         if 1 < number <= MAX_BUILDERS:
             slots[number] = BuilderSlot(number, address, engine_host)
         elif number == 1:
@@ -330,7 +333,8 @@ def _marker(part: str, layout: Layout) -> str:
 
 def _port_free(address: str) -> bool:
     host, _, port = address.rpartition(":")
-    with socket.socket() as s:
+    host = host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, int(port)))
@@ -622,7 +626,10 @@ def start_rack(
         engine_builder = engine_builder or str(known.local.get("engine_builder") or "")
         database = database or str(known.local.get("database") or "")
         archives = archives or str(known.local.get("archives") or "")
-        registry = registry or str(known.local.get("registry") or "")
+        was_registry = str(known.local.get("registry") or "")
+        if registry and registry != was_registry:
+            _refuse_readdress(Layout(name, int(known.local["port"]), Path(known.local["data"])))
+        registry = registry or was_registry
         was = (str(known.local.get("listen") or LOOPBACK), str(known.local.get("advertise") or ""))
         if listen is None and advertise is None:
             listen, advertise = was
@@ -651,6 +658,7 @@ def start_rack(
         advertise or "",
         registry or "",
     )
+    _check_bindable(layout.listen)
     _private(layout)
     token = _token(layout)
     ca = Authority(layout.tls, name).ensure()
@@ -707,10 +715,12 @@ def _ecr_host(url: str) -> str:
             "invalid --registry: want ecr://ACCOUNT.dkr.ecr.REGION.amazonaws.com "
             "(the default is the rack's own registry)"
         )
-    try:
-        from services.common.ecr import parse_ecr_url
-    except ImportError as err:
-        raise Unavailable(f"boto3 is not installed ({err}): install slipway[rack]") from None
+    import importlib.util
+
+    if importlib.util.find_spec("boto3") is None:
+        raise Unavailable("boto3 is not installed: install slipway[rack] for a rack on ECR")
+    from services.common.ecr import parse_ecr_url
+
     try:
         return parse_ecr_url(url).host
     except InvalidArgument as err:
@@ -752,13 +762,26 @@ def _check_advertise(advertise: str) -> str:
     return advertise.lower()
 
 
+def _check_bindable(listen: str) -> None:
+    """InvalidArgument unless this machine has the address `listen`."""
+    with socket.socket(socket.AF_INET6 if ":" in listen else socket.AF_INET) as probe:
+        try:
+            probe.bind((listen, 0))
+        except OSError as err:
+            raise InvalidArgument(
+                f"invalid --listen: {listen} is not an address of this machine ({err.strerror})"
+            ) from None
+
+
 def _refuse_readdress(layout: Layout) -> None:
     """A running rack keeps its addresses: moving it means stopping it first."""
-    for part in ("distribution", *SERVICES, "builder"):
+    parts = ["distribution", *SERVICES, *(slot.part for slot in _builders(layout))]
+    for part in parts:
         if _alive(_read_pid(layout.pidfile(part)), _marker(part, layout)):
             raise FailedPrecondition(
-                f"rack {layout.name} is running on other addresses: stop it "
-                "('slipway rack stop') before changing --listen or --advertise"
+                f"rack {layout.name} is running with other addresses or another registry: "
+                "stop it ('slipway rack stop') before changing --listen, --advertise or "
+                "--registry"
             )
 
 

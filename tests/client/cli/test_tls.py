@@ -87,3 +87,21 @@ def test_a_certificate_of_another_ca_is_replaced(tmp_path: Path) -> None:
 )
 def test_a_failed_handshake_reads_as_why(details: str, why: str) -> None:
     assert tls_failure(details, "10.0.0.1:7400") == why
+
+
+def test_login_ca_must_be_a_readable_pem_certificate(tmp_path: Path) -> None:
+    from client.cli.config import read_ca
+    from client.kernel.errors import InvalidArgument
+
+    good = Authority(tmp_path / "tls", "r")
+    good.ensure()
+    assert read_ca(str(good.ca_file)) == good.ca_file.read_text()
+    fake = tmp_path / "fake.pem"
+    fake.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    with pytest.raises(InvalidArgument, match="is not a valid PEM certificate$"):
+        read_ca(str(fake))
+    (tmp_path / "text").write_text("hello")
+    with pytest.raises(InvalidArgument, match="is not a PEM certificate$"):
+        read_ca(str(tmp_path / "text"))
+    with pytest.raises(InvalidArgument, match="^cannot read --ca"):
+        read_ca(str(tmp_path / "missing"))

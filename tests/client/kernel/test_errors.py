@@ -4,6 +4,7 @@ transport failure names the service and address that could not be reached."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -111,3 +112,22 @@ def test_a_call_the_service_lacks_says_the_rack_is_older(server: Server, token: 
         "older Slipway than this client "
         "(restart the rack: 'slipway rack stop', then 'slipway rack start')"
     )
+
+
+def test_a_server_another_ca_signed_is_unverified_in_a_persons_words(
+    server: Server, token: str, tmp_path: Path
+) -> None:
+    from client.cli.localrack.tls import Authority
+
+    other = Authority(tmp_path / "other", "other").ensure()
+    call = open_channel(server.address, token, ca=other).unary_unary(
+        "/test.Errors/Unary", _ident, _ident
+    )
+    with pytest.raises(errors.Unverified) as caught, rpc_errors(server.address):
+        call(b"notfound")
+    assert str(caught.value) == (
+        f"cannot verify rack at {server.address}: "
+        "its certificate is not signed by the CA this client trusts"
+    )
+    assert isinstance(caught.value, errors.Unavailable)
+    assert str(errors.Unverified("as it is")) == "as it is"
