@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, cast
 from client.kernel import types
 from client.kernel.errors import InvalidArgument
 from client.kernel.streams import CHUNK_SIZE, iter_chunks, reader, rechunk, write_stream_to
-from services.registry.tarstream import TarWriter, file_info, gunzip, gzip
+from services.registry.tarstream import GZIP_LEVEL, TarWriter, file_info, gunzip, gzip
 
 BUILD_JSON = "build.json"
 # build.json carries the whole build log: generous, yet bounded, since it is read in memory.
@@ -130,18 +130,26 @@ def decode_build(data: bytes) -> BuildRecord:
 
 
 def write_archive(
-    build_json: bytes, image_name: str, image: BinaryIO, image_size: int, mtime: float = 0.0
+    build_json: bytes,
+    image_name: str,
+    image: Iterable[bytes],
+    image_size: int,
+    mtime: float = 0.0,
+    level: int = GZIP_LEVEL,
 ) -> Iterator[bytes]:
-    """The gzip'd export archive in chunks: build.json, then the image tar read from `image`."""
+    """The gzip'd export archive in chunks: build.json, then the image tar's `image_size`
+    bytes from `image`. `level` 0 stores the bytes in gzip's framing without compressing
+    them: for layers already compressed, compressing again gains nothing and costs most of
+    the time."""
     when = mtime or time.time()
     tar = TarWriter()
 
     def pieces() -> Iterator[bytes]:
         yield from tar.member(file_info(BUILD_JSON, len(build_json), when), [build_json])
-        yield from tar.member(file_info(image_name, image_size, when), iter_chunks(image))
+        yield from tar.member(file_info(image_name, image_size, when), image)
         yield tar.end()
 
-    return rechunk(gzip(pieces()))
+    return rechunk(gzip(pieces(), level))
 
 
 @dataclass

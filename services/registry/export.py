@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from client.kernel import types
 from client.kernel.errors import FailedPrecondition
-from client.kernel.streams import write_stream_to
+from client.kernel.streams import iter_chunks, write_stream_to
 from client.kernel.types import SERVICE_NAME
 from services.common.oci import Registry
+from services.registry.blobsave import save_from_blobs
 from services.registry.buildarchive import encode_build, write_archive
 from services.registry.engine import ImageEngine
 from services.registry.imagetar import retag
@@ -60,7 +62,22 @@ class Exporter:
         return self._stream(build, services, encode_build(build, logs))
 
     def _stream(self, build: types.Build, services: list[str], record: bytes) -> Iterator[bytes]:
-        # The outer tar needs the image tar's size before its bytes: spool it on disk first.
+        name = f"{build.app}.{build.id}.tar"
+        tags = {f"{s}.{build.id}": f"{build.app}:{s}.{build.id}" for s in services}
+        saved = save_from_blobs(self.registry, build.app, tags, build.ended or time.time())
+        if saved is not None:
+            # The registry's compressed layers as they are, streamed: no engine, no spool.
+            log.info(
+                "exporting %s/%s from registry blobs: %d services, %d image bytes",
+                build.app,
+                build.id,
+                len(services),
+                saved.size,
+            )
+            yield from write_archive(record, name, saved.chunks(), saved.size, build.ended, 0)
+            return
+        # Images the engine must save: the outer tar needs the image tar's size before its
+        # bytes, so spool it on disk first.
         self.scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(prefix="slipway-export-", dir=self.scratch) as spool:
             size = self._save(build, services, cast(BinaryIO, spool))
@@ -72,8 +89,7 @@ class Exporter:
                 len(services),
                 size,
             )
-            name = f"{build.app}.{build.id}.tar"
-            yield from write_archive(record, name, cast(BinaryIO, spool), size, build.ended)
+            yield from write_archive(record, name, iter_chunks(spool), size, build.ended)
 
     def _save(self, build: types.Build, services: list[str], spool: BinaryIO) -> int:
         """Writes one `docker save` tar of every service image to `spool`, its images named

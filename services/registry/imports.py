@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.kernel import types
-from client.kernel.errors import InvalidArgument
+from client.kernel.errors import InvalidArgument, SlipwayError
 from client.kernel.streams import iter_chunks
 from client.kernel.types import SERVICE_NAME
 from services.common.push import Pusher
+from services.registry.blobpush import Layout, compressed_images, push_with_retries
 from services.registry.buildarchive import BuildRecord, decode_build, unpack
 from services.registry.engine import ImageEngine
 from services.registry.finish import Destination, Leftovers
@@ -103,9 +104,20 @@ class Importer:
             record = decode_build(unpacked.build_json)
             sources = plan(record, unpacked.tars)
             with self.destination.moving(app, "import", self.engine) as moved:
-                self._load(sources, secrets.token_hex(6), moved.made)
-                self.destination.registry.prepare(app)
+                registry = self.destination.registry
+                direct = _from_blobs(sources)
+                through_engine = [s for s in sources if s.service not in direct]
+                self._load(through_engine, secrets.token_hex(6), moved.made)
+                registry.prepare(app)
                 for source in sources:
+                    if source.service in direct:
+                        # Compressed layers (an export's): their blobs go up as they are.
+                        tag = moved.tag(source.service, local=False)
+                        with _pushing(source.service):
+                            push_with_retries(
+                                registry, app, tag, source.path, direct[source.service]
+                            )
+                        continue
                     tag = moved.tag(source.service)
                     for _progress in push_as(self.pusher, source.image, app, tag, source.service):
                         pass
@@ -134,6 +146,27 @@ class Importer:
                 source.image = self.engine.image_id(name) or ""
                 if not source.image:
                     raise InvalidArgument(f"{source.name}: no image after loading it")
+
+
+def _from_blobs(sources: list[Source]) -> dict[str, Layout]:
+    """The services whose `docker save` tar has compressed layers, pushed blob by blob;
+    the others go through the engine."""
+    direct: dict[str, Layout] = {}
+    for path in dict.fromkeys(s.path for s in sources if s.kind == DOCKER):
+        images = compressed_images(path)
+        ours = [s for s in sources if s.path == path]
+        if images is not None and all(s.image in images for s in ours):
+            direct.update({s.service: images[s.image] for s in ours})
+    return direct
+
+
+@contextlib.contextmanager
+def _pushing(service: str) -> Iterator[None]:
+    """Names the service in a failed push, as an engine push's failure does."""
+    try:
+        yield
+    except SlipwayError as err:
+        raise type(err)(f"cannot push {service}: {err}") from None
 
 
 @contextlib.contextmanager

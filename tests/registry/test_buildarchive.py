@@ -17,6 +17,7 @@ import pytest
 from client.api.metadata import log_batches
 from client.kernel import types
 from client.kernel.errors import InvalidArgument
+from client.kernel.streams import iter_chunks
 from services.registry import buildarchive
 from services.registry.buildarchive import (
     BuildRecord,
@@ -117,7 +118,9 @@ def test_the_archive_streams_in_bounded_chunks(tmp_path: Path) -> None:
     image = tmp_path / "image.tar"
     image.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
     with open(image, "rb") as source:
-        chunks = list(write_archive(b'{"id": "B1"}', "app.B1.tar", source, image.stat().st_size))
+        chunks = list(
+            write_archive(b'{"id": "B1"}', "app.B1.tar", iter_chunks(source), image.stat().st_size)
+        )
     assert all(0 < len(c) <= 512 * 1024 for c in chunks)
     raw = gziplib.decompress(b"".join(chunks))
     assert len(raw) % tarfile.RECORDSIZE == 0

@@ -1,0 +1,191 @@
+"""Pushing an image of a `docker save` tar whose layers are compressed (what `builds export`
+writes) straight into the registry, its blobs as they are: no engine, no decompressing to
+load, no compressing again to push (SPEC §7).
+
+Each layer file is read twice from the spooled tar: once to learn its digest and check it,
+decompressed, against the `diff_id` its config names (a layer that is not what the image
+says is refused, as `docker load` would refuse it), then, unless the registry holds the
+blob already, to upload it. The config goes up as a blob, then a Docker v2 manifest naming
+them all is put under the new tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tarfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from client.kernel.errors import InvalidArgument, SlipwayError
+from client.kernel.streams import iter_chunks
+from services.common.oci import Manifest, Registry
+from services.common.push import ATTEMPTS, RETRY_DELAYS, transient
+from services.registry.imagetar import MANIFEST_JSON, MAX_JSON
+
+DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG = "application/vnd.docker.container.image.v1+json"
+GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+GZIP_MAGIC = b"\x1f\x8b"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One image of the tar: the member holding its config, and its layers' members."""
+
+    config: str
+    layers: tuple[str, ...]
+
+
+def compressed_images(path: Path) -> dict[str, Layout] | None:
+    """The images of the `docker save` tar at `path` by id (`sha256:` of the config) when
+    every layer file of every image is gzip'd, else None (the engine loads it instead)."""
+    found: dict[str, Layout] = {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isreg()}
+            index = _json(_read(tar, members, MANIFEST_JSON, MAX_JSON))
+            if not isinstance(index, list):
+                return None
+            for entry in index:
+                if not isinstance(entry, dict):
+                    return None
+                config = str(entry.get("Config") or "").removeprefix("./")
+                layers = tuple(str(name).removeprefix("./") for name in entry.get("Layers") or [])
+                if config not in members or not layers:
+                    return None
+                for layer in layers:
+                    if layer not in members or _open(tar, members, layer).read(2) != GZIP_MAGIC:
+                        return None
+                found[_digest(tar, members, config)] = Layout(config, layers)
+    except (tarfile.TarError, EOFError, OSError):
+        return None
+    return found
+
+
+def push_with_retries(
+    registry: Registry,
+    repository: str,
+    tag: str,
+    path: Path,
+    layout: Layout,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Manifest:
+    """`push_image`, tried again on a passing registry failure as every push is (SPEC §6:
+    ATTEMPTS in all, RETRY_DELAYS apart, each retry logged); blobs already up are not sent
+    again."""
+    reference = f"{registry.host}/{repository}:{tag}"
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return push_image(registry, repository, tag, path, layout)
+        except SlipwayError as err:
+            if attempt == ATTEMPTS or not transient(err):
+                raise
+            log.warning(
+                "Retrying push of %s (attempt %d of %d): %s", reference, attempt + 1, ATTEMPTS, err
+            )
+            sleep(RETRY_DELAYS[min(attempt - 1, len(RETRY_DELAYS) - 1)])
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def push_image(
+    registry: Registry, repository: str, tag: str, path: Path, layout: Layout
+) -> Manifest:
+    """Puts the image `layout` of the tar at `path` as `repository:tag`, uploading only the
+    blobs the registry lacks; returns the manifest put. InvalidArgument, with nothing
+    tagged, when a layer is not the one its config names."""
+    with tarfile.open(path, mode="r:") as tar:
+        members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isreg()}
+        config_bytes = _read(tar, members, layout.config, MAX_JSON)
+        config = _json(config_bytes)
+        diff_ids = (
+            (config.get("rootfs") or {}).get("diff_ids") if isinstance(config, dict) else None
+        )
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(layout.layers):
+            raise InvalidArgument(f"{layout.config}: its config does not list its layers")
+        descriptors = []
+        for name, diff_id in zip(layout.layers, diff_ids, strict=True):
+            digest, size, uncompressed = _layer_digests(_open(tar, members, name))
+            if uncompressed != diff_id:
+                raise InvalidArgument(
+                    f"{name[:200]}: its content does not match the layer its image names "
+                    f"(diffID {str(diff_id)[:80]}, content {uncompressed})"
+                )
+            if not registry.has_blob(repository, digest):
+                registry.upload_blob(repository, digest, iter_chunks(_open(tar, members, name)))
+            descriptors.append({"mediaType": GZIP_LAYER, "size": size, "digest": digest})
+        config_digest = f"sha256:{hashlib.sha256(config_bytes).hexdigest()}"
+        if not registry.has_blob(repository, config_digest):
+            registry.upload_blob(repository, config_digest, [config_bytes])
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_V2,
+            "config": {"mediaType": CONFIG, "size": len(config_bytes), "digest": config_digest},
+            "layers": descriptors,
+        }
+    ).encode()
+    manifest = Manifest(f"sha256:{hashlib.sha256(body).hexdigest()}", DOCKER_V2, body)
+    registry.put_manifest(repository, tag, manifest)
+    return manifest
+
+
+def _layer_digests(source: BinaryIO) -> tuple[str, int, str]:
+    """A gzip'd layer's digest and size as stored, and the digest of its tar (its diff_id)."""
+    stored, content = hashlib.sha256(), hashlib.sha256()
+    size = 0
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        for data in iter_chunks(source):
+            stored.update(data)
+            size += len(data)
+            while data:
+                content.update(inflate.decompress(data))
+                data = inflate.unused_data
+                if data:  # another gzip member follows
+                    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        content.update(inflate.flush())
+    except zlib.error as err:
+        raise InvalidArgument(f"a layer is not valid gzip: {err}") from None
+    if not inflate.eof:
+        raise InvalidArgument("a layer is cut short")
+    return f"sha256:{stored.hexdigest()}", size, f"sha256:{content.hexdigest()}"
+
+
+def _open(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> BinaryIO:
+    member = members.get(name)
+    source = tar.extractfile(member) if member is not None else None
+    if source is None:
+        raise InvalidArgument(f"invalid image tar: {name[:200]} is missing")
+    return cast(BinaryIO, source)
+
+
+def _read(
+    tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str, limit: int
+) -> bytes:
+    """A JSON member's bytes; past `limit` it is not one of an image's JSON files."""
+    data = _open(tar, members, name).read(limit + 1)
+    if len(data) > limit:
+        raise InvalidArgument(f"invalid image tar: {name[:200]} is too large")
+    return data
+
+
+def _digest(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> str:
+    digest = hashlib.sha256()
+    for data in iter_chunks(_open(tar, members, name)):
+        digest.update(data)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise InvalidArgument("invalid image tar: a JSON file is not JSON") from None

@@ -1,0 +1,120 @@
+"""services.registry.blobpush against a real Distribution registry: an image of a `docker
+save` tar with compressed layers goes up blob by blob, as it is; a layer that is not what
+its config says is refused with nothing tagged; blobs the registry holds are not sent."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import secrets
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from client.kernel.errors import InvalidArgument, Unavailable
+from services.common.oci import DistributionRegistry
+from services.registry.blobpush import compressed_images, push_image, push_with_retries
+
+
+def sha(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def layer_tar(text: str) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("marker")
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text.encode()))
+    return out.getvalue()
+
+
+def saved(folder: Path, layers: list[bytes], compress: bool = True, lie: bool = False) -> Path:
+    """A `docker save` tar of one image of `layers` (gzip'd unless not `compress`)."""
+    diff_ids = [sha(layer) for layer in layers]
+    if lie:
+        diff_ids[0] = sha(b"another layer")
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()  # fmt: skip
+    files = {f"{sha(config)[7:]}.json": config}
+    names = []
+    for layer in layers:
+        data = gzip.compress(layer) if compress else layer
+        names.append(f"{sha(data)[7:]}/layer.tar")
+        files[names[-1]] = data
+    index = [{"Config": f"{sha(config)[7:]}.json", "RepoTags": ["app:web.B1"], "Layers": names}]
+    files = {"manifest.json": json.dumps(index).encode(), **files}
+    path = folder / "image.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+class Counting(DistributionRegistry):
+    def __init__(self, host: str) -> None:
+        super().__init__(host)
+        self.uploads: list[str] = []
+
+    def upload_blob(self, repository: str, digest: str, chunks: Iterable[bytes]) -> int:
+        self.uploads.append(digest)
+        return super().upload_blob(repository, digest, chunks)
+
+
+def test_compressed_layers_go_up_as_they_are(registry_host: str, tmp_path: Path) -> None:
+    registry = Counting(registry_host)
+    repo = f"blobs-{secrets.token_hex(4)}"
+    layers = [layer_tar("one"), layer_tar("two")]
+    path = saved(tmp_path, layers)
+    images = compressed_images(path)
+    assert images is not None and len(images) == 1
+    ((image_id, layout),) = images.items()
+
+    manifest = push_image(registry, repo, "web.B1", path, layout)
+
+    doc = json.loads(manifest.body)
+    stored = [b"".join(registry.read_blob(repo, d["digest"])) for d in doc["layers"]]
+    assert [gzip.decompress(data) for data in stored] == layers  # the gzip'd bytes, as sent
+    assert doc["config"]["digest"] == image_id
+    assert registry.manifest(repo, "web.B1") is not None
+    assert len(registry.uploads) == 3
+    push_image(registry, repo, "web.B2", path, layout)
+    assert len(registry.uploads) == 3  # every blob was there already
+
+
+def test_a_layer_its_config_does_not_name_is_refused_and_nothing_is_tagged(
+    registry_host: str, tmp_path: Path
+) -> None:
+    registry = DistributionRegistry(registry_host)
+    repo = f"blobs-{secrets.token_hex(4)}"
+    path = saved(tmp_path, [layer_tar("one")], lie=True)
+    images = compressed_images(path)
+    assert images is not None
+    with pytest.raises(InvalidArgument, match="does not match the layer its image names"):
+        push_image(registry, repo, "web.B1", path, next(iter(images.values())))
+    assert registry.tags(repo) == []
+
+
+def test_plain_layers_are_left_to_the_engine(tmp_path: Path) -> None:
+    assert compressed_images(saved(tmp_path, [layer_tar("one")], compress=False)) is None
+    (tmp_path / "junk.tar").write_bytes(b"not a tar")
+    assert compressed_images(tmp_path / "junk.tar") is None
+
+
+def test_a_registry_outage_is_tried_again_then_reported(tmp_path: Path) -> None:
+    from tests.helpers import free_port
+
+    dead = DistributionRegistry(f"127.0.0.1:{free_port()}")
+    path = saved(tmp_path, [layer_tar("one")])
+    images = compressed_images(path)
+    assert images is not None
+    waits: list[float] = []
+    with pytest.raises(Unavailable, match="registry unreachable"):
+        push_with_retries(dead, "app", "web.B1", path, next(iter(images.values())), waits.append)
+    assert len(waits) == 4 and sum(waits) >= 10  # 5 attempts over at least 10 s
