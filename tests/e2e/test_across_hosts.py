@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from client.cli.localrack.rack import ENGINE_CERTS
+from client.cli.localrack.registry import ENGINE_CERTS
 from tests.e2e import hosts as hosts_module
 from tests.e2e.conftest import SLIPWAY
 from tests.e2e.hosts import Engine, Host, start_engine

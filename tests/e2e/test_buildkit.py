@@ -267,7 +267,8 @@ def test_several_images_prefix_every_engine_line(rack: RackHandle, tmp_path: Pat
 def test_a_builder_on_a_fresh_engine_gets_cache_hits_from_the_registry(
     rack: RackHandle, tmp_path: Path, second_engine: str
 ) -> None:
-    from client.cli.localrack.rack import BuilderSlot, Layout, _service_env
+    from client.cli.localrack.layout import BuilderSlot, Layout
+    from client.cli.localrack.rack import _service_env
 
     app = _app(rack, "cachefrom")
     marker = secrets.token_hex(6)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from client.cli.localrack.rack import ENGINE_CERTS
+from client.cli.localrack.registry import ENGINE_CERTS
 from client.cli.localrack.tls import Authority
 from tests.e2e.conftest import SLIPWAY
 from tests.e2e.hosts import Engine, Host, make_hosts, start_engine

@@ -10,28 +10,26 @@ A rack has one or more builders sharing its queue: `builder-1` is the front door
 base port (its files keep the part's name, `builder`); `builder-N` (`--builders`,
 `add-builder`) listens on a free port and may build on another engine. `builders.json`
 records each one's address and engine, so a rack started again brings back all of them.
+
+Every part speaks TLS with a certificate from the rack's own CA (`tls/`, made at the first
+start). Where the parts are is `layout`; the rack's registry and the parts' TLS settings
+are `registry`; the CA is `tls`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import ipaddress
-import json
 import os
 import secrets
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -41,7 +39,35 @@ from client.api.builder import BuilderClient
 from client.api.channel import open_channel
 from client.cli.config import ClientConfig, RackEntry
 from client.cli.localrack import engine
-from client.cli.localrack.tls import Authority, CertFiles, names_for
+from client.cli.localrack.layout import (
+    DEFAULT_PORT,
+    LOOPBACK,
+    MAX_BUILDERS,
+    SERVICES,
+    WILDCARDS,
+    BuilderSlot,
+    Layout,
+    check_advertise,
+    check_archives,
+    check_bindable,
+    check_database,
+    check_listen,
+    check_registry,
+    default_data,
+    ecr_host,
+    join_host_port,
+    port_of,
+    record_builders,
+    recorded_builders,
+)
+from client.cli.localrack.registry import (
+    registry_answers,
+    registry_config,
+    registry_tls,
+    tls_env,
+    trust_registry,
+)
+from client.cli.localrack.tls import Authority
 from client.kernel import types
 from client.kernel.errors import (
     FailedPrecondition,
@@ -52,187 +78,8 @@ from client.kernel.errors import (
 )
 from client.kernel.types import BUILDKIT, ENGINE_BUILDERS
 
-DEFAULT_PORT = 7400
-LOOPBACK = "127.0.0.1"
-WILDCARDS = ("0.0.0.0", "::")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-
-# Start order: builders last, since each asks metadata to end the builds it left running.
-SERVICES = ("metadata", "archive", "registry")
-OFFSETS = {"builder": 0, "archive": 1, "metadata": 2, "registry": 3, "distribution": 4}
-MAX_BUILDERS = 32
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def default_data(name: str) -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(base) / "slipway" / "racks" / name
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where each part of one local rack listens and keeps its files."""
-
-    name: str
-    port: int
-    data: Path
-    #: The engine's builder the rack's builder uses: `buildkit`, or `legacy` for engines
-    #: without BuildKit (`slipway rack start --engine-builder`).
-    engine_builder: str = BUILDKIT
-    #: The metadata database URL (`--database`); empty for SQLite in the data folder.
-    database: str = ""
-    #: Where source archives live (`--archives s3://bucket[/prefix]`); empty for the data
-    #: folder.
-    archives: str = ""
-    #: The address every part binds (`--listen`).
-    listen: str = LOOPBACK
-    #: The name or address other machines reach the rack at (`--advertise`; empty: the
-    #: listen address).
-    advertise: str = ""
-    #: `ecr://ACCOUNT.dkr.ecr.REGION.amazonaws.com` when the rack registry is ECR
-    #: (`--registry`); empty for the rack's own Distribution registry.
-    registry: str = ""
-
-    @property
-    def parts(self) -> tuple[str, ...]:
-        """What runs besides the builders, in start order: the rack's own registry (unless
-        it is ECR), then the services."""
-        return SERVICES if self.registry else ("distribution", *SERVICES)
-
-    @property
-    def local_host(self) -> str:
-        """Where this machine reaches the parts: the listen address, loopback for a wildcard."""
-        return LOOPBACK if self.listen in WILDCARDS else self.listen
-
-    @property
-    def public_host(self) -> str:
-        """The name the rack announces to clients and other racks."""
-        return self.advertise or self.local_host
-
-    @property
-    def beyond_loopback(self) -> bool:
-        """Whether other machines may reach the rack (its registry then serves TLS): it
-        listens on more than loopback (a wildcard included) or announces another name."""
-        return not (_loopback(self.listen) and _loopback(self.public_host))
-
-    def address(self, part: str) -> str:
-        """Where this machine reaches `part`."""
-        return _join(self.local_host, self.port + OFFSETS[part])
-
-    def advertised(self, part: str) -> str:
-        """Where other machines reach `part`."""
-        return _join(self.public_host, self.port + OFFSETS[part])
-
-    def bind(self, part: str) -> str:
-        """What `part` listens on."""
-        return _join(self.listen, self.port + OFFSETS[part])
-
-    @property
-    def tls(self) -> Path:
-        """The rack's CA and the certificates of its parts."""
-        return self.data / "tls"
-
-    def pidfile(self, part: str) -> Path:
-        return self.data / "run" / f"{part}.pid"
-
-    def logfile(self, part: str) -> Path:
-        return self.data / "logs" / f"{part}.log"
-
-    @property
-    def builders_file(self) -> Path:
-        return self.data / "builders.json"
-
-    @property
-    def token_file(self) -> Path:
-        return self.data / "token"
-
-    @property
-    def registry_auth_file(self) -> Path:
-        """`user:password` of the rack registry (0600), handed to the services that push."""
-        return self.data / "registry.auth"
-
-    def entry(self, token: str, ca: bytes) -> RackEntry:
-        return RackEntry(
-            name=self.name,
-            host=self.advertised("builder"),
-            token=token,
-            local={
-                "port": self.port,
-                "data": str(self.data),
-                "engine_builder": self.engine_builder,
-                "database": self.database,
-                "archives": self.archives,
-                "listen": self.listen,
-                "advertise": self.advertise,
-                "registry": self.registry,
-            },
-            ca=ca.decode(),
-        )
-
-
-@dataclass(frozen=True)
-class BuilderSlot:
-    """One builder of a local rack: its number, where it listens, and the engine it builds
-    with (empty: the rack's own, whatever DOCKER_HOST says when the rack starts)."""
-
-    number: int
-    address: str
-    engine: str = ""
-
-    @property
-    def id(self) -> str:
-        """Its name on the rack's queue, stable across restarts."""
-        return f"builder-{self.number}"
-
-    @property
-    def part(self) -> str:
-        """The name of its pid file, log file and scratch folder."""
-        return "builder" if self.number == 1 else self.id
-
-
-def _builders(layout: Layout) -> list[BuilderSlot]:
-    """The builders recorded for the rack, builder-1 first (always there)."""
-    slots = {1: BuilderSlot(1, layout.address("builder"))}
-    try:
-        recorded = json.loads(layout.builders_file.read_text())
-    except (OSError, ValueError):
-        recorded = []
-    for item in recorded if isinstance(recorded, list) else []:
-        try:
-            number, port = int(item["number"]), _port(str(item["address"]))
-            engine_host = str(item.get("engine") or "")
-        except (KeyError, TypeError, ValueError):
-            continue
-        # Its port is its own; its host is wherever the rack listens now.
-        address = _join(layout.local_host, port)
-        if 1 < number <= MAX_BUILDERS:
-            slots[number] = BuilderSlot(number, address, engine_host)
-        elif number == 1:
-            slots[1] = BuilderSlot(1, layout.address("builder"), engine_host)
-    return [slots[n] for n in sorted(slots)]
-
-
-def _record_builders(layout: Layout, slots: list[BuilderSlot]) -> None:
-    """Writes `builders.json` whole, then renames it into place."""
-    text = json.dumps(
-        [{"number": s.number, "address": s.address, "engine": s.engine} for s in slots], indent=2
-    )
-    partial = layout.builders_file.with_name(layout.builders_file.name + ".partial")
-    partial.write_text(text + "\n")
-    os.replace(partial, layout.builders_file)
 
 
 @contextlib.contextmanager
@@ -251,11 +98,7 @@ def _free_address(layout: Layout) -> str:
     family = socket.AF_INET6 if ":" in layout.listen else socket.AF_INET
     with socket.socket(family) as s:
         s.bind((layout.listen, 0))
-        return _join(layout.local_host, s.getsockname()[1])
-
-
-def _port(address: str) -> int:
-    return int(address.rpartition(":")[2])
+        return join_host_port(layout.local_host, s.getsockname()[1])
 
 
 def _layout_of(name: str) -> Layout:
@@ -360,27 +203,6 @@ def _healthy(address: str, ca: bytes, timeout: float = 2.0) -> bool:
         channel.close()
 
 
-def _registry_tls(layout: Layout) -> ssl.SSLContext | None:
-    """How this machine verifies the rack registry: against the rack's CA when it serves
-    TLS (a rack reached beyond loopback), None for plain HTTP on loopback."""
-    if not layout.beyond_loopback:
-        return None
-    return ssl.create_default_context(cafile=str(layout.tls / "ca.pem"))
-
-
-def _registry_answers(address: str, tls: ssl.SSLContext | None) -> bool:
-    """Whether the registry answers; without credentials it says 401, which is an answer."""
-    scheme = "https" if tls is not None else "http"
-    try:
-        with urllib.request.urlopen(f"{scheme}://{address}/v2/", timeout=2, context=tls) as resp:
-            return bool(resp.status == 200)
-    except urllib.error.HTTPError as err:
-        err.close()
-        return err.code == 401
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _tail(path: Path, lines: int = 8) -> str:
     try:
         text = path.read_text(errors="replace").rstrip().splitlines()
@@ -424,103 +246,6 @@ def _spawn(
     return proc
 
 
-REGISTRY_USER = "slipway"
-
-
-def _registry_credentials(layout: Layout) -> str:
-    """The registry's password: generated at the first start, kept with its user name in
-    `registry.auth` (0600); the registry gets only its bcrypt hash (htpasswd)."""
-    path = layout.registry_auth_file
-    if path.exists():
-        user, _, password = path.read_text().strip().partition(":")
-        if user == REGISTRY_USER and password:
-            return password
-    # Written whole, then renamed: a start killed half-way leaves no broken file.
-    password = secrets.token_urlsafe(24)
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(f"{REGISTRY_USER}:{password}\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, path)
-    return password
-
-
-def _htpasswd(password: str) -> str:
-    try:
-        import bcrypt  # the rack extra's: Distribution's htpasswd takes bcrypt hashes only
-    except ImportError as err:
-        raise Unavailable(f"bcrypt is not installed ({err}): install slipway[rack]") from None
-    # Distribution checks the hash on every request. The password is 192 random bits, so a
-    # work factor adds no protection against guessing; bcrypt's default (12) would cost
-    # 0.3 s a request on this kind of machine, the minimum (4) about 1 ms.
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    return f"{REGISTRY_USER}:{hashed}\n"
-
-
-def _certificate(layout: Layout, part: str) -> CertFiles:
-    """`part`'s certificate, for every name it is reached at."""
-    names = names_for(layout.listen, layout.public_host)
-    return Authority(layout.tls, layout.name).issue(part, names)
-
-
-def _tls_env(layout: Layout, part: str) -> dict[str, str]:
-    files = _certificate(layout, part)
-    return {
-        "SLIPWAY_TLS_CERT": str(files.cert),
-        "SLIPWAY_TLS_KEY": str(files.key),
-        "SLIPWAY_TLS_CA": str(files.ca),
-    }
-
-
-# Where a Docker engine on this machine looks for the CA of a registry it talks to.
-ENGINE_CERTS = Path("/etc/docker/certs.d")
-
-
-def _trust_registry(layout: Layout, console: Console) -> None:
-    """Tells the Docker engines of this machine to trust the rack registry's CA (they
-    read `/etc/docker/certs.d/HOST:PORT/ca.crt` at each push and pull). An engine on
-    another machine needs the same file there (README, "Racks other machines use")."""
-    folder = ENGINE_CERTS / layout.advertised("distribution")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, 0o755)
-        target = folder / "ca.crt"
-        partial = folder / "ca.crt.partial"
-        partial.write_bytes((layout.tls / "ca.pem").read_bytes())
-        os.chmod(partial, 0o644)  # a CA certificate is public
-        os.replace(partial, target)
-    except OSError as err:
-        console.print(
-            f"[yellow]cannot make this machine's Docker engine trust the rack registry "
-            f"({err.strerror}): copy {layout.tls / 'ca.pem'} to {folder / 'ca.crt'}[/]"
-        )
-
-
-def _registry_config(layout: Layout) -> Path:
-    folder = layout.data / "distribution"
-    folder.mkdir(parents=True, exist_ok=True)
-    htpasswd = folder / "htpasswd"
-    htpasswd.write_text(_htpasswd(_registry_credentials(layout)))
-    config = folder / "config.yml"
-    http = f"http:\n  addr: {layout.bind('distribution')}\n"
-    if layout.beyond_loopback:
-        # Other machines push and pull here: TLS, with a certificate from the rack's CA.
-        files = _certificate(layout, "distribution")
-        http += f"  tls:\n    certificate: {files.cert}\n    key: {files.key}\n"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: info\n"
-        "storage:\n"
-        f"  filesystem:\n    rootdirectory: {folder / 'data'}\n"
-        "  delete:\n    enabled: true\n"
-        "auth:\n"
-        f"  htpasswd:\n    realm: slipway\n    path: {htpasswd}\n" + http
-    )
-    return config
-
-
 def _service_env(
     part: str,
     layout: Layout,
@@ -539,7 +264,7 @@ def _service_env(
         DOCKER_HOST=docker_host,
         PYTHONUNBUFFERED="1",
     )
-    env.update(_tls_env(layout, "builder" if part.startswith("builder") else part))
+    env.update(tls_env(layout, "builder" if part.startswith("builder") else part))
     if layout.registry:
         # ECR: credentials are its tokens, fetched with the AWS environment of the rack.
         registry = {"SLIPWAY_REGISTRY_URL": layout.registry}
@@ -567,7 +292,7 @@ def _service_env(
         slot = builder or BuilderSlot(1, layout.address("builder"))
         env.update(registry)
         env.update(
-            SLIPWAY_LISTEN=_join(layout.listen, _port(slot.address)),
+            SLIPWAY_LISTEN=join_host_port(layout.listen, port_of(slot.address)),
             DOCKER_HOST=slot.engine or docker_host,
             SLIPWAY_RACK_NAME=layout.name,
             SLIPWAY_ADVERTISE=layout.public_host,
@@ -610,15 +335,15 @@ def start_rack(
     if builders is not None and not 1 <= builders <= MAX_BUILDERS:
         raise InvalidArgument(f"invalid number of builders: {builders} (1-{MAX_BUILDERS})")
     if database:
-        _check_database(database)
+        check_database(database)
     if archives:
-        _check_archives(archives)
+        check_archives(archives)
     if registry:
-        _check_registry(registry)
+        check_registry(registry)
     if listen is not None:
-        listen = _check_listen(listen)
+        listen = check_listen(listen)
     if advertise is not None:
-        advertise = _check_advertise(advertise)
+        advertise = check_advertise(advertise)
     known = ClientConfig.load().racks.get(name)
     if known and known.local:
         port = port or int(known.local["port"])
@@ -658,12 +383,12 @@ def start_rack(
         advertise or "",
         registry or "",
     )
-    _check_bindable(layout.listen)
+    check_bindable(layout.listen)
     _private(layout)
     token = _token(layout)
     ca = Authority(layout.tls, name).ensure()
     if layout.beyond_loopback and not layout.registry:
-        _trust_registry(layout, console)
+        trust_registry(layout, console)
 
     docker_host = engine.ensure_engine()
     engine.seed_busybox(docker_host)
@@ -672,12 +397,12 @@ def start_rack(
     started: list[str] = []
     try:
         if layout.registry:
-            console.print(f"{'registry (ECR)':<16} {_ecr_host(layout.registry)}")
+            console.print(f"{'registry (ECR)':<16} {ecr_host(layout.registry)}")
         for part in layout.parts:
             _start_part(part, layout, token, docker_host, console)
             started.append(part)
         with _builders_locked(layout):
-            slots = _builders(layout)
+            slots = recorded_builders(layout)
             numbers = {slot.number for slot in slots}
             for number in range(2, (builders or 1) + 1):
                 if number not in numbers:
@@ -689,7 +414,7 @@ def start_rack(
                 started.append(slot.part)
                 # Recorded once started: a failed start leaves no builder on the books.
                 waiting = [s for s in slots[len(running) :] if s.number in numbers]
-                _record_builders(layout, running + waiting)
+                record_builders(layout, running + waiting)
     except Exception:
         for part in reversed(started):
             _stop_part(part, layout)
@@ -704,78 +429,9 @@ def start_rack(
     return entry
 
 
-def _check_registry(url: str) -> None:
-    _ecr_host(url)
-
-
-def _ecr_host(url: str) -> str:
-    """The registry host of an `ecr://` URL; InvalidArgument for anything else."""
-    if not url.startswith("ecr://"):
-        raise InvalidArgument(
-            "invalid --registry: want ecr://ACCOUNT.dkr.ecr.REGION.amazonaws.com "
-            "(the default is the rack's own registry)"
-        )
-    import importlib.util
-
-    if importlib.util.find_spec("boto3") is None:
-        raise Unavailable("boto3 is not installed: install slipway[rack] for a rack on ECR")
-    from services.common.ecr import parse_ecr_url
-
-    try:
-        return parse_ecr_url(url).host
-    except InvalidArgument as err:
-        raise InvalidArgument(f"invalid --registry: {err}") from None
-
-
-def _check_listen(listen: str) -> str:
-    listen = listen.strip().strip("[]")
-    try:
-        ipaddress.ip_address(listen)
-    except ValueError:
-        raise InvalidArgument(
-            f"invalid --listen: {listen[:100]!r} (want an IP address of this machine, "
-            "such as 10.0.0.5, or 0.0.0.0 for all)"
-        ) from None
-    return listen
-
-
-def _check_advertise(advertise: str) -> str:
-    advertise = advertise.strip().strip("[]")
-    try:
-        ipaddress.ip_address(advertise)
-        return advertise
-    except ValueError:
-        pass
-    labels = advertise.split(".")
-    if (
-        not advertise
-        or len(advertise) > 253
-        or not all(
-            label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
-            for label in labels
-        )
-    ):
-        raise InvalidArgument(
-            f"invalid --advertise: {advertise[:100]!r} (want a host name or IP address, "
-            "no port or scheme)"
-        )
-    return advertise.lower()
-
-
-def _check_bindable(listen: str) -> None:
-    """InvalidArgument unless this machine has the address `listen`."""
-    with socket.socket(socket.AF_INET6 if ":" in listen else socket.AF_INET) as probe:
-        try:
-            probe.bind((listen, 0))
-        except OSError as err:
-            raise InvalidArgument(
-                f"invalid --listen: {listen} is not an address of this machine ({err.strerror})"
-            ) from None
-
-
 def _refuse_readdress(layout: Layout) -> None:
     """A running rack keeps its addresses: moving it means stopping it first."""
-    parts = ["distribution", *SERVICES, *(slot.part for slot in _builders(layout))]
+    parts = ["distribution", *SERVICES, *(slot.part for slot in recorded_builders(layout))]
     for part in parts:
         if _alive(_read_pid(layout.pidfile(part)), _marker(part, layout)):
             raise FailedPrecondition(
@@ -783,20 +439,6 @@ def _refuse_readdress(layout: Layout) -> None:
                 "stop it ('slipway rack stop') before changing --listen, --advertise or "
                 "--registry"
             )
-
-
-def _check_database(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
-        raise InvalidArgument(
-            "invalid --database: want postgresql://USER@HOST:PORT/DB (the default is SQLite)"
-        )
-
-
-def _check_archives(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise InvalidArgument("invalid --archives: want s3://BUCKET[/PREFIX]")
 
 
 def add_builder(name: str, engine_host: str | None, console: Console) -> BuilderSlot:
@@ -815,7 +457,7 @@ def add_builder(name: str, engine_host: str | None, console: Console) -> Builder
             raise Unavailable(f"Docker engine unreachable at {engine_host[:200]}")
         engine.seed_busybox(engine_host)
     with _builders_locked(layout):
-        slots = _builders(layout)
+        slots = recorded_builders(layout)
         number = max(slot.number for slot in slots) + 1
         if number > MAX_BUILDERS:
             raise FailedPrecondition(
@@ -823,7 +465,7 @@ def add_builder(name: str, engine_host: str | None, console: Console) -> Builder
             )
         slot = BuilderSlot(number, _free_address(layout), engine_host or "")
         slot = _start_builder(slot, layout, token, docker_host, console)
-        _record_builders(layout, [*slots, slot])
+        record_builders(layout, [*slots, slot])
     return slot
 
 
@@ -835,7 +477,7 @@ def _start_builder(
     if _alive(_read_pid(layout.pidfile(slot.part)), _marker("builder", layout)):
         console.print(f"{label}  already running")
         return slot
-    if not _port_free(_join(layout.listen, _port(slot.address))):
+    if not _port_free(join_host_port(layout.listen, port_of(slot.address))):
         if slot.number == 1:
             raise FailedPrecondition(
                 f"cannot start builder: {slot.address} is in use (choose another --port)"
@@ -862,10 +504,10 @@ def _start_part(part: str, layout: Layout, token: str, docker_host: str, console
             f"cannot start {part}: {address} is in use (choose another --port)"
         )
     if part == "distribution":
-        argv = ["docker-registry", "serve", str(_registry_config(layout))]
+        argv = ["docker-registry", "serve", str(registry_config(layout))]
         proc = _spawn(part, argv, dict(os.environ), layout)
-        tls = _registry_tls(layout)
-        _wait(lambda: _registry_answers(address, tls), proc, part, layout)
+        tls = registry_tls(layout)
+        _wait(lambda: registry_answers(address, tls), proc, part, layout)
     else:
         argv = [sys.executable, "-m", f"services.{part}"]
         proc = _spawn(part, argv, _service_env(part, layout, token, docker_host), layout)
@@ -896,7 +538,7 @@ def _stop_part(part: str, layout: Layout) -> bool:
 def stop_rack(name: str, console: Console) -> None:
     """Stops the rack's builders, services and registry; the Docker engine keeps running."""
     layout = _layout_of(name)
-    builders = [slot.part for slot in reversed(_builders(layout))]
+    builders = [slot.part for slot in reversed(recorded_builders(layout))]
     for part in (*builders, "registry", "archive", "metadata", "distribution"):
         was = _stop_part(part, layout)
         shown = "builder-1" if part == "builder" else part
@@ -915,7 +557,7 @@ def rack_status(name: str) -> list[tuple[str, str, str]]:
     except OSError:
         ca = b""
     if layout.registry:
-        rows.append(("registry (ECR)", "external", _ecr_host(layout.registry)))
+        rows.append(("registry (ECR)", "external", ecr_host(layout.registry)))
     for part in layout.parts:
         address = layout.address(part)
         pid = _read_pid(layout.pidfile(part))
@@ -923,12 +565,12 @@ def rack_status(name: str) -> list[tuple[str, str, str]]:
             rows.append((part, "stopped", address))
             continue
         if part == "distribution":
-            ok = _registry_answers(address, _registry_tls(layout) if ca else None)
+            ok = registry_answers(address, registry_tls(layout) if ca else None)
         else:
             ok = bool(ca) and _healthy(address, ca)
         rows.append((part, "running" if ok else "unhealthy", f"{address} pid {pid}"))
     token = _token(layout) if layout.token_file.exists() else ""
-    for slot in _builders(layout):
+    for slot in recorded_builders(layout):
         pid = _read_pid(layout.pidfile(slot.part))
         engine_host = slot.engine or host
         if not _alive(pid, _marker("builder", layout)):

@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from client.cli.localrack.rack import (
-    BuilderSlot,
-    Layout,
-    _builders,
-    _record_builders,
-    _service_env,
-    start_rack,
-)
+from client.cli.localrack.layout import BuilderSlot, Layout, record_builders, recorded_builders
+from client.cli.localrack.rack import _service_env, start_rack
 from client.kernel.errors import InvalidArgument
 
 
@@ -25,13 +19,13 @@ def layout(tmp_path: Path) -> Layout:
 
 
 def test_a_rack_always_has_builder_1_at_its_base_port(layout: Layout) -> None:
-    assert _builders(layout) == [BuilderSlot(1, "127.0.0.1:7400")]
+    assert recorded_builders(layout) == [BuilderSlot(1, "127.0.0.1:7400")]
 
 
 def test_recorded_builders_come_back_in_order(layout: Layout) -> None:
     slots = [BuilderSlot(1, "127.0.0.1:7400"), BuilderSlot(3, "127.0.0.1:9", "tcp://h:2375")]
-    _record_builders(layout, [slots[1], slots[0]])
-    assert _builders(layout) == slots
+    record_builders(layout, [slots[1], slots[0]])
+    assert recorded_builders(layout) == slots
     assert not list(layout.data.glob("*.partial"))
 
 
@@ -40,7 +34,7 @@ def test_recorded_builders_come_back_in_order(layout: Layout) -> None:
 )
 def test_a_damaged_record_still_gives_builder_1(layout: Layout, text: str) -> None:
     layout.builders_file.write_text(text)
-    assert _builders(layout) == [BuilderSlot(1, "127.0.0.1:7400")]
+    assert recorded_builders(layout) == [BuilderSlot(1, "127.0.0.1:7400")]
 
 
 def test_each_builder_has_its_own_name_port_scratch_and_engine(layout: Layout) -> None:
@@ -127,9 +121,9 @@ def test_where_a_rack_binds_is_reached_and_is_announced(
 
 def test_builders_follow_the_rack_to_its_new_listen_address(tmp_path: Path) -> None:
     before = Layout("r", 7400, tmp_path)
-    _record_builders(before, [BuilderSlot(1, "127.0.0.1:7400"), BuilderSlot(2, "127.0.0.1:9100")])
+    record_builders(before, [BuilderSlot(1, "127.0.0.1:7400"), BuilderSlot(2, "127.0.0.1:9100")])
     after = Layout("r", 7400, tmp_path, listen="10.0.0.5")
-    assert [slot.address for slot in _builders(after)] == ["10.0.0.5:7400", "10.0.0.5:9100"]
+    assert [slot.address for slot in recorded_builders(after)] == ["10.0.0.5:7400", "10.0.0.5:9100"]
 
 
 def test_the_builder_announces_the_advertised_name(tmp_path: Path) -> None:
