@@ -189,10 +189,11 @@ class DistributionRegistry:
     def _open(self, method: str, url: str, body: Body = None, headers: Headers = None) -> Opened:
         """One API call, its response open for reading; None for a 404, other failures
         raise. The caller closes the response."""
-        sent = dict(headers or {})
+        request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
         if self._credentials is not None and urllib.parse.urlsplit(url).netloc == self._host:
-            sent["Authorization"] = self._credentials.header()  # never to another host
-        request = urllib.request.Request(url, data=body, method=method, headers=sent)
+            # Never to another host, a redirect's included (ECR and S3-backed registries
+            # send blob reads to pre-signed storage URLs, which refuse a second credential).
+            request.add_unredirected_header("Authorization", self._credentials.header())
         with _map_errors(self._host, method, url):
             try:
                 return self._opener.open(request, timeout=self._timeout)  # type: ignore[no-any-return]

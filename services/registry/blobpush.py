@@ -16,8 +16,7 @@ import json
 import logging
 import tarfile
 import time
-import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -27,6 +26,7 @@ from client.kernel.streams import iter_chunks
 from services.common.oci import Manifest, Registry
 from services.common.push import ATTEMPTS, RETRY_DELAYS, transient
 from services.registry.imagetar import MANIFEST_JSON, MAX_JSON
+from services.registry.tarstream import gunzip
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -57,8 +57,11 @@ def compressed_images(path: Path) -> dict[str, Layout] | None:
             for entry in index:
                 if not isinstance(entry, dict):
                     return None
+                names = entry.get("Layers")
+                if not isinstance(names, list):
+                    return None
                 config = str(entry.get("Config") or "").removeprefix("./")
-                layers = tuple(str(name).removeprefix("./") for name in entry.get("Layers") or [])
+                layers = tuple(str(name).removeprefix("./") for name in names)
                 if config not in members or not layers:
                     return None
                 for layer in layers:
@@ -70,12 +73,45 @@ def compressed_images(path: Path) -> dict[str, Layout] | None:
     return found
 
 
+@dataclass(frozen=True)
+class Checked:
+    """An image of the tar, checked: its config's bytes and its layers' descriptors."""
+
+    config: bytes
+    layers: tuple[tuple[str, str, int], ...]
+    """(member name, digest as stored, size) of each layer, in order."""
+
+
+def check_image(path: Path, layout: Layout) -> Checked:
+    """Reads the image `layout` of the tar at `path` whole, once, before anything is
+    pushed: every layer must be gzip whose content is the layer its config names.
+    InvalidArgument otherwise, naming the layer."""
+    with tarfile.open(path, mode="r:") as tar:
+        members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isreg()}
+        config_bytes = _read(tar, members, layout.config, MAX_JSON)
+        config = _json(config_bytes)
+        rootfs = config.get("rootfs") if isinstance(config, dict) else None
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(layout.layers):
+            raise InvalidArgument(f"{layout.config[:200]}: its config does not list its layers")
+        layers = []
+        for name, diff_id in zip(layout.layers, diff_ids, strict=True):
+            digest, size, uncompressed = _layer_digests(_open(tar, members, name), name)
+            if uncompressed != diff_id:
+                raise InvalidArgument(
+                    f"{name[:200]}: its content does not match the layer its image names "
+                    f"(diffID {str(diff_id)[:80]}, content {uncompressed})"
+                )
+            layers.append((name, digest, size))
+    return Checked(config_bytes, tuple(layers))
+
+
 def push_with_retries(
     registry: Registry,
     repository: str,
     tag: str,
     path: Path,
-    layout: Layout,
+    image: Checked,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Manifest:
     """`push_image`, tried again on a passing registry failure as every push is (SPEC §6:
@@ -84,7 +120,7 @@ def push_with_retries(
     reference = f"{registry.host}/{repository}:{tag}"
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return push_image(registry, repository, tag, path, layout)
+            return push_image(registry, repository, tag, path, image)
         except SlipwayError as err:
             if attempt == ATTEMPTS or not transient(err):
                 raise
@@ -96,40 +132,27 @@ def push_with_retries(
 
 
 def push_image(
-    registry: Registry, repository: str, tag: str, path: Path, layout: Layout
+    registry: Registry, repository: str, tag: str, path: Path, image: Checked
 ) -> Manifest:
-    """Puts the image `layout` of the tar at `path` as `repository:tag`, uploading only the
-    blobs the registry lacks; returns the manifest put. InvalidArgument, with nothing
-    tagged, when a layer is not the one its config names."""
+    """Puts the checked `image` of the tar at `path` as `repository:tag`, uploading only
+    the blobs the registry lacks (HEAD first); returns the manifest put."""
     with tarfile.open(path, mode="r:") as tar:
         members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isreg()}
-        config_bytes = _read(tar, members, layout.config, MAX_JSON)
-        config = _json(config_bytes)
-        diff_ids = (
-            (config.get("rootfs") or {}).get("diff_ids") if isinstance(config, dict) else None
-        )
-        if not isinstance(diff_ids, list) or len(diff_ids) != len(layout.layers):
-            raise InvalidArgument(f"{layout.config}: its config does not list its layers")
-        descriptors = []
-        for name, diff_id in zip(layout.layers, diff_ids, strict=True):
-            digest, size, uncompressed = _layer_digests(_open(tar, members, name))
-            if uncompressed != diff_id:
-                raise InvalidArgument(
-                    f"{name[:200]}: its content does not match the layer its image names "
-                    f"(diffID {str(diff_id)[:80]}, content {uncompressed})"
-                )
+        for name, digest, _size in image.layers:
             if not registry.has_blob(repository, digest):
                 registry.upload_blob(repository, digest, iter_chunks(_open(tar, members, name)))
-            descriptors.append({"mediaType": GZIP_LAYER, "size": size, "digest": digest})
-        config_digest = f"sha256:{hashlib.sha256(config_bytes).hexdigest()}"
-        if not registry.has_blob(repository, config_digest):
-            registry.upload_blob(repository, config_digest, [config_bytes])
+    config_digest = f"sha256:{hashlib.sha256(image.config).hexdigest()}"
+    if not registry.has_blob(repository, config_digest):
+        registry.upload_blob(repository, config_digest, [image.config])
     body = json.dumps(
         {
             "schemaVersion": 2,
             "mediaType": DOCKER_V2,
-            "config": {"mediaType": CONFIG, "size": len(config_bytes), "digest": config_digest},
-            "layers": descriptors,
+            "config": {"mediaType": CONFIG, "size": len(image.config), "digest": config_digest},
+            "layers": [
+                {"mediaType": GZIP_LAYER, "size": size, "digest": digest}
+                for _name, digest, size in image.layers
+            ],
         }
     ).encode()
     manifest = Manifest(f"sha256:{hashlib.sha256(body).hexdigest()}", DOCKER_V2, body)
@@ -137,25 +160,24 @@ def push_image(
     return manifest
 
 
-def _layer_digests(source: BinaryIO) -> tuple[str, int, str]:
-    """A gzip'd layer's digest and size as stored, and the digest of its tar (its diff_id)."""
+def _layer_digests(source: BinaryIO, name: str) -> tuple[str, int, str]:
+    """A gzip'd layer's digest and size as stored, and the digest of its tar (its diff_id),
+    decompressed a bounded piece at a time (a layer of zeros stays small in memory)."""
     stored, content = hashlib.sha256(), hashlib.sha256()
     size = 0
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
+
+    def compressed() -> Iterator[bytes]:
+        nonlocal size
         for data in iter_chunks(source):
             stored.update(data)
             size += len(data)
-            while data:
-                content.update(inflate.decompress(data))
-                data = inflate.unused_data
-                if data:  # another gzip member follows
-                    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        content.update(inflate.flush())
-    except zlib.error as err:
-        raise InvalidArgument(f"a layer is not valid gzip: {err}") from None
-    if not inflate.eof:
-        raise InvalidArgument("a layer is cut short")
+            yield data
+
+    try:
+        for piece in gunzip(compressed()):
+            content.update(piece)
+    except InvalidArgument as err:
+        raise InvalidArgument(f"{name[:200]}: the layer is not valid gzip ({err})") from None
     return f"sha256:{stored.hexdigest()}", size, f"sha256:{content.hexdigest()}"
 
 

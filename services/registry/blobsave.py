@@ -4,8 +4,8 @@ decompressed or compressed again (SPEC §7). `docker load` takes gzip-compressed
 in this layout as it takes plain ones.
 
 The tar is `manifest.json` first (so a reader knows the images before their bytes), then
-each image's config `<hex>.json`, then each layer `<hex>/layer.tar`, once however many
-images share it. Every size is known from the manifests before a byte is read, so the
+for each image its config `<hex>.json` and its layers `<hex>/layer.tar`, each blob once
+however many images share it. Every size is known from the manifests before a byte is read, so the
 tar's size is too: the export streams it without spooling.
 """
 
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from client.kernel.errors import InvalidArgument
 from services.common.oci import Registry, check_digest
 from services.registry.tarstream import BLOCK, RECORD, TarWriter, file_info
 
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 IMAGE_MANIFESTS = (
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.oci.image.manifest.v1+json",
+)
+IMAGE_CONFIGS = (
+    "application/vnd.docker.container.image.v1+json",
+    "application/vnd.oci.image.config.v1+json",
 )
 # Layers `docker load` reads as they are: gzip'd or plain tars.
 LOADABLE_LAYERS = (
@@ -97,9 +102,13 @@ def save_from_blobs(
             return None
         try:
             doc = json.loads(manifest.body)
-            config_digest, config_size, _ = _descriptor(doc.get("config"))
+            config_digest, config_size, config_type = _descriptor(doc.get("config"))
             layers = [_descriptor(item) for item in doc.get("layers") or []]
-        except (ValueError, AttributeError):
+            for digest in (config_digest, *(d for d, _, _ in layers)):
+                check_digest(digest)
+        except (ValueError, AttributeError, TypeError, InvalidArgument):
+            return None
+        if config_type not in IMAGE_CONFIGS:
             return None
         if not layers or len(layers) > MAX_LAYERS:
             return None

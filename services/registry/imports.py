@@ -22,7 +22,7 @@ from client.kernel.errors import InvalidArgument, SlipwayError
 from client.kernel.streams import iter_chunks
 from client.kernel.types import SERVICE_NAME
 from services.common.push import Pusher
-from services.registry.blobpush import Layout, compressed_images, push_with_retries
+from services.registry.blobpush import Layout, check_image, compressed_images, push_with_retries
 from services.registry.buildarchive import BuildRecord, decode_build, unpack
 from services.registry.engine import ImageEngine
 from services.registry.finish import Destination, Leftovers
@@ -105,7 +105,12 @@ class Importer:
             sources = plan(record, unpacked.tars)
             with self.destination.moving(app, "import", self.engine) as moved:
                 registry = self.destination.registry
-                direct = _from_blobs(sources)
+                # Compressed layers (an export's) are checked whole before anything is
+                # pushed: a lying layer leaves no blob behind.
+                direct = {
+                    source.service: check_image(source.path, layout)
+                    for source, layout in _from_blobs(sources)
+                }
                 through_engine = [s for s in sources if s.service not in direct]
                 self._load(through_engine, secrets.token_hex(6), moved.made)
                 registry.prepare(app)
@@ -148,15 +153,15 @@ class Importer:
                     raise InvalidArgument(f"{source.name}: no image after loading it")
 
 
-def _from_blobs(sources: list[Source]) -> dict[str, Layout]:
-    """The services whose `docker save` tar has compressed layers, pushed blob by blob;
+def _from_blobs(sources: list[Source]) -> list[tuple[Source, Layout]]:
+    """The sources whose `docker save` tar has compressed layers, pushed blob by blob;
     the others go through the engine."""
-    direct: dict[str, Layout] = {}
+    direct: list[tuple[Source, Layout]] = []
     for path in dict.fromkeys(s.path for s in sources if s.kind == DOCKER):
         images = compressed_images(path)
         ours = [s for s in sources if s.path == path]
         if images is not None and all(s.image in images for s in ours):
-            direct.update({s.service: images[s.image] for s in ours})
+            direct.extend((s, images[s.image]) for s in ours)
     return direct
 
 

@@ -239,3 +239,41 @@ def test_a_blob_that_is_not_its_digest_is_internal() -> None:
         assert next(pieces) == b"0123456789"
         with pytest.raises(Internal, match=f"^registry {host}: the blob {digest} has the digest "):
             next(pieces)
+
+
+class _Storage(http.server.BaseHTTPRequestHandler):
+    """Pre-signed storage: serves the blob, and records the Authorization it was sent."""
+
+    seen: list[str | None] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        _Storage.seen.append(self.headers.get("Authorization"))
+        self.send_response(200)
+        self.send_header("Content-Length", "1")
+        self.end_headers()
+        self.wfile.write(b"x")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        return None
+
+
+def test_credentials_never_follow_a_redirect_to_another_host() -> None:
+    from services.common.config import RegistryCredentials
+
+    with serving(_Storage) as storage:
+
+        class Redirecting(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                assert self.headers.get("Authorization", "").startswith("Basic ")
+                self.send_response(307)
+                self.send_header("Location", f"http://{storage}/signed?X-Amz-Signature=1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                return None
+
+        with serving(Redirecting) as host:
+            registry = DistributionRegistry(host, RegistryCredentials("u", "secret"), timeout=5)
+            assert b"".join(registry.read_blob("app", digest_of(b"x"))) == b"x"
+    assert _Storage.seen == [None]

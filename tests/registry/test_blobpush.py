@@ -17,7 +17,12 @@ import pytest
 
 from client.kernel.errors import InvalidArgument, Unavailable
 from services.common.oci import DistributionRegistry
-from services.registry.blobpush import compressed_images, push_image, push_with_retries
+from services.registry.blobpush import (
+    check_image,
+    compressed_images,
+    push_image,
+    push_with_retries,
+)
 
 
 def sha(data: bytes) -> str:
@@ -76,7 +81,8 @@ def test_compressed_layers_go_up_as_they_are(registry_host: str, tmp_path: Path)
     assert images is not None and len(images) == 1
     ((image_id, layout),) = images.items()
 
-    manifest = push_image(registry, repo, "web.B1", path, layout)
+    checked = check_image(path, layout)
+    manifest = push_image(registry, repo, "web.B1", path, checked)
 
     doc = json.loads(manifest.body)
     stored = [b"".join(registry.read_blob(repo, d["digest"])) for d in doc["layers"]]
@@ -84,7 +90,7 @@ def test_compressed_layers_go_up_as_they_are(registry_host: str, tmp_path: Path)
     assert doc["config"]["digest"] == image_id
     assert registry.manifest(repo, "web.B1") is not None
     assert len(registry.uploads) == 3
-    push_image(registry, repo, "web.B2", path, layout)
+    push_image(registry, repo, "web.B2", path, checked)
     assert len(registry.uploads) == 3  # every blob was there already
 
 
@@ -97,7 +103,7 @@ def test_a_layer_its_config_does_not_name_is_refused_and_nothing_is_tagged(
     images = compressed_images(path)
     assert images is not None
     with pytest.raises(InvalidArgument, match="does not match the layer its image names"):
-        push_image(registry, repo, "web.B1", path, next(iter(images.values())))
+        check_image(path, next(iter(images.values())))  # before anything is pushed
     assert registry.tags(repo) == []
 
 
@@ -114,7 +120,57 @@ def test_a_registry_outage_is_tried_again_then_reported(tmp_path: Path) -> None:
     path = saved(tmp_path, [layer_tar("one")])
     images = compressed_images(path)
     assert images is not None
+    checked = check_image(path, next(iter(images.values())))
     waits: list[float] = []
     with pytest.raises(Unavailable, match="registry unreachable"):
-        push_with_retries(dead, "app", "web.B1", path, next(iter(images.values())), waits.append)
+        push_with_retries(dead, "app", "web.B1", path, checked, waits.append)
     assert len(waits) == 4 and sum(waits) >= 10  # 5 attempts over at least 10 s
+
+
+def test_a_layer_that_compresses_well_is_checked_in_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    zeros = io.BytesIO()
+    with tarfile.open(fileobj=zeros, mode="w") as tar:
+        info = tarfile.TarInfo("zeros")
+        info.size = 128 * 1024 * 1024
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    path = saved(tmp_path, [zeros.getvalue()])
+    del zeros
+    images = compressed_images(path)
+    assert images is not None
+    tracemalloc.start()
+    try:
+        check_image(path, next(iter(images.values())))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024, peak  # 128 MiB of content, inflated a piece at a time
+
+
+def test_a_layer_with_garbage_after_its_gzip_stream_is_refused(tmp_path: Path) -> None:
+    layer = layer_tar("one")
+    path = saved(tmp_path, [layer])
+    with tarfile.open(path) as tar:
+        parts = [(m.name, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w") as tar:
+        for name, data in parts:
+            data = data + b"trailing" if name.endswith("layer.tar") else data
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    images = compressed_images(bad)
+    assert images is not None
+    with pytest.raises(InvalidArgument, match="layer.tar: the layer is not valid gzip"):
+        check_image(bad, next(iter(images.values())))
+
+
+def test_a_malformed_manifest_is_left_to_the_engine(tmp_path: Path) -> None:
+    path = tmp_path / "odd.tar"
+    with tarfile.open(path, "w") as tar:
+        data = json.dumps([{"Config": "c.json", "Layers": 5}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    assert compressed_images(path) is None

@@ -17,6 +17,7 @@ from services.registry.blobsave import save_from_blobs
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+CONFIG = "application/vnd.docker.container.image.v1+json"
 
 
 def digest(data: bytes) -> str:
@@ -31,12 +32,12 @@ class Blobs:
         self.manifests: dict[str, Manifest] = {}
         self.reads: list[str] = []
 
-    def add(self, data: bytes) -> dict[str, Any]:
+    def add(self, data: bytes, media_type: str = GZIP_LAYER) -> dict[str, Any]:
         self.blobs[digest(data)] = data
-        return {"mediaType": GZIP_LAYER, "digest": digest(data), "size": len(data)}
+        return {"mediaType": media_type, "digest": digest(data), "size": len(data)}
 
     def image(self, tag: str, layers: list[bytes], media_type: str = DOCKER_V2) -> None:
-        config = self.add(json.dumps({"tag": tag}).encode())
+        config = self.add(json.dumps({"tag": tag}).encode(), CONFIG)
         doc = {
             "mediaType": media_type,
             "config": config,
@@ -81,7 +82,7 @@ def test_the_tar_is_sized_up_front_shares_layers_and_reads_blobs_only_when_strea
 
 @pytest.mark.parametrize(
     "case",
-    ["index", "zstd layer", "missing", "no layers"],
+    ["index", "zstd layer", "missing", "no layers", "artifact config", "sha512 digest"],
 )
 def test_images_the_engine_must_save_give_none(case: str) -> None:
     registry = Blobs()
@@ -95,4 +96,13 @@ def test_images_the_engine_must_save_give_none(case: str) -> None:
         registry.manifests["web.B1"] = Manifest(digest(body), DOCKER_V2, body)
     elif case == "no layers":
         registry.image("web.B1", [])
+    elif case in ("artifact config", "sha512 digest"):
+        registry.image("web.B1", [b"x"])
+        doc = json.loads(registry.manifests["web.B1"].body)
+        if case == "artifact config":
+            doc["config"]["mediaType"] = "application/vnd.example.artifact+json"
+        else:
+            doc["layers"][0]["digest"] = "sha512:" + "a" * 128
+        body = json.dumps(doc).encode()
+        registry.manifests["web.B1"] = Manifest(digest(body), DOCKER_V2, body)
     assert save_from_blobs(registry, "app", {"web.B1": "app:web.B1"}, 0) is None  # type: ignore[arg-type]

@@ -345,12 +345,36 @@ def test_export_carries_the_registrys_compressed_layers_as_they_are(
             remove_quietly(docker_client, tag)
 
 
-def test_export_pulls_images_the_engine_lacks(rack: Rack, made: Made, docker_client: Any) -> None:
+class IndexesOnly:
+    """The real registry, but every manifest reads as an index: images the export cannot
+    take blob by blob, so the engine saves them (pulling what it lacks)."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._registry, name)
+
+    def manifest(self, repository: str, reference: str) -> Any:
+        from services.common.oci import Manifest
+
+        found = self._registry.manifest(repository, reference)
+        index = "application/vnd.oci.image.index.v1+json"
+        return found and Manifest(found.digest, index, found.body)
+
+
+def test_export_pulls_images_the_engine_lacks(
+    rack_of: Callable[..., Rack], made: Made, docker_client: Any
+) -> None:
+    rack = rack_of(registry=IndexesOnly)
     refs = [f"{rack.host}/{made.app}:{s}.{made.id}" for s in made.markers]
     for ref in refs:
         docker_client.images.remove(ref, force=True)
 
     entries = members(export_bytes(rack, made.app, made.id))
+    with tarfile.open(fileobj=io.BytesIO(entries[1][1])) as tar:
+        layer = next(m for m in tar if m.name.endswith("layer.tar"))
+        assert tar.extractfile(layer).read(2) != b"\x1f\x8b"  # type: ignore[union-attr]
 
     assert entries[1][0] == f"{made.app}.{made.id}.tar"
     # What it pulled, it removed.
@@ -761,3 +785,43 @@ def test_without_metadata_export_and_import_are_unavailable(
                 list(client.export_build("app", "BABCDEFGHIJ"))
     finally:
         srv.stop(0)
+
+
+class FailingSecondEnginePush:
+    """The real engine, but from the second push on every push fails (a plain `docker
+    save` archive's images are pushed by the engine)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self.pushes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def push(self, repository: str, tag: str, auth: Any = None) -> Iterator[Any]:
+        self.pushes += 1
+        if self.pushes >= 2:
+            raise Unavailable("registry unreachable at the test's outage")
+        return self._engine.push(repository, tag, auth)
+
+
+def test_a_failed_engine_push_of_a_plain_archive_leaves_nothing(
+    rack_of: Callable[..., Rack], docker_client: Any, two_images: dict[str, tuple[str, str]]
+) -> None:
+    rack = rack_of(engine=FailingSecondEnginePush)
+    old = "BPLAINFAILS"
+    names = {s: f"convox:{s}.{old}" for s in two_images}
+    for service, name in names.items():
+        docker_client.images.get(two_images[service][0]).tag(*name.rsplit(":", 1))
+    try:
+        image_tar = save_tar(docker_client, list(names.values()))
+    finally:
+        for name in names.values():
+            docker_client.images.remove(name)
+    archive = archive_of([("build.json", convox_build_json(old)), (f"convox.{old}.tar", image_tar)])
+    target = app_name()
+
+    with pytest.raises(Unavailable, match="^cannot push worker: registry unreachable at"):
+        rack.registry.import_build(target, chunked(archive))
+
+    assert_nothing_left(rack, target, docker_client)
