@@ -121,8 +121,11 @@ class EcrRegistry:
         margin: timedelta = REFRESH_MARGIN,
     ) -> None:
         if client is None:
-            import boto3  # the rack extra's; only racks on ECR need it
-            from botocore.config import Config
+            try:
+                import boto3  # the rack extra's; only racks on ECR need it
+                from botocore.config import Config
+            except ImportError as err:
+                raise Unavailable(f"boto3 is not installed ({err}): slipway[rack]") from None
 
             config = Config(connect_timeout=10, read_timeout=60, retries={"mode": "standard"})
             client = boto3.client("ecr", region_name=url.region, config=config)
