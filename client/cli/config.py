@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from client.kernel.errors import InvalidArgument, NotFound
+from client.kernel.types import MAX_CA_BYTES, ca_problem
 
 
 def config_dir() -> Path:
@@ -125,10 +125,6 @@ class ClientConfig:
         return entry
 
 
-# A CA bundle larger than this is not one (a rack's CA is about 600 bytes).
-MAX_CA_BYTES = 256 * 1024
-
-
 def read_ca(path: str, what: str = "--ca") -> str:
     """The PEM certificates in the file at `path`, checked to be some; InvalidArgument
     naming `what` otherwise (its content is never shown)."""
@@ -137,13 +133,7 @@ def read_ca(path: str, what: str = "--ca") -> str:
             data = pem.read(MAX_CA_BYTES + 1)
     except OSError as err:
         raise InvalidArgument(f"cannot read {what} {path[:200]}: {err.strerror}") from None
-    if len(data) > MAX_CA_BYTES:
-        raise InvalidArgument(f"{what} {path[:200]} is not a CA certificate: over 256 KiB")
-    text = data.decode("ascii", errors="replace")
-    if "-----BEGIN CERTIFICATE-----" not in text or "-----END CERTIFICATE-----" not in text:
-        raise InvalidArgument(f"{what} {path[:200]} is not a PEM certificate")
-    try:
-        ssl.create_default_context(cadata=text)
-    except (ssl.SSLError, ValueError):
-        raise InvalidArgument(f"{what} {path[:200]} is not a valid PEM certificate") from None
-    return text
+    problem = ca_problem(data)
+    if problem:
+        raise InvalidArgument(f"{what} {path[:200]} {problem}")
+    return data.decode("ascii")

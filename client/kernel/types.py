@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import ssl
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -394,3 +395,21 @@ class CopyResult:
     def present(self) -> int:
         """Blobs the destination repository already held."""
         return self.blobs - self.moved - self.mounted
+
+
+# A CA bundle larger than this is not one (a rack's CA certificate is about 600 bytes).
+MAX_CA_BYTES = 256 * 1024
+
+
+def ca_problem(pem: bytes) -> str:
+    """What is wrong with `pem` as the CA certificates a rack is verified against: empty
+    when it is PEM certificates of at most MAX_CA_BYTES that load as trust roots."""
+    if len(pem) > MAX_CA_BYTES:
+        return "is not a CA certificate: over 256 KiB"
+    if b"-----BEGIN CERTIFICATE-----" not in pem or b"-----END CERTIFICATE-----" not in pem:
+        return "is not a PEM certificate"
+    try:
+        ssl.create_default_context(cadata=pem.decode("ascii"))
+    except (ssl.SSLError, ValueError, UnicodeDecodeError):
+        return "is not a valid PEM certificate"
+    return ""

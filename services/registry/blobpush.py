@@ -19,13 +19,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO
 
 from client.kernel.errors import InvalidArgument, SlipwayError
 from client.kernel.streams import iter_chunks
 from services.common.oci import Manifest, Registry
 from services.common.push import ATTEMPTS, RETRY_DELAYS, transient
-from services.registry.imagetar import MANIFEST_JSON, MAX_JSON
+from services.registry.imagetar import (
+    MANIFEST_JSON,
+    member,
+    member_bytes,
+    member_digest,
+    parse_json,
+)
 from services.registry.tarstream import gunzip
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -51,7 +57,7 @@ def compressed_images(path: Path) -> dict[str, Layout] | None:
     try:
         with tarfile.open(path, mode="r:") as tar:
             members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isreg()}
-            index = _json(_read(tar, members, MANIFEST_JSON, MAX_JSON))
+            index = parse_json(member_bytes(tar, members, MANIFEST_JSON), MANIFEST_JSON)
             if not isinstance(index, list):
                 return None
             for entry in index:
@@ -65,11 +71,11 @@ def compressed_images(path: Path) -> dict[str, Layout] | None:
                 if config not in members or not layers:
                     return None
                 for layer in layers:
-                    if layer not in members or _open(tar, members, layer).read(2) != GZIP_MAGIC:
+                    if layer not in members or member(tar, members, layer).read(2) != GZIP_MAGIC:
                         return None
-                found[_digest(tar, members, config)] = Layout(config, layers)
-    except (tarfile.TarError, EOFError, OSError):
-        return None
+                found[member_digest(tar, members, config)] = Layout(config, layers)
+    except (tarfile.TarError, EOFError, OSError, InvalidArgument):
+        return None  # not an archive to take blob by blob: the engine says what is wrong
     return found
 
 
@@ -88,15 +94,15 @@ def check_image(path: Path, layout: Layout) -> Checked:
     InvalidArgument otherwise, naming the layer."""
     with tarfile.open(path, mode="r:") as tar:
         members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isreg()}
-        config_bytes = _read(tar, members, layout.config, MAX_JSON)
-        config = _json(config_bytes)
+        config_bytes = member_bytes(tar, members, layout.config)
+        config = parse_json(config_bytes, layout.config)
         rootfs = config.get("rootfs") if isinstance(config, dict) else None
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
         if not isinstance(diff_ids, list) or len(diff_ids) != len(layout.layers):
             raise InvalidArgument(f"{layout.config[:200]}: its config does not list its layers")
         layers = []
         for name, diff_id in zip(layout.layers, diff_ids, strict=True):
-            digest, size, uncompressed = _layer_digests(_open(tar, members, name), name)
+            digest, size, uncompressed = _layer_digests(member(tar, members, name), name)
             if uncompressed != diff_id:
                 raise InvalidArgument(
                     f"{name[:200]}: its content does not match the layer its image names "
@@ -140,7 +146,7 @@ def push_image(
         members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isreg()}
         for name, digest, _size in image.layers:
             if not registry.has_blob(repository, digest):
-                registry.upload_blob(repository, digest, iter_chunks(_open(tar, members, name)))
+                registry.upload_blob(repository, digest, iter_chunks(member(tar, members, name)))
     config_digest = f"sha256:{hashlib.sha256(image.config).hexdigest()}"
     if not registry.has_blob(repository, config_digest):
         registry.upload_blob(repository, config_digest, [image.config])
@@ -179,35 +185,3 @@ def _layer_digests(source: BinaryIO, name: str) -> tuple[str, int, str]:
     except InvalidArgument as err:
         raise InvalidArgument(f"{name[:200]}: the layer is not valid gzip ({err})") from None
     return f"sha256:{stored.hexdigest()}", size, f"sha256:{content.hexdigest()}"
-
-
-def _open(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> BinaryIO:
-    member = members.get(name)
-    source = tar.extractfile(member) if member is not None else None
-    if source is None:
-        raise InvalidArgument(f"invalid image tar: {name[:200]} is missing")
-    return cast(BinaryIO, source)
-
-
-def _read(
-    tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str, limit: int
-) -> bytes:
-    """A JSON member's bytes; past `limit` it is not one of an image's JSON files."""
-    data = _open(tar, members, name).read(limit + 1)
-    if len(data) > limit:
-        raise InvalidArgument(f"invalid image tar: {name[:200]} is too large")
-    return data
-
-
-def _digest(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> str:
-    digest = hashlib.sha256()
-    for data in iter_chunks(_open(tar, members, name)):
-        digest.update(data)
-    return f"sha256:{digest.hexdigest()}"
-
-
-def _json(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError:
-        raise InvalidArgument("invalid image tar: a JSON file is not JSON") from None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import ssl
 import threading
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -74,9 +73,6 @@ ConnectSource = Callable[[str, str, str, "bytes | None"], SourceRack]
 """Opens a source rack from its front door `host:port`, its token, a name for messages and
 the CA its certificates are verified against (PEM; None: the system's trusted roots)."""
 
-# The most bytes of CA certificates a copy request may carry.
-MAX_SOURCE_CA = 256 * 1024
-
 
 @dataclass(frozen=True)
 class CopyRequest:
@@ -93,15 +89,7 @@ class CopyRequest:
 
 def check_ca(ca: bytes) -> None:
     """InvalidArgument unless `ca` is empty or PEM certificates of at most 256 KiB."""
-    if not ca:
-        return
-    problem = len(ca) > MAX_SOURCE_CA or b"-----BEGIN CERTIFICATE-----" not in ca
-    if not problem:
-        try:
-            ssl.create_default_context(cadata=ca.decode("ascii"))
-        except (ssl.SSLError, ValueError, UnicodeDecodeError):
-            problem = True
-    if problem:
+    if ca and types.ca_problem(ca):
         raise InvalidArgument("the source rack's CA must be PEM certificates, at most 256 KiB")
 
 

@@ -56,7 +56,7 @@ def retag(tar: Iterable[bytes], rename: Rename) -> Iterator[bytes]:
                 name = member.name.removeprefix("./")
                 data = source.extractfile(member) if member.isreg() else None
                 if data is not None and name in (MANIFEST_JSON, REPOSITORIES):
-                    doc = _json(data.read(MAX_JSON + 1), name)
+                    doc = parse_json(data.read(MAX_JSON + 1), name)
                     new: Any = (
                         _rename_manifest(doc, rename)
                         if name == MANIFEST_JSON
@@ -74,7 +74,7 @@ def retag(tar: Iterable[bytes], rename: Rename) -> Iterator[bytes]:
     yield writer.end()
 
 
-def _json(data: bytes, name: str) -> Any:
+def parse_json(data: bytes, name: str) -> Any:
     if len(data) > MAX_JSON:
         raise InvalidArgument(f"invalid image tar: {name} is too large")
     try:
@@ -125,14 +125,12 @@ def saved_images(path: Path) -> list[SavedImage]:
         with tarfile.open(path, mode="r:") as tar:
             members = {m.name.removeprefix("./"): m for m in tar.getmembers()}
             images = []
-            for entry in _entries(_json(_member_bytes(tar, members, MANIFEST_JSON), MANIFEST_JSON)):
+            for entry in _entries(
+                parse_json(member_bytes(tar, members, MANIFEST_JSON), MANIFEST_JSON)
+            ):
                 config = str(entry.get("Config") or "")
-                digest = hashlib.sha256()
-                source = _member(tar, members, config)
-                for data in iter_chunks(source):
-                    digest.update(data)
                 tags = tuple(str(t) for t in entry.get("RepoTags") or [])
-                images.append(SavedImage(id=f"sha256:{digest.hexdigest()}", repo_tags=tags))
+                images.append(SavedImage(id=member_digest(tar, members, config), repo_tags=tags))
             return images
     except (tarfile.TarError, EOFError, OSError) as err:
         raise InvalidArgument(f"invalid image tar: {err}") from None
@@ -146,7 +144,7 @@ def _names(path: Path) -> set[str]:
         raise InvalidArgument(f"not an image tar: {err}") from None
 
 
-def _member(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> Any:
+def member(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> Any:
     member = members.get(name.removeprefix("./"))
     source = tar.extractfile(member) if member is not None else None
     if source is None:
@@ -154,5 +152,13 @@ def _member(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str
     return source
 
 
-def _member_bytes(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> bytes:
-    return bytes(_member(tar, members, name).read(MAX_JSON + 1))
+def member_digest(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> str:
+    """`sha256:` of a member's bytes, read in pieces (an image's id, of its config)."""
+    digest = hashlib.sha256()
+    for data in iter_chunks(member(tar, members, name)):
+        digest.update(data)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def member_bytes(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> bytes:
+    return bytes(member(tar, members, name).read(MAX_JSON + 1))

@@ -93,6 +93,14 @@ class Host:
         """`subprocess.Popen` of `argv` inside this host (same keyword arguments)."""
         return subprocess.Popen(self.exec_argv(argv), **kwargs)
 
+    def pipeline(
+        self, command: str, env: Mapping[str, str], timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        """A shell pipeline run inside this host, failing when any of its commands fails
+        (`pipefail`); its output captured as text."""
+        argv = ["bash", "-o", "pipefail", "-c", command]
+        return self.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+
     def pids(self) -> list[int]:
         """The processes whose network is this host's."""
         out = subprocess.run(

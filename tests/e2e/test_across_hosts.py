@@ -203,13 +203,7 @@ def test_builds_move_between_racks_on_two_hosts(
         f"{shlex.quote(SLIPWAY)} builds export {second} -a {app} -r {a.name} | "
         f"{shlex.quote(SLIPWAY)} builds import -a {target} -r remote-b --id"
     )
-    imported = a.host.run(
-        ["bash", "-o", "pipefail", "-c", pipe],
-        env=a.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    imported = a.host.pipeline(pipe, a.env)
     assert imported.returncode == 0, imported.stderr
     imported_listing = a.ok("builds", "-a", target, "-r", "remote-b").stdout.splitlines()[1:]
     assert len(imported_listing) == 1

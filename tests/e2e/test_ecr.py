@@ -196,13 +196,7 @@ def test_a_rack_on_ecr_builds_pushes_and_imports_through_the_tokens_endpoint(
     # An import pushes its blobs itself (BatchCheckLayerAvailability first) to a new app.
     target = f"{app}-imported"
     pipe = f"{SLIPWAY} builds export {build} -a {app} | {SLIPWAY} builds import -a {target} --id"
-    imported = rack.host.run(
-        ["bash", "-o", "pipefail", "-c", pipe],
-        env=rack.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    imported = rack.host.pipeline(pipe, rack.env)
     assert imported.returncode == 0, imported.stderr
     assert json.loads(rack.python(AWS)) == sorted([app, target])
     new_id = rack.ok("builds", "-a", target).stdout.splitlines()[1].split()[0]

@@ -470,21 +470,28 @@ def two_images(docker_client: Any) -> Iterator[dict[str, tuple[str, str]]]:
         remove_quietly(docker_client, image)
 
 
+def plain_archive(
+    docker_client: Any, images: dict[str, tuple[str, str]], names: dict[str, str], old: str
+) -> bytes:
+    """An export as Convox writes it: build.json and one plain `docker save` tar of each
+    service's image under `names[service]` (the names are the engine's only meanwhile)."""
+    for service, name in names.items():
+        docker_client.images.get(images[service][0]).tag(*name.rsplit(":", 1))
+    try:
+        image_tar = save_tar(docker_client, list(names.values()))
+    finally:
+        for name in names.values():
+            docker_client.images.remove(name)
+    return archive_of([("build.json", convox_build_json(old)), (f"convox.{old}.tar", image_tar)])
+
+
 def test_import_of_a_plain_docker_save_archive(
     rack: Rack, docker_client: Any, two_images: dict[str, tuple[str, str]]
 ) -> None:
     old = "BCONVOXABCD"
     # As Convox names them: one with the registry in front, one without.
     names = {"web": f"{rack.host}/convox:web.{old}", "worker": f"convox:worker.{old}"}
-    for service, name in names.items():
-        repo, tag = name.rsplit(":", 1)
-        docker_client.images.get(two_images[service][0]).tag(repo, tag)
-    try:
-        image_tar = save_tar(docker_client, list(names.values()))
-    finally:
-        for name in names.values():
-            docker_client.images.remove(name)
-    archive = archive_of([("build.json", convox_build_json(old)), (f"convox.{old}.tar", image_tar)])
+    archive = plain_archive(docker_client, two_images, names, old)
     target = app_name()
 
     build, release = rack.registry.import_build(target, chunked(archive))
@@ -811,14 +818,7 @@ def test_a_failed_engine_push_of_a_plain_archive_leaves_nothing(
     rack = rack_of(engine=FailingSecondEnginePush)
     old = "BPLAINFAILS"
     names = {s: f"convox:{s}.{old}" for s in two_images}
-    for service, name in names.items():
-        docker_client.images.get(two_images[service][0]).tag(*name.rsplit(":", 1))
-    try:
-        image_tar = save_tar(docker_client, list(names.values()))
-    finally:
-        for name in names.values():
-            docker_client.images.remove(name)
-    archive = archive_of([("build.json", convox_build_json(old)), (f"convox.{old}.tar", image_tar)])
+    archive = plain_archive(docker_client, two_images, names, old)
     target = app_name()
 
     with pytest.raises(Unavailable, match="^cannot push worker: registry unreachable at"):
