@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -14,7 +14,30 @@ from slipway.archive.v1 import archive_pb2_grpc as pb_grpc
 from slipway.common.v1 import common_pb2
 
 from client.api.grpcerrors import iter_rpc, rpc_errors
+from client.kernel import entries as ctx
+from client.kernel.entries import Entry
 from client.kernel.streams import iter_chunks
+
+#: Digests one FindMissing or ReadBlobs call names at most (the service's limit).
+MAX_DIGESTS = 10_000
+#: Entries in one PutContext message: far below gRPC's message limit.
+ENTRY_BATCH = 1000
+
+_PB_TYPES = {
+    ctx.FILE: pb.ENTRY_TYPE_FILE,
+    ctx.DIR: pb.ENTRY_TYPE_DIR,
+    ctx.SYMLINK: pb.ENTRY_TYPE_SYMLINK,
+}
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A blob to send: its digest, size and bytes (read when it is sent)."""
+
+    sha256: str
+    size: int
+    chunks: Callable[[], Iterator[bytes]]
+
 
 Progress = Callable[[int], None]
 
@@ -105,3 +128,91 @@ class ArchiveClient:
         return FetchedSource(
             id=str(resp.id), size=int(resp.size), commit=str(resp.commit), subject=str(resp.subject)
         )
+
+    # -- the incremental upload ------------------------------------------------------------
+
+    def find_missing(self, digests: list[str]) -> list[str]:
+        """The digests of `digests` the rack lacks, in their order."""
+        missing: list[str] = []
+        with rpc_errors(self.address, self.service):
+            for start in range(0, len(digests), MAX_DIGESTS):
+                batch = digests[start : start + MAX_DIGESTS]
+                resp = self._stub.FindMissing(pb.FindMissingRequest(sha256=batch))
+                missing.extend(resp.missing)
+        return missing
+
+    def put_blobs(self, blobs: Iterable[Blob], progress: Progress | None = None) -> int:
+        """Streams each blob (header, then chunks); returns how many the rack stored."""
+
+        def requests() -> Iterator[pb.PutBlobsRequest]:
+            for blob in blobs:
+                yield pb.PutBlobsRequest(header=pb.BlobHeader(sha256=blob.sha256, size=blob.size))
+                for data in blob.chunks():
+                    yield pb.PutBlobsRequest(chunk=common_pb2.Chunk(data=data))
+                    if progress:
+                        progress(len(data))
+
+        with rpc_errors(self.address, self.service):
+            return int(self._stub.PutBlobs(requests()).blobs)
+
+    def put_context(self, app: str, entries: Iterable[Entry]) -> tuple[str, int]:
+        """Commits a context's entry list; returns its archive id and stored size."""
+
+        def requests() -> Iterator[pb.PutContextRequest]:
+            yield pb.PutContextRequest(header=pb.ContextHeader(app=app))
+            batch: list[pb.Entry] = []
+            for e in entries:
+                batch.append(
+                    pb.Entry(
+                        path=e.path,
+                        type=_PB_TYPES[e.type],
+                        mode=e.mode,
+                        size=e.size,
+                        mtime_ns=e.mtime,
+                        sha256=e.sha256,
+                        target=e.target,
+                    )
+                )
+                if len(batch) >= ENTRY_BATCH:
+                    yield pb.PutContextRequest(entries=pb.Entries(entries=batch))
+                    batch = []
+            if batch:
+                yield pb.PutContextRequest(entries=pb.Entries(entries=batch))
+
+        with rpc_errors(self.address, self.service):
+            resp = self._stub.PutContext(requests())
+        return str(resp.id), int(resp.size)
+
+    def read_blobs(self, digests: Sequence[str]) -> Iterator[tuple[str, Iterator[bytes]]]:
+        """Each blob asked for, in order, as (digest, its chunks); read a blob's chunks
+        before asking for the next blob."""
+        for start in range(0, len(digests), MAX_DIGESTS):
+            batch = list(digests[start : start + MAX_DIGESTS])
+            stream = self._stub.ReadBlobs(pb.ReadBlobsRequest(sha256=batch))
+            yield from _blobs(iter_rpc(stream, self.address, self.service))
+
+
+def _blobs(responses: Iterator[pb.ReadBlobsResponse]) -> Iterator[tuple[str, Iterator[bytes]]]:
+    pending: list[pb.ReadBlobsResponse] = []
+
+    def take() -> pb.ReadBlobsResponse | None:
+        return pending.pop() if pending else next(responses, None)
+
+    while (resp := take()) is not None:
+        if resp.WhichOneof("part") != "header":
+            raise ctx.reject("the archive service sent bytes without a blob header")
+        header = resp.header
+
+        def chunks(size: int = header.size) -> Iterator[bytes]:
+            left = size
+            while left > 0:
+                nxt = take()
+                if nxt is None or nxt.WhichOneof("part") != "chunk":
+                    raise ctx.reject("the archive service cut a blob short")
+                left -= len(nxt.chunk.data)
+                yield nxt.chunk.data
+
+        body = chunks()
+        yield str(header.sha256), body
+        for _ in body:  # what the caller left unread
+            pass

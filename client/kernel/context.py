@@ -17,11 +17,13 @@ import posixpath
 import stat
 import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from client.kernel import manifest
 from client.kernel.dockerignore import Matcher, walk
+from client.kernel.entries import DIR, FILE, SYMLINK, Entry
 from client.kernel.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -131,3 +133,88 @@ def pack(
         raise InvalidArgument(f"cannot pack {folder}{where}: {err.strerror or err}") from None
     out.flush()
     return writer.size, writer.sha256.hexdigest()
+
+
+class DigestCache(Protocol):
+    """Digests of files already read, keyed by what changes when a file does."""
+
+    def get(self, path: str, size: int, mtime: int, inode: int) -> str | None:
+        """The sha256 recorded for the file at `path` (absolute) as it was, else None."""
+        ...
+
+    def put(self, path: str, size: int, mtime: int, inode: int, sha256: str) -> None:
+        """Records the file's sha256."""
+        ...
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """One entry of a folder's context, and where its bytes are."""
+
+    entry: Entry
+    #: The file on disk (files only).
+    full: str = ""
+    #: Whether the file was read to hash it (not found in the cache).
+    read: bool = False
+
+
+def file_sha256(path: str) -> tuple[int, str]:
+    """Size and sha256 of the regular file at `path`, never read through a link."""
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        while data := handle.read(1024 * 1024):
+            digest.update(data)
+            size += len(data)
+    return size, digest.hexdigest()
+
+
+def scan(
+    folder: str | os.PathLike[str],
+    manifest: str = DEFAULT_MANIFEST,
+    cache: DigestCache | None = None,
+) -> Iterator[Scanned]:
+    """The entries `slipway build` sends for `folder` (the tree `pack` would archive), each
+    file with its sha256: from `cache` when the file's path, size, mtime and inode are
+    unchanged, else read (and recorded there). Entries come as they are found, so the
+    caller can send while the walk goes on."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InvalidArgument(f"no such directory: {folder}")
+    base = os.path.abspath(root)
+    by_inode: dict[tuple[int, int], str] = {}  # hard links are read once
+    try:
+        for path in context_paths(root, manifest):
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidArgument(
+                    f"cannot pack {folder}: a file name is not UTF-8: {path!r}"[:300]
+                ) from None
+            full = os.path.join(base, path)
+            st = os.lstat(full)
+            if stat.S_ISDIR(st.st_mode):
+                yield Scanned(Entry(path, DIR, stat.S_IMODE(st.st_mode), 0, st.st_mtime_ns))
+            elif stat.S_ISLNK(st.st_mode):
+                target = os.readlink(full)
+                yield Scanned(Entry(path, SYMLINK, 0o777, 0, st.st_mtime_ns, target=target))
+            elif stat.S_ISREG(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                digest = by_inode.get(key) or (
+                    cache.get(full, st.st_size, st.st_mtime_ns, st.st_ino) if cache else None
+                )
+                read = digest is None
+                size = st.st_size
+                if digest is None:
+                    size, digest = file_sha256(full)
+                    if cache is not None and size == st.st_size:
+                        cache.put(full, size, st.st_mtime_ns, st.st_ino, digest)
+                by_inode[key] = digest
+                entry = Entry(path, FILE, stat.S_IMODE(st.st_mode), size, st.st_mtime_ns, digest)
+                yield Scanned(entry, full, read)
+            else:
+                log.debug("leaving out %s: not a file, directory or symlink", path)
+    except OSError as err:
+        where = f": {err.filename}" if err.filename else ""
+        raise InvalidArgument(f"cannot pack {folder}{where}: {err.strerror or err}") from None

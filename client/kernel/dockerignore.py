@@ -17,7 +17,7 @@ import functools
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -445,13 +445,37 @@ class Matcher:
         return not any((p.text + "/").startswith(prefix) for p in self.patterns if p.exclusion)
 
 
+def lister(root: str | os.PathLike[str]) -> Callable[[str], list[tuple[str, bool]]]:
+    """The `listdir` of `walk` for a folder on disk: links are not followed."""
+
+    def listdir(directory: str) -> list[tuple[str, bool]]:
+        found = []
+        with os.scandir(os.path.join(root, directory) if directory else root) as it:
+            for entry in it:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    is_dir = False
+                found.append((entry.name, is_dir))
+        return sorted(found, key=lambda e: os.fsencode(e[0]))
+
+    return listdir
+
+
 def walk(
-    root: str | os.PathLike[str], matcher: Matcher, always: Sequence[str] = ()
+    root: str | os.PathLike[str] | None,
+    matcher: Matcher,
+    always: Sequence[str] = (),
+    listdir: Callable[[str], list[tuple[str, bool]]] | None = None,
 ) -> Iterator[str]:
     """The relative paths of the build context under `root`, parents before children, each
     directory's entries sorted by name (as bytes, like Go). `always` names paths sent even
     when excluded (and everything below them). Raises OSError when a directory that is sent
-    cannot be read."""
+    cannot be read. `listdir` (a folder's (name, is a folder) pairs, sorted) reads a tree
+    that is not on disk."""
+    if listdir is None:
+        assert root is not None
+        listdir = lister(root)
     forced = tuple(always)
     pending: list[list[object]] = []  # [path, sent] of excluded directories being walked
 
@@ -463,18 +487,13 @@ def walk(
 
     def visit(directory: str, info: MatchInfo | None, excluded: bool) -> Iterator[str]:
         try:
-            with os.scandir(os.path.join(root, directory) if directory else root) as it:
-                entries = sorted(it, key=lambda e: os.fsencode(e.name))
+            entries = listdir(directory)
         except PermissionError:
             if excluded:  # Docker passes over unreadable directories it would not send
                 return
             raise
-        for entry in entries:
-            path = f"{directory}/{entry.name}" if directory else entry.name
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                is_dir = False
+        for name, is_dir in entries:
+            path = f"{directory}/{name}" if directory else name
             skip, child_info = matcher.match_under(path, info)
             if skip and is_forced(path):
                 skip = False

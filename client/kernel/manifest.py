@@ -7,7 +7,6 @@ are ignored; every structural problem is reported at once under `validation erro
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from collections.abc import Mapping
@@ -17,9 +16,12 @@ from typing import Any
 
 import yaml
 
+from client.kernel.entries import DiskSource, Source, read_file
 from client.kernel.errors import InvalidArgument
 from client.kernel.types import SERVICE_NAME
 
+#: The largest manifest read, in bytes.
+MAX_MANIFEST = 16 * 1024 * 1024
 DEFAULT_MANIFEST = "convox.yml"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -84,33 +86,21 @@ def dockerfiles(manifest: Manifest) -> list[str]:
     ]
 
 
-def load(root: Path, path: str, env: Mapping[str, str]) -> Manifest:
-    """Reads and parses the manifest at `path` inside the source folder `root`, and checks
-    that every build path and Dockerfile stays inside it."""
+def load(root: Path | Source, path: str, env: Mapping[str, str]) -> Manifest:
+    """Reads and parses the manifest at `path` inside the source (a folder, or a `Source`),
+    and checks that every build path and Dockerfile stays inside it."""
+    source = DiskSource(root) if isinstance(root, Path) else root
     path = path or DEFAULT_MANIFEST
-    file = _inside(root, path)
-    if file is None or not file.is_file():
-        raise InvalidArgument(f"no such file: {path}")
-    manifest = parse(file.read_text(encoding="utf-8", errors="replace"), env)
+    text = read_file(source, path, MAX_MANIFEST).decode("utf-8", errors="replace")
+    manifest = parse(text, env)
     for service in manifest.services:
         if service.image:
             continue
-        if _inside(root, service.path) is None:
+        if source.resolve(service.path) is None:
             raise InvalidArgument(f"build path escapes the build folder: {service.path}")
-        if _inside(root, os.path.join(service.path, service.dockerfile)) is None:
+        if source.resolve(posixpath.join(service.path, service.dockerfile)) is None:
             raise InvalidArgument(f"build manifest escapes the build folder: {service.dockerfile}")
     return manifest
-
-
-def _inside(root: Path, relative: str) -> Path | None:
-    """`root/relative` with links resolved, or None when that leaves `root`."""
-    real_root = root.resolve()
-    if os.path.isabs(relative):
-        return None
-    candidate = (real_root / relative).resolve()
-    if candidate != real_root and real_root not in candidate.parents:
-        return None
-    return candidate
 
 
 def _services(raw: Any, errors: list[str]) -> list[Service]:

@@ -15,6 +15,7 @@ DEFAULT_LISTEN = "127.0.0.1:7401"
 DEFAULT_DATA = "~/.local/share/slipway/archive"
 DEFAULT_MAX_BYTES = 2 * 1024**3
 DEFAULT_GIT_TIMEOUT = 600.0
+DEFAULT_MAX_FILES = 100_000
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Config:
     """Where the filesystem object store keeps archives (`--data`, SLIPWAY_ARCHIVE_DIR)."""
     max_bytes: int = DEFAULT_MAX_BYTES
     """The largest archive accepted, in bytes (`--max-bytes`, SLIPWAY_ARCHIVE_MAX_BYTES)."""
+    max_files: int = DEFAULT_MAX_FILES
+    """The most entries of a context (`--max-files`, SLIPWAY_ARCHIVE_MAX_FILES)."""
     git_timeout: float = DEFAULT_GIT_TIMEOUT
     """The longest a git fetch may take, in seconds, submodules included (`--git-timeout`,
     SLIPWAY_ARCHIVE_GIT_TIMEOUT)."""
@@ -63,6 +66,11 @@ class Config:
             help="largest archive accepted, in bytes (SLIPWAY_ARCHIVE_MAX_BYTES, default 2 GiB)",
         )
         parser.add_argument(
+            "--max-files",
+            default=env.get("SLIPWAY_ARCHIVE_MAX_FILES") or str(DEFAULT_MAX_FILES),
+            help="most entries of a context (SLIPWAY_ARCHIVE_MAX_FILES, default 100000)",
+        )
+        parser.add_argument(
             "--git-timeout",
             default=env.get("SLIPWAY_ARCHIVE_GIT_TIMEOUT") or str(DEFAULT_GIT_TIMEOUT),
             help="longest a git fetch may take, in seconds (SLIPWAY_ARCHIVE_GIT_TIMEOUT, "
@@ -89,6 +97,12 @@ class Config:
         if max_bytes <= 0:
             parser.error(f"--max-bytes must be a positive number of bytes, not {args.max_bytes!r}")
         try:
+            max_files = int(args.max_files)
+        except ValueError:
+            max_files = -1
+        if max_files <= 0:
+            parser.error(f"--max-files must be a positive number, not {args.max_files!r}")
+        try:
             git_timeout = float(args.git_timeout)
         except ValueError:
             git_timeout = -1.0
@@ -101,6 +115,7 @@ class Config:
             token=token,
             data_dir=Path(args.data).expanduser(),
             max_bytes=max_bytes,
+            max_files=max_files,
             git_timeout=git_timeout,
             archive_url=args.archives,
             tls=tls,

@@ -7,8 +7,24 @@ from collections.abc import Iterable, Iterator
 from slipway.archive.v1 import archive_pb2 as pb
 from slipway.common.v1 import common_pb2
 
+from client.kernel import entries as ctx
+from client.kernel.entries import Entry
 from client.kernel.errors import InvalidArgument
-from services.archive.core import ArchiveInfo, GitArchive, GitRequest, UploadHeader
+from services.archive.core import (
+    ArchiveInfo,
+    BlobHeader,
+    GitArchive,
+    GitRequest,
+    PutBlobs,
+    UploadHeader,
+)
+
+_TYPES = {
+    pb.ENTRY_TYPE_FILE: ctx.FILE,
+    pb.ENTRY_TYPE_DIR: ctx.DIR,
+    pb.ENTRY_TYPE_SYMLINK: ctx.SYMLINK,
+}
+_PB_TYPES = {kind: number for number, kind in _TYPES.items()}
 
 
 def split_upload(requests: Iterable[pb.UploadRequest]) -> tuple[UploadHeader, Iterator[bytes]]:
@@ -48,3 +64,67 @@ def fetch_git_response(fetched: GitArchive) -> pb.FetchGitResponse:
     return pb.FetchGitResponse(
         id=fetched.id, size=fetched.size, commit=fetched.commit, subject=fetched.subject
     )
+
+
+def blob_parts(requests: Iterable[pb.PutBlobsRequest]) -> Iterator[BlobHeader | bytes]:
+    """A PutBlobs stream as blob headers and the bytes that follow each."""
+    for req in requests:
+        part = req.WhichOneof("part")
+        if part == "header":
+            yield BlobHeader(sha256=req.header.sha256, size=req.header.size)
+        elif part == "chunk":
+            yield req.chunk.data
+        else:
+            raise InvalidArgument("a PutBlobs message must be a header or a chunk")
+
+
+def put_blobs_response(stored: PutBlobs) -> pb.PutBlobsResponse:
+    return pb.PutBlobsResponse(blobs=stored.blobs, bytes=stored.bytes)
+
+
+def entry(msg: pb.Entry) -> Entry:
+    kind = _TYPES.get(msg.type, "unsupported")
+    return Entry(
+        path=msg.path,
+        type=kind,
+        mode=msg.mode,
+        size=msg.size,
+        mtime=msg.mtime_ns,
+        sha256=msg.sha256,
+        target=msg.target,
+    )
+
+
+def entry_message(e: Entry) -> pb.Entry:
+    return pb.Entry(
+        path=e.path,
+        type=_PB_TYPES[e.type],
+        mode=e.mode,
+        size=e.size,
+        mtime_ns=e.mtime,
+        sha256=e.sha256,
+        target=e.target,
+    )
+
+
+def split_context(requests: Iterable[pb.PutContextRequest]) -> tuple[str, Iterator[Entry]]:
+    """The app of a PutContext stream and its entries, in order."""
+    stream = iter(requests)
+    first = next(stream, None)
+    if first is None or first.WhichOneof("part") != "header":
+        raise InvalidArgument("a context must start with a header")
+
+    def entries() -> Iterator[Entry]:
+        for req in stream:
+            if req.WhichOneof("part") != "entries":
+                raise InvalidArgument("a context must send one header, then only entries")
+            for msg in req.entries.entries:
+                yield entry(msg)
+
+    return first.header.app, entries()
+
+
+def read_blobs_response(part: BlobHeader | bytes) -> pb.ReadBlobsResponse:
+    if isinstance(part, BlobHeader):
+        return pb.ReadBlobsResponse(header=pb.BlobHeader(sha256=part.sha256, size=part.size))
+    return pb.ReadBlobsResponse(chunk=common_pb2.Chunk(data=part))

@@ -8,6 +8,7 @@ import grpc
 from slipway.archive.v1 import archive_pb2 as pb
 from slipway.archive.v1 import archive_pb2_grpc as pb_grpc
 
+from client.kernel.entries import Limits
 from services.archive.config import Config
 from services.archive.core import Archives, Fetcher
 from services.archive.gitfetch import Git
@@ -42,7 +43,12 @@ def default_deps(config: Config) -> Deps:
 def create_server(config: Config, deps: Deps | None = None, address: str | None = None) -> Server:
     """A started archive server on `address` (default: the configured one)."""
     deps = deps or default_deps(config)
-    archives = Archives(SizeLimit(deps.store, config.max_bytes), deps.fetcher, config.scratch_dir)
+    archives = Archives(
+        SizeLimit(deps.store, config.max_bytes),
+        deps.fetcher,
+        config.scratch_dir,
+        Limits(max_bytes=config.max_bytes, max_files=config.max_files),
+    )
     archives.sweep()
 
     def register(server: grpc.Server) -> None:

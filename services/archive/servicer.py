@@ -15,7 +15,8 @@ from services.archive.core import Archives
 
 
 class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
-    """Upload, Download, StatArchive and FetchGit over an `Archives` core."""
+    """Upload, Download, StatArchive, FetchGit and the incremental upload (FindMissing,
+    PutBlobs, PutContext, ReadBlobs) over an `Archives` core."""
 
     def __init__(self, archives: Archives) -> None:
         self.archives = archives
@@ -37,6 +38,29 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         self, request: pb.StatArchiveRequest, context: grpc.ServicerContext
     ) -> pb.StatArchiveResponse:
         return convert.stat_response(self.archives.stat(request.id))
+
+    def FindMissing(  # noqa: N802 - gRPC method name
+        self, request: pb.FindMissingRequest, context: grpc.ServicerContext
+    ) -> pb.FindMissingResponse:
+        return pb.FindMissingResponse(missing=self.archives.missing(list(request.sha256)))
+
+    def PutBlobs(  # noqa: N802 - gRPC method name
+        self, request_iterator: Iterator[pb.PutBlobsRequest], context: grpc.ServicerContext
+    ) -> pb.PutBlobsResponse:
+        stored = self.archives.put_blobs(convert.blob_parts(request_iterator))
+        return convert.put_blobs_response(stored)
+
+    def PutContext(  # noqa: N802 - gRPC method name
+        self, request_iterator: Iterator[pb.PutContextRequest], context: grpc.ServicerContext
+    ) -> pb.UploadResponse:
+        app, entries = convert.split_context(request_iterator)
+        return convert.upload_response(self.archives.put_context(app, entries))
+
+    def ReadBlobs(  # noqa: N802 - gRPC method name
+        self, request: pb.ReadBlobsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ReadBlobsResponse]:
+        for part in self.archives.read_blobs(list(request.sha256)):
+            yield convert.read_blobs_response(part)
 
     def FetchGit(  # noqa: N802 - gRPC method name
         self, request: pb.FetchGitRequest, context: grpc.ServicerContext

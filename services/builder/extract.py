@@ -20,40 +20,18 @@ import stat
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Self
 
+from client.kernel.entries import MAX_NAME, Limits, reject, shown
 from client.kernel.errors import InvalidArgument, ResourceExhausted
 from client.kernel.streams import CHUNK_SIZE, reader
 
-# An entry's path, in bytes; Linux's PATH_MAX. Longer names are refused before use.
-MAX_NAME = 4096
 # The most an extended header (PAX, GNU long name or link) may hold; checked before the
 # header is read, so a huge one never reaches memory.
 MAX_HEADER = 64 * 1024
-# Names in messages are cut to this many characters: a reason stays one short line.
-SHOWN_NAME = 200
 _EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, b"L", b"K")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How much an archive may extract to."""
-
-    max_bytes: int
-    max_files: int
-
-
-def reject(reason: str) -> InvalidArgument:
-    return InvalidArgument(f"archive rejected: {reason}")
-
-
-def shown(name: str) -> str:
-    """A name as a message shows it: one line, at most SHOWN_NAME characters."""
-    name = name.replace("\n", "\\n").replace("\r", "\\r")
-    return name if len(name) <= SHOWN_NAME else name[: SHOWN_NAME - 1] + "…"
 
 
 class _BoundedTarInfo(tarfile.TarInfo):

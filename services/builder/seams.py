@@ -95,6 +95,10 @@ class SourceStore(Protocol):
 
     def download(self, archive_id: str) -> Iterator[bytes]: ...
 
+    def read_blobs(self, digests: Sequence[str]) -> Iterator[tuple[str, Iterator[bytes]]]:
+        """The blobs of a context's files, in order: (digest, its chunks)."""
+        ...
+
 
 class ImagePusher(Protocol):
     """Tagging and pushing into the rack's registry, through this builder's own engine."""

@@ -14,18 +14,19 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from client.kernel import manifest, types
+from client.kernel import entries, manifest, types
+from client.kernel.entries import Limits, Source
 from client.kernel.errors import (
     Cancelled,
     FailedPrecondition,
-    InvalidArgument,
     NotFound,
     SlipwayError,
 )
+from client.kernel.streams import iter_chunks, reader
 from client.kernel.types import error_lines, one_line
 from services.builder import dockerfile
 from services.builder.config import Config
-from services.builder.extract import Limits, extract
+from services.builder.extract import extract
 from services.builder.logwriter import LogWriter, retrying
 from services.builder.seams import BuildSpec, CancelScope, Deps, EngineError
 from services.common.docker.fallback import use_local_copy
@@ -34,6 +35,8 @@ from services.common.logs import BuildLogAdapter
 log = logging.getLogger(__name__)
 
 CANCELLED_LINE = "Build cancelled"
+#: The largest Dockerfile read, in bytes.
+MAX_DOCKERFILE = 4 * 1024 * 1024
 
 
 @dataclass
@@ -155,14 +158,12 @@ class Worker:
 
     def _build(self, job: Job, src: Path, logger: logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
         req, store = job.request, self._deps.store
-        limits = Limits(self._config.max_extract_bytes, self._config.max_extract_files)
-        files = extract(_checked(self._deps.sources.download(req.archive), job.scope), src, limits)
-        logger.info("extracted %d entries", files)
+        source = self._source(job, src, logger)
         job.scope.check()
         env = self._latest_env(req.app)
-        parsed = manifest.load(src, req.manifest or manifest.DEFAULT_MANIFEST, env)
+        parsed = manifest.load(source, req.manifest or manifest.DEFAULT_MANIFEST, env)
         store.update_build(job.id, lease=job.lease, manifest=parsed.text)
-        steps = plan(parsed, src, req, env)
+        steps = plan(parsed, source, req, env)
         images = self._produce(job, steps)
         refs: dict[str, str] = {}
         for service in parsed.services:
@@ -171,6 +172,21 @@ class Worker:
         entrypoint = self._entrypoint(parsed, images)
         self._complete(job, parsed, entrypoint)
         logger.info("complete: %s", ", ".join(refs.values()) or "no services")
+
+    def _source(self, job: Job, src: Path, logger: logging.LoggerAdapter) -> Source:  # type: ignore[type-arg]
+        """The build's source. A context (an incremental upload's entry list) is read from
+        the blob store as the engine asks for its files, never written to disk; an archive
+        of the older kind (one tarball) is extracted into `src`, safely."""
+        limits = Limits(self._config.max_extract_bytes, self._config.max_extract_files)
+        sources = self._deps.sources
+        stream = reader(_checked(sources.download(job.request.archive), job.scope))
+        if entries.is_document(stream.peek(len(entries.MAGIC))):
+            tree = entries.Tree(entries.decode(entries.read_lines(stream)), limits)
+            logger.info("context of %d entries, %d bytes of files", len(tree), tree.bytes)
+            return entries.TreeSource(tree, sources.read_blobs)
+        files = extract(iter_chunks(stream), src, limits)
+        logger.info("extracted %d entries", files)
+        return entries.DiskSource(src)
 
     def _latest_env(self, app: str) -> dict[str, str]:
         releases = self._deps.store.list_releases(app, limit=1)
@@ -370,7 +386,7 @@ class Worker:
 
 
 def plan(
-    parsed: manifest.Manifest, src: Path, req: types.BuildRequest, env: Mapping[str, str]
+    parsed: manifest.Manifest, source: Source, req: types.BuildRequest, env: Mapping[str, str]
 ) -> list[Step]:
     """The engine work the manifest needs, one step per distinct pull or build."""
     steps: dict[tuple[object, ...], Step] = {}
@@ -381,10 +397,8 @@ def plan(
         else:
             path = os.path.normpath(service.path)
             dockerfile_path = os.path.normpath(os.path.join(path, service.dockerfile))
-            file = src / dockerfile_path
-            if not file.is_file():
-                raise InvalidArgument(f"no such file: {dockerfile_path}")
-            text = file.read_text(encoding="utf-8", errors="replace")
+            raw = entries.read_file(source, dockerfile_path, MAX_DOCKERFILE)
+            text = raw.decode("utf-8", errors="replace")
             args = dockerfile.select_args(dockerfile.declared_args(text), req.build_args, env)
             target = (
                 "development"
@@ -393,7 +407,8 @@ def plan(
             )
             key = ("build", path, dockerfile_path, tuple(sorted(args.items())), target)
             spec = BuildSpec(
-                context=str(src / path),
+                source=source,
+                context=path,
                 dockerfile=os.path.relpath(dockerfile_path, path),
                 buildargs=args,
                 target=target,

@@ -6,9 +6,7 @@ The contract through an in-process server and the typed client, on `file://` rep
 
 from __future__ import annotations
 
-import io
 import socket
-import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from services.archive.config import Config
 from services.archive.gitfetch import Git, check_ref, check_url, explain, redact
 from services.archive.server import create_server
 from services.common.server import Server
+from tests.contexts import stored_entries, stored_files
 from tests.e2e.gitserver import GitServer, commit, git, new_work_tree, publish
 from tests.helpers import eventually
 from tests.tls import ca, tls_files
@@ -101,13 +100,7 @@ def archives(token: str, data_dir: Path) -> Iterator[ArchiveClient]:
 
 def contents(archives: ArchiveClient, archive_id: str) -> dict[str, str]:
     """Every regular file of a stored archive, by path."""
-    data = b"".join(archives.download(archive_id))
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        return {
-            m.name: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
-            for m in tar.getmembers()
-            if m.isfile()
-        }
+    return {path: data.decode() for path, data in stored_files(archives, archive_id).items()}
 
 
 def leftovers(data_dir: Path) -> list[Path]:
@@ -129,7 +122,10 @@ def test_default_branch_with_submodule_and_dockerignore(
     assert "convox.yml" in files  # the manifest is always packed
     assert not [name for name in files if ".git" in name.split("/") and name != ".gitmodules"]
     assert archives.stat(fetched.id) == fetched.size
-    assert [p.parent.name for p in leftovers(data_dir) if p.is_file()] == [fetched.id[:2]]
+    # What is stored: the context and its files' blobs, nothing else (no clone left).
+    stored = {p.name for p in leftovers(data_dir) if p.is_file()}
+    blobs = {e.sha256 for e in stored_entries(archives, fetched.id) if e.type == "file"}
+    assert stored == {fetched.id, *blobs}
 
 
 @pytest.mark.parametrize(
@@ -202,7 +198,7 @@ def test_size_limit_applies(token: str, repos: Repos, data_dir: Path) -> None:
     server = make_server(token, data_dir, max_bytes=100)
     try:
         client = ArchiveClient(open_channel(server.address, token, ca=ca()), server.address)
-        with pytest.raises(InvalidArgument, match=r"archive too large: \d+ bytes"):
+        with pytest.raises(InvalidArgument, match=r"larger than 100 bytes"):
             client.fetch_git("app", repos.url("app"))
     finally:
         server.stop(0)

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
 from client.kernel import types
+from client.kernel.entries import read_file
 from client.kernel.errors import Cancelled, FailedPrecondition, NotFound, Unavailable
 from services.builder.seams import BuildSpec, CancelScope, EngineError, ImageInfo, LineSink
 
@@ -255,6 +256,10 @@ class FakeSources:
         for start in range(0, len(data), 1000):
             yield data[start : start + 1000]
 
+    def read_blobs(self, digests: Sequence[str]) -> Iterator[tuple[str, Iterator[bytes]]]:
+        for digest in digests:
+            yield digest, self.download(digest)
+
 
 class FakePusher:
     """ImagePusher that records what it was asked to push."""
@@ -303,7 +308,11 @@ class FakeEngine:
     def build(self, spec: BuildSpec, on_line: LineSink, scope: CancelScope) -> str:
         with self._lock:
             self.builds.append(spec)
-        text = open(os.path.join(spec.context, spec.dockerfile)).read()
+        path = os.path.normpath(os.path.join(spec.context, spec.dockerfile))
+        if spec.source is None:
+            text = open(path).read()
+        else:
+            text = read_file(spec.source, path, 1 << 20).decode()
         entrypoint: tuple[str, ...] = ()
         lines = [line for line in text.splitlines() if line.strip()]
         for n, line in enumerate(lines, 1):

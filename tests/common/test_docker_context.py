@@ -6,6 +6,7 @@ import os
 import tarfile
 from pathlib import Path
 
+from client.kernel.streams import reader
 from services.common.docker.streams import context_tar
 
 
@@ -24,8 +25,8 @@ def _tree(root: Path) -> Path:
 
 def test_every_file_goes_as_is_owned_by_root(tmp_path: Path) -> None:
     ctx = _tree(tmp_path)
-    with context_tar(str(ctx), str(ctx / "Dockerfile")) as (spool, name):
-        with tarfile.open(fileobj=spool) as tar:
+    with context_tar(str(ctx), str(ctx / "Dockerfile")) as (chunks, name):
+        with tarfile.open(fileobj=reader(chunks), mode="r|") as tar:
             members = {m.name: m for m in tar.getmembers()}
     assert name == "Dockerfile"
     assert set(members) == {
@@ -45,11 +46,14 @@ def test_a_dockerfile_outside_the_context_is_added_under_a_generated_name(
 ) -> None:
     ctx = _tree(tmp_path)
     outside = tmp_path / "src" / "Dockerfile.outside"
-    with context_tar(str(ctx), str(outside)) as (spool, name):
-        with tarfile.open(fileobj=spool) as tar:
-            extracted = tar.extractfile(name)
-            assert extracted is not None
-            assert extracted.read() == outside.read_bytes()
-            names = tar.getnames()
+    with context_tar(str(ctx), str(outside)) as (chunks, name):
+        with tarfile.open(fileobj=reader(chunks), mode="r|") as tar:
+            names = []
+            for member in tar:
+                names.append(member.name)
+                if member.name == name:
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None
+                    assert extracted.read() == outside.read_bytes()
     assert name.startswith(".dockerfile.") and name in names
     assert "Dockerfile.outside" not in names

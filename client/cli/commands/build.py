@@ -6,16 +6,18 @@ build starts on the archive it made."""
 from __future__ import annotations
 
 import argparse
-import tempfile
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from client.api.upload import ContextUpload
 from client.cli import gitinfo
 from client.cli.commands import Context
 from client.cli.commands.follow import follow_build
+from client.cli.digestcache import DigestCache
 from client.cli.render import step, transfer, write_line
 from client.kernel import context as packing
 from client.kernel import types
@@ -24,6 +26,8 @@ from client.kernel.types import BuildRequest, check_app_name
 
 if TYPE_CHECKING:
     from client.api.rack import Rack
+
+log = logging.getLogger(__name__)
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -234,13 +238,23 @@ def _upload(
     """Packs and uploads a folder: (archive id, git sha, default description)."""
     path = ctx.cwd / folder
     git_sha, description = gitinfo.describe(path) or ("", "")
-    with tempfile.TemporaryFile(prefix="slipway-source-") as source:
+    with DigestCache.open(ctx.env, str(path)) as cache:
+        upload = ContextUpload(rack.archive, app, path, manifest, cache)
         with step(out, "Packaging source"):
-            size, sha256 = packing.pack(path, source, manifest)
-        source.seek(0)
-        with transfer(out, "Uploading source", size) as sent:
-            archive = rack.archive.upload(app, source, size, sha256, sent)
-    return archive, git_sha, description
+            upload.scan()  # what the rack lacks starts on its way meanwhile
+        with transfer(out, "Uploading source", upload.to_send) as sent:
+            done = upload.finish(sent)
+    log.info(
+        "uploaded %s: %d entries, %d bytes; %d files read, %d sent (%d bytes), %d resumes",
+        done.id,
+        done.entries,
+        done.bytes,
+        done.read,
+        done.sent_files,
+        done.sent_bytes,
+        done.resumed,
+    )
+    return done.id, git_sha, description
 
 
 def _fetch(rack: Rack, out: Console, app: str, source: str, manifest: str) -> tuple[str, str, str]:

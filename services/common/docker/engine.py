@@ -31,6 +31,7 @@ import docker.errors
 import docker.utils
 import requests
 
+from client.kernel.entries import Source, sub
 from client.kernel.errors import InvalidArgument, NotFound, SlipwayError
 from client.kernel.streams import CHUNK_SIZE
 from client.kernel.types import BUILDKIT, ENGINE_BUILDERS, LEGACY
@@ -162,7 +163,10 @@ class DockerEngine:
         # out of `COPY`, and only the files a step needs cross.
         params["remote"] = "client-session"
         params["dockerfile"] = os.path.basename(dockerfile)
-        dirs = {"context": spec.context, "dockerfile": os.path.dirname(dockerfile)}
+        folders = {"context": spec.context, "dockerfile": os.path.dirname(dockerfile)}
+        dirs: dict[str, Source | str] = dict(folders)
+        if spec.source is not None:
+            dirs = {name: sub(spec.source, path) for name, path in folders.items()}
         with contextlib.ExitStack() as stack:
             # Always a session: a Dockerfile that asks for a secret the build was not given
             # then fails with BuildKit's own words (`secret tok not found`).
@@ -226,7 +230,7 @@ class DockerEngine:
 
         lines = LineSplitter(line)
         with (
-            context_tar(spec.context, dockerfile) as (context, dockerfile_name),
+            context_tar(spec.context, dockerfile, spec.source) as (context, dockerfile_name),
             self._stream(None, scope, containers) as api,
             translated(self.host, scope=scope),
         ):

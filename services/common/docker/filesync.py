@@ -30,7 +30,8 @@ import grpc
 from slipway.buildkit import filesync_pb2, filesync_pb2_grpc
 
 from client.kernel import dockerignore
-from client.kernel.errors import InvalidArgument
+from client.kernel.entries import DIR, FILE, SYMLINK, DiskSource, Source
+from client.kernel.errors import InvalidArgument, SlipwayError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ FOLLOW_PATHS = "followpaths"
 
 #: Bytes of a file in one DATA packet (far below gRPC's 4 MiB message limit).
 DATA_CHUNK = 256 * 1024
+#: Files read from the source in one go, at most.
+READ_BATCH = 512
 #: How many symlinks a followed path may go through before it is given up.
 MAX_LINK_HOPS = 40
 
@@ -76,9 +79,10 @@ def go_mode(mode: int) -> int:
     return bits
 
 
-def _followed(root: str, paths: Iterable[str]) -> set[str]:
-    """The relative paths named by `followpaths`, with the paths inside `root` that their
-    symlinks lead to (as fsutil follows them); links leading outside are not followed."""
+def _followed(source: Source, paths: Iterable[str]) -> set[str]:
+    """The relative paths named by `followpaths`, with the paths inside the source that
+    their symlinks lead to (as fsutil follows them); links leading outside are not
+    followed."""
     found: set[str] = set()
     for raw in paths:
         path = os.path.normpath(raw.lstrip("/"))
@@ -86,32 +90,38 @@ def _followed(root: str, paths: Iterable[str]) -> set[str]:
             if path in (".", "") or path == os.pardir or path.startswith(os.pardir + "/"):
                 break
             found.add(path)
-            full = os.path.join(root, path)
-            if not os.path.islink(full):
+            try:
+                entry = source.lstat(path)
+            except OSError:
                 break
-            target = os.readlink(full)
+            if entry.type != SYMLINK:
+                break
+            target = entry.target
             base = "" if target.startswith("/") else os.path.dirname(path)
             path = os.path.normpath(os.path.join(base, target.lstrip("/")))
     return found
 
 
 def entries(
-    root: str,
+    source: Source | str,
     *,
     excludes: Sequence[str] = (),
     includes: Sequence[str] = (),
     followpaths: Sequence[str] = (),
 ) -> Iterator[Stat]:
-    """The Stat of every entry of `root` the engine asked for, in fsutil's walk order:
-    `.dockerignore` semantics for `excludes`; when `includes` or `followpaths` are given,
-    only what they name (and what lies below it), with the folders above it. Owners are
-    root's, as the Docker CLI sends them. InvalidArgument for a bad pattern."""
+    """The Stat of every entry of `source` (a folder, or a path to one) the engine asked
+    for, in fsutil's walk order: `.dockerignore` semantics for `excludes`; when `includes`
+    or `followpaths` are given, only what they name (and what lies below it), with the
+    folders above it. Owners are root's, as the Docker CLI sends them. InvalidArgument for
+    a bad pattern."""
+    if isinstance(source, str):
+        source = DiskSource(source)
     matcher = dockerignore.Matcher(excludes, "exclude patterns: ")
     wanted = dockerignore.Matcher(includes, "include patterns: ") if includes else None
-    followed = _followed(root, followpaths)
+    followed = _followed(source, followpaths)
     filtered = wanted is not None or bool(followed)
     sent: set[str] = set()
-    for path in dockerignore.walk(root, matcher):
+    for path in dockerignore.walk(None, matcher, listdir=source.listdir):
         if filtered:
             named = any(path == f or path.startswith(f + "/") for f in followed)
             if not named and not (wanted is not None and wanted.matches(path)):
@@ -123,31 +133,32 @@ def entries(
                 parent = "/".join(parts[:depth])
                 if parent not in sent:
                     sent.add(parent)
-                    yield _stat(root, parent)
+                    yield _stat(source, parent)
             sent.add(path)
-        yield _stat(root, path)
+        yield _stat(source, path)
 
 
-def _stat(root: str, path: str) -> Stat:
-    full = os.path.join(root, path)
-    info = os.lstat(full)
-    entry = Stat(
+def _stat(source: Source, path: str) -> Stat:
+    entry = source.lstat(path)
+    if entry.type not in (FILE, DIR, SYMLINK):
+        raise InvalidArgument(f"not a file, folder or link: {path[:200]}")
+    kind = {DIR: stat.S_IFDIR, SYMLINK: stat.S_IFLNK}.get(entry.type, stat.S_IFREG)
+    return Stat(
         path=path,
-        mode=go_mode(info.st_mode),
-        modTime=info.st_mtime_ns,
+        mode=go_mode(kind | entry.mode),
+        modTime=entry.mtime,
         # A folder's size is the filesystem's business; 0 keeps the entry the same on any.
-        size=0 if stat.S_ISDIR(info.st_mode) else info.st_size,
+        size=entry.size if entry.type == FILE else 0,
+        linkname=entry.target if entry.type == SYMLINK else "",
     )
-    if stat.S_ISLNK(info.st_mode):
-        entry.linkname = os.readlink(full)
-    return entry
 
 
 class FileSync(filesync_pb2_grpc.FileSyncServicer):
-    """DiffCopy over `dirs` (a source name, as the frontend asks for it, -> a folder)."""
+    """DiffCopy over `dirs` (a source name, as the frontend asks for it, -> a folder on
+    disk or a `Source`)."""
 
-    def __init__(self, dirs: Mapping[str, str], session: str = "") -> None:
-        self._dirs = dict(dirs)
+    def __init__(self, dirs: Mapping[str, Source | str], session: str = "") -> None:
+        self._dirs = {k: DiskSource(v) if isinstance(v, str) else v for k, v in dirs.items()}
         self._session = session
 
     def DiffCopy(  # noqa: N802 - gRPC method name
@@ -174,12 +185,12 @@ def _filters(metadata: Mapping[str, list[str]]) -> str:
 
 
 def _diff_copy(
-    root: str, metadata: Mapping[str, list[str]], incoming: _Incoming
+    source: Source, metadata: Mapping[str, list[str]], incoming: _Incoming
 ) -> Iterator[Packet]:
     files: dict[int, str] = {}
     try:
         walked = entries(
-            root,
+            source,
             excludes=metadata.get(EXCLUDE_PATTERNS, []),
             includes=metadata.get(INCLUDE_PATTERNS, []),
             followpaths=metadata.get(FOLLOW_PATHS, []),
@@ -200,20 +211,28 @@ def _diff_copy(
         packet = incoming.next()
         if packet is None:
             return
-        if packet.type == Packet.PACKET_REQ:
+        # The engine asks for every file it lacks at once: the requests waiting are read
+        # together, so a store behind the source is asked once for a batch of them.
+        batch: list[tuple[int, str]] = []
+        while packet is not None and packet.type == Packet.PACKET_REQ:
             path = files.pop(packet.ID, None)
             if path is None:
                 yield _error(f"invalid file id {packet.ID}")
                 return
+            batch.append((packet.ID, path))
+            packet = incoming.next_nowait() if len(batch) < READ_BATCH else None
+        if batch:
             try:
-                yield from _file(root, path, packet.ID)
-            except OSError as err:
-                yield _error(f"cannot read {path}: {_why(err)}")
+                yield from _files(source, batch)
+            except (OSError, SlipwayError) as err:
+                yield _error(f"cannot read {batch[0][1][:200]}: {_why(err)}")
                 return
-        elif packet.type == Packet.PACKET_FIN:
+        if packet is None:
+            continue
+        if packet.type == Packet.PACKET_FIN:
             yield Packet(type=Packet.PACKET_FIN)
             return
-        elif packet.type == Packet.PACKET_ERR:
+        if packet.type == Packet.PACKET_ERR:
             log.info(
                 "the engine ended a context transfer: %s",
                 packet.data[:200].decode("utf-8", "replace"),
@@ -221,13 +240,17 @@ def _diff_copy(
             return
 
 
-def _file(root: str, path: str, ident: int) -> Iterator[Packet]:
-    # O_NOFOLLOW: the entry was a regular file when walked; a link now is not read through.
-    fd = os.open(os.path.join(root, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb", buffering=0) as handle:
-        while chunk := handle.read(DATA_CHUNK):
-            yield Packet(type=Packet.PACKET_DATA, ID=ident, data=chunk)
-    yield Packet(type=Packet.PACKET_DATA, ID=ident)
+def _files(source: Source, batch: Sequence[tuple[int, str]]) -> Iterator[Packet]:
+    ids = dict(batch)
+    by_path = {path: ident for ident, path in ids.items()}
+    for path, chunks in source.read([path for _ident, path in batch]):
+        ident = by_path[path]
+        for data in chunks:
+            for start in range(0, len(data), DATA_CHUNK):
+                yield Packet(
+                    type=Packet.PACKET_DATA, ID=ident, data=data[start : start + DATA_CHUNK]
+                )
+        yield Packet(type=Packet.PACKET_DATA, ID=ident)
 
 
 def _error(text: str) -> Packet:
@@ -235,6 +258,8 @@ def _error(text: str) -> Packet:
 
 
 def _why(err: Exception) -> str:
+    if isinstance(err, SlipwayError):
+        return str(err)[:200]
     if isinstance(err, OSError):
         return err.strerror or type(err).__name__
     return "a file name is not UTF-8"
@@ -262,3 +287,13 @@ class _Incoming:
     def next(self) -> Packet | None:
         # Never forever: grpcio ends the request stream when the call ends, however it ends.
         return self._queue.get()
+
+    def next_nowait(self) -> Packet | None:
+        """The next packet if one has arrived, else None (and nothing is lost)."""
+        try:
+            packet = self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if packet is None:
+            self._queue.put(None)  # the end stays for next()
+        return packet

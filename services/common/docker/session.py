@@ -34,6 +34,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from slipway.buildkit import filesync_pb2_grpc, secrets_pb2, secrets_pb2_grpc
 
+from client.kernel.entries import Source
 from client.kernel.errors import InvalidArgument, Unavailable
 from client.kernel.types import MAX_SECRET_BYTES
 from services.common.docker.errors import unreachable
@@ -95,7 +96,8 @@ class _Secrets(secrets_pb2_grpc.SecretsServicer):
 class BuildSession:
     """A BuildKit session on the engine at `host` (a DOCKER_HOST value like
     unix:///var/run/docker.sock, or plain tcp://HOST:PORT) that serves `secrets`
-    (id -> bytes) and lends `dirs` (a source name such as `context` -> a folder) to builds
+    (id -> bytes) and lends `dirs` (a source name such as `context` -> a folder or a
+    `Source`) to builds
     that name its id, for as long as the `with` lasts.
 
     Opening fails within `timeout` seconds with Unavailable when the engine does not
@@ -106,7 +108,7 @@ class BuildSession:
         host: str,
         secrets: Mapping[str, bytes],
         *,
-        dirs: Mapping[str, str] | None = None,
+        dirs: Mapping[str, Source | str] | None = None,
         timeout: float = OPEN_TIMEOUT,
     ) -> None:
         self.host = host

@@ -10,40 +10,98 @@ import os
 import secrets
 import socket
 import tarfile
-import tempfile
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 import requests
 
+from client.kernel.entries import DIR, FILE, SYMLINK, DiskSource, Entry, Source, sub
 from services.common.docker.types import LineSink, PushEvent
+
+#: Files read from a source in one go while the tar is written.
+TAR_BATCH = 512
 
 
 @contextlib.contextmanager
-def context_tar(context: str, dockerfile: str) -> Iterator[tuple[BinaryIO, str]]:
-    """The build context as the engine receives it: every file of `context` exactly as the
+def context_tar(
+    context: str, dockerfile: str, source: Source | None = None
+) -> Iterator[tuple[Iterator[bytes], str]]:
+    """The build context as the engine receives it: every entry of `context` exactly as the
     client sent it (the client already applied `.dockerignore`; filtering again here would
     drop files Docker itself sends), symlinks kept, owned by root as the Docker CLI sends
-    them. Spooled to disk, never held in memory. A Dockerfile outside the context is added
-    under a generated name, as the Docker CLI does. Yields the file and the Dockerfile's
-    name inside it."""
+    them: an uncompressed tar, written as the engine reads it, never spooled. `context`
+    and `dockerfile` are folders on disk, or paths inside `source`. A Dockerfile outside
+    the context is added under a generated name, as the Docker CLI does. Yields the tar's
+    chunks and the Dockerfile's name inside it."""
     inside = os.path.relpath(dockerfile, context)
     outside = inside == os.pardir or inside.startswith(os.pardir + os.sep)
     name = f".dockerfile.{secrets.token_hex(10)}" if outside else inside
+    if source is None:
+        tree: Source = DiskSource(context)
+        folder: Source = DiskSource(os.path.dirname(dockerfile) or ".")
+    else:
+        tree = sub(source, context)
+        folder = sub(source, os.path.dirname(dockerfile))
+    extra = (folder, os.path.basename(dockerfile), name) if outside else None
+    yield _tar(tree, extra), name
 
-    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+
+def _walk(source: Source, folder: str = "") -> Iterator[str]:
+    for name, is_dir in source.listdir(folder):
+        path = f"{folder}/{name}" if folder else name
+        yield path
+        if is_dir:
+            yield from _walk(source, path)
+
+
+def _tar(source: Source, extra: tuple[Source, str, str] | None) -> Iterator[bytes]:
+    batch: list[Entry] = []
+    for path in _walk(source):
+        batch.append(source.lstat(path))
+        if sum(e.type == FILE for e in batch) >= TAR_BATCH:
+            yield from _tar_entries(source, batch)
+            batch = []
+    yield from _tar_entries(source, batch)
+    if extra is not None:
+        folder, base, name = extra
+        entry = folder.lstat(base)
+        yield from _tar_entries(folder, [entry], {base: name})
+    yield bytes(2 * tarfile.BLOCKSIZE)
+
+
+def _tar_entries(
+    source: Source, batch: list[Entry], names: dict[str, str] | None = None
+) -> Iterator[bytes]:
+    reads = source.read([e.path for e in batch if e.type == FILE])
+    for entry in batch:
+        info = tarfile.TarInfo((names or {}).get(entry.path, entry.path))
+        info.mode = entry.mode & 0o7777
+        info.mtime = entry.mtime // 1_000_000_000
         info.uid = info.gid = 0
         info.uname = info.gname = ""
-        return info
-
-    with tempfile.TemporaryFile(prefix="context-", suffix=".tar") as spool:
-        with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for entry in sorted(os.listdir(context)):
-                tar.add(os.path.join(context, entry), arcname=entry, filter=as_root)
-            if outside:
-                tar.add(dockerfile, arcname=name, filter=as_root)
-        spool.seek(0)
-        yield spool, name
+        if entry.type == DIR:
+            info.type = tarfile.DIRTYPE
+        elif entry.type == SYMLINK:
+            info.type = tarfile.SYMTYPE
+            info.linkname = entry.target
+        elif entry.type == FILE:
+            info.size = entry.size
+        else:
+            continue  # what Docker's receiver would refuse is left out
+        yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        if entry.type != FILE:
+            continue
+        _path, chunks = next(reads)
+        sent = 0
+        for data in chunks:
+            sent += len(data)
+            if sent > entry.size:
+                raise OSError(f"{entry.path} grew while it was sent")
+            yield data
+        if sent != entry.size:
+            raise OSError(f"{entry.path} shrank while it was sent")
+        if entry.size % tarfile.BLOCKSIZE:
+            yield bytes(tarfile.BLOCKSIZE - entry.size % tarfile.BLOCKSIZE)
 
 
 class LineSplitter:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from client.kernel.entries import Source
 from client.kernel.errors import Internal
 
 #: Receives one line of output, without its newline.
@@ -19,8 +20,9 @@ class EngineError(Internal):
 
 @dataclass(frozen=True)
 class BuildSpec:
-    """One image build: a context folder on disk and what to build from it."""
+    """One image build: a context and what to build from it."""
 
+    #: The context: a folder on disk, or (with `source`) a path inside `source`.
     context: str
     #: The Dockerfile, relative to `context` (it may lie outside it, within the source).
     dockerfile: str = "Dockerfile"
@@ -32,6 +34,9 @@ class BuildSpec:
     #: Secrets the Dockerfile may mount (`RUN --mount=type=secret,id=ID`), id -> value;
     #: held in memory for the build alone, never printed (BuildKit).
     secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    #: The build's source (entries and their bytes, wherever they are); None when
+    #: `context` is a folder on disk.
+    source: Source | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import tarfile
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO
+from typing import Any
 
 from client.kernel import types
 from client.kernel.errors import FailedPrecondition, NotFound
@@ -94,27 +94,34 @@ class FakeMetadata:
 
 @dataclass
 class FakeArchive:
+    """The incremental upload, in memory: blobs by digest, one record per context."""
+
     uploads: list[dict[str, Any]] = field(default_factory=list)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
 
-    def upload(
-        self,
-        app: str,
-        fileobj: BinaryIO,
-        size: int,
-        sha256: str,
-        progress: Callable[[int], None] | None = None,
-    ) -> str:
-        data = fileobj.read()
-        if progress:
-            progress(len(data))
-        import io
+    def find_missing(self, digests: list[str]) -> list[str]:
+        self.asked.extend(digests)
+        return [d for d in digests if d not in self.blobs]
 
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            names = tar.getnames()
-        self.uploads.append(
-            {"app": app, "size": size, "sha256": sha256, "names": names, "length": len(data)}
-        )
-        return sha256
+    def put_blobs(self, blobs: Any, progress: Callable[[int], None] | None = None) -> int:
+        count = 0
+        for blob in blobs:
+            data = b"".join(blob.chunks())
+            assert hashlib.sha256(data).hexdigest() == blob.sha256 and len(data) == blob.size
+            self.blobs[blob.sha256] = data
+            if progress:
+                progress(len(data))
+            count += 1
+        return count
+
+    def put_context(self, app: str, entries: Any) -> tuple[str, int]:
+        listed = list(entries)
+        for e in listed:
+            assert e.type != "file" or e.sha256 in self.blobs
+        digest = hashlib.sha256(repr(listed).encode()).hexdigest()
+        self.uploads.append({"app": app, "names": [e.path for e in listed], "entries": listed})
+        return digest, len(listed)
 
 
 class FakeRack:

@@ -72,7 +72,7 @@ def run(rack: FakeRack, config_path: Path, project: Path) -> Any:
             list(argv),
             stdout=out,
             stderr=err,
-            env=env or {},
+            env={"XDG_CACHE_HOME": str(config_path.parent / "cache"), **(env or {})},
             connect=connect,  # type: ignore[arg-type]
             config_path=config_path,
             cwd=cwd or project,
@@ -217,8 +217,11 @@ def test_build_output(run: Any, rack: FakeRack, project: Path) -> None:
     )
     assert result.err == ""
     upload = rack.archive.uploads[0]
-    assert upload["app"] == "myapp" and upload["size"] == upload["length"]
+    assert upload["app"] == "myapp"
     assert sorted(upload["names"]) == ["Dockerfile", "convox.yml"]
+    assert sorted(rack.archive.blobs.values()) == sorted(
+        (project / name).read_bytes() for name in ("Dockerfile", "convox.yml")
+    )
     options = rack.builder.started[0]
     assert (options.app, options.description, options.no_cache) == ("myapp", "first", True)
     assert options.build_args == {"A": "1"} and options.manifest == "convox.yml"

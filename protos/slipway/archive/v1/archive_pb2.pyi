@@ -3,8 +3,11 @@
 isort:skip_file
 The archive service keeps source tarballs: verified, content-addressed, streamed in and out."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from slipway.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -16,6 +19,26 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _EntryType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EntryTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENTRY_TYPE_UNSPECIFIED: _EntryType.ValueType  # 0
+    ENTRY_TYPE_FILE: _EntryType.ValueType  # 1
+    ENTRY_TYPE_DIR: _EntryType.ValueType  # 2
+    ENTRY_TYPE_SYMLINK: _EntryType.ValueType  # 3
+
+class EntryType(_EntryType, metaclass=_EntryTypeEnumTypeWrapper):
+    """The kind of a context entry."""
+
+ENTRY_TYPE_UNSPECIFIED: EntryType.ValueType  # 0
+ENTRY_TYPE_FILE: EntryType.ValueType  # 1
+ENTRY_TYPE_DIR: EntryType.ValueType  # 2
+ENTRY_TYPE_SYMLINK: EntryType.ValueType  # 3
+Global___EntryType: _TypeAlias = EntryType  # noqa: Y015
 
 @_typing.final
 class UploadHeader(_message.Message):
@@ -270,3 +293,308 @@ class FetchGitResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FetchGitResponse: _TypeAlias = FetchGitResponse  # noqa: Y015
+
+@_typing.final
+class FindMissingRequest(_message.Message):
+    """Which file digests to look for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Lowercase hex sha256 digests."""
+
+    def __init__(
+        self,
+        *,
+        sha256: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindMissingRequest: _TypeAlias = FindMissingRequest  # noqa: Y015
+
+@_typing.final
+class FindMissingResponse(_message.Message):
+    """The digests of the request the store lacks, in the request's order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MISSING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        missing: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["missing", b"missing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindMissingResponse: _TypeAlias = FindMissingResponse  # noqa: Y015
+
+@_typing.final
+class BlobHeader(_message.Message):
+    """What the chunks that follow are."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """The blob's lowercase hex sha256."""
+    size: _builtins.int
+    """Its exact size in bytes."""
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlobHeader: _TypeAlias = BlobHeader  # noqa: Y015
+
+@_typing.final
+class PutBlobsRequest(_message.Message):
+    """One message of a PutBlobs stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___BlobHeader:
+        """Starts a blob."""
+
+    @_builtins.property
+    def chunk(self) -> _common_pb2.Chunk:
+        """The next bytes of the current blob."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___BlobHeader | None = ...,
+        chunk: _common_pb2.Chunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___PutBlobsRequest: _TypeAlias = PutBlobsRequest  # noqa: Y015
+
+@_typing.final
+class PutBlobsResponse(_message.Message):
+    """What PutBlobs stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOBS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    blobs: _builtins.int
+    """How many blobs arrived whole and verified."""
+    bytes: _builtins.int
+    """Their bytes."""
+    def __init__(
+        self,
+        *,
+        blobs: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs", b"blobs", "bytes", b"bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutBlobsResponse: _TypeAlias = PutBlobsResponse  # noqa: Y015
+
+@_typing.final
+class Entry(_message.Message):
+    """One entry of a build context."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    MTIME_NS_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Relative, `/`-separated, clean; parents come before their children."""
+    type: Global___EntryType.ValueType
+    mode: _builtins.int
+    """Permission bits (setuid, setgid and sticky are dropped)."""
+    size: _builtins.int
+    """A file's size in bytes."""
+    mtime_ns: _builtins.int
+    """Modification time, nanoseconds since the epoch."""
+    sha256: _builtins.str
+    """A file's lowercase hex sha256: its blob."""
+    target: _builtins.str
+    """A symlink's target."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        type: Global___EntryType.ValueType = ...,
+        mode: _builtins.int = ...,
+        size: _builtins.int = ...,
+        mtime_ns: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        target: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "mtime_ns", b"mtime_ns", "path", b"path", "sha256", b"sha256", "size", b"size", "target", b"target", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Entry: _TypeAlias = Entry  # noqa: Y015
+
+@_typing.final
+class ContextHeader(_message.Message):
+    """What a context is: sent once, first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    app: _builtins.str
+    """The app the source belongs to."""
+    def __init__(
+        self,
+        *,
+        app: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContextHeader: _TypeAlias = ContextHeader  # noqa: Y015
+
+@_typing.final
+class PutContextRequest(_message.Message):
+    """One message of a PutContext stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___ContextHeader:
+        """The first message."""
+
+    @_builtins.property
+    def entries(self) -> Global___Entries:
+        """Every later message: the next entries, in order."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___ContextHeader | None = ...,
+        entries: Global___Entries | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "entries"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___PutContextRequest: _TypeAlias = PutContextRequest  # noqa: Y015
+
+@_typing.final
+class Entries(_message.Message):
+    """A batch of entries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___Entry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Entries: _TypeAlias = Entries  # noqa: Y015
+
+@_typing.final
+class ReadBlobsRequest(_message.Message):
+    """Which blobs to stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        sha256: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadBlobsRequest: _TypeAlias = ReadBlobsRequest  # noqa: Y015
+
+@_typing.final
+class ReadBlobsResponse(_message.Message):
+    """One message of a ReadBlobs stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___BlobHeader:
+        """Starts the next blob."""
+
+    @_builtins.property
+    def chunk(self) -> _common_pb2.Chunk:
+        """The next bytes of the current blob."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___BlobHeader | None = ...,
+        chunk: _common_pb2.Chunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ReadBlobsResponse: _TypeAlias = ReadBlobsResponse  # noqa: Y015

@@ -55,6 +55,26 @@ class ArchiveServiceStub:
                 request_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitRequest.SerializeToString,
                 response_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitResponse.FromString,
                 _registered_method=True)
+        self.FindMissing = channel.unary_unary(
+                '/slipway.archive.v1.ArchiveService/FindMissing',
+                request_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FindMissingRequest.SerializeToString,
+                response_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FindMissingResponse.FromString,
+                _registered_method=True)
+        self.PutBlobs = channel.stream_unary(
+                '/slipway.archive.v1.ArchiveService/PutBlobs',
+                request_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.PutBlobsRequest.SerializeToString,
+                response_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.PutBlobsResponse.FromString,
+                _registered_method=True)
+        self.PutContext = channel.stream_unary(
+                '/slipway.archive.v1.ArchiveService/PutContext',
+                request_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.PutContextRequest.SerializeToString,
+                response_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.UploadResponse.FromString,
+                _registered_method=True)
+        self.ReadBlobs = channel.unary_stream(
+                '/slipway.archive.v1.ArchiveService/ReadBlobs',
+                request_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsRequest.SerializeToString,
+                response_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -94,6 +114,49 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindMissing(self, request, context):
+        """The incremental upload (SPEC §7). A client lists its context's file digests, asks
+        which the rack lacks (FindMissing), streams only those (PutBlobs) and commits the
+        context's entry list (PutContext); the context's archive id then names the build's
+        source. Blobs are content-addressed in the rack's object store, shared by every app.
+
+        FindMissing answers which of the given file digests the rack's store lacks (at most
+        10,000 digests a call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutBlobs(self, request_iterator, context):
+        """PutBlobs streams file contents in: for each blob a header, then its chunks (none for
+        an empty file). Each blob is verified (size and sha256) and committed as soon as its
+        last byte arrives, so a cut stream keeps every blob that was complete: the client asks
+        FindMissing again and sends the rest. A blob that does not match its header is
+        INVALID_ARGUMENT and is not kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutContext(self, request_iterator, context):
+        """PutContext commits a context: a header, then its entries in batches. The list is
+        checked as an archive is (paths inside the tree, links that stay in it, no devices,
+        the rack's limits on entries and bytes) and every file's blob must be stored with the
+        entry's size; then the list is stored and its id returned. INVALID_ARGUMENT otherwise,
+        with nothing stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadBlobs(self, request, context):
+        """ReadBlobs streams stored blobs out, in the order asked (at most 10,000 a call): for
+        each a header, then its chunks. NOT_FOUND when one is not stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArchiveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -116,6 +179,26 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.FetchGit,
                     request_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitRequest.FromString,
                     response_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitResponse.SerializeToString,
+            ),
+            'FindMissing': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindMissing,
+                    request_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FindMissingRequest.FromString,
+                    response_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.FindMissingResponse.SerializeToString,
+            ),
+            'PutBlobs': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutBlobs,
+                    request_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.PutBlobsRequest.FromString,
+                    response_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.PutBlobsResponse.SerializeToString,
+            ),
+            'PutContext': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutContext,
+                    request_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.PutContextRequest.FromString,
+                    response_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.UploadResponse.SerializeToString,
+            ),
+            'ReadBlobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadBlobs,
+                    request_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsRequest.FromString,
+                    response_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -227,6 +310,114 @@ class ArchiveService:
             '/slipway.archive.v1.ArchiveService/FetchGit',
             slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitRequest.SerializeToString,
             slipway_dot_archive_dot_v1_dot_archive__pb2.FetchGitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindMissing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slipway.archive.v1.ArchiveService/FindMissing',
+            slipway_dot_archive_dot_v1_dot_archive__pb2.FindMissingRequest.SerializeToString,
+            slipway_dot_archive_dot_v1_dot_archive__pb2.FindMissingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutBlobs(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/slipway.archive.v1.ArchiveService/PutBlobs',
+            slipway_dot_archive_dot_v1_dot_archive__pb2.PutBlobsRequest.SerializeToString,
+            slipway_dot_archive_dot_v1_dot_archive__pb2.PutBlobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutContext(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/slipway.archive.v1.ArchiveService/PutContext',
+            slipway_dot_archive_dot_v1_dot_archive__pb2.PutContextRequest.SerializeToString,
+            slipway_dot_archive_dot_v1_dot_archive__pb2.UploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadBlobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/slipway.archive.v1.ArchiveService/ReadBlobs',
+            slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsRequest.SerializeToString,
+            slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,33 @@ class ArchiveServiceStub:
     repository, an unknown host or a refused credential is INVALID_ARGUMENT with the reason;
     nothing is kept then.
     """
+    FindMissing: _grpc.UnaryUnaryMultiCallable[_archive_pb2.FindMissingRequest, _archive_pb2.FindMissingResponse]
+    """The incremental upload (SPEC §7). A client lists its context's file digests, asks
+    which the rack lacks (FindMissing), streams only those (PutBlobs) and commits the
+    context's entry list (PutContext); the context's archive id then names the build's
+    source. Blobs are content-addressed in the rack's object store, shared by every app.
+
+    FindMissing answers which of the given file digests the rack's store lacks (at most
+    10,000 digests a call).
+    """
+    PutBlobs: _grpc.StreamUnaryMultiCallable[_archive_pb2.PutBlobsRequest, _archive_pb2.PutBlobsResponse]
+    """PutBlobs streams file contents in: for each blob a header, then its chunks (none for
+    an empty file). Each blob is verified (size and sha256) and committed as soon as its
+    last byte arrives, so a cut stream keeps every blob that was complete: the client asks
+    FindMissing again and sends the rest. A blob that does not match its header is
+    INVALID_ARGUMENT and is not kept.
+    """
+    PutContext: _grpc.StreamUnaryMultiCallable[_archive_pb2.PutContextRequest, _archive_pb2.UploadResponse]
+    """PutContext commits a context: a header, then its entries in batches. The list is
+    checked as an archive is (paths inside the tree, links that stay in it, no devices,
+    the rack's limits on entries and bytes) and every file's blob must be stored with the
+    entry's size; then the list is stored and its id returned. INVALID_ARGUMENT otherwise,
+    with nothing stored.
+    """
+    ReadBlobs: _grpc.UnaryStreamMultiCallable[_archive_pb2.ReadBlobsRequest, _archive_pb2.ReadBlobsResponse]
+    """ReadBlobs streams stored blobs out, in the order asked (at most 10,000 a call): for
+    each a header, then its chunks. NOT_FOUND when one is not stored.
+    """
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -68,6 +95,33 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     its root `.dockerignore`) and stores it like an upload. A bad URL, a missing ref or
     repository, an unknown host or a refused credential is INVALID_ARGUMENT with the reason;
     nothing is kept then.
+    """
+    FindMissing: _aio.UnaryUnaryMultiCallable[_archive_pb2.FindMissingRequest, _archive_pb2.FindMissingResponse]  # type: ignore[assignment]
+    """The incremental upload (SPEC §7). A client lists its context's file digests, asks
+    which the rack lacks (FindMissing), streams only those (PutBlobs) and commits the
+    context's entry list (PutContext); the context's archive id then names the build's
+    source. Blobs are content-addressed in the rack's object store, shared by every app.
+
+    FindMissing answers which of the given file digests the rack's store lacks (at most
+    10,000 digests a call).
+    """
+    PutBlobs: _aio.StreamUnaryMultiCallable[_archive_pb2.PutBlobsRequest, _archive_pb2.PutBlobsResponse]  # type: ignore[assignment]
+    """PutBlobs streams file contents in: for each blob a header, then its chunks (none for
+    an empty file). Each blob is verified (size and sha256) and committed as soon as its
+    last byte arrives, so a cut stream keeps every blob that was complete: the client asks
+    FindMissing again and sends the rest. A blob that does not match its header is
+    INVALID_ARGUMENT and is not kept.
+    """
+    PutContext: _aio.StreamUnaryMultiCallable[_archive_pb2.PutContextRequest, _archive_pb2.UploadResponse]  # type: ignore[assignment]
+    """PutContext commits a context: a header, then its entries in batches. The list is
+    checked as an archive is (paths inside the tree, links that stay in it, no devices,
+    the rack's limits on entries and bytes) and every file's blob must be stored with the
+    entry's size; then the list is stored and its id returned. INVALID_ARGUMENT otherwise,
+    with nothing stored.
+    """
+    ReadBlobs: _aio.UnaryStreamMultiCallable[_archive_pb2.ReadBlobsRequest, _archive_pb2.ReadBlobsResponse]  # type: ignore[assignment]
+    """ReadBlobs streams stored blobs out, in the order asked (at most 10,000 a call): for
+    each a header, then its chunks. NOT_FOUND when one is not stored.
     """
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -110,6 +164,57 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         its root `.dockerignore`) and stores it like an upload. A bad URL, a missing ref or
         repository, an unknown host or a refused credential is INVALID_ARGUMENT with the reason;
         nothing is kept then.
+        """
+
+    @_abc_1.abstractmethod
+    def FindMissing(
+        self,
+        request: _archive_pb2.FindMissingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.FindMissingResponse, _abc.Awaitable[_archive_pb2.FindMissingResponse]]:
+        """The incremental upload (SPEC §7). A client lists its context's file digests, asks
+        which the rack lacks (FindMissing), streams only those (PutBlobs) and commits the
+        context's entry list (PutContext); the context's archive id then names the build's
+        source. Blobs are content-addressed in the rack's object store, shared by every app.
+
+        FindMissing answers which of the given file digests the rack's store lacks (at most
+        10,000 digests a call).
+        """
+
+    @_abc_1.abstractmethod
+    def PutBlobs(
+        self,
+        request_iterator: _MaybeAsyncIterator[_archive_pb2.PutBlobsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.PutBlobsResponse, _abc.Awaitable[_archive_pb2.PutBlobsResponse]]:
+        """PutBlobs streams file contents in: for each blob a header, then its chunks (none for
+        an empty file). Each blob is verified (size and sha256) and committed as soon as its
+        last byte arrives, so a cut stream keeps every blob that was complete: the client asks
+        FindMissing again and sends the rest. A blob that does not match its header is
+        INVALID_ARGUMENT and is not kept.
+        """
+
+    @_abc_1.abstractmethod
+    def PutContext(
+        self,
+        request_iterator: _MaybeAsyncIterator[_archive_pb2.PutContextRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.UploadResponse, _abc.Awaitable[_archive_pb2.UploadResponse]]:
+        """PutContext commits a context: a header, then its entries in batches. The list is
+        checked as an archive is (paths inside the tree, links that stay in it, no devices,
+        the rack's limits on entries and bytes) and every file's blob must be stored with the
+        entry's size; then the list is stored and its id returned. INVALID_ARGUMENT otherwise,
+        with nothing stored.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadBlobs(
+        self,
+        request: _archive_pb2.ReadBlobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_archive_pb2.ReadBlobsResponse], _abc.AsyncIterator[_archive_pb2.ReadBlobsResponse]]:
+        """ReadBlobs streams stored blobs out, in the order asked (at most 10,000 a call): for
+        each a header, then its chunks. NOT_FOUND when one is not stored.
         """
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
