@@ -3,7 +3,9 @@ and records throughput and peak memory in bench/results.json, next to the same r
 `docker save | docker load` as the reference; then `builds copy` of the same build from
 bench1 into a fresh app of bench2 (rack to rack, service to service, every layer missing);
 then the build time of a 4-stage Dockerfile (three independent stages and a final one) with
-BuildKit (bench1) and with the legacy builder (a rack started `--engine-builder legacy`).
+BuildKit (bench1) and with the legacy builder (a rack started `--engine-builder legacy`);
+six builds on one builder and on three; and a 512 MiB context of 10,000 files built first,
+rebuilt unchanged and with one 1 KiB file changed, next to `docker build` of that folder.
 
 Peak memory is the kernel's own count: `ru_maxrss` of each client process (from wait4)
 and `VmHWM` of each service process (its peak since the rack started for this run; reset
@@ -41,7 +43,11 @@ class Run:
 
 def _env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"))
+    env.update(
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_DATA_HOME=str(home / "data"),
+        XDG_CACHE_HOME=str(home / "cache"),
+    )
     for var in ("SLIPWAY_RACK", "SLIPWAY_HOST", "SLIPWAY_TOKEN"):
         env.pop(var, None)
     return env
@@ -213,6 +219,7 @@ def main() -> int:
         }
         results["four_stage_build"] = _stage_builds(env, home)
         results["six_builds"] = _scale_out(env, home)
+        results["context_builds"] = _context_builds(env, home, racks["bench1"])
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         print(json.dumps(results, indent=2))
         return 0
@@ -289,9 +296,21 @@ def _scale_out(env: dict[str, str], home: Path) -> dict[str, object]:
             start = time.monotonic()
             procs = [
                 subprocess.Popen(
-                    [SLIPWAY, "build", str(app), "-a", f"sleepy{i}", "-r", rack, "--no-cache",
-                     "--build-args", f"N={i}-{label}"],
-                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                    [
+                        SLIPWAY,
+                        "build",
+                        str(app),
+                        "-a",
+                        f"sleepy{i}",
+                        "-r",
+                        rack,
+                        "--no-cache",
+                        "--build-args",
+                        f"N={i}-{label}",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
                 )  # fmt: skip
                 for i in range(SCALE_BUILDS)
             ]
@@ -308,6 +327,84 @@ def _scale_out(env: dict[str, str], home: Path) -> dict[str, object]:
         "one_builder_s": timings["one_builder"],
         "three_builders_s": timings["three_builders"],
         "speedup": round(timings["one_builder"] / timings["three_builders"], 2),
+    }
+
+
+CONTEXT_FILES = int(os.environ.get("SLIPWAY_BENCH_CONTEXT_FILES", "10000"))
+CONTEXT_MIB = int(os.environ.get("SLIPWAY_BENCH_CONTEXT_MIB", "512"))
+UPLOADED = re.compile(
+    r"uploaded [0-9a-f]{64}: (?P<entries>\d+) entries, (?P<bytes>\d+) bytes; "
+    r"(?P<read>\d+) files read, (?P<sent>\d+) sent \((?P<sent_bytes>\d+) bytes\)"
+)
+
+
+def _context_builds(env: dict[str, str], home: Path, data: Path) -> dict[str, object]:
+    """A context of CONTEXT_FILES files, CONTEXT_MIB MiB in all, with a trivial Dockerfile:
+    `slipway build` on bench1 first (nothing on the rack yet, an empty digest cache), again
+    with nothing changed, and again with one 1 KiB file changed; next to `docker build` of
+    the same folder (the classic builder, the CLI's default, which tars the whole folder;
+    and BuildKit, which sends only what the Dockerfile uses), measured in this run."""
+    app = home / "context"
+    size = CONTEXT_MIB * MIB // CONTEXT_FILES
+    for i in range(CONTEXT_FILES):
+        path = app / f"d{i // 100:03}" / f"f{i % 100:02}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+    marker = f"{random.getrandbits(32):08x}"
+    (app / "convox.yml").write_text("services:\n  web:\n    build: .\n")
+    (app / "Dockerfile").write_text(f"FROM busybox\nRUN echo {marker}\n")
+    total = sum(p.stat().st_size for p in app.rglob("*") if p.is_file())
+    references = {}
+    for label, buildkit in (("docker_build_classic", "0"), ("docker_build_buildkit", "1")):
+        start = time.monotonic()
+        subprocess.run(
+            ["docker", "build", "--no-cache", "-q", "-t", f"bench-context:{label}", str(app)],
+            env={**env, "DOCKER_BUILDKIT": buildkit},
+            check=True,
+            capture_output=True,
+        )
+        references[label] = round(time.monotonic() - start, 2)
+        subprocess.run(["docker", "rmi", f"bench-context:{label}"], capture_output=True)
+    debug = {**env, "SLIPWAY_DEBUG": "1"}
+    cases: dict[str, dict[str, object]] = {}
+    for case in ("first", "no_change", "one_1kib_file_changed"):
+        if case == "one_1kib_file_changed":
+            (app / "d042" / "f42.bin").write_bytes(os.urandom(1024))
+        _reset_peaks(data)
+        argv = [SLIPWAY, "build", str(app), "-a", "context", "-r", "bench1"]
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, env=debug, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        started = -1.0
+        for raw in proc.stdout:
+            if raw.startswith(b"Starting build... OK") and started < 0:
+                started = time.monotonic() - start
+        err = proc.stderr.read().decode(errors="replace")
+        _, status, usage = os.wait4(proc.pid, 0)
+        whole = time.monotonic() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"slipway build of the context failed:\n{err[-3000:]}")
+        match = UPLOADED.search(err)
+        figures = {k: int(v) for k, v in match.groupdict().items()} if match else {}
+        cases[case] = {
+            "seconds": round(whole, 2),
+            "to_starting_build_s": round(started, 3),
+            "files_read": figures.get("read", -1),
+            "files_sent": figures.get("sent", -1),
+            "bytes_sent": figures.get("sent_bytes", -1),
+            "sent_share_of_context": round(figures.get("sent_bytes", 0) / total, 6),
+            "client_peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "service_peak_rss_mib": _service_peaks(data),
+        }
+    first = float(cases["first"]["seconds"])  # type: ignore[arg-type]
+    return {
+        "files": CONTEXT_FILES,
+        "context_bytes": total,
+        "dockerfile": "FROM busybox + one RUN",
+        **references,
+        **cases,
+        "first_vs_docker_build_classic": round(references["docker_build_classic"] / first, 2),
+        "first_vs_docker_build_buildkit": round(references["docker_build_buildkit"] / first, 2),
     }
 
 

@@ -15,11 +15,15 @@ from slipway.common.v1 import common_pb2
 
 from client.api.grpcerrors import iter_rpc, rpc_errors
 from client.kernel import entries as ctx
+from client.kernel import types
 from client.kernel.entries import Entry
 from client.kernel.streams import iter_chunks
 
 #: Digests one FindMissing or ReadBlobs call names at most (the service's limit).
 MAX_DIGESTS = 10_000
+#: Blobs this small travel whole, many to a message of about SMALL_BATCH bytes.
+SMALL_BLOB = 256 * 1024
+SMALL_BATCH = 1024 * 1024
 #: Entries in one PutContext message: far below gRPC's message limit.
 ENTRY_BATCH = 1000
 
@@ -28,6 +32,16 @@ _PB_TYPES = {
     ctx.DIR: pb.ENTRY_TYPE_DIR,
     ctx.SYMLINK: pb.ENTRY_TYPE_SYMLINK,
 }
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What PutContext answered: the stored context, or what it lacks."""
+
+    id: str
+    size: int
+    #: Digests of files whose contents the rack lacks (then nothing was stored).
+    missing: list[str]
 
 
 @dataclass(frozen=True)
@@ -145,18 +159,35 @@ class ArchiveClient:
         """Streams each blob (header, then chunks); returns how many the rack stored."""
 
         def requests() -> Iterator[pb.PutBlobsRequest]:
+            small: list[pb.SmallBlob] = []
+            held = 0
             for blob in blobs:
+                if blob.size <= SMALL_BLOB:
+                    data = b"".join(blob.chunks())
+                    small.append(pb.SmallBlob(sha256=blob.sha256, data=data))
+                    held += len(data)
+                    if held >= SMALL_BATCH:
+                        yield pb.PutBlobsRequest(small=pb.SmallBlobs(blobs=small))
+                        if progress:
+                            progress(held)
+                        small, held = [], 0
+                    continue
                 yield pb.PutBlobsRequest(header=pb.BlobHeader(sha256=blob.sha256, size=blob.size))
                 for data in blob.chunks():
                     yield pb.PutBlobsRequest(chunk=common_pb2.Chunk(data=data))
                     if progress:
                         progress(len(data))
+            if small:
+                yield pb.PutBlobsRequest(small=pb.SmallBlobs(blobs=small))
+                if progress:
+                    progress(held)
 
         with rpc_errors(self.address, self.service):
             return int(self._stub.PutBlobs(requests()).blobs)
 
-    def put_context(self, app: str, entries: Iterable[Entry]) -> tuple[str, int]:
-        """Commits a context's entry list; returns its archive id and stored size."""
+    def put_context(self, app: str, entries: Iterable[Entry]) -> Committed:
+        """Commits a context's entry list: its archive id and stored size, or (with
+        nothing stored) the digests of the files whose contents the rack lacks."""
 
         def requests() -> Iterator[pb.PutContextRequest]:
             yield pb.PutContextRequest(header=pb.ContextHeader(app=app))
@@ -181,7 +212,30 @@ class ArchiveClient:
 
         with rpc_errors(self.address, self.service):
             resp = self._stub.PutContext(requests())
-        return str(resp.id), int(resp.size)
+        return Committed(str(resp.id), int(resp.size), list(resp.missing))
+
+    def collect_garbage(
+        self, keep: Sequence[str], grace: float, automatic: bool = False
+    ) -> types.Garbage:
+        """Removes the archives not in `keep` and the blobs no kept context names, older
+        than `grace` seconds; `automatic` at most once a day."""
+
+        def requests() -> Iterator[pb.CollectGarbageRequest]:
+            options = pb.GarbageOptions(grace_seconds=grace, automatic=automatic)
+            yield pb.CollectGarbageRequest(options=options)
+            for start in range(0, len(keep), MAX_DIGESTS):
+                ids = list(keep[start : start + MAX_DIGESTS])
+                yield pb.CollectGarbageRequest(keep=pb.ArchiveIds(ids=ids))
+
+        with rpc_errors(self.address, self.service):
+            resp = self._stub.CollectGarbage(requests())
+        return types.Garbage(
+            removed=int(resp.removed),
+            removed_bytes=int(resp.removed_bytes),
+            kept=int(resp.kept),
+            kept_bytes=int(resp.kept_bytes),
+            skipped=bool(resp.skipped),
+        )
 
     def read_blobs(self, digests: Sequence[str]) -> Iterator[tuple[str, Iterator[bytes]]]:
         """Each blob asked for, in order, as (digest, its chunks); read a blob's chunks

@@ -96,6 +96,21 @@ class BuilderClient:
     def follow(self, build_id: str, offset: int = 0) -> Follower:
         return Follower(self._stub, build_id, offset, self.address)
 
+    def collect_garbage(self, grace: float | None = None) -> types.Garbage:
+        """Removes the rack's archives no build names and blobs no kept archive names,
+        older than `grace` seconds (None: the rack's default, a day)."""
+        request = pb.CollectGarbageRequest()
+        if grace is not None:
+            request.grace_seconds = grace
+        with rpc_errors(self.address, self.service):
+            resp = self._stub.CollectGarbage(request)
+        return types.Garbage(
+            removed=int(resp.removed),
+            removed_bytes=int(resp.removed_bytes),
+            kept=int(resp.kept),
+            kept_bytes=int(resp.kept_bytes),
+        )
+
     def cancel_build(self, build_id: str, app: str = "") -> types.Build:
         with rpc_errors(self.address, self.service):
             resp = self._stub.CancelBuild(pb.CancelBuildRequest(build=build_id, app=app))

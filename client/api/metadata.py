@@ -80,6 +80,12 @@ class MetadataClient:
             resp = self._stub.ListBuilds(pb.ListBuildsRequest(app=app, limit=limit))
         return [convert.build_from_pb(b) for b in resp.builds]
 
+    def list_archives(self) -> Iterator[str]:
+        """Every archive id the rack's builds name (what garbage collection keeps)."""
+        stream = self._stub.ListArchives(pb.ListArchivesRequest())
+        for resp in iter_rpc(stream, self.address, self.service):
+            yield from resp.ids
+
     def update_build(
         self, build_id: str, *, lease: types.Lease | None = None, **fields: object
     ) -> types.Build:

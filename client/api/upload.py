@@ -2,33 +2,40 @@
 send only that, commit the entry list.
 
 `ContextUpload.scan` walks the folder (digests from the cache where files are unchanged)
-and, every few hundred files, asks the rack which of their contents it lacks; those start
-streaming at once on a thread of their own, so walking, hashing and sending overlap and
-no temporary archive is ever written. `finish` waits for the last blob and commits the
-list. A stream cut on the way is resumed: the rack is asked again what it lacks, and what
-arrived whole is not sent again.
+and, every few hundred files it had to read, asks the rack which of their contents it
+lacks; those start streaming at once on a thread of their own, so walking, hashing and
+sending overlap and no temporary archive is ever written. `finish` waits for the last
+blob and commits the list; the rack answers the commit with any other contents it lacks
+(files whose digests came from the cache, say, on a rack that never saw them), which are
+sent before it commits again. So a rebuild with nothing changed is one call. A stream cut
+on the way is resumed: the rack is asked again what it lacks, and what arrived whole is
+not sent again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from client.api.archive import ArchiveClient, Blob
 from client.kernel import context as packing
 from client.kernel import entries as ctx
 from client.kernel.entries import Entry
-from client.kernel.errors import InvalidArgument, SlipwayError, Unavailable
+from client.kernel.errors import InvalidArgument, NotFound, SlipwayError, Unavailable
 
 log = logging.getLogger(__name__)
 
-#: Files hashed between two FindMissing calls.
-ASK_EVERY = 500
+#: Files read between two FindMissing calls: few at first, so sending starts early.
+ASK_FIRST = 256
+ASK_MOST = 4096
+#: PutContext attempts, each after sending what the rack said it lacked.
+COMMIT_ROUNDS = 4
 #: Times a cut stream is resumed before the upload gives up.
 RESUMES = 5
 CHUNK = 512 * 1024
@@ -50,7 +57,6 @@ class Uploaded:
     sent_files: int = 0
     sent_bytes: int = 0
     resumed: int = 0
-    missing: dict[str, Entry] = field(default_factory=dict, repr=False)
 
 
 class _Changed(Exception):
@@ -75,8 +81,10 @@ class ContextUpload:
         self.cache = cache
         self.result = Uploaded()
         self._entries: list[Entry] = []
-        self._full: dict[str, str] = {}  # digest -> a file holding it
-        self._lacked: set[str] = set()
+        #: Each distinct content: an entry holding it and its file.
+        self._by_digest: dict[str, tuple[Entry, str]] = {}
+        #: The digests the rack said it lacks, in order.
+        self._lacking: dict[str, None] = {}
         self._queue: queue.Queue[Blob | None] = queue.Queue()
         self._sender: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -87,8 +95,17 @@ class ContextUpload:
     # -- phase 1 -----------------------------------------------------------------------
 
     def scan(self) -> None:
-        """Walks and hashes the folder, sending what the rack lacks as it is found."""
+        """Walks and hashes the folder. The files it had to read (new or changed since
+        the digest cache saw them) are asked about as it goes, and what the rack lacks of
+        them starts on its way at once; a digest from the cache is left to PutContext."""
+        try:
+            self._walk()
+        finally:
+            self._queue.put(None)  # the stream ends, however the walk did
+
+    def _walk(self) -> None:
         batch: list[str] = []
+        ask_at = ASK_FIRST
         for item in packing.scan(self.folder, self.manifest, self.cache):
             entry = item.entry
             self._entries.append(entry)
@@ -96,34 +113,27 @@ class ContextUpload:
                 continue
             self.result.bytes += entry.size
             self.result.read += item.read
-            if entry.sha256 not in self._full:
-                self._full[entry.sha256] = item.full
-                batch.append(entry.sha256)
-                self.result.missing.setdefault(entry.sha256, entry)
-            if len(batch) >= ASK_EVERY:
+            if entry.sha256 not in self._by_digest:
+                self._by_digest[entry.sha256] = (entry, item.full)
+                if item.read:
+                    batch.append(entry.sha256)
+            if len(batch) >= ask_at:
                 self._ask(batch)
-                batch = []
+                batch, ask_at = [], min(ask_at * 2, ASK_MOST)
         if batch:
             self._ask(batch)
         self.result.entries = len(self._entries)
-        # What was not reported missing is stored already.
-        self.result.missing = {d: e for d, e in self.result.missing.items() if d in self._lacked}
-        self._queue.put(None)
 
     def _ask(self, digests: list[str]) -> None:
         for digest in self.archive.find_missing(digests):
-            self._lacked.add(digest)
-            self._send(digest)
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._run, name="upload", daemon=True)
+                self._sender.start()
+            self._lacking[digest] = None
+            self._queue.put(self._blob(digest))
 
-    def _send(self, digest: str) -> None:
-        if self._sender is None:
-            self._sender = threading.Thread(target=self._run, name="upload", daemon=True)
-            self._sender.start()
-        entry = self.result.missing[digest]
-        self._queue.put(self._blob(entry))
-
-    def _blob(self, entry: Entry) -> Blob:
-        full = self._full[entry.sha256]
+    def _blob(self, digest: str) -> Blob:
+        entry, full = self._by_digest[digest]
 
         def chunks() -> Iterator[bytes]:
             left = entry.size
@@ -139,7 +149,7 @@ class ContextUpload:
                     self._fail(_Changed(entry.path))
                     raise _Changed(entry.path)
 
-        return Blob(entry.sha256, entry.size, chunks)
+        return Blob(digest, entry.size, chunks)
 
     def _blobs(self) -> Iterator[Blob]:
         while (blob := self._queue.get()) is not None:
@@ -149,9 +159,7 @@ class ContextUpload:
         try:
             self.archive.put_blobs(self._blobs(), self._advance)
         except BaseException as err:  # noqa: BLE001 - reported by finish()
-            self._fail(err)
-            while self._queue.get() is not None:  # let scan() finish queueing
-                pass
+            self._fail(err)  # scan() queues on (the queue never blocks it); finish() resends
 
     def _fail(self, err: BaseException) -> None:
         with self._lock:
@@ -171,12 +179,12 @@ class ContextUpload:
 
     @property
     def to_send(self) -> int:
-        """Bytes of the file contents the rack lacked."""
-        return sum(e.size for e in self.result.missing.values())
+        """Bytes of the file contents the rack is known to lack."""
+        return sum(self._by_digest[d][0].size for d in self._lacking)
 
     def finish(self, progress: Progress | None = None) -> Uploaded:
         """Waits for the contents still on their way (resuming a cut stream), then
-        commits the entry list; returns what was done."""
+        commits the entry list, sending first whatever else the rack says it lacks."""
         with self._lock:
             self._progress = progress
             already, self._unreported = self._unreported, 0
@@ -184,29 +192,65 @@ class ContextUpload:
             progress(already)
         if self._sender is not None:
             self._sender.join()
-        self._check(self._error)
-        for attempt in range(1, RESUMES + 1):
-            if self._error is None:
-                break
-            self.result.resumed = attempt
-            log.info("upload cut (%s); resuming, attempt %d", self._error, attempt)
-            time.sleep(min(0.2 * attempt, 1.0))
+        if self._error is not None:
+            self._check(self._error)
+            self.result.resumed += 1
+            self._resend(list(self._lacking))
+        if not self._lacking:
+            known = self._stored_already()
+            if known:
+                self.result.id = known
+                return self.result
+        try:
+            for _round in range(COMMIT_ROUNDS):
+                done = self.archive.put_context(self.app, self._entries)
+                if not done.missing:
+                    self.result.id = done.id
+                    self.result.sent_files = len(self._lacking)
+                    return self.result
+                unknown = [d for d in done.missing if d not in self._by_digest]
+                if unknown:
+                    raise Unavailable("the rack asked for contents this folder does not hold")
+                for digest in done.missing:
+                    self._lacking[digest] = None
+                self._resend(done.missing, known_missing=True)
+        except InvalidArgument as err:
+            raise self._explained(err) from None
+        raise Unavailable("the rack still lacks file contents it was sent; try again")
+
+    def _stored_already(self) -> str:
+        """The id of this very context when the rack stores it already (a rebuild with
+        nothing changed), else empty. The id is the sha256 of the document the rack would
+        store; a context it stores names only blobs it keeps."""
+        digest = hashlib.sha256()
+        try:
+            for line in ctx.encode(ctx.check_entry(e) for e in self._entries):
+                digest.update(line)
+        except InvalidArgument:
+            return ""  # PutContext says what is wrong
+        try:
+            self.archive.stat(digest.hexdigest())
+        except NotFound:
+            return ""
+        return digest.hexdigest()
+
+    def _resend(self, digests: list[str], known_missing: bool = False) -> None:
+        """Sends the blobs of `digests` the rack lacks, resuming a cut stream: after a
+        cut the rack is asked again, and what arrived whole is not sent again."""
+        for attempt in range(RESUMES + 1):
+            if attempt or not known_missing:
+                digests = self.archive.find_missing(digests)
             self._error = None
             try:
-                lacking = self.archive.find_missing(list(self.result.missing))
-                blobs = [self._blob(self.result.missing[d]) for d in lacking]
-                self.archive.put_blobs(blobs, self._advance)
+                self.archive.put_blobs([self._blob(d) for d in digests], self._advance)
+                return
             except SlipwayError as err:
                 self._fail(err)  # a _Changed the blobs raised on the way stays first
             self._check(self._error)
-        if self._error is not None:
-            raise self._error
-        self.result.sent_files = len(self.result.missing)
-        try:
-            self.result.id, _size = self.archive.put_context(self.app, self._entries)
-        except InvalidArgument as err:
-            raise self._explained(err) from None
-        return self.result
+            self.result.resumed += 1
+            log.info("upload cut (%s); resuming, attempt %d", self._error, attempt + 1)
+            time.sleep(min(0.2 * (attempt + 1), 1.0))
+        raise Unavailable(f"the upload was cut {RESUMES + 1} times: {self._error}")
 
     def _check(self, err: BaseException | None) -> None:
         """Raises what no resume can help; a cut stream (Unavailable) is left to resume."""
@@ -227,7 +271,7 @@ class ContextUpload:
         text = str(err)
         if text.startswith("blob "):
             prefix = text[5:17]
-            for digest, entry in self.result.missing.items():
+            for digest, (entry, _full) in self._by_digest.items():
                 if digest.startswith(prefix):
                     return InvalidArgument(
                         f"{ctx.shown(entry.path)} changed while it was being uploaded"

@@ -201,9 +201,8 @@ def scan(
                 yield Scanned(Entry(path, SYMLINK, 0o777, 0, st.st_mtime_ns, target=target))
             elif stat.S_ISREG(st.st_mode):
                 key = (st.st_dev, st.st_ino)
-                digest = by_inode.get(key) or (
-                    cache.get(full, st.st_size, st.st_mtime_ns, st.st_ino) if cache else None
-                )
+                cached = cache.get(full, st.st_size, st.st_mtime_ns, st.st_ino) if cache else None
+                digest = cached or by_inode.get(key)
                 read = digest is None
                 size = st.st_size
                 if digest is None:

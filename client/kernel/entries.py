@@ -101,7 +101,7 @@ def _clean(path: str) -> str:
     parts = path.split("/")
     if ".." in parts:
         raise reject(f"path escapes the build folder: {shown(path)}")
-    if any(p in ("", ".") for p in parts):
+    if "" in parts or "." in parts:
         raise reject(f"a path that is not clean: {shown(path)}")
     return path
 
@@ -272,17 +272,35 @@ def decode(lines: Iterable[bytes]) -> Iterator[Entry]:
             raise reject(f"line {number} of the context document is too long")
         try:
             record = json.loads(line)
-            yield Entry(
-                path=str(record["path"]),
-                type=str(record["type"]),
-                mode=int(record.get("mode", 0)),
-                size=int(record.get("size", 0)),
-                mtime=int(record.get("mtime", 0)),
-                sha256=str(record.get("sha256", "")),
-                target=str(record.get("target", "")),
-            )
-        except (ValueError, KeyError, TypeError):
-            raise reject(f"line {number} of the context document is not an entry") from None
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+            record = None
+        entry = _entry_of(record)
+        if entry is None:
+            raise reject(f"line {number} of the context document is not an entry")
+        yield entry
+
+
+def _entry_of(record: object) -> Entry | None:
+    """The entry a decoded line describes, None unless every field has its type."""
+    if not isinstance(record, dict):
+        return None
+    texts = {k: record.get(k, "") for k in ("path", "type", "sha256", "target")}
+    numbers = {k: record.get(k, 0) for k in ("mode", "size", "mtime")}
+    if not all(isinstance(v, str) for v in texts.values()) or not texts["path"]:
+        return None
+    if not texts["type"]:
+        return None
+    if not all(type(v) is int for v in numbers.values()):
+        return None
+    return Entry(
+        path=texts["path"],
+        type=texts["type"],
+        mode=numbers["mode"],
+        size=numbers["size"],
+        mtime=numbers["mtime"],
+        sha256=texts["sha256"],
+        target=texts["target"],
+    )
 
 
 def read_lines(fileobj: BinaryIO) -> Iterator[bytes]:

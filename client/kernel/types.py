@@ -413,3 +413,14 @@ def ca_problem(pem: bytes) -> str:
     except (ssl.SSLError, ValueError, UnicodeDecodeError):
         return "is not a valid PEM certificate"
     return ""
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """What a garbage collection of a rack's archives did."""
+
+    removed: int = 0
+    removed_bytes: int = 0
+    kept: int = 0
+    kept_bytes: int = 0
+    skipped: bool = False

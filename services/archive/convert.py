@@ -13,9 +13,13 @@ from client.kernel.errors import InvalidArgument
 from services.archive.core import (
     ArchiveInfo,
     BlobHeader,
+    Committed,
+    Garbage,
+    GarbageOptions,
     GitArchive,
     GitRequest,
     PutBlobs,
+    SmallBlob,
     UploadHeader,
 )
 
@@ -66,14 +70,19 @@ def fetch_git_response(fetched: GitArchive) -> pb.FetchGitResponse:
     )
 
 
-def blob_parts(requests: Iterable[pb.PutBlobsRequest]) -> Iterator[BlobHeader | bytes]:
-    """A PutBlobs stream as blob headers and the bytes that follow each."""
+def blob_parts(
+    requests: Iterable[pb.PutBlobsRequest],
+) -> Iterator[BlobHeader | SmallBlob | bytes]:
+    """A PutBlobs stream as blob headers and the bytes that follow each, and small blobs."""
     for req in requests:
         part = req.WhichOneof("part")
         if part == "header":
             yield BlobHeader(sha256=req.header.sha256, size=req.header.size)
         elif part == "chunk":
             yield req.chunk.data
+        elif part == "small":
+            for blob in req.small.blobs:
+                yield SmallBlob(sha256=blob.sha256, data=blob.data)
         else:
             raise InvalidArgument("a PutBlobs message must be a header or a chunk")
 
@@ -124,7 +133,44 @@ def split_context(requests: Iterable[pb.PutContextRequest]) -> tuple[str, Iterat
     return first.header.app, entries()
 
 
+def put_context_response(done: Committed) -> pb.PutContextResponse:
+    if done.info is None:
+        return pb.PutContextResponse(missing=done.missing)
+    return pb.PutContextResponse(id=done.info.id, size=done.info.size)
+
+
 def read_blobs_response(part: BlobHeader | bytes) -> pb.ReadBlobsResponse:
     if isinstance(part, BlobHeader):
         return pb.ReadBlobsResponse(header=pb.BlobHeader(sha256=part.sha256, size=part.size))
     return pb.ReadBlobsResponse(chunk=common_pb2.Chunk(data=part))
+
+
+def split_garbage(
+    requests: Iterable[pb.CollectGarbageRequest],
+) -> tuple[GarbageOptions, Iterator[str]]:
+    """The options of a CollectGarbage stream and the archive ids it keeps."""
+    stream = iter(requests)
+    first = next(stream, None)
+    if first is None or first.WhichOneof("part") != "options":
+        raise InvalidArgument("a collection must start with its options")
+    options = GarbageOptions(
+        grace_seconds=first.options.grace_seconds, automatic=first.options.automatic
+    )
+
+    def keep() -> Iterator[str]:
+        for req in stream:
+            if req.WhichOneof("part") != "keep":
+                raise InvalidArgument("a collection must send its options, then only ids")
+            yield from req.keep.ids
+
+    return options, keep()
+
+
+def garbage_response(done: Garbage) -> pb.CollectGarbageResponse:
+    return pb.CollectGarbageResponse(
+        removed=done.removed,
+        removed_bytes=done.removed_bytes,
+        kept=done.kept,
+        kept_bytes=done.kept_bytes,
+        skipped=done.skipped,
+    )

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from client.kernel import entries as ctx
 from client.kernel.context import DEFAULT_MANIFEST, scan
 from client.kernel.entries import Entry, Limits, Tree
-from client.kernel.errors import InvalidArgument, NotFound
+from client.kernel.errors import Internal, InvalidArgument, NotFound
 from client.kernel.streams import iter_chunks
 from client.kernel.types import check_app_name
 from services.archive.gitfetch import Checkout, redact
-from services.common.objectstore import ObjectStore, check_id
+from services.common.objectstore import ObjectStore, StoredObject, check_id
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,54 @@ class BlobHeader:
 
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class SmallBlob:
+    """A blob sent whole in one message."""
+
+    sha256: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A stored context, or the digests of the blobs it lacks."""
+
+    info: ArchiveInfo | None = None
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GarbageOptions:
+    """How to collect garbage."""
+
+    grace_seconds: float = 24 * 3600.0
+    automatic: bool = False
+
+
+@dataclass
+class Garbage:
+    """What a collection did."""
+
+    removed: int = 0
+    removed_bytes: int = 0
+    kept: int = 0
+    kept_bytes: int = 0
+    skipped: bool = False
+
+
+# Where the time of the last collection is kept, beside the scratch folder.
+GC_MARKER = "gc-last"
+# An automatic collection runs at most this often, in seconds.
+AUTOMATIC_EVERY = 24 * 3600.0
+
+
+def _read_time(path: Path) -> float:
+    try:
+        return float(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -119,11 +168,14 @@ class Archives:
         fetcher: Fetcher,
         scratch: Path,
         limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
         self.scratch = scratch
         self.limits = limits or Limits(max_bytes=2 * 1024**3, max_files=DEFAULT_MAX_FILES)
+        self.clock = clock
+        self._collecting = threading.Lock()
 
     # -- the incremental upload ----------------------------------------------------------
 
@@ -142,69 +194,87 @@ class Archives:
             self.store.stat(digest)
         except NotFound:
             return False
+        # A client now counts on it: its grace period starts again.
+        self.store.touch(digest)
         return True
 
-    def put_blobs(self, parts: Iterable[BlobHeader | bytes]) -> PutBlobs:
-        """Stores each blob of the stream (a header, then its bytes) as soon as it is
-        whole and verified; a blob that is not is refused, those before it stay."""
+    def put_blobs(self, parts: Iterable[BlobHeader | SmallBlob | bytes]) -> PutBlobs:
+        """Stores each blob of the stream (a header then its bytes, or a small blob
+        whole) as soon as it is whole and verified; a blob that is not is refused, those
+        before it stay."""
         stream = iter(parts)
         blobs = total = 0
-        pending: list[BlobHeader | bytes] = []
+        pending: list[BlobHeader | SmallBlob | bytes] = []
         while True:
             header = pending.pop() if pending else next(stream, None)
             if header is None:
                 break
-            if not isinstance(header, BlobHeader):
+            if isinstance(header, SmallBlob):
+                self._put_blob(iter((header.data,)), len(header.data), header.sha256)
+            elif isinstance(header, BlobHeader):
+                self._put_blob(self._body(stream, header.size, pending), header.size, header.sha256)
+            else:
                 raise InvalidArgument("each blob must start with a header")
-            check_id(header.sha256, "sha256")
-            if header.size < 0:
-                raise InvalidArgument(f"invalid size: {header.size} (must be 0 or more)")
-
-            def body(size: int = header.size) -> Iterator[bytes]:
-                left = size
-                while left > 0:
-                    part = next(stream, None)
-                    if part is None:
-                        return  # short: the store says so
-                    if isinstance(part, BlobHeader):
-                        pending.append(part)
-                        return
-                    if len(part) > MAX_CHUNK:
-                        raise InvalidArgument(
-                            f"chunk too large: {len(part)} bytes, at most {MAX_CHUNK}"
-                        )
-                    left -= len(part)
-                    yield part
-
-            try:
-                self.store.put(body(), header.size, header.sha256)
-            except InvalidArgument as err:
-                raise InvalidArgument(f"blob {header.sha256[:12]}: {err}") from None
             blobs += 1
-            total += header.size
+            total += header.size if isinstance(header, BlobHeader) else len(header.data)
         return PutBlobs(blobs, total)
 
-    def put_context(self, app: str, entries: Iterable[Entry]) -> ArchiveInfo:
-        """Checks the entry list and that every file's blob is stored with its size, then
-        stores the list; its id names the build's source."""
+    @staticmethod
+    def _body(
+        stream: Iterator[BlobHeader | SmallBlob | bytes],
+        size: int,
+        pending: list[BlobHeader | SmallBlob | bytes],
+    ) -> Iterator[bytes]:
+        """The chunks of one blob: `size` bytes, or less when the next blob starts (then
+        kept in `pending`) or the stream ends; the store says what is wrong with that."""
+        left = size
+        while left > 0:
+            part = next(stream, None)
+            if part is None:
+                return
+            if not isinstance(part, bytes):
+                pending.append(part)
+                return
+            if len(part) > MAX_CHUNK:
+                raise InvalidArgument(f"chunk too large: {len(part)} bytes, at most {MAX_CHUNK}")
+            left -= len(part)
+            yield part
+
+    def _put_blob(self, chunks: Iterator[bytes], size: int, sha256: str) -> None:
+        check_id(sha256, "sha256")
+        if size < 0:
+            raise InvalidArgument(f"invalid size: {size} (must be 0 or more)")
+        try:
+            # Not flushed one by one (a flush per small file would cost more than the
+            # upload): ReadBlobs verifies every blob it sends instead.
+            self.store.put(chunks, size, sha256, durable=False)
+        except InvalidArgument as err:
+            raise InvalidArgument(f"blob {sha256[:12]}: {err}") from None
+
+    def put_context(self, app: str, entries: Iterable[Entry]) -> Committed:
+        """Checks the entry list; stores it once every file's blob is stored with its
+        size, else answers the digests it lacks (the first MAX_DIGESTS of them)."""
         if app:
             check_app_name(app)
         tree = Tree(entries, self.limits)
         sizes: dict[str, int] = {}
+        missing: list[str] = []
         for entry in tree:
-            if entry.type != ctx.FILE:
-                continue
-            known = sizes.get(entry.sha256)
-            if known is None:
+            if entry.type != ctx.FILE or entry.sha256 in sizes:
+                known = sizes.get(entry.sha256, -1)
+            else:
                 try:
                     known = sizes[entry.sha256] = self.store.stat(entry.sha256)
                 except NotFound:
-                    raise ctx.reject(
-                        f"the contents of {ctx.shown(entry.path)} were not uploaded"
-                    ) from None
-            if known != entry.size:
+                    sizes[entry.sha256] = -1
+                    if len(missing) < MAX_DIGESTS:
+                        missing.append(entry.sha256)
+                    continue
+            if entry.type == ctx.FILE and known >= 0 and known != entry.size:
                 raise ctx.reject(f"{ctx.shown(entry.path)} is {entry.size} bytes, its blob {known}")
-        return self._store_tree(tree, app)
+        if missing:
+            return Committed(missing=missing)
+        return Committed(info=self._store_tree(tree, app))
 
     def _store_tree(self, tree: Tree, app: str) -> ArchiveInfo:
         digest = hashlib.sha256()
@@ -212,7 +282,9 @@ class Archives:
         for line in ctx.encode(tree):
             digest.update(line)
             size += len(line)
-        archive_id = self.store.put(ctx.encode(tree), size, digest.hexdigest())
+        archive_id = digest.hexdigest()
+        if not self._has(archive_id):  # the same context again: stored already
+            archive_id = self.store.put(ctx.encode(tree), size, archive_id)
         log.info(
             "context for app %s: archive %s (%d entries, %d bytes of files)",
             app or "-",
@@ -223,7 +295,9 @@ class Archives:
         return ArchiveInfo(id=archive_id, size=size)
 
     def read_blobs(self, digests: list[str]) -> Iterator[BlobHeader | bytes]:
-        """Each blob's header, then its bytes, in the order asked."""
+        """Each blob's header, then its bytes, in the order asked; each verified as it
+        goes: one that does not match its digest (damaged on disk) is removed, so the
+        next upload sends it again, and the read fails."""
         if len(digests) > MAX_DIGESTS:
             raise InvalidArgument(f"too many digests in one call: at most {MAX_DIGESTS}")
         for digest in digests:
@@ -232,7 +306,17 @@ class Archives:
             with self.store.open(digest) as fileobj:
                 size = self.store.stat(digest)
                 yield BlobHeader(digest, size)
-                yield from iter_chunks(fileobj)
+                check = hashlib.sha256()
+                for data in iter_chunks(fileobj):
+                    check.update(data)
+                    yield data
+            if check.hexdigest() != digest:
+                log.error("blob %s is damaged: removed", digest)
+                self.store.delete(digest)
+                raise Internal(
+                    f"the rack's copy of a file (blob {digest[:12]}) was damaged and is "
+                    "removed; build again to send it anew"
+                )
 
     def upload(self, header: UploadHeader, chunks: Iterable[bytes]) -> ArchiveInfo:
         """Stores the archive once its bytes match the header; nothing otherwise."""
@@ -250,8 +334,11 @@ class Archives:
         return self.store.open(check_id(archive_id))
 
     def stat(self, archive_id: str) -> ArchiveInfo:
-        """The archive's id and size; NotFound when it is not stored."""
-        return ArchiveInfo(id=archive_id, size=self.store.stat(check_id(archive_id)))
+        """The archive's id and size; NotFound when it is not stored. A client about to
+        build it counts on it: its grace period starts again."""
+        info = ArchiveInfo(id=archive_id, size=self.store.stat(check_id(archive_id)))
+        self.store.touch(archive_id)
+        return info
 
     def fetch_git(
         self, request: GitRequest, cancelled: threading.Event | None = None
@@ -295,8 +382,73 @@ class Archives:
             entry = item.entry
             if entry.type == ctx.FILE and not self._has(entry.sha256):
                 with open(item.full, "rb") as data:
-                    self.store.put(iter_chunks(data), entry.size, entry.sha256)
-        return self.put_context(app, tree)
+                    self.store.put(iter_chunks(data), entry.size, entry.sha256, durable=False)
+        return self._store_tree(tree, app)
+
+    # -- garbage ------------------------------------------------------------------------
+
+    def collect(self, options: GarbageOptions, keep: Iterable[str]) -> Garbage:
+        """Removes the archives not in `keep` and the blobs no kept context names, once
+        older than the grace period. An automatic run happens at most once a day."""
+        if not 0 <= options.grace_seconds < float("inf"):
+            raise InvalidArgument("the grace period must be 0 seconds or more")
+        with self._collecting:
+            now = self.clock()
+            marker = self.scratch.parent / GC_MARKER
+            if options.automatic and now - _read_time(marker) < AUTOMATIC_EVERY:
+                return Garbage(skipped=True)
+            kept_ids = {check_id(i) for i in keep}
+            objects = list(self.store.list_objects())
+            young = {o.id for o in objects if now - o.modified < options.grace_seconds}
+            named: set[str] = set()
+            for object_id in kept_ids | young:
+                named |= self._named_by(object_id)
+            stats = Garbage()
+            doomed: list[StoredObject] = []
+            for obj in objects:
+                if obj.id in kept_ids or obj.id in young or obj.id in named:
+                    stats.kept += 1
+                    stats.kept_bytes += obj.size
+                else:
+                    doomed.append(obj)
+            # Contexts first, then blobs: a context still stored always has its blobs.
+            doomed.sort(key=lambda o: not self._is_context(o.id))
+            for obj in doomed:
+                self.store.delete(obj.id)
+                stats.removed += 1
+                stats.removed_bytes += obj.size
+            self.scratch.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"{now}\n")
+        log.info(
+            "garbage: removed %d objects (%d bytes), kept %d (%d bytes)",
+            stats.removed,
+            stats.removed_bytes,
+            stats.kept,
+            stats.kept_bytes,
+        )
+        return stats
+
+    def _is_context(self, object_id: str) -> bool:
+        try:
+            with self.store.open(object_id) as fileobj:
+                return ctx.is_document(fileobj.read(len(ctx.MAGIC)))
+        except NotFound:
+            return False
+
+    def _named_by(self, object_id: str) -> set[str]:
+        """The blobs a stored context names; none for a blob, a tarball or nothing."""
+        if not self._is_context(object_id):
+            return set()
+        with self.store.open(object_id) as fileobj:
+            try:
+                return {
+                    e.sha256
+                    for e in ctx.decode(ctx.read_lines(io.BufferedReader(cast(Any, fileobj))))
+                    if e.type == ctx.FILE
+                }
+            except InvalidArgument:
+                log.warning("archive %s is not a readable context; its blobs are kept", object_id)
+                raise
 
     def sweep(self) -> None:
         """Removes fetch folders a previous run left (it was killed mid-fetch)."""

@@ -52,15 +52,22 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
 
     def PutContext(  # noqa: N802 - gRPC method name
         self, request_iterator: Iterator[pb.PutContextRequest], context: grpc.ServicerContext
-    ) -> pb.UploadResponse:
+    ) -> pb.PutContextResponse:
         app, entries = convert.split_context(request_iterator)
-        return convert.upload_response(self.archives.put_context(app, entries))
+        return convert.put_context_response(self.archives.put_context(app, entries))
 
     def ReadBlobs(  # noqa: N802 - gRPC method name
         self, request: pb.ReadBlobsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ReadBlobsResponse]:
         for part in self.archives.read_blobs(list(request.sha256)):
             yield convert.read_blobs_response(part)
+
+    def CollectGarbage(  # noqa: N802 - gRPC method name
+        self, request_iterator: Iterator[pb.CollectGarbageRequest], context: grpc.ServicerContext
+    ) -> pb.CollectGarbageResponse:
+        options, keep = convert.split_garbage(request_iterator)
+        # Every id is read before anything is removed: a cut stream removes nothing.
+        return convert.garbage_response(self.archives.collect(options, list(keep)))
 
     def FetchGit(  # noqa: N802 - gRPC method name
         self, request: pb.FetchGitRequest, context: grpc.ServicerContext

@@ -91,6 +91,12 @@ class Config:
     #: What it speaks TLS with (SLIPWAY_TLS_CERT, SLIPWAY_TLS_KEY, SLIPWAY_TLS_CA;
     #: required by `from_env`); None only for a server a test starts in-process.
     tls: TlsFiles | None = None
+    #: Archives and blobs younger than this many seconds are never collected
+    #: (SLIPWAY_GC_GRACE; a day).
+    gc_grace: float = 24 * 3600.0
+    #: Seconds between asks for the daily collection (the archive service runs it at
+    #: most once a day, whichever builder asks); 0 never asks (SLIPWAY_GC_INTERVAL).
+    gc_interval: float = 3600.0
 
     @classmethod
     def from_env(
@@ -140,6 +146,18 @@ class Config:
             parser.error(
                 f"SLIPWAY_ENGINE_BUILDER must be buildkit or legacy, not {engine_builder[:40]!r}"
             )
+        times = {}
+        for name, fallback in (
+            ("SLIPWAY_GC_GRACE", cls.gc_grace),
+            ("SLIPWAY_GC_INTERVAL", cls.gc_interval),
+        ):
+            raw = env.get(name, "").strip()
+            try:
+                times[name] = float(raw) if raw else fallback
+            except ValueError:
+                times[name] = -1.0
+            if not 0 <= times[name] < float("inf"):
+                parser.error(f"{name} must be 0 or more seconds, not {raw[:40]!r}")
         config = cls(
             token=token,
             listen=args.listen,
@@ -159,6 +177,8 @@ class Config:
             docker_host=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
             engine_builder=engine_builder,
             tls=tls,
+            gc_grace=times["SLIPWAY_GC_GRACE"],
+            gc_interval=times["SLIPWAY_GC_INTERVAL"],
         )
         return dataclasses.replace(config, builder_id=builder_id) if builder_id else config
 

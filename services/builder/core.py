@@ -67,7 +67,10 @@ class Builder:
     def serve_queue(self) -> None:
         """Starts taking builds from the rack's queue (up to `max_builds` at once) and
         keeping their leases, and sweeping for builds other builders lost."""
-        for name, target in (("claim", self._claim_loop), ("lease", self._lease_loop)):
+        loops = [("claim", self._claim_loop), ("lease", self._lease_loop)]
+        if self._config.gc_interval > 0:
+            loops.append(("gc", self._gc_loop))
+        for name, target in loops:
             thread = threading.Thread(target=target, name=f"{name}-{self.id}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -253,6 +256,31 @@ class Builder:
                     log.warning("cannot sweep the queue: %s", err)
                 except Exception:
                     log.exception("sweeping the queue")
+
+    def collect_garbage(self, grace: float | None = None, automatic: bool = False) -> types.Garbage:
+        """Has the archive service remove the archives no build names and the blobs no
+        kept archive names, older than `grace` seconds (None: the configured default)."""
+        if grace is not None and not 0 <= grace < float("inf"):
+            raise InvalidArgument("the grace period must be 0 seconds or more")
+        keep = list(self._deps.store.list_archives())
+        return self._deps.sources.collect_garbage(
+            keep, self._config.gc_grace if grace is None else grace, automatic
+        )
+
+    def _gc_loop(self) -> None:
+        """Asks for the daily collection now and then (the archive service skips it when
+        one ran in the last day)."""
+        while not self._stopping.wait(self._config.gc_interval):
+            try:
+                done = self.collect_garbage(automatic=True)
+                if not done.skipped:
+                    log.info(
+                        "garbage: removed %d objects (%d bytes)", done.removed, done.removed_bytes
+                    )
+            except SlipwayError as err:
+                log.warning("cannot collect garbage: %s", err)
+            except Exception:
+                log.exception("collecting garbage")
 
     def _drop_stale_secrets(self) -> None:
         """Forgets the secrets of builds that ended before this builder claimed them

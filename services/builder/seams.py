@@ -58,6 +58,8 @@ class BuildStore(Protocol):
 
     def claim_build(self, builder: str) -> types.Claim | None: ...
 
+    def list_archives(self) -> Iterable[str]: ...
+
     def renew_lease(self, build_id: str, lease: types.Lease) -> tuple[bool, types.Build]: ...
 
     def expire_builds(self, owner: str = "") -> list[str]: ...
@@ -98,6 +100,10 @@ class SourceStore(Protocol):
     def read_blobs(self, digests: Sequence[str]) -> Iterator[tuple[str, Iterator[bytes]]]:
         """The blobs of a context's files, in order: (digest, its chunks)."""
         ...
+
+    def collect_garbage(
+        self, keep: Sequence[str], grace: float, automatic: bool = False
+    ) -> types.Garbage: ...
 
 
 class ImagePusher(Protocol):

@@ -29,6 +29,18 @@ class BuilderServicer(pb_grpc.BuilderServiceServicer):
     ) -> pb.GetRackResponse:
         return convert.rack_to_pb(self._builder.rack())
 
+    def CollectGarbage(  # noqa: N802 - gRPC method name
+        self, request: pb.CollectGarbageRequest, context: grpc.ServicerContext
+    ) -> pb.CollectGarbageResponse:
+        grace = request.grace_seconds if request.HasField("grace_seconds") else None
+        done = self._builder.collect_garbage(grace)
+        return pb.CollectGarbageResponse(
+            removed=done.removed,
+            removed_bytes=done.removed_bytes,
+            kept=done.kept,
+            kept_bytes=done.kept_bytes,
+        )
+
     def StartBuild(
         self, request: pb.StartBuildRequest, context: grpc.ServicerContext
     ) -> pb.StartBuildResponse:

@@ -18,6 +18,7 @@ import re
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import urlsplit
@@ -40,10 +41,11 @@ def check_id(value: str, what: str = "archive id") -> str:
 class ObjectStore(Protocol):
     """Content-addressed storage of archives."""
 
-    def put(self, chunks: Iterable[bytes], size: int, sha256: str) -> str:
+    def put(self, chunks: Iterable[bytes], size: int, sha256: str, durable: bool = True) -> str:
         """Stores the bytes of `chunks` when they are exactly `size` bytes with digest
         `sha256`, returning the object id (the digest); raises InvalidArgument otherwise,
-        leaving nothing behind."""
+        leaving nothing behind. `durable=False` skips flushing to disk before the object
+        becomes visible (for file blobs, which readers verify as they read)."""
         ...
 
     def open(self, object_id: str) -> BinaryIO:
@@ -53,6 +55,29 @@ class ObjectStore(Protocol):
     def stat(self, object_id: str) -> int:
         """The stored object's size in bytes; NotFound when there is none."""
         ...
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        """Every stored object, in no particular order."""
+        ...
+
+    def delete(self, object_id: str) -> None:
+        """Removes the object; nothing when there is none."""
+        ...
+
+    def touch(self, object_id: str) -> None:
+        """Marks the object as just used, so garbage collection's grace period starts
+        again (where the store can do so cheaply)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object as a listing shows it."""
+
+    id: str
+    size: int
+    #: When it was stored (or last touched), seconds since the epoch.
+    modified: float
 
 
 class FileStore:
@@ -64,15 +89,21 @@ class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._objects = self.root / "objects"
+        self._objects_name = str(self._objects)
         self._tmp = self.root / "tmp"
         self._objects.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def _name(self, object_id: str) -> str:
+        """The object's file, as a string (a hot path: FindMissing stats thousands)."""
+        check_id(object_id)
+        return os.path.join(self._objects_name, object_id[:2], object_id)
 
     def _path(self, object_id: str) -> Path:
         check_id(object_id)
         return self._objects / object_id[:2] / object_id
 
-    def put(self, chunks: Iterable[bytes], size: int, sha256: str) -> str:
+    def put(self, chunks: Iterable[bytes], size: int, sha256: str, durable: bool = True) -> str:
         check_id(sha256, "sha256")
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="upload-")
         try:
@@ -87,7 +118,8 @@ class FileStore:
                     out.write(data)
                     written += len(data)
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
             if written != size:
                 raise InvalidArgument(f"size mismatch: expected {size} bytes, got {written}")
             actual = digest.hexdigest()
@@ -121,9 +153,30 @@ class FileStore:
 
     def stat(self, object_id: str) -> int:
         try:
-            return self._path(object_id).stat().st_size
+            return os.stat(self._name(object_id)).st_size
         except FileNotFoundError:
             raise NotFound.of("archive", object_id) from None
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        for folder in sorted(self._objects.iterdir()):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if not SHA256.match(path.name):
+                    continue
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                yield StoredObject(path.name, st.st_size, st.st_mtime)
+
+    def delete(self, object_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(object_id).unlink()
+
+    def touch(self, object_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self._name(object_id))
 
 
 class SizeLimit:
@@ -133,18 +186,27 @@ class SizeLimit:
         self.inner = inner
         self.max_bytes = max_bytes
 
-    def put(self, chunks: Iterable[bytes], size: int, sha256: str) -> str:
+    def put(self, chunks: Iterable[bytes], size: int, sha256: str, durable: bool = True) -> str:
         if size > self.max_bytes:
             raise InvalidArgument(
                 f"archive too large: {size} bytes, the limit is {self.max_bytes} bytes"
             )
-        return self.inner.put(chunks, size, sha256)
+        return self.inner.put(chunks, size, sha256, durable)
 
     def open(self, object_id: str) -> BinaryIO:
         return self.inner.open(object_id)
 
     def stat(self, object_id: str) -> int:
         return self.inner.stat(object_id)
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        return self.inner.list_objects()
+
+    def delete(self, object_id: str) -> None:
+        self.inner.delete(object_id)
+
+    def touch(self, object_id: str) -> None:
+        self.inner.touch(object_id)
 
 
 #: S3 uploads go in parts of this size (S3's least is 5 MiB): memory stays at one part.
@@ -196,8 +258,8 @@ class S3Store:
     def _key(self, object_id: str) -> str:
         return f"{self.prefix}objects/{check_id(object_id)}"
 
-    def put(self, chunks: Iterable[bytes], size: int, sha256: str) -> str:
-        check_id(sha256, "sha256")
+    def put(self, chunks: Iterable[bytes], size: int, sha256: str, durable: bool = True) -> str:
+        check_id(sha256, "sha256")  # S3 is durable once it answers: `durable` changes nothing
         tmp = f"{self.prefix}tmp/{uuid.uuid4().hex}"
         digest = hashlib.sha256()
         written = 0
@@ -289,6 +351,27 @@ class S3Store:
                 return int(self._s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
         except NotFound:
             raise NotFound.of("archive", object_id) from None
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}objects/"
+        )
+        with self._errors("the listing"):
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    name = str(item["Key"]).rsplit("/", 1)[-1]
+                    if SHA256.match(name):
+                        yield StoredObject(
+                            name, int(item["Size"]), item["LastModified"].timestamp()
+                        )
+
+    def delete(self, object_id: str) -> None:
+        with self._errors("an archive"):
+            self._s3.delete_object(Bucket=self.bucket, Key=self._key(object_id))
+
+    def touch(self, object_id: str) -> None:
+        """Nothing: S3 has no cheap way to renew an object's time (a copy onto itself
+        would be a request per blob). The grace period covers an upload in flight."""
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:

@@ -17,6 +17,9 @@ from services.metadata.store import MetadataStore
 
 Context: TypeAlias = grpc.ServicerContext
 
+#: Archive ids in one ListArchives message.
+ARCHIVE_BATCH = 5000
+
 
 class MetadataServicer(pb_grpc.MetadataServiceServicer):
     """Every RPC maps onto one store call; errors are mapped by the interceptor."""
@@ -144,6 +147,13 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
             request.build, list(request.lines), lease=_lease(request)
         )
         return pb.AppendLogsResponse(next_offset=next_offset)
+
+    def ListArchives(  # noqa: N802 - gRPC method name
+        self, request: pb.ListArchivesRequest, context: Context
+    ) -> Iterator[pb.ListArchivesResponse]:
+        ids = self._store.list_archives()
+        for start in range(0, len(ids), ARCHIVE_BATCH):
+            yield pb.ListArchivesResponse(ids=ids[start : start + ARCHIVE_BATCH])
 
     def StreamLogs(
         self, request: pb.StreamLogsRequest, context: Context

@@ -434,6 +434,17 @@ class MetadataStore:
         return _row_of(BuildRow, "build", build_id, app)
 
     @_on_connection
+    def list_archives(self) -> list[str]:
+        """The distinct source archive ids the builds of every app name."""
+        rows = (
+            BuildRow.select(BuildRow.archive)
+            .where(BuildRow.archive != "")
+            .distinct()
+            .order_by(BuildRow.archive)
+        )
+        return [str(row.archive) for row in rows]
+
+    @_on_connection
     def list_builds(self, app: str, limit: int = 0) -> list[Build]:
         count = _limit(limit)
         self._app_row(app)

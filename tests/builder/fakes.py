@@ -40,6 +40,9 @@ def _id(prefix: str) -> str:
 class FakeStore:
     """BuildStore in memory, with metadata's rule that a terminal status is final."""
 
+    def list_archives(self) -> list[str]:
+        return sorted({b.archive for b in self.builds.values() if b.archive})
+
     def __init__(self) -> None:
         self.apps: dict[str, types.App] = {}
         self.builds: dict[str, types.Build] = {}
@@ -240,6 +243,7 @@ class FakeSources:
 
     def __init__(self) -> None:
         self.archives: dict[str, bytes] = {}
+        self.collections: list[tuple[list[str], float, bool]] = []
 
     def add(self, data: bytes) -> str:
         archive_id = hashlib.sha256(data).hexdigest()
@@ -259,6 +263,16 @@ class FakeSources:
     def read_blobs(self, digests: Sequence[str]) -> Iterator[tuple[str, Iterator[bytes]]]:
         for digest in digests:
             yield digest, self.download(digest)
+
+    def collect_garbage(
+        self, keep: Sequence[str], grace: float, automatic: bool = False
+    ) -> types.Garbage:
+        """Keeps `keep`, drops every other archive (no grace in memory)."""
+        self.collections.append((list(keep), grace, automatic))
+        gone = [a for a in self.archives if a not in keep]
+        for archive_id in gone:
+            del self.archives[archive_id]
+        return types.Garbage(removed=len(gone), kept=len(self.archives))
 
 
 class FakePusher:

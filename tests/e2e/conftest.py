@@ -113,7 +113,11 @@ class ClientHome:
 def client_home(tmp_path_factory: pytest.TempPathFactory) -> ClientHome:
     home = tmp_path_factory.mktemp("home")
     env = dict(os.environ)
-    env.update(XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"))
+    env.update(
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_DATA_HOME=str(home / "data"),
+        XDG_CACHE_HOME=str(home / "cache"),
+    )
     for var in ("SLIPWAY_RACK", "SLIPWAY_HOST", "SLIPWAY_TOKEN"):
         env.pop(var, None)
     return ClientHome(home, env)

@@ -11,21 +11,28 @@ listing is read back from the image the rack pushed.
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import io
 import os
 import re
 import secrets
+import socketserver
 import subprocess
 import tarfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from client.kernel.context import pack
+from client.kernel.context import pack, scan
+from client.kernel.entries import FILE, Limits, Tree, TreeSource
 from client.kernel.errors import InvalidArgument
+from client.kernel.streams import reader
+from services.common.docker.streams import context_tar
 from tests.e2e.conftest import RackHandle
 
 pytestmark = pytest.mark.docker
@@ -284,6 +291,15 @@ def test_packing_sends_what_docker_sends(
     folder, ref = references[case.name]
     assert ref.error is None, ref.error
     assert _packed(folder) == _expected(folder, ref.listing)
+    # The incremental upload's entry list is the same tree, in the same walk order.
+    scanned = []
+    for item in scan(folder):
+        e = item.entry
+        line = (
+            f"L {e.path} -> {e.target}" if e.type == "symlink" else f"{e.type[0].upper()} {e.path}"
+        )
+        scanned.append(line)
+    assert sorted(scanned) == _expected(folder, ref.listing)
 
 
 # The rack's image holds exactly what Docker's image of the same folder holds.
@@ -330,3 +346,136 @@ def test_bad_dockerignore_fails_like_docker(ignore: str, tmp_path: Path) -> None
     assert ref.error is not None
     with pytest.raises(InvalidArgument):
         pack(folder, io.BytesIO())
+
+
+# -- the context the rack assembles from its blob store, against the Docker CLI's tar ----
+
+
+class _FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Just enough of the engine API for `docker build` (classic builder) to send its
+    context: `/_ping` answers, and the body of `POST /build` is kept, then refused."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str) -> None:
+        self.bodies: list[bytes] = []
+        super().__init__(path, _EngineHandler)
+
+
+class _EngineHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def address_string(self) -> str:  # a unix socket has no client address
+        return "fake-engine"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self, code: int, body: bytes, kind: str = "text/plain") -> None:
+        self.send_response(code)
+        self.send_header("Api-Version", "1.41")
+        self.send_header("OSType", "linux")
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+        self._answer(200, b"")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(200, b"OK")
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = bytearray()
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        else:
+            body += self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if "/build" in self.path:
+            self.server.bodies.append(bytes(body))  # type: ignore[attr-defined]
+        message = b'{"errorDetail":{"message":"captured"},"error":"captured"}\n'
+        self._answer(200, message, "application/json")
+
+
+def _docker_cli_context(folder: Path, tmp: Path) -> bytes:
+    """The tar the Docker CLI sends for `docker build FOLDER` (the classic builder)."""
+    sock = tmp / f"engine-{secrets.token_hex(4)}.sock"
+    server = _FakeEngine(str(sock))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        subprocess.run(
+            ["docker", "build", "-q", str(folder)],
+            capture_output=True,
+            env=dict(os.environ, DOCKER_BUILDKIT="0", DOCKER_HOST=f"unix://{sock}"),
+            timeout=60,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(server.bodies) == 1, "the Docker CLI sent no context"
+    return server.bodies[0]
+
+
+def _members(tar_bytes: Iterable[bytes]) -> dict[str, tuple[str, int, str]]:
+    """path -> (kind, permission bits, link target or sha256 of the contents), hard links
+    read as the files they name; owners checked to be root's."""
+    found: dict[str, tuple[str, int, str]] = {}
+    with tarfile.open(fileobj=reader(tar_bytes), mode="r|") as tar:
+        for member in tar:
+            assert (member.uid, member.gid) == (0, 0), member.name
+            name = member.name.rstrip("/")
+            if member.isdir():
+                found[name] = ("dir", member.mode & 0o7777, "")
+            elif member.issym():
+                found[name] = ("symlink", 0, member.linkname)
+            elif member.islnk():
+                found[name] = ("file", member.mode & 0o7777, found[member.linkname][2])
+            else:
+                data = tar.extractfile(member)
+                assert data is not None
+                digest = hashlib.sha256(data.read()).hexdigest()
+                found[name] = ("file", member.mode & 0o7777, digest)
+    return found
+
+
+def _assembled(folder: Path) -> bytes:
+    """The context tar the builder streams to the classic builder for `folder`: scanned
+    as `slipway build` scans it, checked as the rack checks it, read from a blob store."""
+    scanned = list(scan(folder))
+    blobs = {s.entry.sha256: Path(s.full).read_bytes() for s in scanned if s.entry.type == FILE}
+    tree = Tree((s.entry for s in scanned), Limits(1 << 30, 10_000))
+
+    def fetch(digests: Sequence[str]) -> Iterator[tuple[str, Iterator[bytes]]]:
+        for digest in digests:
+            yield digest, iter([blobs[digest]])
+
+    with context_tar(".", "Dockerfile", TreeSource(tree, fetch)) as (chunks, name):
+        assert name == "Dockerfile"
+        return b"".join(chunks)
+
+
+# Cases whose folder the rack refuses (links leading outside): not assembled.
+_REFUSED = {"absolute-and-outside-symlinks"}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name not in _REFUSED], ids=lambda c: c.name)
+def test_the_assembled_context_is_what_the_docker_cli_sends(case: Case, tmp_path: Path) -> None:
+    folder = _make(tmp_path, case)
+    theirs = _members([_docker_cli_context(folder, tmp_path)])
+    ours = _members([_assembled(folder)])
+    # Slipway also sends the manifest, Dockerfile and `.dockerignore` when ignored (the
+    # CLI re-includes the last two itself), and the excluded folders above a re-included
+    # entry (which the CLI leaves out and the engine creates anyway).
+    allowed = {p for p in ALWAYS if (folder / p).exists()}
+    for path in set(ours) - set(theirs):
+        above = any(other.startswith(path + "/") for other in theirs)
+        assert path in allowed or (ours[path][0] == "dir" and above), path
+    assert {p: ours[p] for p in theirs} == theirs

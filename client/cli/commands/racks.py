@@ -1,4 +1,5 @@
-"""Racks: `rack` (show, start, stop, status), `racks`, `login`, `switch`."""
+"""Racks: `rack` (show, start, stop, status, add-builder, registry, gc), `racks`, `login`,
+`switch`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from client.cli.commands import Context
 from client.cli.config import RackEntry, read_ca
 from client.cli.render import key_values, step, table, write_line
 from client.kernel.errors import InvalidArgument, NotFound
-from client.kernel.types import ENGINE_BUILDERS
+from client.kernel.types import ENGINE_BUILDERS, parse_duration
 
 DEFAULT_LOCAL = "local"
 DEFAULT_PORT = 7400
@@ -108,6 +109,19 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     registry.add_argument("--password", action="store_true", help="print the password alone")
     registry.set_defaults(func=rack_registry)
 
+    gc = sub.add_parser(
+        "gc",
+        parents=[common],
+        help="remove source archives and blobs no build needs",
+        description="Removes the rack's source archives no build names, and the file "
+        "contents no kept archive names, once older than the grace period (default: the "
+        "rack's, a day). The rack also does this by itself, at most once a day.",
+    )
+    gc.add_argument(
+        "--grace", help="keep what is younger than this (e.g. 1h, 30m, 0s; default a day)"
+    )
+    gc.set_defaults(func=rack_gc)
+
     racks = commands.add_parser("racks", parents=[common], help="list the configured racks")
     racks.set_defaults(func=list_racks)
 
@@ -148,6 +162,31 @@ def show_rack(ctx: Context, args: argparse.Namespace) -> int:
     for line in key_values([("Name", entry.name), ("Host", entry.host)]):
         ctx.out.print(line)
     return 0
+
+
+def rack_gc(ctx: Context, args: argparse.Namespace) -> int:
+    grace = None
+    if args.grace is not None:
+        grace = 0.0 if args.grace.strip().lower() in ("0", "0s") else parse_duration(args.grace)
+    rack = ctx.rack()
+    with step(ctx.out, "Collecting garbage"):
+        done = rack.builder.collect_garbage(grace)
+    write_line(
+        ctx.out,
+        f"Removed {done.removed} unused objects ({human_bytes(done.removed_bytes)}); "
+        f"kept {done.kept} ({human_bytes(done.kept_bytes)})",
+    )
+    return 0
+
+
+def human_bytes(count: int) -> str:
+    """`532 B`, `4.2 KiB`, `1.0 GiB`."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def list_racks(ctx: Context, args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from client.api.archive import Committed
 from client.kernel import types
+from client.kernel.entries import check_entry, encode
 from client.kernel.errors import FailedPrecondition, NotFound
 
 Script = list[Any]
@@ -115,13 +117,21 @@ class FakeArchive:
             count += 1
         return count
 
-    def put_context(self, app: str, entries: Any) -> tuple[str, int]:
+    def stat(self, archive_id: str) -> int:
+        if not any(u["id"] == archive_id for u in self.uploads):
+            raise NotFound.of("archive", archive_id)
+        return 1
+
+    def put_context(self, app: str, entries: Any) -> Committed:
         listed = list(entries)
-        for e in listed:
-            assert e.type != "file" or e.sha256 in self.blobs
-        digest = hashlib.sha256(repr(listed).encode()).hexdigest()
-        self.uploads.append({"app": app, "names": [e.path for e in listed], "entries": listed})
-        return digest, len(listed)
+        missing = [e.sha256 for e in listed if e.type == "file" and e.sha256 not in self.blobs]
+        if missing:
+            return Committed("", 0, list(dict.fromkeys(missing)))
+        digest = hashlib.sha256(b"".join(encode(check_entry(e) for e in listed))).hexdigest()
+        self.uploads.append(
+            {"id": digest, "app": app, "names": [e.path for e in listed], "entries": listed}
+        )
+        return Committed(digest, len(listed), [])
 
 
 class FakeRack:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -227,6 +228,31 @@ def test_build_output(run: Any, rack: FakeRack, project: Path) -> None:
     assert options.build_args == {"A": "1"} and options.manifest == "convox.yml"
     # Acks report what was shown: here, both lines, once the build ended.
     assert rack.builder.followers[0].acks == [2] and rack.builder.followers[0].closed
+
+
+def test_a_rebuild_sends_only_what_changed(run: Any, rack: FakeRack, project: Path) -> None:
+    for _ in range(3):
+        rack.builder.streams.append(_stream(rack, [], _done(rack)))
+    rack.builds[B] = _done(rack)
+    assert run("build").code == 0
+    first = dict(rack.archive.blobs)
+    assert len(first) == 2 and len(rack.archive.uploads) == 1
+
+    # Nothing changed: the rack has this very context; nothing is asked, sent or committed.
+    asked = len(rack.archive.asked)
+    assert run("build").code == 0
+    assert rack.archive.blobs == first and len(rack.archive.uploads) == 1
+    assert len(rack.archive.asked) == asked
+    assert rack.builder.started[1].archive == rack.builder.started[0].archive
+
+    # One file changed: that file alone travels, and a new context is committed.
+    (project / "Dockerfile").write_text("FROM busybox\nRUN true\n")
+    assert run("build").code == 0
+    assert set(rack.archive.blobs) - set(first) == {
+        hashlib.sha256(b"FROM busybox\nRUN true\n").hexdigest()
+    }
+    assert len(rack.archive.uploads) == 2
+    assert rack.builder.started[2].archive == rack.archive.uploads[1]["id"]
 
 
 def test_build_acks_shown_lines_in_batches(run: Any, rack: FakeRack, project: Path) -> None:

@@ -374,6 +374,7 @@ class PutBlobsRequest(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    SMALL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___BlobHeader:
         """Starts a blob."""
@@ -382,21 +383,76 @@ class PutBlobsRequest(_message.Message):
     def chunk(self) -> _common_pb2.Chunk:
         """The next bytes of the current blob."""
 
+    @_builtins.property
+    def small(self) -> Global___SmallBlobs:
+        """Whole small blobs (a message stays at most 1 MiB and a bit), each committed as
+        a blob sent with a header and chunks would be.
+        """
+
     def __init__(
         self,
         *,
         header: Global___BlobHeader | None = ...,
         chunk: _common_pb2.Chunk | None = ...,
+        small: Global___SmallBlobs | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part", "small", b"small"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part", "small", b"small"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk", "small"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
 Global___PutBlobsRequest: _TypeAlias = PutBlobsRequest  # noqa: Y015
+
+@_typing.final
+class SmallBlobs(_message.Message):
+    """Small blobs sent whole, many to a message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def blobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SmallBlob]: ...
+    def __init__(
+        self,
+        *,
+        blobs: _abc.Iterable[Global___SmallBlob] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs", b"blobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SmallBlobs: _TypeAlias = SmallBlobs  # noqa: Y015
+
+@_typing.final
+class SmallBlob(_message.Message):
+    """One small blob, whole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """Its lowercase hex sha256."""
+    data: _builtins.bytes
+    """All of its bytes."""
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SmallBlob: _TypeAlias = SmallBlob  # noqa: Y015
 
 @_typing.final
 class PutBlobsResponse(_message.Message):
@@ -546,6 +602,38 @@ class Entries(_message.Message):
 Global___Entries: _TypeAlias = Entries  # noqa: Y015
 
 @_typing.final
+class PutContextResponse(_message.Message):
+    """A stored context, or what it lacks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The archive id (the sha256 of the stored entry list); empty when blobs are missing."""
+    size: _builtins.int
+    """The stored list's size in bytes."""
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The digests of files whose contents the store lacks; nothing was stored."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        size: _builtins.int = ...,
+        missing: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "missing", b"missing", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutContextResponse: _TypeAlias = PutContextResponse  # noqa: Y015
+
+@_typing.final
 class ReadBlobsRequest(_message.Message):
     """Which blobs to stream."""
 
@@ -598,3 +686,119 @@ class ReadBlobsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
 Global___ReadBlobsResponse: _TypeAlias = ReadBlobsResponse  # noqa: Y015
+
+@_typing.final
+class GarbageOptions(_message.Message):
+    """How to collect."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRACE_SECONDS_FIELD_NUMBER: _builtins.int
+    AUTOMATIC_FIELD_NUMBER: _builtins.int
+    grace_seconds: _builtins.float
+    """Objects younger than this are never removed."""
+    automatic: _builtins.bool
+    """A periodic run: skipped when one ran in the last day."""
+    def __init__(
+        self,
+        *,
+        grace_seconds: _builtins.float = ...,
+        automatic: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["automatic", b"automatic", "grace_seconds", b"grace_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GarbageOptions: _TypeAlias = GarbageOptions  # noqa: Y015
+
+@_typing.final
+class CollectGarbageRequest(_message.Message):
+    """One message of a CollectGarbage stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    KEEP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def options(self) -> Global___GarbageOptions:
+        """The first message."""
+
+    @_builtins.property
+    def keep(self) -> Global___ArchiveIds:
+        """Every later message: archive ids that builds name."""
+
+    def __init__(
+        self,
+        *,
+        options: Global___GarbageOptions | None = ...,
+        keep: Global___ArchiveIds | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keep", b"keep", "options", b"options", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep", b"keep", "options", b"options", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["options", "keep"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___CollectGarbageRequest: _TypeAlias = CollectGarbageRequest  # noqa: Y015
+
+@_typing.final
+class ArchiveIds(_message.Message):
+    """Some archive ids."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveIds: _TypeAlias = ArchiveIds  # noqa: Y015
+
+@_typing.final
+class CollectGarbageResponse(_message.Message):
+    """What a collection did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMOVED_FIELD_NUMBER: _builtins.int
+    REMOVED_BYTES_FIELD_NUMBER: _builtins.int
+    KEPT_FIELD_NUMBER: _builtins.int
+    KEPT_BYTES_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    removed: _builtins.int
+    """Objects removed, and their bytes."""
+    removed_bytes: _builtins.int
+    kept: _builtins.int
+    """Objects kept, and their bytes."""
+    kept_bytes: _builtins.int
+    skipped: _builtins.bool
+    """An automatic run that did nothing: one ran in the last day."""
+    def __init__(
+        self,
+        *,
+        removed: _builtins.int = ...,
+        removed_bytes: _builtins.int = ...,
+        kept: _builtins.int = ...,
+        kept_bytes: _builtins.int = ...,
+        skipped: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kept", b"kept", "kept_bytes", b"kept_bytes", "removed", b"removed", "removed_bytes", b"removed_bytes", "skipped", b"skipped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CollectGarbageResponse: _TypeAlias = CollectGarbageResponse  # noqa: Y015

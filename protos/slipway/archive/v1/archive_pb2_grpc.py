@@ -68,12 +68,17 @@ class ArchiveServiceStub:
         self.PutContext = channel.stream_unary(
                 '/slipway.archive.v1.ArchiveService/PutContext',
                 request_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.PutContextRequest.SerializeToString,
-                response_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.UploadResponse.FromString,
+                response_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.PutContextResponse.FromString,
                 _registered_method=True)
         self.ReadBlobs = channel.unary_stream(
                 '/slipway.archive.v1.ArchiveService/ReadBlobs',
                 request_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsRequest.SerializeToString,
                 response_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsResponse.FromString,
+                _registered_method=True)
+        self.CollectGarbage = channel.stream_unary(
+                '/slipway.archive.v1.ArchiveService/CollectGarbage',
+                request_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.CollectGarbageRequest.SerializeToString,
+                response_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.CollectGarbageResponse.FromString,
                 _registered_method=True)
 
 
@@ -141,9 +146,11 @@ class ArchiveServiceServicer:
     def PutContext(self, request_iterator, context):
         """PutContext commits a context: a header, then its entries in batches. The list is
         checked as an archive is (paths inside the tree, links that stay in it, no devices,
-        the rack's limits on entries and bytes) and every file's blob must be stored with the
-        entry's size; then the list is stored and its id returned. INVALID_ARGUMENT otherwise,
-        with nothing stored.
+        the rack's limits on entries and bytes; INVALID_ARGUMENT otherwise). When the store
+        lacks some files' blobs, nothing is stored and their digests are answered (at most
+        10,000 at a time): the client sends them and commits again. Otherwise the list is
+        stored and its id returned. A blob stored with another size than its entry says is
+        INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +159,17 @@ class ArchiveServiceServicer:
     def ReadBlobs(self, request, context):
         """ReadBlobs streams stored blobs out, in the order asked (at most 10,000 a call): for
         each a header, then its chunks. NOT_FOUND when one is not stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CollectGarbage(self, request_iterator, context):
+        """CollectGarbage removes what nothing needs: archives (contexts or tarballs) that are
+        not among the ids kept (the archives the rack's builds name) and blobs that no kept
+        context names, once older than the grace period (so an upload on its way, or a
+        context not yet built, stays). Options first, then the ids to keep, in batches.
+        `automatic` runs at most once a day, and says `skipped` otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,12 +211,17 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
             'PutContext': grpc.stream_unary_rpc_method_handler(
                     servicer.PutContext,
                     request_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.PutContextRequest.FromString,
-                    response_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.UploadResponse.SerializeToString,
+                    response_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.PutContextResponse.SerializeToString,
             ),
             'ReadBlobs': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadBlobs,
                     request_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsRequest.FromString,
                     response_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsResponse.SerializeToString,
+            ),
+            'CollectGarbage': grpc.stream_unary_rpc_method_handler(
+                    servicer.CollectGarbage,
+                    request_deserializer=slipway_dot_archive_dot_v1_dot_archive__pb2.CollectGarbageRequest.FromString,
+                    response_serializer=slipway_dot_archive_dot_v1_dot_archive__pb2.CollectGarbageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -390,7 +413,7 @@ class ArchiveService:
             target,
             '/slipway.archive.v1.ArchiveService/PutContext',
             slipway_dot_archive_dot_v1_dot_archive__pb2.PutContextRequest.SerializeToString,
-            slipway_dot_archive_dot_v1_dot_archive__pb2.UploadResponse.FromString,
+            slipway_dot_archive_dot_v1_dot_archive__pb2.PutContextResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -418,6 +441,33 @@ class ArchiveService:
             '/slipway.archive.v1.ArchiveService/ReadBlobs',
             slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsRequest.SerializeToString,
             slipway_dot_archive_dot_v1_dot_archive__pb2.ReadBlobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectGarbage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/slipway.archive.v1.ArchiveService/CollectGarbage',
+            slipway_dot_archive_dot_v1_dot_archive__pb2.CollectGarbageRequest.SerializeToString,
+            slipway_dot_archive_dot_v1_dot_archive__pb2.CollectGarbageResponse.FromString,
             options,
             channel_credentials,
             insecure,

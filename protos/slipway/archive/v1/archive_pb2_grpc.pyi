@@ -64,16 +64,25 @@ class ArchiveServiceStub:
     FindMissing again and sends the rest. A blob that does not match its header is
     INVALID_ARGUMENT and is not kept.
     """
-    PutContext: _grpc.StreamUnaryMultiCallable[_archive_pb2.PutContextRequest, _archive_pb2.UploadResponse]
+    PutContext: _grpc.StreamUnaryMultiCallable[_archive_pb2.PutContextRequest, _archive_pb2.PutContextResponse]
     """PutContext commits a context: a header, then its entries in batches. The list is
     checked as an archive is (paths inside the tree, links that stay in it, no devices,
-    the rack's limits on entries and bytes) and every file's blob must be stored with the
-    entry's size; then the list is stored and its id returned. INVALID_ARGUMENT otherwise,
-    with nothing stored.
+    the rack's limits on entries and bytes; INVALID_ARGUMENT otherwise). When the store
+    lacks some files' blobs, nothing is stored and their digests are answered (at most
+    10,000 at a time): the client sends them and commits again. Otherwise the list is
+    stored and its id returned. A blob stored with another size than its entry says is
+    INVALID_ARGUMENT.
     """
     ReadBlobs: _grpc.UnaryStreamMultiCallable[_archive_pb2.ReadBlobsRequest, _archive_pb2.ReadBlobsResponse]
     """ReadBlobs streams stored blobs out, in the order asked (at most 10,000 a call): for
     each a header, then its chunks. NOT_FOUND when one is not stored.
+    """
+    CollectGarbage: _grpc.StreamUnaryMultiCallable[_archive_pb2.CollectGarbageRequest, _archive_pb2.CollectGarbageResponse]
+    """CollectGarbage removes what nothing needs: archives (contexts or tarballs) that are
+    not among the ids kept (the archives the rack's builds name) and blobs that no kept
+    context names, once older than the grace period (so an upload on its way, or a
+    context not yet built, stays). Options first, then the ids to keep, in batches.
+    `automatic` runs at most once a day, and says `skipped` otherwise.
     """
 
 @_typing.type_check_only
@@ -112,16 +121,25 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     FindMissing again and sends the rest. A blob that does not match its header is
     INVALID_ARGUMENT and is not kept.
     """
-    PutContext: _aio.StreamUnaryMultiCallable[_archive_pb2.PutContextRequest, _archive_pb2.UploadResponse]  # type: ignore[assignment]
+    PutContext: _aio.StreamUnaryMultiCallable[_archive_pb2.PutContextRequest, _archive_pb2.PutContextResponse]  # type: ignore[assignment]
     """PutContext commits a context: a header, then its entries in batches. The list is
     checked as an archive is (paths inside the tree, links that stay in it, no devices,
-    the rack's limits on entries and bytes) and every file's blob must be stored with the
-    entry's size; then the list is stored and its id returned. INVALID_ARGUMENT otherwise,
-    with nothing stored.
+    the rack's limits on entries and bytes; INVALID_ARGUMENT otherwise). When the store
+    lacks some files' blobs, nothing is stored and their digests are answered (at most
+    10,000 at a time): the client sends them and commits again. Otherwise the list is
+    stored and its id returned. A blob stored with another size than its entry says is
+    INVALID_ARGUMENT.
     """
     ReadBlobs: _aio.UnaryStreamMultiCallable[_archive_pb2.ReadBlobsRequest, _archive_pb2.ReadBlobsResponse]  # type: ignore[assignment]
     """ReadBlobs streams stored blobs out, in the order asked (at most 10,000 a call): for
     each a header, then its chunks. NOT_FOUND when one is not stored.
+    """
+    CollectGarbage: _aio.StreamUnaryMultiCallable[_archive_pb2.CollectGarbageRequest, _archive_pb2.CollectGarbageResponse]  # type: ignore[assignment]
+    """CollectGarbage removes what nothing needs: archives (contexts or tarballs) that are
+    not among the ids kept (the archives the rack's builds name) and blobs that no kept
+    context names, once older than the grace period (so an upload on its way, or a
+    context not yet built, stays). Options first, then the ids to keep, in batches.
+    `automatic` runs at most once a day, and says `skipped` otherwise.
     """
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -199,12 +217,14 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request_iterator: _MaybeAsyncIterator[_archive_pb2.PutContextRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_archive_pb2.UploadResponse, _abc.Awaitable[_archive_pb2.UploadResponse]]:
+    ) -> _typing.Union[_archive_pb2.PutContextResponse, _abc.Awaitable[_archive_pb2.PutContextResponse]]:
         """PutContext commits a context: a header, then its entries in batches. The list is
         checked as an archive is (paths inside the tree, links that stay in it, no devices,
-        the rack's limits on entries and bytes) and every file's blob must be stored with the
-        entry's size; then the list is stored and its id returned. INVALID_ARGUMENT otherwise,
-        with nothing stored.
+        the rack's limits on entries and bytes; INVALID_ARGUMENT otherwise). When the store
+        lacks some files' blobs, nothing is stored and their digests are answered (at most
+        10,000 at a time): the client sends them and commits again. Otherwise the list is
+        stored and its id returned. A blob stored with another size than its entry says is
+        INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod
@@ -215,6 +235,19 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_archive_pb2.ReadBlobsResponse], _abc.AsyncIterator[_archive_pb2.ReadBlobsResponse]]:
         """ReadBlobs streams stored blobs out, in the order asked (at most 10,000 a call): for
         each a header, then its chunks. NOT_FOUND when one is not stored.
+        """
+
+    @_abc_1.abstractmethod
+    def CollectGarbage(
+        self,
+        request_iterator: _MaybeAsyncIterator[_archive_pb2.CollectGarbageRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.CollectGarbageResponse, _abc.Awaitable[_archive_pb2.CollectGarbageResponse]]:
+        """CollectGarbage removes what nothing needs: archives (contexts or tarballs) that are
+        not among the ids kept (the archives the rack's builds name) and blobs that no kept
+        context names, once older than the grace period (so an upload on its way, or a
+        context not yet built, stays). Options first, then the ids to keep, in batches.
+        `automatic` runs at most once a day, and says `skipped` otherwise.
         """
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -55,6 +55,11 @@ class BuilderServiceStub:
                 request_serializer=slipway_dot_builder_dot_v1_dot_builder__pb2.CancelBuildRequest.SerializeToString,
                 response_deserializer=slipway_dot_builder_dot_v1_dot_builder__pb2.CancelBuildResponse.FromString,
                 _registered_method=True)
+        self.CollectGarbage = channel.unary_unary(
+                '/slipway.builder.v1.BuilderService/CollectGarbage',
+                request_serializer=slipway_dot_builder_dot_v1_dot_builder__pb2.CollectGarbageRequest.SerializeToString,
+                response_deserializer=slipway_dot_builder_dot_v1_dot_builder__pb2.CollectGarbageResponse.FromString,
+                _registered_method=True)
 
 
 class BuilderServiceServicer:
@@ -91,6 +96,14 @@ class BuilderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CollectGarbage(self, request, context):
+        """CollectGarbage has the archive service remove the archives no build names and the
+        blobs no kept archive names, older than the grace period (`slipway rack gc`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BuilderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +126,11 @@ def add_BuilderServiceServicer_to_server(servicer, server):
                     servicer.CancelBuild,
                     request_deserializer=slipway_dot_builder_dot_v1_dot_builder__pb2.CancelBuildRequest.FromString,
                     response_serializer=slipway_dot_builder_dot_v1_dot_builder__pb2.CancelBuildResponse.SerializeToString,
+            ),
+            'CollectGarbage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectGarbage,
+                    request_deserializer=slipway_dot_builder_dot_v1_dot_builder__pb2.CollectGarbageRequest.FromString,
+                    response_serializer=slipway_dot_builder_dot_v1_dot_builder__pb2.CollectGarbageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +242,33 @@ class BuilderService:
             '/slipway.builder.v1.BuilderService/CancelBuild',
             slipway_dot_builder_dot_v1_dot_builder__pb2.CancelBuildRequest.SerializeToString,
             slipway_dot_builder_dot_v1_dot_builder__pb2.CancelBuildResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectGarbage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slipway.builder.v1.BuilderService/CollectGarbage',
+            slipway_dot_builder_dot_v1_dot_builder__pb2.CollectGarbageRequest.SerializeToString,
+            slipway_dot_builder_dot_v1_dot_builder__pb2.CollectGarbageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class BuilderServiceStub:
     """
     CancelBuild: _grpc.UnaryUnaryMultiCallable[_builder_pb2.CancelBuildRequest, _builder_pb2.CancelBuildResponse]
     """CancelBuild stops a created or running build; FAILED_PRECONDITION when it has ended."""
+    CollectGarbage: _grpc.UnaryUnaryMultiCallable[_builder_pb2.CollectGarbageRequest, _builder_pb2.CollectGarbageResponse]
+    """CollectGarbage has the archive service remove the archives no build names and the
+    blobs no kept archive names, older than the grace period (`slipway rack gc`).
+    """
 
 @_typing.type_check_only
 class BuilderServiceAsyncStub(BuilderServiceStub):
@@ -63,6 +67,10 @@ class BuilderServiceAsyncStub(BuilderServiceStub):
     """
     CancelBuild: _aio.UnaryUnaryMultiCallable[_builder_pb2.CancelBuildRequest, _builder_pb2.CancelBuildResponse]  # type: ignore[assignment]
     """CancelBuild stops a created or running build; FAILED_PRECONDITION when it has ended."""
+    CollectGarbage: _aio.UnaryUnaryMultiCallable[_builder_pb2.CollectGarbageRequest, _builder_pb2.CollectGarbageResponse]  # type: ignore[assignment]
+    """CollectGarbage has the archive service remove the archives no build names and the
+    blobs no kept archive names, older than the grace period (`slipway rack gc`).
+    """
 
 class BuilderServiceServicer(metaclass=_abc_1.ABCMeta):
     """The coordinator of a rack."""
@@ -102,5 +110,15 @@ class BuilderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_builder_pb2.CancelBuildResponse, _abc.Awaitable[_builder_pb2.CancelBuildResponse]]:
         """CancelBuild stops a created or running build; FAILED_PRECONDITION when it has ended."""
+
+    @_abc_1.abstractmethod
+    def CollectGarbage(
+        self,
+        request: _builder_pb2.CollectGarbageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_builder_pb2.CollectGarbageResponse, _abc.Awaitable[_builder_pb2.CollectGarbageResponse]]:
+        """CollectGarbage has the archive service remove the archives no build names and the
+        blobs no kept archive names, older than the grace period (`slipway rack gc`).
+        """
 
 def add_BuilderServiceServicer_to_server(servicer: BuilderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

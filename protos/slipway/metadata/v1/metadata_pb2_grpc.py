@@ -125,6 +125,11 @@ class MetadataServiceStub:
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.StreamLogsRequest.SerializeToString,
                 response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.StreamLogsResponse.FromString,
                 _registered_method=True)
+        self.ListArchives = channel.unary_stream(
+                '/slipway.metadata.v1.MetadataService/ListArchives',
+                request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListArchivesRequest.SerializeToString,
+                response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListArchivesResponse.FromString,
+                _registered_method=True)
 
 
 class MetadataServiceServicer:
@@ -279,6 +284,14 @@ class MetadataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListArchives(self, request, context):
+        """ListArchives streams the distinct source archive ids the rack's builds name (what
+        garbage collection must keep), in batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetadataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -371,6 +384,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.StreamLogs,
                     request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.StreamLogsRequest.FromString,
                     response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.StreamLogsResponse.SerializeToString,
+            ),
+            'ListArchives': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListArchives,
+                    request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListArchivesRequest.FromString,
+                    response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListArchivesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -860,6 +878,33 @@ class MetadataService:
             '/slipway.metadata.v1.MetadataService/StreamLogs',
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.StreamLogsRequest.SerializeToString,
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.StreamLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArchives(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/slipway.metadata.v1.MetadataService/ListArchives',
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListArchivesRequest.SerializeToString,
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListArchivesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -99,6 +99,10 @@ class MetadataServiceStub:
     """StreamLogs sends a build's log from an offset; with `follow` it goes on until the build
     has a terminal status and every line is sent.
     """
+    ListArchives: _grpc.UnaryStreamMultiCallable[_metadata_pb2.ListArchivesRequest, _metadata_pb2.ListArchivesResponse]
+    """ListArchives streams the distinct source archive ids the rack's builds name (what
+    garbage collection must keep), in batches.
+    """
 
 @_typing.type_check_only
 class MetadataServiceAsyncStub(MetadataServiceStub):
@@ -170,6 +174,10 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     StreamLogs: _aio.UnaryStreamMultiCallable[_metadata_pb2.StreamLogsRequest, _metadata_pb2.StreamLogsResponse]  # type: ignore[assignment]
     """StreamLogs sends a build's log from an offset; with `follow` it goes on until the build
     has a terminal status and every line is sent.
+    """
+    ListArchives: _aio.UnaryStreamMultiCallable[_metadata_pb2.ListArchivesRequest, _metadata_pb2.ListArchivesResponse]  # type: ignore[assignment]
+    """ListArchives streams the distinct source archive ids the rack's builds name (what
+    garbage collection must keep), in batches.
     """
 
 class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -347,6 +355,16 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_metadata_pb2.StreamLogsResponse], _abc.AsyncIterator[_metadata_pb2.StreamLogsResponse]]:
         """StreamLogs sends a build's log from an offset; with `follow` it goes on until the build
         has a terminal status and every line is sent.
+        """
+
+    @_abc_1.abstractmethod
+    def ListArchives(
+        self,
+        request: _metadata_pb2.ListArchivesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_metadata_pb2.ListArchivesResponse], _abc.AsyncIterator[_metadata_pb2.ListArchivesResponse]]:
+        """ListArchives streams the distinct source archive ids the rack's builds name (what
+        garbage collection must keep), in batches.
         """
 
 def add_MetadataServiceServicer_to_server(servicer: MetadataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
