@@ -46,11 +46,13 @@ class Committed:
 
 @dataclass(frozen=True)
 class Blob:
-    """A blob to send: its digest, size and bytes (read when it is sent)."""
+    """A blob to send: its digest, size and bytes (read when it is sent; from `offset`
+    on when resuming a cut upload)."""
 
     sha256: str
     size: int
     chunks: Callable[[], Iterator[bytes]]
+    offset: int = 0
 
 
 Progress = Callable[[int], None]
@@ -147,12 +149,19 @@ class ArchiveClient:
 
     def find_missing(self, digests: list[str]) -> list[str]:
         """The digests of `digests` the rack lacks, in their order."""
-        missing: list[str] = []
+        return list(self.lacking(digests))
+
+    def lacking(self, digests: list[str]) -> dict[str, int]:
+        """The digests of `digests` the rack lacks, in their order, each with the bytes
+        of it a cut upload left on the rack (0: none): a resume starts there."""
+        missing: dict[str, int] = {}
         with rpc_errors(self.address, self.service):
             for start in range(0, len(digests), MAX_DIGESTS):
                 batch = digests[start : start + MAX_DIGESTS]
                 resp = self._stub.FindMissing(pb.FindMissingRequest(sha256=batch))
-                missing.extend(resp.missing)
+                held = {p.sha256: int(p.offset) for p in resp.partial}
+                for digest in resp.missing:
+                    missing[digest] = held.get(digest, 0)
         return missing
 
     def put_blobs(self, blobs: Iterable[Blob], progress: Progress | None = None) -> int:
@@ -162,7 +171,7 @@ class ArchiveClient:
             small: list[pb.SmallBlob] = []
             held = 0
             for blob in blobs:
-                if blob.size <= SMALL_BLOB:
+                if blob.size <= SMALL_BLOB and not blob.offset:
                     data = b"".join(blob.chunks())
                     small.append(pb.SmallBlob(sha256=blob.sha256, data=data))
                     held += len(data)
@@ -172,7 +181,8 @@ class ArchiveClient:
                             progress(held)
                         small, held = [], 0
                     continue
-                yield pb.PutBlobsRequest(header=pb.BlobHeader(sha256=blob.sha256, size=blob.size))
+                header = pb.BlobHeader(sha256=blob.sha256, size=blob.size, offset=blob.offset)
+                yield pb.PutBlobsRequest(header=header)
                 for data in blob.chunks():
                     yield pb.PutBlobsRequest(chunk=common_pb2.Chunk(data=data))
                     if progress:

@@ -132,13 +132,14 @@ class ContextUpload:
             self._lacking[digest] = None
             self._queue.put(self._blob(digest))
 
-    def _blob(self, digest: str) -> Blob:
+    def _blob(self, digest: str, offset: int = 0) -> Blob:
         entry, full = self._by_digest[digest]
 
         def chunks() -> Iterator[bytes]:
-            left = entry.size
+            left = entry.size - offset
             fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             with os.fdopen(fd, "rb", buffering=0) as handle:
+                handle.seek(offset)
                 while left > 0:
                     data = handle.read(min(CHUNK, left))
                     if not data:
@@ -149,7 +150,7 @@ class ContextUpload:
                     self._fail(_Changed(entry.path))
                     raise _Changed(entry.path)
 
-        return Blob(digest, entry.size, chunks)
+        return Blob(digest, entry.size, chunks, offset)
 
     def _blobs(self) -> Iterator[Blob]:
         while (blob := self._queue.get()) is not None:
@@ -236,13 +237,16 @@ class ContextUpload:
 
     def _resend(self, digests: list[str], known_missing: bool = False) -> None:
         """Sends the blobs of `digests` the rack lacks, resuming a cut stream: after a
-        cut the rack is asked again, and what arrived whole is not sent again."""
+        cut the rack is asked again; what arrived whole is not sent again, and a large
+        blob cut halfway goes on from the last byte the rack holds."""
+        held = dict.fromkeys(digests, 0)
         for attempt in range(RESUMES + 1):
             if attempt or not known_missing:
-                digests = self.archive.find_missing(digests)
+                held = self.archive.lacking(list(held))
             self._error = None
             try:
-                self.archive.put_blobs([self._blob(d) for d in digests], self._advance)
+                blobs = [self._blob(d, offset) for d, offset in held.items()]
+                self.archive.put_blobs(blobs, self._advance)
                 return
             except SlipwayError as err:
                 self._fail(err)  # a _Changed the blobs raised on the way stays first

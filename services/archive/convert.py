@@ -77,7 +77,9 @@ def blob_parts(
     for req in requests:
         part = req.WhichOneof("part")
         if part == "header":
-            yield BlobHeader(sha256=req.header.sha256, size=req.header.size)
+            yield BlobHeader(
+                sha256=req.header.sha256, size=req.header.size, offset=req.header.offset
+            )
         elif part == "chunk":
             yield req.chunk.data
         elif part == "small":

@@ -36,10 +36,11 @@ DEFAULT_MAX_FILES = 100_000
 
 @dataclass(frozen=True)
 class BlobHeader:
-    """What the chunks of one blob are."""
+    """What the chunks of one blob are: all of it, or from `offset` on (a resume)."""
 
     sha256: str
     size: int
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -181,12 +182,17 @@ class Archives:
 
     def missing(self, digests: list[str]) -> list[str]:
         """The digests among `digests` the store lacks, in their order."""
+        return [d for d, _held in self.missing_from(digests)]
+
+    def missing_from(self, digests: list[str]) -> list[tuple[str, int]]:
+        """The digests among `digests` the store lacks, in their order, each with the
+        bytes a cut upload left of it (0: none)."""
         if len(digests) > MAX_DIGESTS:
             raise InvalidArgument(f"too many digests in one call: at most {MAX_DIGESTS}")
-        found: list[str] = []
+        found: list[tuple[str, int]] = []
         for digest in digests:
             if not self._has(check_id(digest, "sha256")):
-                found.append(digest)
+                found.append((digest, self.store.partial_size(digest)))
         return found
 
     def _has(self, digest: str) -> bool:
@@ -212,7 +218,8 @@ class Archives:
             if isinstance(header, SmallBlob):
                 self._put_blob(iter((header.data,)), len(header.data), header.sha256)
             elif isinstance(header, BlobHeader):
-                self._put_blob(self._body(stream, header.size, pending), header.size, header.sha256)
+                body = self._body(stream, header.size - max(header.offset, 0), pending)
+                self._put_blob(body, header.size, header.sha256, header.offset)
             else:
                 raise InvalidArgument("each blob must start with a header")
             blobs += 1
@@ -240,14 +247,17 @@ class Archives:
             left -= len(part)
             yield part
 
-    def _put_blob(self, chunks: Iterator[bytes], size: int, sha256: str) -> None:
+    def _put_blob(self, chunks: Iterator[bytes], size: int, sha256: str, offset: int = 0) -> None:
         check_id(sha256, "sha256")
         if size < 0:
             raise InvalidArgument(f"invalid size: {size} (must be 0 or more)")
+        if not 0 <= offset <= size:
+            raise InvalidArgument(f"invalid offset: {offset} (a blob of {size} bytes)")
         try:
             # Not flushed one by one (a flush per small file would cost more than the
-            # upload): ReadBlobs verifies every blob it sends instead.
-            self.store.put(chunks, size, sha256, durable=False)
+            # upload): ReadBlobs verifies every blob it sends instead. A cut keeps what
+            # arrived, for the client to resume from.
+            self.store.put(chunks, size, sha256, durable=False, offset=offset, keep_partial=True)
         except InvalidArgument as err:
             raise InvalidArgument(f"blob {sha256[:12]}: {err}") from None
 
@@ -417,6 +427,7 @@ class Archives:
                 self.store.delete(obj.id)
                 stats.removed += 1
                 stats.removed_bytes += obj.size
+            stats.removed_bytes += self.store.drop_leftovers(now - options.grace_seconds)
             self.scratch.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(f"{now}\n")
         log.info(

@@ -42,7 +42,11 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
     def FindMissing(  # noqa: N802 - gRPC method name
         self, request: pb.FindMissingRequest, context: grpc.ServicerContext
     ) -> pb.FindMissingResponse:
-        return pb.FindMissingResponse(missing=self.archives.missing(list(request.sha256)))
+        found = self.archives.missing_from(list(request.sha256))
+        return pb.FindMissingResponse(
+            missing=[d for d, _held in found],
+            partial=[pb.Partial(sha256=d, offset=held) for d, held in found if held],
+        )
 
     def PutBlobs(  # noqa: N802 - gRPC method name
         self, request_iterator: Iterator[pb.PutBlobsRequest], context: grpc.ServicerContext

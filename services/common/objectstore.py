@@ -41,11 +41,30 @@ def check_id(value: str, what: str = "archive id") -> str:
 class ObjectStore(Protocol):
     """Content-addressed storage of archives."""
 
-    def put(self, chunks: Iterable[bytes], size: int, sha256: str, durable: bool = True) -> str:
+    def put(
+        self,
+        chunks: Iterable[bytes],
+        size: int,
+        sha256: str,
+        durable: bool = True,
+        offset: int = 0,
+        keep_partial: bool = False,
+    ) -> str:
         """Stores the bytes of `chunks` when they are exactly `size` bytes with digest
         `sha256`, returning the object id (the digest); raises InvalidArgument otherwise,
         leaving nothing behind. `durable=False` skips flushing to disk before the object
-        becomes visible (for file blobs, which readers verify as they read)."""
+        becomes visible (for file blobs, which readers verify as they read). With
+        `keep_partial`, a stream cut short keeps what arrived (see `partial_size`), and
+        `offset` resumes it: `chunks` then start at that byte."""
+        ...
+
+    def partial_size(self, sha256: str) -> int:
+        """How many bytes of a cut upload of `sha256` are held to resume from (0: none)."""
+        ...
+
+    def drop_leftovers(self, before: float) -> int:
+        """Removes what cut or killed uploads left, untouched since `before` (seconds
+        since the epoch); returns how many bytes went."""
         ...
 
     def open(self, object_id: str) -> BinaryIO:
@@ -80,6 +99,14 @@ class StoredObject:
     modified: float
 
 
+#: A cut blob keeps what arrived for a resume from this many bytes on.
+PARTIAL_MIN = 1024 * 1024
+
+
+class _Short(InvalidArgument):
+    """A blob's stream ended before its declared size."""
+
+
 class FileStore:
     """Objects as files `objects/<first two hex>/<sha256>` under a root folder.
 
@@ -103,12 +130,55 @@ class FileStore:
         check_id(object_id)
         return self._objects / object_id[:2] / object_id
 
-    def put(self, chunks: Iterable[bytes], size: int, sha256: str, durable: bool = True) -> str:
-        check_id(sha256, "sha256")
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="upload-")
+    def _partial(self, sha256: str) -> str:
+        return os.path.join(self._tmp, f"partial-{check_id(sha256, 'sha256')}")
+
+    def partial_size(self, sha256: str) -> int:
         try:
-            digest = hashlib.sha256()
-            written = 0
+            return os.stat(self._partial(sha256)).st_size
+        except FileNotFoundError:
+            return 0
+
+    def drop_leftovers(self, before: float) -> int:
+        dropped = 0
+        for path in self._tmp.glob("*"):
+            if not path.name.startswith(("partial-", "upload-")):
+                continue  # git fetches keep their folders here, and sweep them themselves
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                if st.st_mtime < before and path.is_file():
+                    path.unlink()
+                    dropped += st.st_size
+        return dropped
+
+    def put(
+        self,
+        chunks: Iterable[bytes],
+        size: int,
+        sha256: str,
+        durable: bool = True,
+        offset: int = 0,
+        keep_partial: bool = False,
+    ) -> str:
+        check_id(sha256, "sha256")
+        digest = hashlib.sha256()
+        if offset:
+            tmp_name = self._partial(sha256)
+            try:
+                fd = os.open(tmp_name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise InvalidArgument(f"nothing of blob {sha256[:12]} to resume") from None
+            with os.fdopen(os.dup(fd), "rb") as held:  # what arrived before the cut
+                for data in iter(lambda: held.read(1024 * 1024), b""):
+                    digest.update(data)
+            if os.fstat(fd).st_size != offset:
+                os.close(fd)
+                raise InvalidArgument(f"blob {sha256[:12]} cannot resume at byte {offset}")
+            os.lseek(fd, 0, os.SEEK_END)
+        else:
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="upload-")
+        written = offset
+        try:
             with os.fdopen(fd, "wb") as out:
                 for data in chunks:
                     # Stop at the first byte past the declared size: no need to read the rest.
@@ -121,7 +191,7 @@ class FileStore:
                 if durable:
                     os.fsync(out.fileno())
             if written != size:
-                raise InvalidArgument(f"size mismatch: expected {size} bytes, got {written}")
+                raise _Short(f"size mismatch: expected {size} bytes, got {written}")
             actual = digest.hexdigest()
             if actual != sha256:
                 raise InvalidArgument(f"checksum mismatch: expected {sha256}, got {actual}")
@@ -136,9 +206,15 @@ class FileStore:
             log.info("stored archive %s (%d bytes)", sha256, size)
             return sha256
         except BaseException as err:
-            # A bad or broken stream (including a cancelled call) leaves nothing.
+            # A bad stream leaves nothing. A short one (cut, or cancelled) leaves what
+            # arrived, when asked to and when it is worth resuming from.
+            cut = not isinstance(err, InvalidArgument) or isinstance(err, _Short)
             try:
-                os.unlink(tmp_name)
+                if keep_partial and cut and written >= PARTIAL_MIN:
+                    os.replace(tmp_name, self._partial(sha256))
+                    log.info("kept %d bytes of blob %s to resume", written, sha256)
+                else:
+                    os.unlink(tmp_name)
             except FileNotFoundError:
                 pass
             if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -186,12 +262,26 @@ class SizeLimit:
         self.inner = inner
         self.max_bytes = max_bytes
 
-    def put(self, chunks: Iterable[bytes], size: int, sha256: str, durable: bool = True) -> str:
+    def put(
+        self,
+        chunks: Iterable[bytes],
+        size: int,
+        sha256: str,
+        durable: bool = True,
+        offset: int = 0,
+        keep_partial: bool = False,
+    ) -> str:
         if size > self.max_bytes:
             raise InvalidArgument(
                 f"archive too large: {size} bytes, the limit is {self.max_bytes} bytes"
             )
-        return self.inner.put(chunks, size, sha256, durable)
+        return self.inner.put(chunks, size, sha256, durable, offset, keep_partial)
+
+    def partial_size(self, sha256: str) -> int:
+        return self.inner.partial_size(sha256)
+
+    def drop_leftovers(self, before: float) -> int:
+        return self.inner.drop_leftovers(before)
 
     def open(self, object_id: str) -> BinaryIO:
         return self.inner.open(object_id)
@@ -258,8 +348,25 @@ class S3Store:
     def _key(self, object_id: str) -> str:
         return f"{self.prefix}objects/{check_id(object_id)}"
 
-    def put(self, chunks: Iterable[bytes], size: int, sha256: str, durable: bool = True) -> str:
-        check_id(sha256, "sha256")  # S3 is durable once it answers: `durable` changes nothing
+    def partial_size(self, sha256: str) -> int:
+        return 0  # a cut upload to S3 starts again (its multipart upload is aborted)
+
+    def drop_leftovers(self, before: float) -> int:
+        return 0  # `PREFIX/tmp/`: a bucket lifecycle rule expires what a killed upload left
+
+    def put(
+        self,
+        chunks: Iterable[bytes],
+        size: int,
+        sha256: str,
+        durable: bool = True,
+        offset: int = 0,
+        keep_partial: bool = False,
+    ) -> str:
+        # S3 is durable once it answers: `durable` changes nothing; nothing partial is kept.
+        check_id(sha256, "sha256")
+        if offset:
+            raise InvalidArgument(f"nothing of blob {sha256[:12]} to resume")
         tmp = f"{self.prefix}tmp/{uuid.uuid4().hex}"
         digest = hashlib.sha256()
         written = 0

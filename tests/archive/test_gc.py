@@ -141,3 +141,16 @@ def test_bad_options_and_ids_are_refused(archives: Archives) -> None:
         archives.collect(GarbageOptions(grace_seconds=-1), [])
     with pytest.raises(InvalidArgument, match="archive id"):
         archives.collect(GarbageOptions(grace_seconds=0), ["../../etc"])
+
+
+def test_what_cut_uploads_left_goes_after_the_grace_period(archives: Archives) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    parts: list[BlobHeader | bytes] = [BlobHeader(sha(data), len(data)), data[: 1024 * 1024 + 1]]
+    with pytest.raises(InvalidArgument, match="size mismatch"):
+        archives.put_blobs(parts)
+    assert archives.missing_from([sha(data)]) == [(sha(data), 1024 * 1024 + 1)]
+    archives.collect(GarbageOptions(grace_seconds=DAY), [])
+    assert archives.missing_from([sha(data)]) == [(sha(data), 1024 * 1024 + 1)]  # young
+    done = archives.collect(GarbageOptions(grace_seconds=0), [])
+    assert archives.missing_from([sha(data)]) == [(sha(data), 0)]
+    assert done.removed_bytes >= 1024 * 1024 + 1

@@ -662,3 +662,72 @@ def test_an_empty_context_is_stored(
     resp = raw_put_context(stub, [context_header()])
     assert resp.id == sha(ctx.MAGIC)
     assert stored_entries(archives, resp.id) == []
+
+
+# -- resuming a blob cut halfway ------------------------------------------------------------
+
+
+def _raw_put(stub: pb_grpc.ArchiveServiceStub, *messages: pb.PutBlobsRequest) -> None:
+    with rpc_errors():
+        stub.PutBlobs(iter(messages))
+
+
+def _chunks(data: bytes, size: int = 512 * 1024) -> list[pb.PutBlobsRequest]:
+    return [
+        pb.PutBlobsRequest(chunk=common_pb2.Chunk(data=data[i : i + size]))
+        for i in range(0, len(data), size)
+    ]
+
+
+def test_a_blob_cut_halfway_resumes_from_the_last_byte_held(
+    archives: ArchiveClient, stub: pb_grpc.ArchiveServiceStub, data_dir: Path
+) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 123)
+    digest = sha(data)
+    header = pb.PutBlobsRequest(header=pb.BlobHeader(sha256=digest, size=len(data)))
+    held = 2 * 1024 * 1024
+    with pytest.raises(InvalidArgument, match="size mismatch"):
+        _raw_put(stub, header, *_chunks(data[:held]))
+    assert archives.lacking([digest]) == {digest: held}
+    assert digest not in objects(data_dir)
+
+    # A resume at another byte than the rack holds is refused, and keeps what it holds.
+    wrong = pb.PutBlobsRequest(header=pb.BlobHeader(sha256=digest, size=len(data), offset=5))
+    with pytest.raises(InvalidArgument, match="cannot resume"):
+        _raw_put(stub, wrong, *_chunks(data[5:]))
+    assert archives.lacking([digest]) == {digest: held}
+
+    resume = pb.PutBlobsRequest(header=pb.BlobHeader(sha256=digest, size=len(data), offset=held))
+    _raw_put(stub, resume, *_chunks(data[held:]))
+    assert archives.find_missing([digest]) == []
+    assert read_all(archives, [digest]) == [(digest, data)]
+
+
+def test_a_resume_with_other_bytes_is_refused_and_drops_the_part(
+    archives: ArchiveClient, stub: pb_grpc.ArchiveServiceStub, data_dir: Path
+) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    digest = sha(data)
+    header = pb.PutBlobsRequest(header=pb.BlobHeader(sha256=digest, size=len(data)))
+    with pytest.raises(InvalidArgument):
+        _raw_put(stub, header, *_chunks(data[: 1024 * 1024 + 10]))
+    assert archives.lacking([digest]) == {digest: 1024 * 1024 + 10}
+    tail = os.urandom(len(data) - (1024 * 1024 + 10))  # not the blob's own bytes
+    resume = pb.PutBlobsRequest(
+        header=pb.BlobHeader(sha256=digest, size=len(data), offset=1024 * 1024 + 10)
+    )
+    with pytest.raises(InvalidArgument, match="checksum mismatch"):
+        _raw_put(stub, resume, *_chunks(tail))
+    assert archives.lacking([digest]) == {digest: 0}
+    assert digest not in objects(data_dir)
+
+
+def test_a_small_cut_keeps_nothing(
+    archives: ArchiveClient, stub: pb_grpc.ArchiveServiceStub
+) -> None:
+    data = os.urandom(600_000)
+    digest = sha(data)
+    header = pb.PutBlobsRequest(header=pb.BlobHeader(sha256=digest, size=len(data)))
+    with pytest.raises(InvalidArgument):
+        _raw_put(stub, header, *_chunks(data[:500_000]))
+    assert archives.lacking([digest]) == {digest: 0}

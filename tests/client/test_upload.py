@@ -505,3 +505,52 @@ def test_errors_the_rack_gives_are_not_resumed(archives: ArchiveClient, folder: 
     with pytest.raises(SlipwayError, match="archive rejected: no"):
         finish_within(job)
     assert len(client.calls) == 1
+
+
+class CutPartway(Recording):
+    """Its first put_blobs passes the real client the first 3 MiB of the first blob (as
+    the stream of a big blob cut by a dropped connection), then reports the cut."""
+
+    held = 3 * 1024 * 1024
+
+    def put_blobs(
+        self, blobs: Iterable[Blob], progress: Callable[[int], None] | None = None
+    ) -> int:
+        if self.calls:
+            return super().put_blobs(blobs, progress)
+        big = next(iter(blobs))
+        self.calls.append([big.sha256])
+
+        def part() -> Iterator[bytes]:
+            sent = 0
+            for data in big.chunks():
+                yield data[: self.held - sent]
+                sent += len(data)
+                if sent >= self.held:
+                    return
+
+        with pytest.raises(InvalidArgument, match="size mismatch"):
+            self.real.put_blobs([Blob(big.sha256, big.size, part)], progress)
+        raise Unavailable("cut")
+
+
+def test_a_big_file_cut_halfway_goes_on_from_where_it_was_cut(
+    archives: ArchiveClient, tmp_path: Path
+) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "convox.yml").write_text("services:\n  web:\n    build: .\n")
+    (folder / "Dockerfile").write_text("FROM busybox\n")
+    data = os.urandom(5 * 1024 * 1024 + 7)
+    (folder / "0-big.bin").write_bytes(data)
+    client = CutPartway(archives)
+    job = ContextUpload(client, "app", folder)  # type: ignore[arg-type]
+    job.scan()
+    result = finish_within(job)
+    assert result.resumed == 1
+    assert client.calls[0] == [sha(data)] and sha(data) in client.calls[1]
+    # The first 3 MiB went once: the resume sent only the rest of the big file.
+    small = len(b"services:\n  web:\n    build: .\n") + len(b"FROM busybox\n")
+    assert result.sent_bytes == len(data) + small
+    stored = stored_files(archives, result.id)
+    assert stored["0-big.bin"] == data and set(stored) == {"0-big.bin", "convox.yml", "Dockerfile"}

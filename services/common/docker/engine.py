@@ -32,7 +32,7 @@ import docker.utils
 import requests
 
 from client.kernel.entries import Source, sub
-from client.kernel.errors import InvalidArgument, NotFound, SlipwayError
+from client.kernel.errors import Internal, InvalidArgument, NotFound, SlipwayError
 from client.kernel.streams import CHUNK_SIZE
 from client.kernel.types import BUILDKIT, ENGINE_BUILDERS, LEGACY
 from services.common.docker import errors
@@ -85,6 +85,22 @@ def _not_a_local_image(text: str, status: int) -> SlipwayError:
     return NotFound(text) if status in (400, 404) else EngineError(f"docker inspect failed: {text}")
 
 
+class _Guarded:
+    """The chunks of a stream the engine reads, keeping the error that stopped them (the
+    engine's connection only says it was aborted)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._chunks
+        except BaseException as err:
+            self.error = err
+            raise
+
+
 class DockerEngine:
     """The Docker engine at `host` (a DOCKER_HOST value), connected on first use, so a
     service starts (and reports Unavailable per call) while the engine is down."""
@@ -127,6 +143,41 @@ class DockerEngine:
                 )
             return self._build_legacy(spec, on_line, scope)
         return self._build_buildkit(spec, on_line, scope)
+
+    def _legacy_stream(
+        self,
+        spec: BuildSpec,
+        context: Iterable[bytes],
+        dockerfile_name: str,
+        lines: LineSplitter,
+        scope: Cancellable,
+        containers: list[str],
+    ) -> str:
+        """Sends the context to the classic builder; the image id its messages name."""
+        image_id = ""
+        with self._stream(None, scope, containers) as api, translated(self.host, scope=scope):
+            stream = api.build(
+                fileobj=context,
+                custom_context=True,
+                dockerfile=dockerfile_name,
+                nocache=spec.nocache,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                target=spec.target or None,
+                buildargs=dict(spec.buildargs),
+                decode=True,
+                timeout=None,
+            )
+            try:
+                for message in stream:
+                    text = errors.stream_text(message)
+                    if text is not None:
+                        raise EngineError(text)
+                    image_id = log_message(message, lines) or image_id
+            finally:
+                lines.flush()
+        return image_id
 
     def _build_buildkit(self, spec: BuildSpec, on_line: LineSink, scope: Cancellable) -> str:
         """A BuildKit build through the engine API (`POST /build?version=2`): its trace is
@@ -229,32 +280,18 @@ class DockerEngine:
             on_line(text)
 
         lines = LineSplitter(line)
-        with (
-            context_tar(spec.context, dockerfile, spec.source) as (context, dockerfile_name),
-            self._stream(None, scope, containers) as api,
-            translated(self.host, scope=scope),
-        ):
-            stream = api.build(
-                fileobj=context,
-                custom_context=True,
-                dockerfile=dockerfile_name,
-                nocache=spec.nocache,
-                rm=True,
-                forcerm=True,
-                pull=False,
-                target=spec.target or None,
-                buildargs=dict(spec.buildargs),
-                decode=True,
-                timeout=None,
-            )
+        with context_tar(spec.context, dockerfile, spec.source) as (context, dockerfile_name):
+            sent = _Guarded(context)
             try:
-                for message in stream:
-                    text = errors.stream_text(message)
-                    if text is not None:
-                        raise EngineError(text)
-                    image_id = log_message(message, lines) or image_id
-            finally:
-                lines.flush()
+                image_id = self._legacy_stream(
+                    spec, sent, dockerfile_name, lines, scope, containers
+                )
+            except SlipwayError:
+                if sent.error is None:
+                    raise
+                if isinstance(sent.error, SlipwayError):
+                    raise sent.error from None
+                raise Internal(f"cannot send the build context: {sent.error}") from None
         if not image_id:
             match = _BUILT.match(last_line)
             if not match:

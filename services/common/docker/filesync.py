@@ -245,12 +245,26 @@ def _files(source: Source, batch: Sequence[tuple[int, str]]) -> Iterator[Packet]
     by_path = {path: ident for ident, path in ids.items()}
     for path, chunks in source.read([path for _ident, path in batch]):
         ident = by_path[path]
-        for data in chunks:
+        size = source.lstat(path).size
+        for data in _exactly(chunks, size, path):
             for start in range(0, len(data), DATA_CHUNK):
                 yield Packet(
                     type=Packet.PACKET_DATA, ID=ident, data=data[start : start + DATA_CHUNK]
                 )
         yield Packet(type=Packet.PACKET_DATA, ID=ident)
+
+
+def _exactly(chunks: Iterable[bytes], size: int, path: str) -> Iterator[bytes]:
+    """The chunks of a file that must be `size` bytes, as its Stat said; OSError when it
+    is not (the engine would take a truncated file)."""
+    sent = 0
+    for data in chunks:
+        sent += len(data)
+        if sent > size:
+            raise OSError(f"{path[:200]} grew while it was sent")
+        yield data
+    if sent != size:
+        raise OSError(f"{path[:200]} shrank while it was sent")
 
 
 def _error(text: str) -> Packet:
@@ -261,7 +275,7 @@ def _why(err: Exception) -> str:
     if isinstance(err, SlipwayError):
         return str(err)[:200]
     if isinstance(err, OSError):
-        return err.strerror or type(err).__name__
+        return err.strerror or str(err)[:200] or type(err).__name__
     return "a file name is not UTF-8"
 
 

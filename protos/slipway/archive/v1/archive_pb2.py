@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from slipway.common.v1 import common_pb2 as slipway_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n slipway/archive/v1/archive.proto\x12\x12slipway.archive.v1\x1a\x1eslipway/common/v1/common.proto\"9\n\x0cUploadHeader\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"v\n\rUploadRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .slipway.archive.v1.UploadHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.slipway.common.v1.ChunkH\x00\x42\x06\n\x04part\"*\n\x0eUploadResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x1d\n\x0f\x44ownloadRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x10\x44ownloadResponse\x12\'\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Chunk\" \n\x12StatArchiveRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x13StatArchiveResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"J\n\x0f\x46\x65tchGitRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x10\n\x08manifest\x18\x04 \x01(\t\"M\n\x10\x46\x65tchGitResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\"$\n\x12\x46indMissingRequest\x12\x0e\n\x06sha256\x18\x01 \x03(\t\"&\n\x13\x46indMissingResponse\x12\x0f\n\x07missing\x18\x01 \x03(\t\"*\n\nBlobHeader\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\xa7\x01\n\x0fPutBlobsRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.slipway.archive.v1.BlobHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.slipway.common.v1.ChunkH\x00\x12/\n\x05small\x18\x03 \x01(\x0b\x32\x1e.slipway.archive.v1.SmallBlobsH\x00\x42\x06\n\x04part\":\n\nSmallBlobs\x12,\n\x05\x62lobs\x18\x01 \x03(\x0b\x32\x1d.slipway.archive.v1.SmallBlob\")\n\tSmallBlob\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"0\n\x10PutBlobsResponse\x12\r\n\x05\x62lobs\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\"\x90\x01\n\x05\x45ntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.slipway.archive.v1.EntryType\x12\x0c\n\x04mode\x18\x03 \x01(\r\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x10\n\x08mtime_ns\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x0e\n\x06target\x18\x07 \x01(\t\"\x1c\n\rContextHeader\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\"\x80\x01\n\x11PutContextRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.slipway.archive.v1.ContextHeaderH\x00\x12.\n\x07\x65ntries\x18\x02 \x01(\x0b\x32\x1b.slipway.archive.v1.EntriesH\x00\x42\x06\n\x04part\"5\n\x07\x45ntries\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.slipway.archive.v1.Entry\"?\n\x12PutContextResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0f\n\x07missing\x18\x03 \x03(\t\"\"\n\x10ReadBlobsRequest\x12\x0e\n\x06sha256\x18\x01 \x03(\t\"x\n\x11ReadBlobsResponse\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.slipway.archive.v1.BlobHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.slipway.common.v1.ChunkH\x00\x42\x06\n\x04part\":\n\x0eGarbageOptions\x12\x15\n\rgrace_seconds\x18\x01 \x01(\x01\x12\x11\n\tautomatic\x18\x02 \x01(\x08\"\x86\x01\n\x15\x43ollectGarbageRequest\x12\x35\n\x07options\x18\x01 \x01(\x0b\x32\".slipway.archive.v1.GarbageOptionsH\x00\x12.\n\x04keep\x18\x02 \x01(\x0b\x32\x1e.slipway.archive.v1.ArchiveIdsH\x00\x42\x06\n\x04part\"\x19\n\nArchiveIds\x12\x0b\n\x03ids\x18\x01 \x03(\t\"s\n\x16\x43ollectGarbageResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\x12\x15\n\rremoved_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04kept\x18\x03 \x01(\x03\x12\x12\n\nkept_bytes\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x08*h\n\tEntryType\x12\x1a\n\x16\x45NTRY_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45NTRY_TYPE_FILE\x10\x01\x12\x12\n\x0e\x45NTRY_TYPE_DIR\x10\x02\x12\x16\n\x12\x45NTRY_TYPE_SYMLINK\x10\x03\x32\xd2\x06\n\x0e\x41rchiveService\x12Q\n\x06Upload\x12!.slipway.archive.v1.UploadRequest\x1a\".slipway.archive.v1.UploadResponse(\x01\x12W\n\x08\x44ownload\x12#.slipway.archive.v1.DownloadRequest\x1a$.slipway.archive.v1.DownloadResponse0\x01\x12^\n\x0bStatArchive\x12&.slipway.archive.v1.StatArchiveRequest\x1a\'.slipway.archive.v1.StatArchiveResponse\x12U\n\x08\x46\x65tchGit\x12#.slipway.archive.v1.FetchGitRequest\x1a$.slipway.archive.v1.FetchGitResponse\x12^\n\x0b\x46indMissing\x12&.slipway.archive.v1.FindMissingRequest\x1a\'.slipway.archive.v1.FindMissingResponse\x12W\n\x08PutBlobs\x12#.slipway.archive.v1.PutBlobsRequest\x1a$.slipway.archive.v1.PutBlobsResponse(\x01\x12]\n\nPutContext\x12%.slipway.archive.v1.PutContextRequest\x1a&.slipway.archive.v1.PutContextResponse(\x01\x12Z\n\tReadBlobs\x12$.slipway.archive.v1.ReadBlobsRequest\x1a%.slipway.archive.v1.ReadBlobsResponse0\x01\x12i\n\x0e\x43ollectGarbage\x12).slipway.archive.v1.CollectGarbageRequest\x1a*.slipway.archive.v1.CollectGarbageResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n slipway/archive/v1/archive.proto\x12\x12slipway.archive.v1\x1a\x1eslipway/common/v1/common.proto\"9\n\x0cUploadHeader\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"v\n\rUploadRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .slipway.archive.v1.UploadHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.slipway.common.v1.ChunkH\x00\x42\x06\n\x04part\"*\n\x0eUploadResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x1d\n\x0f\x44ownloadRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x10\x44ownloadResponse\x12\'\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x18.slipway.common.v1.Chunk\" \n\x12StatArchiveRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x13StatArchiveResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"J\n\x0f\x46\x65tchGitRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x10\n\x08manifest\x18\x04 \x01(\t\"M\n\x10\x46\x65tchGitResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\"$\n\x12\x46indMissingRequest\x12\x0e\n\x06sha256\x18\x01 \x03(\t\"T\n\x13\x46indMissingResponse\x12\x0f\n\x07missing\x18\x01 \x03(\t\x12,\n\x07partial\x18\x02 \x03(\x0b\x32\x1b.slipway.archive.v1.Partial\")\n\x07Partial\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\":\n\nBlobHeader\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\xa7\x01\n\x0fPutBlobsRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.slipway.archive.v1.BlobHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.slipway.common.v1.ChunkH\x00\x12/\n\x05small\x18\x03 \x01(\x0b\x32\x1e.slipway.archive.v1.SmallBlobsH\x00\x42\x06\n\x04part\":\n\nSmallBlobs\x12,\n\x05\x62lobs\x18\x01 \x03(\x0b\x32\x1d.slipway.archive.v1.SmallBlob\")\n\tSmallBlob\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"0\n\x10PutBlobsResponse\x12\r\n\x05\x62lobs\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\"\x90\x01\n\x05\x45ntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.slipway.archive.v1.EntryType\x12\x0c\n\x04mode\x18\x03 \x01(\r\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x10\n\x08mtime_ns\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x0e\n\x06target\x18\x07 \x01(\t\"\x1c\n\rContextHeader\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\"\x80\x01\n\x11PutContextRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.slipway.archive.v1.ContextHeaderH\x00\x12.\n\x07\x65ntries\x18\x02 \x01(\x0b\x32\x1b.slipway.archive.v1.EntriesH\x00\x42\x06\n\x04part\"5\n\x07\x45ntries\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.slipway.archive.v1.Entry\"?\n\x12PutContextResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0f\n\x07missing\x18\x03 \x03(\t\"\"\n\x10ReadBlobsRequest\x12\x0e\n\x06sha256\x18\x01 \x03(\t\"x\n\x11ReadBlobsResponse\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.slipway.archive.v1.BlobHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.slipway.common.v1.ChunkH\x00\x42\x06\n\x04part\":\n\x0eGarbageOptions\x12\x15\n\rgrace_seconds\x18\x01 \x01(\x01\x12\x11\n\tautomatic\x18\x02 \x01(\x08\"\x86\x01\n\x15\x43ollectGarbageRequest\x12\x35\n\x07options\x18\x01 \x01(\x0b\x32\".slipway.archive.v1.GarbageOptionsH\x00\x12.\n\x04keep\x18\x02 \x01(\x0b\x32\x1e.slipway.archive.v1.ArchiveIdsH\x00\x42\x06\n\x04part\"\x19\n\nArchiveIds\x12\x0b\n\x03ids\x18\x01 \x03(\t\"s\n\x16\x43ollectGarbageResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\x12\x15\n\rremoved_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04kept\x18\x03 \x01(\x03\x12\x12\n\nkept_bytes\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x08*h\n\tEntryType\x12\x1a\n\x16\x45NTRY_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45NTRY_TYPE_FILE\x10\x01\x12\x12\n\x0e\x45NTRY_TYPE_DIR\x10\x02\x12\x16\n\x12\x45NTRY_TYPE_SYMLINK\x10\x03\x32\xd2\x06\n\x0e\x41rchiveService\x12Q\n\x06Upload\x12!.slipway.archive.v1.UploadRequest\x1a\".slipway.archive.v1.UploadResponse(\x01\x12W\n\x08\x44ownload\x12#.slipway.archive.v1.DownloadRequest\x1a$.slipway.archive.v1.DownloadResponse0\x01\x12^\n\x0bStatArchive\x12&.slipway.archive.v1.StatArchiveRequest\x1a\'.slipway.archive.v1.StatArchiveResponse\x12U\n\x08\x46\x65tchGit\x12#.slipway.archive.v1.FetchGitRequest\x1a$.slipway.archive.v1.FetchGitResponse\x12^\n\x0b\x46indMissing\x12&.slipway.archive.v1.FindMissingRequest\x1a\'.slipway.archive.v1.FindMissingResponse\x12W\n\x08PutBlobs\x12#.slipway.archive.v1.PutBlobsRequest\x1a$.slipway.archive.v1.PutBlobsResponse(\x01\x12]\n\nPutContext\x12%.slipway.archive.v1.PutContextRequest\x1a&.slipway.archive.v1.PutContextResponse(\x01\x12Z\n\tReadBlobs\x12$.slipway.archive.v1.ReadBlobsRequest\x1a%.slipway.archive.v1.ReadBlobsResponse0\x01\x12i\n\x0e\x43ollectGarbage\x12).slipway.archive.v1.CollectGarbageRequest\x1a*.slipway.archive.v1.CollectGarbageResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'slipway.archive.v1.archive_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYTYPE']._serialized_start=2013
-  _globals['_ENTRYTYPE']._serialized_end=2117
+  _globals['_ENTRYTYPE']._serialized_start=2118
+  _globals['_ENTRYTYPE']._serialized_end=2222
   _globals['_UPLOADHEADER']._serialized_start=88
   _globals['_UPLOADHEADER']._serialized_end=145
   _globals['_UPLOADREQUEST']._serialized_start=147
@@ -55,39 +55,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FINDMISSINGREQUEST']._serialized_start=641
   _globals['_FINDMISSINGREQUEST']._serialized_end=677
   _globals['_FINDMISSINGRESPONSE']._serialized_start=679
-  _globals['_FINDMISSINGRESPONSE']._serialized_end=717
-  _globals['_BLOBHEADER']._serialized_start=719
-  _globals['_BLOBHEADER']._serialized_end=761
-  _globals['_PUTBLOBSREQUEST']._serialized_start=764
-  _globals['_PUTBLOBSREQUEST']._serialized_end=931
-  _globals['_SMALLBLOBS']._serialized_start=933
-  _globals['_SMALLBLOBS']._serialized_end=991
-  _globals['_SMALLBLOB']._serialized_start=993
-  _globals['_SMALLBLOB']._serialized_end=1034
-  _globals['_PUTBLOBSRESPONSE']._serialized_start=1036
-  _globals['_PUTBLOBSRESPONSE']._serialized_end=1084
-  _globals['_ENTRY']._serialized_start=1087
-  _globals['_ENTRY']._serialized_end=1231
-  _globals['_CONTEXTHEADER']._serialized_start=1233
-  _globals['_CONTEXTHEADER']._serialized_end=1261
-  _globals['_PUTCONTEXTREQUEST']._serialized_start=1264
-  _globals['_PUTCONTEXTREQUEST']._serialized_end=1392
-  _globals['_ENTRIES']._serialized_start=1394
-  _globals['_ENTRIES']._serialized_end=1447
-  _globals['_PUTCONTEXTRESPONSE']._serialized_start=1449
-  _globals['_PUTCONTEXTRESPONSE']._serialized_end=1512
-  _globals['_READBLOBSREQUEST']._serialized_start=1514
-  _globals['_READBLOBSREQUEST']._serialized_end=1548
-  _globals['_READBLOBSRESPONSE']._serialized_start=1550
-  _globals['_READBLOBSRESPONSE']._serialized_end=1670
-  _globals['_GARBAGEOPTIONS']._serialized_start=1672
-  _globals['_GARBAGEOPTIONS']._serialized_end=1730
-  _globals['_COLLECTGARBAGEREQUEST']._serialized_start=1733
-  _globals['_COLLECTGARBAGEREQUEST']._serialized_end=1867
-  _globals['_ARCHIVEIDS']._serialized_start=1869
-  _globals['_ARCHIVEIDS']._serialized_end=1894
-  _globals['_COLLECTGARBAGERESPONSE']._serialized_start=1896
-  _globals['_COLLECTGARBAGERESPONSE']._serialized_end=2011
-  _globals['_ARCHIVESERVICE']._serialized_start=2120
-  _globals['_ARCHIVESERVICE']._serialized_end=2970
+  _globals['_FINDMISSINGRESPONSE']._serialized_end=763
+  _globals['_PARTIAL']._serialized_start=765
+  _globals['_PARTIAL']._serialized_end=806
+  _globals['_BLOBHEADER']._serialized_start=808
+  _globals['_BLOBHEADER']._serialized_end=866
+  _globals['_PUTBLOBSREQUEST']._serialized_start=869
+  _globals['_PUTBLOBSREQUEST']._serialized_end=1036
+  _globals['_SMALLBLOBS']._serialized_start=1038
+  _globals['_SMALLBLOBS']._serialized_end=1096
+  _globals['_SMALLBLOB']._serialized_start=1098
+  _globals['_SMALLBLOB']._serialized_end=1139
+  _globals['_PUTBLOBSRESPONSE']._serialized_start=1141
+  _globals['_PUTBLOBSRESPONSE']._serialized_end=1189
+  _globals['_ENTRY']._serialized_start=1192
+  _globals['_ENTRY']._serialized_end=1336
+  _globals['_CONTEXTHEADER']._serialized_start=1338
+  _globals['_CONTEXTHEADER']._serialized_end=1366
+  _globals['_PUTCONTEXTREQUEST']._serialized_start=1369
+  _globals['_PUTCONTEXTREQUEST']._serialized_end=1497
+  _globals['_ENTRIES']._serialized_start=1499
+  _globals['_ENTRIES']._serialized_end=1552
+  _globals['_PUTCONTEXTRESPONSE']._serialized_start=1554
+  _globals['_PUTCONTEXTRESPONSE']._serialized_end=1617
+  _globals['_READBLOBSREQUEST']._serialized_start=1619
+  _globals['_READBLOBSREQUEST']._serialized_end=1653
+  _globals['_READBLOBSRESPONSE']._serialized_start=1655
+  _globals['_READBLOBSRESPONSE']._serialized_end=1775
+  _globals['_GARBAGEOPTIONS']._serialized_start=1777
+  _globals['_GARBAGEOPTIONS']._serialized_end=1835
+  _globals['_COLLECTGARBAGEREQUEST']._serialized_start=1838
+  _globals['_COLLECTGARBAGEREQUEST']._serialized_end=1972
+  _globals['_ARCHIVEIDS']._serialized_start=1974
+  _globals['_ARCHIVEIDS']._serialized_end=1999
+  _globals['_COLLECTGARBAGERESPONSE']._serialized_start=2001
+  _globals['_COLLECTGARBAGERESPONSE']._serialized_end=2116
+  _globals['_ARCHIVESERVICE']._serialized_start=2225
+  _globals['_ARCHIVESERVICE']._serialized_end=3075
 # @@protoc_insertion_point(module_scope)

@@ -325,20 +325,51 @@ class FindMissingResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MISSING_FIELD_NUMBER: _builtins.int
+    PARTIAL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def partial(self) -> _containers.RepeatedCompositeFieldContainer[Global___Partial]:
+        """Of those, the ones a cut upload left a part of: send them from `offset` on."""
+
     def __init__(
         self,
         *,
         missing: _abc.Iterable[_builtins.str] | None = ...,
+        partial: _abc.Iterable[Global___Partial] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["missing", b"missing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["missing", b"missing", "partial", b"partial"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FindMissingResponse: _TypeAlias = FindMissingResponse  # noqa: Y015
+
+@_typing.final
+class Partial(_message.Message):
+    """What the rack holds of a blob whose upload was cut."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    offset: _builtins.int
+    """The bytes held: the next upload of the blob may start there."""
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Partial: _TypeAlias = Partial  # noqa: Y015
 
 @_typing.final
 class BlobHeader(_message.Message):
@@ -348,19 +379,25 @@ class BlobHeader(_message.Message):
 
     SHA256_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     sha256: _builtins.str
     """The blob's lowercase hex sha256."""
     size: _builtins.int
-    """Its exact size in bytes."""
+    """Its exact size in bytes (the whole blob's, also when resuming)."""
+    offset: _builtins.int
+    """Resumes a cut upload: the chunks start at this byte, which must be what the rack
+    holds (FindMissing's `partial`). 0 sends the whole blob.
+    """
     def __init__(
         self,
         *,
         sha256: _builtins.str = ...,
         size: _builtins.int = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
