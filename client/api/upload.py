@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 #: Files read between two FindMissing calls: few at first, so sending starts early.
 ASK_FIRST = 256
 ASK_MOST = 4096
-#: PutContext attempts, each after sending what the rack said it lacked.
-COMMIT_ROUNDS = 4
 #: Times a cut stream is resumed before the upload gives up.
 RESUMES = 5
 CHUNK = 512 * 1024
@@ -202,22 +200,27 @@ class ContextUpload:
             if known:
                 self.result.id = known
                 return self.result
+        sent_for_commit: set[str] = set()
         try:
-            for _round in range(COMMIT_ROUNDS):
+            while True:
                 done = self.archive.put_context(self.app, self._entries)
                 if not done.missing:
                     self.result.id = done.id
                     self.result.sent_files = len(self._lacking)
                     return self.result
-                unknown = [d for d in done.missing if d not in self._by_digest]
-                if unknown:
+                if any(d not in self._by_digest for d in done.missing):
                     raise Unavailable("the rack asked for contents this folder does not hold")
+                # The rack names what it lacks a batch at a time; a digest it names again
+                # after it was sent means it cannot keep it.
+                again = sent_for_commit.intersection(done.missing)
+                if len(again) == len(done.missing) and again:
+                    raise Unavailable("the rack still lacks file contents it was sent; try again")
                 for digest in done.missing:
                     self._lacking[digest] = None
                 self._resend(done.missing, known_missing=True)
+                sent_for_commit.update(done.missing)
         except InvalidArgument as err:
             raise self._explained(err) from None
-        raise Unavailable("the rack still lacks file contents it was sent; try again")
 
     def _stored_already(self) -> str:
         """The id of this very context when the rack stores it already (a rebuild with

@@ -16,6 +16,7 @@ import os
 import posixpath
 import stat
 import tarfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MANIFEST = manifest.DEFAULT_MANIFEST
 # Speed matters more than the last few percent of size for an upload that is used once.
 COMPRESS_LEVEL = 6
+# Files changed this recently when a walk begins are hashed, never remembered: file times
+# move in clock ticks (a few ms), and a change in the same tick would go unseen.
+RACY_NS = 50_000_000
 
 
 class _DigestWriter:
@@ -184,6 +188,7 @@ def scan(
         raise InvalidArgument(f"no such directory: {folder}")
     base = os.path.abspath(root)
     by_inode: dict[tuple[int, int], str] = {}  # hard links are read once
+    settled = time.time_ns() - RACY_NS
     try:
         for path in context_paths(root, manifest):
             try:
@@ -207,7 +212,9 @@ def scan(
                 size = st.st_size
                 if digest is None:
                     size, digest = file_sha256(full)
-                    if cache is not None and size == st.st_size:
+                    # Racy-clean, as git has it: a file changed in the clock tick the walk
+                    # began in could change again unseen, so it is not remembered.
+                    if cache is not None and size == st.st_size and st.st_mtime_ns < settled:
                         cache.put(full, size, st.st_mtime_ns, st.st_ino, digest)
                 by_inode[key] = digest
                 entry = Entry(path, FILE, stat.S_IMODE(st.st_mode), size, st.st_mtime_ns, digest)

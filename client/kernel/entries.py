@@ -89,12 +89,24 @@ class Limits:
 
     max_bytes: int
     max_files: int
+    #: The bytes of all its paths and link targets together (what the list itself holds).
+    max_name_bytes: int = 32 * 1024 * 1024
+    #: The bytes of all its link targets (each is followed through the tree when checked).
+    max_link_bytes: int = 1024 * 1024
+
+
+def _length(text: str) -> int:
+    """`text`'s length in UTF-8; InvalidArgument when it has no UTF-8 form."""
+    try:
+        return len(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        raise reject(f"a name that is not UTF-8: {shown(ascii(text))}") from None
 
 
 def _clean(path: str) -> str:
     if "\x00" in path:
         raise reject(f"a NUL byte in a path: {shown(path)}")
-    if len(path.encode("utf-8", "surrogateescape")) > MAX_NAME:
+    if _length(path) > MAX_NAME:
         raise reject(f"a path longer than {MAX_NAME} bytes")
     if not path or path.startswith("/"):
         raise reject(f"absolute path: {shown(path)}" if path else "an empty path")
@@ -123,7 +135,7 @@ def check_entry(entry: Entry) -> Entry:
         return Entry(entry.path, FILE, mode, entry.size, entry.mtime, entry.sha256)
     if entry.type == SYMLINK:
         link = entry.target
-        if len(link.encode("utf-8", "surrogateescape")) > MAX_NAME:
+        if _length(link) > MAX_NAME:
             raise reject(f"a link target longer than {MAX_NAME} bytes")
         if not link or link.startswith("/") or "\x00" in link:
             raise reject(
@@ -139,11 +151,19 @@ class Tree:
     def __init__(self, entries: Iterable[Entry], limits: Limits) -> None:
         self._entries: dict[str, Entry] = {}
         self._children: dict[str, list[Entry]] = {"": []}
+        self._names: dict[str, dict[str, Entry]] = {}
         self.bytes = 0
+        names = links = 0
         for raw in entries:
             entry = check_entry(raw)
             if len(self._entries) >= limits.max_files:
                 raise reject(f"more than {limits.max_files} files")
+            names += len(entry.path) + len(entry.target)
+            links += len(entry.target)
+            if names > limits.max_name_bytes:
+                raise reject(f"more than {limits.max_name_bytes} bytes of names and link targets")
+            if links > limits.max_link_bytes:
+                raise reject(f"more than {limits.max_link_bytes} bytes of link targets")
             if entry.path in self._entries:
                 raise reject(f"a path listed twice: {shown(entry.path)}")
             parent = entry.parent
@@ -162,6 +182,7 @@ class Tree:
                     raise reject(f"larger than {limits.max_bytes} bytes once extracted")
             self._entries[entry.path] = entry
             self._children[parent].append(entry)
+            self._names.setdefault(parent, {})[entry.name] = entry
             if entry.type == DIR:
                 self._children[entry.path] = []
         for children in self._children.values():
@@ -208,30 +229,42 @@ class Tree:
     def resolve(self, path: str) -> str | None:
         """`path` (relative to the root) with the tree's links followed: the path of what
         it names inside the tree ("" for the root), or None when it leaves the tree or
-        goes round in links. What it names need not exist."""
+        goes round in links. What it names need not exist. Linear in the components
+        walked: each step looks one name up in the folder reached."""
         if path.startswith("/"):
             return None
-        here: list[str] = []
-        pending = path.split("/")
+        folders: list[str] = []  # the tree's folders walked into, deepest last
+        beyond: list[str] = []  # names below them the tree does not hold (or a file's)
+        pending = path.split("/")[::-1]  # popped from the end
         hops = 0
         while pending:
-            part = pending.pop(0)
+            part = pending.pop()
             if part in ("", "."):
                 continue
             if part == "..":
-                if not here:
+                if beyond:
+                    beyond.pop()
+                elif folders:
+                    folders.pop()
+                else:
                     return None
-                here.pop()
                 continue
-            entry = self._entries.get("/".join([*here, part]))
+            here = self._names.get(folders[-1] if folders else "", {})
+            entry = None if beyond else here.get(part)
             if entry is not None and entry.type == SYMLINK:
                 hops += 1
                 if hops > MAX_HOPS or entry.target.startswith("/"):
                     return None
-                pending = entry.target.split("/") + pending
+                pending.extend(entry.target.split("/")[::-1])
+                # The link's target is read from the link's own folder.
                 continue
-            here.append(part)
-        return "/".join(here)
+            if entry is not None and entry.type == DIR:
+                folders.append(entry.path)
+            else:
+                beyond.append(part)
+        base = folders[-1] if folders else ""
+        rest = "/".join(beyond)
+        return f"{base}/{rest}" if base and rest else (base or rest)
 
 
 # -- the stored form -------------------------------------------------------------------

@@ -96,9 +96,11 @@ def load(root: Path | Source, path: str, env: Mapping[str, str]) -> Manifest:
     for service in manifest.services:
         if service.image:
             continue
-        if source.resolve(service.path) is None:
+        # As the build uses them: cleaned as Go's filepath.Join cleans, then followed.
+        if source.resolve(posixpath.normpath(service.path)) is None:
             raise InvalidArgument(f"build path escapes the build folder: {service.path}")
-        if source.resolve(posixpath.join(service.path, service.dockerfile)) is None:
+        dockerfile = posixpath.normpath(posixpath.join(service.path, service.dockerfile))
+        if source.resolve(dockerfile) is None:
             raise InvalidArgument(f"build manifest escapes the build folder: {service.dockerfile}")
     return manifest
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
 from client.kernel import entries as ctx
-from client.kernel.context import DEFAULT_MANIFEST, scan
+from client.kernel.context import DEFAULT_MANIFEST, Scanned, scan
 from client.kernel.entries import Entry, Limits, Tree
 from client.kernel.errors import Internal, InvalidArgument, NotFound
 from client.kernel.streams import iter_chunks
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 # Senders keep chunks at most 1 MiB (common.proto); the slack tolerates a sender that
 # rounds up, while still refusing a runaway message long before gRPC's own limit.
 MAX_CHUNK = 1024 * 1024 + 64 * 1024
+# Archive ids one collection may keep.
+MAX_KEEP = 1_000_000
 # Digests one FindMissing or ReadBlobs call may name.
 MAX_DIGESTS = 10_000
 # The most entries of a context, unless configured.
@@ -82,6 +85,41 @@ class Garbage:
 GC_MARKER = "gc-last"
 # An automatic collection runs at most this often, in seconds.
 AUTOMATIC_EVERY = 24 * 3600.0
+
+
+class _Shared:
+    """A readers-writer lock: uploads and reads share it, garbage collection takes it
+    alone, so no upload sees a collection halfway and none is missed by one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing)
+            self._writing = True  # new readers wait from now on
+            self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
 
 
 def _read_time(path: Path) -> float:
@@ -177,6 +215,7 @@ class Archives:
         self.limits = limits or Limits(max_bytes=2 * 1024**3, max_files=DEFAULT_MAX_FILES)
         self.clock = clock
         self._collecting = threading.Lock()
+        self._gc = _Shared()
 
     # -- the incremental upload ----------------------------------------------------------
 
@@ -190,9 +229,10 @@ class Archives:
         if len(digests) > MAX_DIGESTS:
             raise InvalidArgument(f"too many digests in one call: at most {MAX_DIGESTS}")
         found: list[tuple[str, int]] = []
-        for digest in digests:
-            if not self._has(check_id(digest, "sha256")):
-                found.append((digest, self.store.partial_size(digest)))
+        with self._gc.shared():
+            for digest in digests:
+                if not self._has(check_id(digest, "sha256")):
+                    found.append((digest, self.store.partial_size(digest)))
         return found
 
     def _has(self, digest: str) -> bool:
@@ -208,7 +248,10 @@ class Archives:
         """Stores each blob of the stream (a header then its bytes, or a small blob
         whole) as soon as it is whole and verified; a blob that is not is refused, those
         before it stay."""
-        stream = iter(parts)
+        with self._gc.shared():
+            return self._put_blobs(iter(parts))
+
+    def _put_blobs(self, stream: Iterator[BlobHeader | SmallBlob | bytes]) -> PutBlobs:
         blobs = total = 0
         pending: list[BlobHeader | SmallBlob | bytes] = []
         while True:
@@ -267,24 +310,50 @@ class Archives:
         if app:
             check_app_name(app)
         tree = Tree(entries, self.limits)
+        with self._gc.shared():
+            missing = self._lacking(tree)
+            if missing:
+                return Committed(missing=missing)
+            return Committed(info=self._store_tree(tree, app))
+
+    def _lacking(self, tree: Tree) -> list[str]:
+        """The digests of the tree's files the store lacks (the first MAX_DIGESTS). A
+        stored blob of another size than its entry is checked: damaged (a crash cut it
+        short), it is removed and lacking; whole, the entry lies and is refused."""
         sizes: dict[str, int] = {}
         missing: list[str] = []
         for entry in tree:
-            if entry.type != ctx.FILE or entry.sha256 in sizes:
-                known = sizes.get(entry.sha256, -1)
-            else:
+            if entry.type != ctx.FILE:
+                continue
+            known = sizes.get(entry.sha256)
+            if known is None:
                 try:
-                    known = sizes[entry.sha256] = self.store.stat(entry.sha256)
+                    known = self.store.stat(entry.sha256)
                 except NotFound:
-                    sizes[entry.sha256] = -1
-                    if len(missing) < MAX_DIGESTS:
-                        missing.append(entry.sha256)
-                    continue
-            if entry.type == ctx.FILE and known >= 0 and known != entry.size:
+                    known = -1
+                if known >= 0 and known != entry.size and self._damaged(entry.sha256):
+                    known = -1
+                sizes[entry.sha256] = known
+                if known < 0 and len(missing) < MAX_DIGESTS:
+                    missing.append(entry.sha256)
+            if known >= 0 and known != entry.size:
                 raise ctx.reject(f"{ctx.shown(entry.path)} is {entry.size} bytes, its blob {known}")
-        if missing:
-            return Committed(missing=missing)
-        return Committed(info=self._store_tree(tree, app))
+        return missing
+
+    def _damaged(self, digest: str) -> bool:
+        """Whether the stored blob does not hash to its name; if so it is removed."""
+        check = hashlib.sha256()
+        try:
+            with self.store.open(digest) as fileobj:
+                for data in iter_chunks(fileobj):
+                    check.update(data)
+        except NotFound:
+            return True
+        if check.hexdigest() == digest:
+            return False
+        log.error("blob %s is damaged: removed", digest)
+        self.store.delete(digest)
+        return True
 
     def _store_tree(self, tree: Tree, app: str) -> ArchiveInfo:
         digest = hashlib.sha256()
@@ -346,9 +415,23 @@ class Archives:
     def stat(self, archive_id: str) -> ArchiveInfo:
         """The archive's id and size; NotFound when it is not stored. A client about to
         build it counts on it: its grace period starts again."""
-        info = ArchiveInfo(id=archive_id, size=self.store.stat(check_id(archive_id)))
-        self.store.touch(archive_id)
+        with self._gc.shared():
+            info = ArchiveInfo(id=archive_id, size=self.store.stat(check_id(archive_id)))
+            if getattr(self.store, "local", False) and not self._whole(archive_id):
+                raise NotFound.of("archive", archive_id)
+            self.store.touch(archive_id)
         return info
+
+    def _whole(self, archive_id: str) -> bool:
+        """Whether every blob a stored context names is stored (true of a tarball). On a
+        local store this costs a stat a file; a blob found damaged and removed makes its
+        contexts not whole, so a client sends it again."""
+        try:
+            for digest in self._named_by(archive_id):
+                self.store.stat(digest)
+        except NotFound:
+            return False
+        return True
 
     def fetch_git(
         self, request: GitRequest, cancelled: threading.Event | None = None
@@ -386,14 +469,25 @@ class Archives:
     def _store_folder(self, folder: Path, app: str, manifest: str) -> ArchiveInfo:
         """Stores a folder as `slipway build` uploads it: its entry list checked first,
         then its files as blobs (those the store lacks), then the list."""
-        scanned = list(scan(folder, manifest or DEFAULT_MANIFEST))
+        scanned: list[Scanned] = []
+        files = size = 0
+        for item in scan(folder, manifest or DEFAULT_MANIFEST):
+            # The limits as the walk goes: a huge repository is not hashed whole first.
+            files += 1
+            size += item.entry.size
+            if files > self.limits.max_files:
+                raise ctx.reject(f"more than {self.limits.max_files} files")
+            if size > self.limits.max_bytes:
+                raise ctx.reject(f"larger than {self.limits.max_bytes} bytes once extracted")
+            scanned.append(item)
         tree = Tree((item.entry for item in scanned), self.limits)
-        for item in scanned:
-            entry = item.entry
-            if entry.type == ctx.FILE and not self._has(entry.sha256):
-                with open(item.full, "rb") as data:
-                    self.store.put(iter_chunks(data), entry.size, entry.sha256, durable=False)
-        return self._store_tree(tree, app)
+        with self._gc.shared():
+            for item in scanned:
+                entry = item.entry
+                if entry.type == ctx.FILE and not self._has(entry.sha256):
+                    with open(item.full, "rb") as data:
+                        self.store.put(iter_chunks(data), entry.size, entry.sha256, durable=False)
+            return self._store_tree(tree, app)
 
     # -- garbage ------------------------------------------------------------------------
 
@@ -402,12 +496,14 @@ class Archives:
         older than the grace period. An automatic run happens at most once a day."""
         if not 0 <= options.grace_seconds < float("inf"):
             raise InvalidArgument("the grace period must be 0 seconds or more")
-        with self._collecting:
+        with self._collecting, self._gc.alone():
             now = self.clock()
             marker = self.scratch.parent / GC_MARKER
             if options.automatic and now - _read_time(marker) < AUTOMATIC_EVERY:
                 return Garbage(skipped=True)
             kept_ids = {check_id(i) for i in keep}
+            if len(kept_ids) > MAX_KEEP:
+                raise InvalidArgument(f"too many archives to keep: at most {MAX_KEEP}")
             objects = list(self.store.list_objects())
             young = {o.id for o in objects if now - o.modified < options.grace_seconds}
             named: set[str] = set()
@@ -421,8 +517,6 @@ class Archives:
                     stats.kept_bytes += obj.size
                 else:
                     doomed.append(obj)
-            # Contexts first, then blobs: a context still stored always has its blobs.
-            doomed.sort(key=lambda o: not self._is_context(o.id))
             for obj in doomed:
                 self.store.delete(obj.id)
                 stats.removed += 1
@@ -458,8 +552,10 @@ class Archives:
                     if e.type == ctx.FILE
                 }
             except InvalidArgument:
-                log.warning("archive %s is not a readable context; its blobs are kept", object_id)
-                raise
+                # A file's contents may look like a context; one that does not read as
+                # one names nothing (it is kept or removed as any blob is).
+                log.warning("object %s starts like a context but is none", object_id)
+                return set()
 
     def sweep(self) -> None:
         """Removes fetch folders a previous run left (it was killed mid-fetch)."""

@@ -113,6 +113,9 @@ class FileStore:
     An upload is written to `tmp/` (same filesystem, so the final `os.replace` is atomic)
     while it is hashed, and only renamed into place once it is verified."""
 
+    #: Stats are cheap: a context's blobs can be checked one by one.
+    local = True
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._objects = self.root / "objects"
@@ -196,10 +199,16 @@ class FileStore:
             if actual != sha256:
                 raise InvalidArgument(f"checksum mismatch: expected {sha256}, got {actual}")
             final = self._path(sha256)
-            if final.exists():
+            try:
+                stored = final.stat().st_size
+            except FileNotFoundError:
+                stored = -1
+            if stored == size:
                 log.info("archive %s already stored", sha256)
                 os.unlink(tmp_name)
                 return sha256
+            if stored >= 0:  # cut short by a crash before it was flushed: replaced
+                log.warning("archive %s was stored damaged (%d bytes): replaced", sha256, stored)
             final.parent.mkdir(exist_ok=True)
             os.chmod(tmp_name, 0o400)  # read-only, and the owner's alone
             os.replace(tmp_name, final)
@@ -261,6 +270,7 @@ class SizeLimit:
     def __init__(self, inner: ObjectStore, max_bytes: int) -> None:
         self.inner = inner
         self.max_bytes = max_bytes
+        self.local = bool(getattr(inner, "local", False))
 
     def put(
         self,
@@ -477,8 +487,16 @@ class S3Store:
             self._s3.delete_object(Bucket=self.bucket, Key=self._key(object_id))
 
     def touch(self, object_id: str) -> None:
-        """Nothing: S3 has no cheap way to renew an object's time (a copy onto itself
-        would be a request per blob). The grace period covers an upload in flight."""
+        """Renews the object's time: S3's only way is a copy onto itself (one request;
+        asked only for what a client is about to rely on)."""
+        key = self._key(object_id)
+        with self._errors("an archive"):
+            self._s3.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": key},
+                MetadataDirective="REPLACE",
+            )
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:

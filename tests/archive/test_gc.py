@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,77 @@ def test_what_cut_uploads_left_goes_after_the_grace_period(archives: Archives) -
     done = archives.collect(GarbageOptions(grace_seconds=0), [])
     assert archives.missing_from([sha(data)]) == [(sha(data), 0)]
     assert done.removed_bytes >= 1024 * 1024 + 1
+
+
+def test_a_damaged_blob_heals_on_the_next_upload(archives: Archives) -> None:
+    data = b"contents that get damaged on disk"
+    kept = context(archives, {"f": data})
+    path = archives.store._path(sha(data))  # type: ignore[attr-defined]
+    path.chmod(0o600)
+    path.write_bytes(b"X" * len(data))  # same size, other bytes
+    with pytest.raises(Exception, match="damaged"):
+        list(archives.read_blobs([sha(data)]))
+    # Removed: the context is no longer whole, so a client's shortcut misses it and its
+    # commit is told what to send again.
+    from client.kernel.errors import NotFound
+
+    with pytest.raises(NotFound):
+        archives.stat(kept)
+    entries = [Entry("src", DIR, 0o755), Entry("src/f", FILE, 0o644, len(data), 0, sha(data))]
+    assert archives.put_context("app", entries).missing == [sha(data)]
+    put(archives, data)
+    assert archives.put_context("app", entries).info is not None
+    assert archives.stat(kept).id == kept
+
+
+def test_a_blob_cut_short_by_a_crash_is_replaced(archives: Archives) -> None:
+    data = b"a blob the machine lost half of"
+    put(archives, data)
+    path = archives.store._path(sha(data))  # type: ignore[attr-defined]
+    path.chmod(0o600)
+    path.write_bytes(data[:10])
+    entries = [Entry("f", FILE, 0o644, len(data), 0, sha(data))]
+    assert archives.put_context("app", entries).missing == [sha(data)]
+    put(archives, data)
+    assert path.read_bytes() == data
+
+
+def test_a_blob_that_only_looks_like_a_context_does_not_stop_collection(
+    archives: Archives,
+) -> None:
+    fake = b"slipway-context 1\nnot an entry\n"
+    put(archives, fake)
+    put(archives, b"old")
+    age(archives, 2 * DAY)
+    done = archives.collect(GarbageOptions(grace_seconds=DAY), [sha(fake)])
+    assert done.removed == 1 and stored(archives) == {sha(fake)}
+
+
+def test_collection_waits_for_uploads_under_way(archives: Archives) -> None:
+    import threading
+
+    put(archives, b"in use")
+    age(archives, 2 * DAY)
+    started = threading.Event()
+    release = threading.Event()
+    result: list[object] = []
+
+    def upload() -> Iterator[BlobHeader | bytes]:
+        started.set()
+        release.wait(5)
+        yield BlobHeader(sha(b"new"), 3)
+        yield b"new"
+
+    uploading = threading.Thread(target=lambda: archives.put_blobs(upload()))
+    uploading.start()
+    started.wait(5)
+    collecting = threading.Thread(
+        target=lambda: result.append(archives.collect(GarbageOptions(grace_seconds=0), []))
+    )
+    collecting.start()
+    collecting.join(0.5)
+    assert collecting.is_alive()  # the upload holds it off
+    release.set()
+    uploading.join(5)
+    collecting.join(5)
+    assert result and sha(b"new") not in stored(archives)  # collected after, grace 0

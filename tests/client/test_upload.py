@@ -23,7 +23,7 @@ from services.archive.config import Config
 from services.archive.server import create_server
 from services.common.server import Server
 from tests.contexts import stored_entries, stored_files
-from tests.helpers import eventually
+from tests.helpers import eventually, settle
 from tests.tls import ca, tls_files
 
 #: Longest a finish() may take here before the test calls it hung.
@@ -82,6 +82,7 @@ def folder(tmp_path: Path) -> Path:
     (root / "copy-1.txt").write_bytes(b"the same contents\n")
     (root / "app" / "copy-2.txt").write_bytes(b"the same contents\n")
     (root / "link").symlink_to("app/main.py")
+    settle(root)
     return root
 
 

@@ -145,3 +145,55 @@ def test_a_full_disk_names_the_archive_store(tmp_path: Path) -> None:
         store.put(chunks(), 20, hashlib.sha256(b"x" * 20).hexdigest())
     assert str(err.value) == "no space left on device for the archive store"
     assert list((tmp_path / "archives" / "tmp").iterdir()) == []
+
+
+def test_listing_touching_and_deleting(store: FileStore) -> None:
+    import time
+
+    old = time.time() - 3600
+    ids = [store.put(iter([d]), len(d), sha(d), durable=False) for d in (b"a", b"bb")]
+    for object_id in ids:
+        os.utime(store._path(object_id), (old, old))
+    listed = {o.id: o for o in store.list_objects()}
+    assert set(listed) == set(ids) and listed[ids[1]].size == 2
+    assert all(abs(o.modified - old) < 1 for o in listed.values())
+    store.touch(ids[0])
+    assert {o.id: o.modified > old + 60 for o in store.list_objects()} == {
+        ids[0]: True,
+        ids[1]: False,
+    }
+    store.delete(ids[1])
+    store.delete(ids[1])
+    assert [o.id for o in store.list_objects()] == [ids[0]]
+
+
+def test_a_cut_upload_keeps_its_part_only_when_asked_and_large(store: FileStore) -> None:
+    import time
+
+    data = os.urandom(3 * 1024 * 1024)
+    digest = sha(data)
+    with pytest.raises(InvalidArgument, match="size mismatch"):
+        store.put(iter([data[:2_000_000]]), len(data), digest, keep_partial=True)
+    assert store.partial_size(digest) == 2_000_000
+    # A stream that breaks (a cancelled call) keeps its part too; a bad one does not.
+
+    def broken() -> Iterator[bytes]:
+        yield data[2_000_000:2_500_000]
+        raise ConnectionError("cut")
+
+    with pytest.raises(ConnectionError):
+        store.put(broken(), len(data), digest, offset=2_000_000, keep_partial=True)
+    assert store.partial_size(digest) == 2_500_000
+    assert store.put(iter([data[2_500_000:]]), len(data), digest, offset=2_500_000) == digest
+    assert store.partial_size(digest) == 0
+    with store.open(digest) as stored:
+        assert stored.read() == data
+    # Without keep_partial (archives, contexts), a cut leaves nothing.
+    other = os.urandom(2 * 1024 * 1024)
+    with pytest.raises(InvalidArgument):
+        store.put(iter([other[:1_500_000]]), len(other), sha(other))
+    assert store.partial_size(sha(other)) == 0
+    with pytest.raises(InvalidArgument):
+        store.put(iter([other[:1_500_000]]), len(other), sha(other), keep_partial=True)
+    assert store.drop_leftovers(time.time() + 1) == 1_500_000
+    assert store.partial_size(sha(other)) == 0

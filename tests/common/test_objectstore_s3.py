@@ -139,3 +139,26 @@ def test_s3_urls(url: str, expected: tuple[str, str]) -> None:
 def test_bad_s3_urls_are_refused(url: str) -> None:
     with pytest.raises(InvalidArgument, match="invalid archives URL"):
         parse_s3_url(url)
+
+
+def test_listing_and_deleting_for_garbage_collection(store: S3Store) -> None:
+    import time
+
+    ids = []
+    for data in (b"one", b"two", b""):
+        digest = hashlib.sha256(data).hexdigest()
+        store.put(_chunks(data), len(data), digest, durable=False)
+        ids.append(digest)
+    listed = {o.id: o for o in store.list_objects()}
+    assert set(listed) == set(ids)
+    assert listed[ids[0]].size == 3 and abs(listed[ids[0]].modified - time.time()) < 300
+    store.touch(ids[0])  # nothing to do on S3, and no error
+    store.delete(ids[1])
+    store.delete(ids[1])  # gone already: nothing
+    assert {o.id for o in store.list_objects()} == {ids[0], ids[2]}
+    with pytest.raises(NotFound):
+        store.stat(ids[1])
+    # S3 keeps no part of a cut upload: nothing to resume, nothing left to drop.
+    assert store.partial_size(ids[1]) == 0 and store.drop_leftovers(time.time()) == 0
+    with pytest.raises(InvalidArgument, match="nothing of blob"):
+        store.put(_chunks(b"wo"), 3, ids[1], offset=1)

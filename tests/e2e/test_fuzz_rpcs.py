@@ -102,7 +102,8 @@ def _scalar(field: d.FieldDescriptor) -> st.SearchStrategy[Any]:
         known = [v.number for v in field.enum_type.values]
         return st.one_of(st.sampled_from(known), st.integers(-5, 50))
     low, high = _INT_RANGES.get(kind, (-(2**31), 2**31 - 1))
-    return st.one_of(st.sampled_from([0, 1, -1, low, high]), st.integers(low, high))
+    edges = [v for v in (0, 1, -1, low, high) if low <= v <= high]  # no -1 for unsigned
+    return st.one_of(st.sampled_from(edges), st.integers(low, high))
 
 
 def _message(desc: d.Descriptor, depth: int = 0) -> st.SearchStrategy[Any]:

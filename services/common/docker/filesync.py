@@ -222,10 +222,12 @@ def _diff_copy(
             batch.append((packet.ID, path))
             packet = incoming.next_nowait() if len(batch) < READ_BATCH else None
         if batch:
+            reading: list[str] = []
             try:
-                yield from _files(source, batch)
+                yield from _files(source, batch, reading)
             except (OSError, SlipwayError) as err:
-                yield _error(f"cannot read {batch[0][1][:200]}: {_why(err)}")
+                where = (reading or [batch[0][1]])[-1]
+                yield _error(f"cannot read {where[:200]}: {_why(err)}")
                 return
         if packet is None:
             continue
@@ -240,10 +242,13 @@ def _diff_copy(
             return
 
 
-def _files(source: Source, batch: Sequence[tuple[int, str]]) -> Iterator[Packet]:
-    ids = dict(batch)
-    by_path = {path: ident for ident, path in ids.items()}
+def _files(
+    source: Source, batch: Sequence[tuple[int, str]], reading: list[str]
+) -> Iterator[Packet]:
+    """DATA packets of each file of the batch; `reading` ends with the file being read."""
+    by_path = {path: ident for ident, path in batch}
     for path, chunks in source.read([path for _ident, path in batch]):
+        reading.append(path)
         ident = by_path[path]
         size = source.lstat(path).size
         for data in _exactly(chunks, size, path):

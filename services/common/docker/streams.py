@@ -56,11 +56,14 @@ def _walk(source: Source, folder: str = "") -> Iterator[str]:
 
 def _tar(source: Source, extra: tuple[Source, str, str] | None) -> Iterator[bytes]:
     batch: list[Entry] = []
+    files = 0
     for path in _walk(source):
-        batch.append(source.lstat(path))
-        if sum(e.type == FILE for e in batch) >= TAR_BATCH:
+        entry = source.lstat(path)
+        batch.append(entry)
+        files += entry.type == FILE
+        if files >= TAR_BATCH or len(batch) >= 8 * TAR_BATCH:
             yield from _tar_entries(source, batch)
-            batch = []
+            batch, files = [], 0
     yield from _tar_entries(source, batch)
     if extra is not None:
         folder, base, name = extra

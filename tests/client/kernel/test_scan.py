@@ -10,6 +10,7 @@ import os
 import sqlite3
 import stat
 import tarfile
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -56,10 +57,14 @@ EXPECTED = [
 
 
 def _write(root: Path, files: dict[str, bytes]) -> None:
+    """Writes the files, dated ten seconds ago: a file changed in the last few clock
+    ticks before a walk is never remembered (racy-clean), and these are settled."""
+    settled = time.time_ns() - 10_000_000_000
     for name, data in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+        os.utime(path, ns=(settled, settled))
 
 
 def _project(root: Path) -> Path:
@@ -390,3 +395,15 @@ def test_cache_dir() -> None:
         assert cache_dir(env) == Path("/home/u/.cache/slipway")
     assert cache_dir({"HOME": "/home/u"}) == Path("/home/u/.cache/slipway")
     assert cache_dir({}) == Path(os.path.expanduser("~")) / ".cache" / "slipway"
+
+
+def test_a_file_changed_just_before_the_walk_is_hashed_but_not_remembered(
+    tmp_path: Path,
+) -> None:
+    root = _project(tmp_path / "ctx")
+    (root / "src" / "fresh.py").write_bytes(b"written a moment ago")
+    first = _cached_scan(tmp_path, root)
+    assert first["src/fresh.py"].read
+    # Another change in the same clock tick would keep size and mtime: it is read again.
+    second = _cached_scan(tmp_path, root)
+    assert [p for p, s in _files(second).items() if s.read] == ["src/fresh.py"]
