@@ -13,6 +13,7 @@ from slipway.archive.v1 import archive_pb2 as pb
 from slipway.archive.v1 import archive_pb2_grpc as pb_grpc
 from slipway.common.v1 import common_pb2
 
+from client.api.convert import entry_to_pb
 from client.api.grpcerrors import iter_rpc, rpc_errors
 from client.kernel import entries as ctx
 from client.kernel import types
@@ -26,12 +27,6 @@ SMALL_BLOB = 256 * 1024
 SMALL_BATCH = 1024 * 1024
 #: Entries in one PutContext message: far below gRPC's message limit.
 ENTRY_BATCH = 1000
-
-_PB_TYPES = {
-    ctx.FILE: pb.ENTRY_TYPE_FILE,
-    ctx.DIR: pb.ENTRY_TYPE_DIR,
-    ctx.SYMLINK: pb.ENTRY_TYPE_SYMLINK,
-}
 
 
 @dataclass(frozen=True)
@@ -203,17 +198,7 @@ class ArchiveClient:
             yield pb.PutContextRequest(header=pb.ContextHeader(app=app))
             batch: list[pb.Entry] = []
             for e in entries:
-                batch.append(
-                    pb.Entry(
-                        path=e.path,
-                        type=_PB_TYPES[e.type],
-                        mode=e.mode,
-                        size=e.size,
-                        mtime_ns=e.mtime,
-                        sha256=e.sha256,
-                        target=e.target,
-                    )
-                )
+                batch.append(entry_to_pb(e))
                 if len(batch) >= ENTRY_BATCH:
                     yield pb.PutContextRequest(entries=pb.Entries(entries=batch))
                     batch = []

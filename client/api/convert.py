@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from slipway.archive.v1 import archive_pb2
 from slipway.common.v1 import common_pb2 as pb
 
-from client.kernel import types
+from client.kernel import entries, types
 
 _STATUS_TO_PB: dict[str, pb.BuildStatus.ValueType] = {
     types.CREATED: pb.BUILD_STATUS_CREATED,
@@ -90,3 +91,36 @@ def line_to_pb(line: types.LogLine) -> pb.LogLine:
 
 def line_from_pb(msg: pb.LogLine) -> types.LogLine:
     return types.LogLine(offset=msg.offset, text=msg.text, time=msg.time)
+
+
+_ENTRY_TYPES = {
+    archive_pb2.ENTRY_TYPE_FILE: entries.FILE,
+    archive_pb2.ENTRY_TYPE_DIR: entries.DIR,
+    archive_pb2.ENTRY_TYPE_SYMLINK: entries.SYMLINK,
+}
+_ENTRY_TYPES_PB = {kind: number for number, kind in _ENTRY_TYPES.items()}
+
+
+def entry_to_pb(e: entries.Entry) -> archive_pb2.Entry:
+    return archive_pb2.Entry(
+        path=e.path,
+        type=_ENTRY_TYPES_PB[e.type],
+        mode=e.mode,
+        size=e.size,
+        mtime_ns=e.mtime,
+        sha256=e.sha256,
+        target=e.target,
+    )
+
+
+def entry_from_pb(msg: archive_pb2.Entry) -> entries.Entry:
+    """An entry as sent; an unknown type stays unknown, for the tree's check to refuse."""
+    return entries.Entry(
+        path=msg.path,
+        type=_ENTRY_TYPES.get(msg.type, "unsupported"),
+        mode=msg.mode,
+        size=msg.size,
+        mtime=msg.mtime_ns,
+        sha256=msg.sha256,
+        target=msg.target,
+    )

@@ -7,14 +7,14 @@ from collections.abc import Iterable, Iterator
 from slipway.archive.v1 import archive_pb2 as pb
 from slipway.common.v1 import common_pb2
 
-from client.kernel import entries as ctx
+from client.api.convert import entry_from_pb
 from client.kernel.entries import Entry
 from client.kernel.errors import InvalidArgument
+from client.kernel.types import Garbage
 from services.archive.core import (
     ArchiveInfo,
     BlobHeader,
     Committed,
-    Garbage,
     GarbageOptions,
     GitArchive,
     GitRequest,
@@ -22,13 +22,6 @@ from services.archive.core import (
     SmallBlob,
     UploadHeader,
 )
-
-_TYPES = {
-    pb.ENTRY_TYPE_FILE: ctx.FILE,
-    pb.ENTRY_TYPE_DIR: ctx.DIR,
-    pb.ENTRY_TYPE_SYMLINK: ctx.SYMLINK,
-}
-_PB_TYPES = {kind: number for number, kind in _TYPES.items()}
 
 
 def split_upload(requests: Iterable[pb.UploadRequest]) -> tuple[UploadHeader, Iterator[bytes]]:
@@ -93,31 +86,6 @@ def put_blobs_response(stored: PutBlobs) -> pb.PutBlobsResponse:
     return pb.PutBlobsResponse(blobs=stored.blobs, bytes=stored.bytes)
 
 
-def entry(msg: pb.Entry) -> Entry:
-    kind = _TYPES.get(msg.type, "unsupported")
-    return Entry(
-        path=msg.path,
-        type=kind,
-        mode=msg.mode,
-        size=msg.size,
-        mtime=msg.mtime_ns,
-        sha256=msg.sha256,
-        target=msg.target,
-    )
-
-
-def entry_message(e: Entry) -> pb.Entry:
-    return pb.Entry(
-        path=e.path,
-        type=_PB_TYPES[e.type],
-        mode=e.mode,
-        size=e.size,
-        mtime_ns=e.mtime,
-        sha256=e.sha256,
-        target=e.target,
-    )
-
-
 def split_context(requests: Iterable[pb.PutContextRequest]) -> tuple[str, Iterator[Entry]]:
     """The app of a PutContext stream and its entries, in order."""
     stream = iter(requests)
@@ -130,7 +98,7 @@ def split_context(requests: Iterable[pb.PutContextRequest]) -> tuple[str, Iterat
             if req.WhichOneof("part") != "entries":
                 raise InvalidArgument("a context must send one header, then only entries")
             for msg in req.entries.entries:
-                yield entry(msg)
+                yield entry_from_pb(msg)
 
     return first.header.app, entries()
 

@@ -20,7 +20,7 @@ from client.kernel.context import DEFAULT_MANIFEST, Scanned, scan
 from client.kernel.entries import Entry, Limits, Tree
 from client.kernel.errors import Internal, InvalidArgument, NotFound
 from client.kernel.streams import iter_chunks
-from client.kernel.types import check_app_name
+from client.kernel.types import Garbage, check_app_name
 from services.archive.gitfetch import Checkout, redact
 from services.common.objectstore import ObjectStore, StoredObject, check_id
 
@@ -68,17 +68,6 @@ class GarbageOptions:
 
     grace_seconds: float = 24 * 3600.0
     automatic: bool = False
-
-
-@dataclass
-class Garbage:
-    """What a collection did."""
-
-    removed: int = 0
-    removed_bytes: int = 0
-    kept: int = 0
-    kept_bytes: int = 0
-    skipped: bool = False
 
 
 # Where the time of the last collection is kept, beside the scratch folder.
@@ -509,19 +498,20 @@ class Archives:
             named: set[str] = set()
             for object_id in kept_ids | young:
                 named |= self._named_by(object_id)
-            stats = Garbage()
+            kept: list[StoredObject] = []
             doomed: list[StoredObject] = []
             for obj in objects:
-                if obj.id in kept_ids or obj.id in young or obj.id in named:
-                    stats.kept += 1
-                    stats.kept_bytes += obj.size
-                else:
-                    doomed.append(obj)
+                keep_it = obj.id in kept_ids or obj.id in young or obj.id in named
+                (kept if keep_it else doomed).append(obj)
             for obj in doomed:
                 self.store.delete(obj.id)
-                stats.removed += 1
-                stats.removed_bytes += obj.size
-            stats.removed_bytes += self.store.drop_leftovers(now - options.grace_seconds)
+            left = self.store.drop_leftovers(now - options.grace_seconds)
+            stats = Garbage(
+                removed=len(doomed),
+                removed_bytes=sum(o.size for o in doomed) + left,
+                kept=len(kept),
+                kept_bytes=sum(o.size for o in kept),
+            )
             self.scratch.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(f"{now}\n")
         log.info(
