@@ -147,6 +147,14 @@ def main() -> int:
                 "--data",
                 str(data),
             )
+        for rack_name, apps in (
+            ("bench1", ["big", "stages", "context"]),
+            ("bench2", ["big2", "big3"]),
+        ):
+            for name in apps:
+                _slipway(env, "apps", "create", name, "-r", rack_name)
+        for i in range(SCALE_BUILDS):
+            _slipway(env, "apps", "create", f"sleepy{i}", "-r", "bench1")
         app = home / "big"
         app.mkdir()
         (app / "convox.yml").write_text("services:\n  web:\n    build: .\n")
@@ -252,6 +260,7 @@ def _stage_builds(env: dict[str, str], home: Path) -> dict[str, object]:
         "rack", "start", "--name", "bench3", "--port", str(_free_base()),
         "--data", str(home / "bench3"), "--engine-builder", "legacy",
     )  # fmt: skip
+    _slipway(env, "apps", "create", "stages", "-r", "bench3")
     timings: dict[str, dict[str, float]] = {}
     try:
         for label, rack in (("buildkit", "bench1"), ("legacy", "bench3")):
@@ -290,6 +299,8 @@ def _scale_out(env: dict[str, str], home: Path) -> dict[str, object]:
         "rack", "start", "--name", "bench4", "--port", str(_free_base()),
         "--data", str(home / "bench4"), "--builders", "3",
     )  # fmt: skip
+    for i in range(SCALE_BUILDS):
+        _slipway(env, "apps", "create", f"sleepy{i}", "-r", "bench4")
     timings: dict[str, float] = {}
     try:
         for label, rack in (("one_builder", "bench1"), ("three_builders", "bench4")):

@@ -34,7 +34,10 @@ class NotFound(SlipwayError):
 
     @classmethod
     def of(cls, kind: str, ident: str) -> NotFound:
-        """The standard `<kind> not found: <id>` error."""
+        """The standard `<kind> not found: <id>` error; an app's says how to create it
+        (nothing creates an app but `slipway apps create`)."""
+        if kind == "app":
+            return cls(f"app not found: {ident} (create it with: slipway apps create {ident})")
         return cls(f"{kind} not found: {ident}")
 
 

@@ -127,7 +127,7 @@ class Builder:
             )
         store = self._deps.store
         self._deps.sources.stat(req.archive)  # before anything is recorded
-        store.create_app(req.app, exist_ok=True)
+        store.get_app(req.app)  # NotFound, with how to create it: nothing is implicit
         with self._starting:
             build = store.create_build(
                 req.app,

@@ -196,6 +196,31 @@ class MetadataStore:
     def list_apps(self) -> list[App]:
         return [_app(row) for row in AppRow.select().order_by(AppRow.name)]
 
+    @_on_connection
+    def delete_app(self, name: str) -> App:
+        """Removes the app with its builds, releases and logs (their archives go with the
+        next garbage collection); FailedPrecondition while one of its builds is queued or
+        running."""
+        with self.database.atomic():
+            self._lock_app(name)
+            row = self._app_row(name)
+            busy = (
+                BuildRow.select(BuildRow.id)
+                .where(BuildRow.app == name, BuildRow.status.not_in(sorted(TERMINAL)))
+                .first()
+            )
+            if busy is not None:
+                raise FailedPrecondition(
+                    f"app {name} has a build under way ({busy.id}); cancel it first"
+                )
+            builds = BuildRow.select(BuildRow.id).where(BuildRow.app == name)
+            LogRow.delete().where(LogRow.build.in_(builds)).execute()
+            ReleaseRow.delete().where(ReleaseRow.app == name).execute()
+            BuildRow.delete().where(BuildRow.app == name).execute()
+            AppRow.delete().where(AppRow.name == name).execute()
+        log.info("deleted app %s", name)
+        return _app(row)
+
     def _app_row(self, name: str) -> AppRow:
         check_app_name(name)
         row = AppRow.get_or_none(AppRow.name == name)
@@ -385,15 +410,15 @@ class MetadataStore:
     def record_build(
         self, build: Build, log_batches: Iterable[Sequence[str]]
     ) -> tuple[Build, Release]:
-        """Records a finished build under its own id with its log, the app when new, and an
-        unpromoted release inheriting the app's latest environment, in one transaction:
-        if `log_batches` raises (a broken stream), nothing is kept."""
+        """Records a finished build under its own id with its log and an unpromoted
+        release inheriting the app's latest environment, in one transaction: if
+        `log_batches` raises (a broken stream), nothing is kept. NotFound when the app does
+        not exist (nothing creates one implicitly)."""
         check_app_name(build.app)
         if not BUILD_ID.match(build.id):
             raise InvalidArgument(f"invalid build id: {build.id!r} (B and 10 uppercase letters)")
         now = time.time()
         with self.database.atomic():
-            AppRow.insert(name=build.app, created=now).on_conflict_ignore().execute()
             latest = self._lock_app(build.app)
             inserted = (
                 BuildRow.insert(
@@ -561,7 +586,7 @@ class MetadataStore:
     ) -> Release:
         """Records one release whose env is the latest release's with the change applied
         (see `client.kernel.environment.apply_change`) and whose build and manifest are that
-        release's. The app is created when missing, as a build does.
+        release's. NotFound when the app does not exist (nothing creates one implicitly).
 
         The app row is locked (FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transaction holds
         the write lock) before the latest release is read, so concurrent changes to one app
@@ -569,7 +594,6 @@ class MetadataStore:
         included, is rolled back."""
         check_app_name(app)
         with self.database.atomic():
-            AppRow.insert(name=app, created=time.time()).on_conflict_ignore().execute()
             latest = self._lock_app(app)
             change = apply_change(_env(latest), set_vars, unset)
             row = _insert_release(

@@ -181,6 +181,7 @@ def execute(
     out = ctx.err if args.id else ctx.out
     rack = ctx.rack()
 
+    rack.metadata.get_app(app)  # before anything is packed: nothing creates an app
     if from_git:
         archive, git_sha, described = _fetch(rack, out, app, args.dir, args.manifest)
     else:

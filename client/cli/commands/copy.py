@@ -49,6 +49,7 @@ def copy_build(ctx: Context, args: argparse.Namespace) -> int:
     if target is None:
         raise NotFound(f"rack not found: {args.to} (see 'slipway racks')")
     rack = ctx.connect(target.host, target.token, target.ca_pem)
+    rack.metadata.get_app(to_app)  # on the destination, before anything moves
     with copying(ctx.err if args.id else ctx.status) as progress:
         result = rack.registry.copy_build(
             source.host,

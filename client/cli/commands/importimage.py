@@ -70,6 +70,7 @@ def import_image(ctx: Context, args: argparse.Namespace) -> int:
     text = read_manifest(ctx.cwd, args.manifest)
     status = ctx.err if args.id else ctx.status
     rack = ctx.rack()
+    rack.metadata.get_app(app)  # before anything is pulled: nothing creates an app
     with live_step(status, LABEL) as show:
         build, release = rack.registry.import_image(
             app, args.image, text, args.description or "", show

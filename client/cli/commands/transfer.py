@@ -91,6 +91,7 @@ def import_build(ctx: Context, args: argparse.Namespace) -> int:
     app = ctx.app()
     status = ctx.err if args.id else ctx.status
     rack = ctx.rack()
+    rack.metadata.get_app(app)  # before anything is read: nothing creates an app
     if args.file:
         try:
             source = open(args.file, "rb")  # noqa: SIM115 - closed below
