@@ -74,7 +74,9 @@ def test_unknown_app_is_not_found(store: MetadataStore) -> None:
     ):
         with pytest.raises(NotFound) as caught:
             call()
-        assert str(caught.value) == "app not found: ghost"
+        assert (
+            str(caught.value) == "app not found: ghost (create it with: slipway apps create ghost)"
+        )
 
 
 # Builds.
