@@ -205,6 +205,8 @@ class Archives:
         self.clock = clock
         self._collecting = threading.Lock()
         self._gc = _Shared()
+        #: Contexts found whole by `stat`; forgotten whenever this service removes a blob.
+        self._whole_ids: set[str] = set()
 
     # -- the incremental upload ----------------------------------------------------------
 
@@ -342,6 +344,7 @@ class Archives:
             return False
         log.error("blob %s is damaged: removed", digest)
         self.store.delete(digest)
+        self._whole_ids.clear()
         return True
 
     def _store_tree(self, tree: Tree, app: str) -> ArchiveInfo:
@@ -381,6 +384,7 @@ class Archives:
             if check.hexdigest() != digest:
                 log.error("blob %s is damaged: removed", digest)
                 self.store.delete(digest)
+                self._whole_ids.clear()
                 raise Internal(
                     f"the rack's copy of a file (blob {digest[:12]}) was damaged and is "
                     "removed; build again to send it anew"
@@ -406,8 +410,10 @@ class Archives:
         build it counts on it: its grace period starts again."""
         with self._gc.shared():
             info = ArchiveInfo(id=archive_id, size=self.store.stat(check_id(archive_id)))
-            if getattr(self.store, "local", False) and not self._whole(archive_id):
-                raise NotFound.of("archive", archive_id)
+            if getattr(self.store, "local", False) and archive_id not in self._whole_ids:
+                if not self._whole(archive_id):
+                    raise NotFound.of("archive", archive_id)
+                self._whole_ids.add(archive_id)  # until this service removes a blob
             self.store.touch(archive_id)
         return info
 
@@ -503,6 +509,8 @@ class Archives:
             for obj in objects:
                 keep_it = obj.id in kept_ids or obj.id in young or obj.id in named
                 (kept if keep_it else doomed).append(obj)
+            if doomed:
+                self._whole_ids.clear()
             for obj in doomed:
                 self.store.delete(obj.id)
             left = self.store.drop_leftovers(now - options.grace_seconds)

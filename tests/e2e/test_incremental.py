@@ -74,6 +74,7 @@ def test_only_what_the_rack_lacks_travels_and_the_image_has_it_all(
     (src / "big.bin").write_bytes(big)
     os.symlink("data/007.txt", src / "link")
     total = sum(len(t) for t in files.values()) + len(big)
+    rack.ok("apps", "create", app)
 
     first, sent, archive = build(rack, src, app)
     assert sent["sent"] == 120 + 1 + 2  # every distinct content, once
@@ -118,6 +119,7 @@ def test_rack_gc_removes_what_no_build_needs(rack: RackHandle, tmp_path: Path) -
             "keep.txt": f"kept {secrets.token_hex(8)}\n",
         },
     )
+    rack.ok("apps", "create", app)
     build_id, _sent, archive = build(rack, src, app)
     # What an abandoned upload leaves: a blob no context names, long ago.
     orphan = secrets.token_bytes(64)

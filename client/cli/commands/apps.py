@@ -6,11 +6,10 @@ setting env on an unknown app fails with the hint to create it."""
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from collections.abc import Sequence
 
 from client.cli.commands import Context
+from client.cli.jsonout import app_json, emit
 from client.cli.render import humanize_since, key_values, table, write_line
 from client.kernel import types
 from client.kernel.errors import InvalidArgument
@@ -54,22 +53,6 @@ def status_of(app: types.App) -> str:
     return "running" if app.release else "new"
 
 
-def app_json(app: types.App) -> dict[str, object]:
-    return {
-        "name": app.name,
-        "status": status_of(app),
-        "release": app.release,
-        "created": rfc3339(app.created),
-    }
-
-
-def rfc3339(when: float) -> str:
-    """`2026-12-03T07:45:00Z`; empty for an unset time."""
-    if not when:
-        return ""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
-
-
 def apps_table(apps: Sequence[types.App]) -> list[str]:
     rows = [[a.name, status_of(a), a.release] for a in apps]
     return table(["NAME", "STATUS", "RELEASE"], rows)
@@ -78,7 +61,7 @@ def apps_table(apps: Sequence[types.App]) -> list[str]:
 def list_apps(ctx: Context, args: argparse.Namespace) -> int:
     apps = ctx.rack().metadata.list_apps()
     if args.json:
-        write_line(ctx.out, json.dumps([app_json(a) for a in apps], indent=2))
+        emit(ctx.out, [app_json(a) for a in apps])
         return 0
     for line in apps_table(apps):
         write_line(ctx.out, line)
@@ -102,7 +85,7 @@ def create_app(ctx: Context, args: argparse.Namespace) -> int:
 def show_app(ctx: Context, args: argparse.Namespace) -> int:
     app = ctx.rack().metadata.get_app(_name(ctx, args.name))
     if args.json:
-        write_line(ctx.out, json.dumps(app_json(app), indent=2))
+        emit(ctx.out, app_json(app))
         return 0
     pairs = [
         ("Name", app.name),
