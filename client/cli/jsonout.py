@@ -13,10 +13,10 @@ from client.kernel import manifest, types
 from client.kernel.errors import InvalidArgument
 
 
-def rfc3339(when: float) -> str:
-    """`2026-12-03T07:45:00Z`; empty for an unset time."""
+def rfc3339(when: float) -> str | None:
+    """`2026-12-03T07:45:00Z`; None (JSON null) for an unset time."""
     if not when:
-        return ""
+        return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
@@ -58,7 +58,8 @@ def build_json(build: types.Build, registry: str = "") -> dict[str, object]:
         "status": build.status,
         "release": build.release,
         "description": build.description,
-        "started": rfc3339(build.started or build.created),
+        "created": rfc3339(build.created),
+        "started": rfc3339(build.started),
         "ended": rfc3339(build.ended),
         "elapsed_seconds": elapsed,
         "reason": build.reason,

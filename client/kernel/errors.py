@@ -34,11 +34,14 @@ class NotFound(SlipwayError):
 
     @classmethod
     def of(cls, kind: str, ident: str) -> NotFound:
-        """The standard `<kind> not found: <id>` error; an app's says how to create it
-        (nothing creates an app but `slipway apps create`)."""
-        if kind == "app":
-            return cls(f"app not found: {ident} (create it with: slipway apps create {ident})")
+        """The standard `<kind> not found: <id>` error."""
         return cls(f"{kind} not found: {ident}")
+
+    @classmethod
+    def no_app(cls, app: str) -> NotFound:
+        """Building, deploying, importing, copying into or changing the env of an app that
+        does not exist: nothing creates an app but `slipway apps create`, and this says so."""
+        return cls(f"app not found: {app} (create it with: slipway apps create {app})")
 
 
 class AlreadyExists(SlipwayError):

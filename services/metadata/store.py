@@ -201,6 +201,7 @@ class MetadataStore:
         """Removes the app with its builds, releases and logs (their archives go with the
         next garbage collection); FailedPrecondition while one of its builds is queued or
         running."""
+        check_app_name(name)
         with self.database.atomic():
             self._lock_app(name)
             row = self._app_row(name)
@@ -243,22 +244,25 @@ class MetadataStore:
         pinned: str = "",
     ) -> Build:
         """Records a build, status created: queued, when `request` says how to build it,
-        for any builder (or only `pinned`) to claim."""
-        self._app_row(app)
-        build_id = _insert_with_new_id(
-            BuildRow,
-            "build",
-            app=app,
-            status=CREATED,
-            description=description,
-            manifest=manifest,
-            git_sha=git_sha,
-            archive=archive,
-            created=time.time(),
-            request=request,
-            timeout=max(0.0, float(timeout)),
-            pinned=pinned,
-        )
+        for any builder (or only `pinned`) to claim. The app row is locked meanwhile, so a
+        concurrent `delete_app` either sees this build or deletes the app first."""
+        check_app_name(app)
+        with self.database.atomic():
+            self._lock_app(app, missing=_no_app)
+            build_id = _insert_with_new_id(
+                BuildRow,
+                "build",
+                app=app,
+                status=CREATED,
+                description=description,
+                manifest=manifest,
+                git_sha=git_sha,
+                archive=archive,
+                created=time.time(),
+                request=request,
+                timeout=max(0.0, float(timeout)),
+                pinned=pinned,
+            )
         self._notifier.changed(QUEUE)
         return _build(BuildRow.get(BuildRow.id == build_id))
 
@@ -419,7 +423,7 @@ class MetadataStore:
             raise InvalidArgument(f"invalid build id: {build.id!r} (B and 10 uppercase letters)")
         now = time.time()
         with self.database.atomic():
-            latest = self._lock_app(build.app)
+            latest = self._lock_app(build.app, missing=_no_app)
             inserted = (
                 BuildRow.insert(
                     id=build.id,
@@ -569,15 +573,17 @@ class MetadataStore:
             self._notifier.changed(build)
         return _release(row)
 
-    def _lock_app(self, app: str) -> ReleaseRow | None:
+    def _lock_app(
+        self, app: str, missing: Callable[[str], NotFound] | None = None
+    ) -> ReleaseRow | None:
         """Inside a transaction: locks the app row (FOR UPDATE on PostgreSQL; SQLite's
-        transaction holds the write lock) and returns its latest release. NotFound when
-        the app does not exist."""
+        transaction holds the write lock) and returns its latest release. `missing(app)`
+        when the app does not exist."""
         locked = AppRow.select().where(AppRow.name == app)
         if self.database.for_update:
             locked = locked.for_update()
         if locked.first() is None:
-            raise NotFound.of("app", app)
+            raise missing(app) if missing is not None else NotFound.of("app", app)
         return self._releases(app).first()
 
     @_on_connection
@@ -594,7 +600,7 @@ class MetadataStore:
         included, is rolled back."""
         check_app_name(app)
         with self.database.atomic():
-            latest = self._lock_app(app)
+            latest = self._lock_app(app, missing=_no_app)
             change = apply_change(_env(latest), set_vars, unset)
             row = _insert_release(
                 app,
@@ -714,6 +720,11 @@ def _row_of(model: type[Row], what: str, row_id: str, app: str) -> Row:
     if row is None or (app and row.app != app):
         raise NotFound.of(what, row_id)
     return row
+
+
+def _no_app(app: str) -> NotFound:
+    """What refuses to put something into an app that does not exist."""
+    return NotFound.no_app(app)
 
 
 def _insert_with_new_id(model: type[peewee.Model], what: str, **values: Any) -> str:

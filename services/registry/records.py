@@ -101,7 +101,10 @@ class MetadataRecords:
         return self._client.record_build(record, build.log_lines)
 
     def check_app(self, app: str) -> None:
-        self._client.get_app(app)
+        try:
+            self._client.get_app(app)
+        except NotFound:
+            raise NotFound.no_app(app) from None
 
     def app_env(self, app: str) -> dict[str, str]:
         try:

@@ -167,7 +167,7 @@ def test_promote(rack: RackHandle, tmp_path: Path) -> None:
     assert (res.code, res.err) == (1, f"ERROR: app {empty} has no releases to promote\n")
     assert rack.ok("env", "-a", empty) == ""
     res = rack.slipway("releases", "-a", "nosuchapp")
-    assert (res.code, res.err) == (1, missing_app("nosuchapp") + "\n")
+    assert (res.code, res.err) == (1, "ERROR: app not found: nosuchapp\n")
 
 
 def test_build_args_come_from_the_app_env(rack: RackHandle, tmp_path: Path) -> None:

@@ -34,7 +34,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
     info = sub.add_parser("info", parents=[common], help="show an app")
     info.add_argument("name", nargs="?", default=None, metavar="NAME")
-    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
+    )
     info.set_defaults(func=show_app)
 
     delete = sub.add_parser(

@@ -27,7 +27,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
     info = sub.add_parser("info", parents=[common], help="show a build and its images")
     info.add_argument("build", metavar="BUILD")
-    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
+    )
     info.set_defaults(func=show_build)
 
     logs = sub.add_parser(

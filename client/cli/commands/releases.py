@@ -33,7 +33,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
     info = sub.add_parser("info", parents=[common], help="show a release and its environment")
     info.add_argument("release", metavar="RELEASE")
-    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
+    )
     info.set_defaults(func=show_release)
 
     promote = sub.add_parser(

@@ -32,7 +32,7 @@ def test_apps_json_is_one_list_of_objects(run: Any, rack: FakeRack) -> None:
     result = run("apps", "--json")
     assert result.code == 0, result.err
     assert json.loads(result.out) == [
-        {"name": "myapp", "status": "new", "release": "", "created": ""},
+        {"name": "myapp", "status": "new", "release": "", "created": None},
         {
             "name": "web-shop",
             "status": "running",
@@ -67,7 +67,9 @@ def test_apps_info_and_its_json(run: Any, rack: FakeRack) -> None:
         "release": "RAAAAAAAAAA",
         "created": "2023-11-14T22:13:20Z",
     }
-    assert run("apps", "info", "ghost").err == HINT.format("ghost")
+    # Showing or deleting an unknown app is plain NOT_FOUND (SPEC §8); the hint is for
+    # putting something into one.
+    assert run("apps", "info", "ghost").err == "ERROR: app not found: ghost\n"
 
 
 def test_apps_delete_refuses_while_building_then_deletes(run: Any, rack: FakeRack) -> None:
@@ -79,7 +81,7 @@ def test_apps_delete_refuses_while_building_then_deletes(run: Any, rack: FakeRac
     gone = run("apps", "delete", "myapp")
     assert (gone.code, gone.out, gone.err) == (0, "", "Deleting myapp... OK\n")
     assert "myapp" not in rack.metadata.apps
-    assert run("apps", "delete", "myapp").err == HINT.format("myapp")
+    assert run("apps", "delete", "myapp").err == "ERROR: app not found: myapp\n"
 
 
 def test_build_into_an_unknown_app_fails_at_once_and_sends_nothing(
@@ -120,13 +122,15 @@ def test_builds_and_builds_info_json(run: Any, rack: FakeRack) -> None:
     listed = json.loads(run("builds", "--json").out)
     assert [b["id"] for b in listed] == ["BRUNNINGAAA", "BCOMPLETEAA"]
     running, complete = listed
-    assert running["elapsed_seconds"] is None and running["ended"] == "" and running["images"] == {}
+    assert running["elapsed_seconds"] is None and running["ended"] is None
+    assert running["started"] is None and running["images"] == {}
     assert complete == {
         "id": "BCOMPLETEAA",
         "app": "myapp",
         "status": "complete",
         "release": "RAAAAAAAAAA",
         "description": "first",
+        "created": "2023-11-14T22:13:20Z",
         "started": "2023-11-14T22:13:21Z",
         "ended": "2023-11-14T22:14:02Z",
         "elapsed_seconds": 41.5,
@@ -147,3 +151,19 @@ def test_builds_and_builds_info_json(run: Any, rack: FakeRack) -> None:
         "  web     registry.local/myapp:web.BCOMPLETEAA",
         "  worker  registry.local/myapp:worker.BCOMPLETEAA",
     ]
+
+
+def test_racks_rack_and_json_before_or_after_the_subcommand(run: Any) -> None:
+    racks = json.loads(run("racks", "--json").out)
+    assert racks == [
+        {"name": "local", "host": "127.0.0.1:7400", "current": True, "local": True},
+        {"name": "remote", "host": "remote.example:443", "current": False, "local": False},
+    ]
+    assert json.loads(run("rack", "--json").out) == {
+        "name": "local",
+        "host": "127.0.0.1:7400",
+        "local": True,
+    }
+    # `--json` counts wherever it is given.
+    assert json.loads(run("apps", "--json", "info", "myapp").out)["name"] == "myapp"
+    assert json.loads(run("apps", "info", "myapp", "--json").out)["name"] == "myapp"
