@@ -44,7 +44,7 @@ class FakeRecords:
 
     def check_app(self, app: str) -> None:
         if app not in self.apps:
-            raise NotFound.of("app", app)
+            raise NotFound.no_app(app)
 
     def record_import(
         self, app: str, build_id: str, build: ImportedBuild
