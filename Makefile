@@ -50,7 +50,7 @@ test: setup lint check-protos ## Install what is missing, lint, check the genera
 	@# The scale-out module runs on PostgreSQL already; the hosts modules reach no PostgreSQL.
 	@SLIPWAY_E2E_DATABASE=postgresql $(VENV)/bin/pytest tests/e2e --ignore=tests/e2e/test_scaleout.py --ignore=tests/e2e/test_across_hosts.py --ignore=tests/e2e/test_hosts.py --ignore=tests/e2e/test_ecr.py $(PYTEST_ARGS)
 
-bench: setup ## Move a 1 GiB build rack to rack (docker save|load as reference); four-stage BuildKit vs legacy; six builds on one vs three builders; write bench/results.json
+bench: setup ## Move a 1 GiB build rack to rack (docker save|load as reference); four-stage BuildKit vs legacy; six builds on one vs three builders; a 512 MiB context built, rebuilt and rebuilt with one change vs docker build; write bench/results.json
 	@$(PY) bench/run.py
 
 lint: $(VENV)/.installed ## ruff (lint and format check), mypy, and the import contracts (lint-imports)

@@ -43,6 +43,12 @@ class MetadataClient:
             resp = self._stub.ListApps(pb.ListAppsRequest())
         return [convert.app_from_pb(a) for a in resp.apps]
 
+    def delete_app(self, name: str) -> types.App:
+        """Removes the app with its builds, releases and logs."""
+        with self._errors():
+            resp = self._stub.DeleteApp(pb.DeleteAppRequest(name=name))
+        return convert.app_from_pb(resp.app)
+
     def create_build(
         self,
         app: str,

@@ -18,7 +18,17 @@ from typing import IO, Any, NoReturn
 import grpc
 
 from client.api.grpcerrors import from_rpc_error
-from client.cli.commands import Connect, Context, build, builds, deploy, env, racks, releases
+from client.cli.commands import (
+    Connect,
+    Context,
+    apps,
+    build,
+    builds,
+    deploy,
+    env,
+    racks,
+    releases,
+)
 from client.cli.render import make_console
 from client.kernel.errors import InvalidArgument, SlipwayError
 
@@ -114,6 +124,7 @@ def build_parser(out: IO[str], err: IO[str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"slipway {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    apps.register(commands, common)
     build.register(commands, common)
     builds.register(commands, common)
     racks.register(commands, common)

@@ -37,6 +37,12 @@ class NotFound(SlipwayError):
         """The standard `<kind> not found: <id>` error."""
         return cls(f"{kind} not found: {ident}")
 
+    @classmethod
+    def no_app(cls, app: str) -> NotFound:
+        """Building, deploying, importing, copying into or changing the env of an app that
+        does not exist: nothing creates an app but `slipway apps create`, and this says so."""
+        return cls(f"app not found: {app} (create it with: slipway apps create {app})")
+
 
 class AlreadyExists(SlipwayError):
     """Something with that name is already there."""

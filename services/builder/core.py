@@ -127,7 +127,10 @@ class Builder:
             )
         store = self._deps.store
         self._deps.sources.stat(req.archive)  # before anything is recorded
-        store.create_app(req.app, exist_ok=True)
+        try:
+            store.get_app(req.app)
+        except NotFound:
+            raise NotFound.no_app(req.app) from None  # nothing creates an app implicitly
         with self._starting:
             build = store.create_build(
                 req.app,

@@ -38,6 +38,8 @@ class BuildStore(Protocol):
 
     def create_app(self, name: str, exist_ok: bool = False) -> types.App: ...
 
+    def get_app(self, name: str) -> types.App: ...
+
     def create_build(
         self,
         app: str,

@@ -37,6 +37,9 @@ class MetadataServicer(pb_grpc.MetadataServiceServicer):
     def ListApps(self, request: pb.ListAppsRequest, context: Context) -> pb.ListAppsResponse:
         return pb.ListAppsResponse(apps=[convert.app_to_pb(a) for a in self._store.list_apps()])
 
+    def DeleteApp(self, request: pb.DeleteAppRequest, context: Context) -> pb.DeleteAppResponse:
+        return pb.DeleteAppResponse(app=convert.app_to_pb(self._store.delete_app(request.name)))
+
     def CreateBuild(
         self, request: pb.CreateBuildRequest, context: Context
     ) -> pb.CreateBuildResponse:

@@ -196,6 +196,32 @@ class MetadataStore:
     def list_apps(self) -> list[App]:
         return [_app(row) for row in AppRow.select().order_by(AppRow.name)]
 
+    @_on_connection
+    def delete_app(self, name: str) -> App:
+        """Removes the app with its builds, releases and logs (their archives go with the
+        next garbage collection); FailedPrecondition while one of its builds is queued or
+        running."""
+        check_app_name(name)
+        with self.database.atomic():
+            self._lock_app(name)
+            row = self._app_row(name)
+            busy = (
+                BuildRow.select(BuildRow.id)
+                .where(BuildRow.app == name, BuildRow.status.not_in(sorted(TERMINAL)))
+                .first()
+            )
+            if busy is not None:
+                raise FailedPrecondition(
+                    f"app {name} has a build under way ({busy.id}); cancel it first"
+                )
+            builds = BuildRow.select(BuildRow.id).where(BuildRow.app == name)
+            LogRow.delete().where(LogRow.build.in_(builds)).execute()
+            ReleaseRow.delete().where(ReleaseRow.app == name).execute()
+            BuildRow.delete().where(BuildRow.app == name).execute()
+            AppRow.delete().where(AppRow.name == name).execute()
+        log.info("deleted app %s", name)
+        return _app(row)
+
     def _app_row(self, name: str) -> AppRow:
         check_app_name(name)
         row = AppRow.get_or_none(AppRow.name == name)
@@ -218,22 +244,25 @@ class MetadataStore:
         pinned: str = "",
     ) -> Build:
         """Records a build, status created: queued, when `request` says how to build it,
-        for any builder (or only `pinned`) to claim."""
-        self._app_row(app)
-        build_id = _insert_with_new_id(
-            BuildRow,
-            "build",
-            app=app,
-            status=CREATED,
-            description=description,
-            manifest=manifest,
-            git_sha=git_sha,
-            archive=archive,
-            created=time.time(),
-            request=request,
-            timeout=max(0.0, float(timeout)),
-            pinned=pinned,
-        )
+        for any builder (or only `pinned`) to claim. The app row is locked meanwhile, so a
+        concurrent `delete_app` either sees this build or deletes the app first."""
+        check_app_name(app)
+        with self.database.atomic():
+            self._lock_app(app, missing=_no_app)
+            build_id = _insert_with_new_id(
+                BuildRow,
+                "build",
+                app=app,
+                status=CREATED,
+                description=description,
+                manifest=manifest,
+                git_sha=git_sha,
+                archive=archive,
+                created=time.time(),
+                request=request,
+                timeout=max(0.0, float(timeout)),
+                pinned=pinned,
+            )
         self._notifier.changed(QUEUE)
         return _build(BuildRow.get(BuildRow.id == build_id))
 
@@ -385,16 +414,16 @@ class MetadataStore:
     def record_build(
         self, build: Build, log_batches: Iterable[Sequence[str]]
     ) -> tuple[Build, Release]:
-        """Records a finished build under its own id with its log, the app when new, and an
-        unpromoted release inheriting the app's latest environment, in one transaction:
-        if `log_batches` raises (a broken stream), nothing is kept."""
+        """Records a finished build under its own id with its log and an unpromoted
+        release inheriting the app's latest environment, in one transaction: if
+        `log_batches` raises (a broken stream), nothing is kept. NotFound when the app does
+        not exist (nothing creates one implicitly)."""
         check_app_name(build.app)
         if not BUILD_ID.match(build.id):
             raise InvalidArgument(f"invalid build id: {build.id!r} (B and 10 uppercase letters)")
         now = time.time()
         with self.database.atomic():
-            AppRow.insert(name=build.app, created=now).on_conflict_ignore().execute()
-            latest = self._lock_app(build.app)
+            latest = self._lock_app(build.app, missing=_no_app)
             inserted = (
                 BuildRow.insert(
                     id=build.id,
@@ -544,15 +573,17 @@ class MetadataStore:
             self._notifier.changed(build)
         return _release(row)
 
-    def _lock_app(self, app: str) -> ReleaseRow | None:
+    def _lock_app(
+        self, app: str, missing: Callable[[str], NotFound] | None = None
+    ) -> ReleaseRow | None:
         """Inside a transaction: locks the app row (FOR UPDATE on PostgreSQL; SQLite's
-        transaction holds the write lock) and returns its latest release. NotFound when
-        the app does not exist."""
+        transaction holds the write lock) and returns its latest release. `missing(app)`
+        when the app does not exist."""
         locked = AppRow.select().where(AppRow.name == app)
         if self.database.for_update:
             locked = locked.for_update()
         if locked.first() is None:
-            raise NotFound.of("app", app)
+            raise missing(app) if missing is not None else NotFound.of("app", app)
         return self._releases(app).first()
 
     @_on_connection
@@ -561,7 +592,7 @@ class MetadataStore:
     ) -> Release:
         """Records one release whose env is the latest release's with the change applied
         (see `client.kernel.environment.apply_change`) and whose build and manifest are that
-        release's. The app is created when missing, as a build does.
+        release's. NotFound when the app does not exist (nothing creates one implicitly).
 
         The app row is locked (FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transaction holds
         the write lock) before the latest release is read, so concurrent changes to one app
@@ -569,8 +600,7 @@ class MetadataStore:
         included, is rolled back."""
         check_app_name(app)
         with self.database.atomic():
-            AppRow.insert(name=app, created=time.time()).on_conflict_ignore().execute()
-            latest = self._lock_app(app)
+            latest = self._lock_app(app, missing=_no_app)
             change = apply_change(_env(latest), set_vars, unset)
             row = _insert_release(
                 app,
@@ -690,6 +720,11 @@ def _row_of(model: type[Row], what: str, row_id: str, app: str) -> Row:
     if row is None or (app and row.app != app):
         raise NotFound.of(what, row_id)
     return row
+
+
+def _no_app(app: str) -> NotFound:
+    """What refuses to put something into an app that does not exist."""
+    return NotFound.no_app(app)
 
 
 def _insert_with_new_id(model: type[peewee.Model], what: str, **values: Any) -> str:

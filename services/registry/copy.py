@@ -200,6 +200,8 @@ class Copier:
         if not request.build:
             raise InvalidArgument("the build is required")
         check_ca(request.source_ca or b"")
+        # Before anything moves: nothing creates an app, and no blob lands for nothing.
+        self.destination.records.check_app(request.to_app or request.app)
         return self._copy(request)
 
     def _copy(self, request: CopyRequest) -> Iterator[Event]:

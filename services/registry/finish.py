@@ -87,6 +87,7 @@ def moving(
 ) -> Iterator[MovedBuild]:
     """A `MovedBuild` of `app` whose leftovers are cleaned when the block ends, and undone
     when it raises (`what`, e.g. `copy`, names the move in the log)."""
+    records.check_app(app)  # before anything moves: nothing creates an app
     build = MovedBuild(registry, records, app)
     made = build.made
     try:

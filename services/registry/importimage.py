@@ -107,6 +107,7 @@ class ImageImporter:
         if not image:
             raise InvalidArgument("image is required")
         planned = plan(image, manifest_text, self.destination.records.app_env(app))
+        self.destination.records.check_app(app)  # the input is checked; nothing pulled yet
         return self._run(app, planned, description or f"import-image {image}")
 
     def _run(self, app: str, planned: Plan, description: str) -> Iterator[Event]:

@@ -96,6 +96,7 @@ class Importer:
     def import_build(self, app: str, chunks: Iterable[bytes]) -> tuple[types.Build, types.Release]:
         """Reads the whole archive from `chunks`, then pushes and records the build."""
         types.check_app_name(app)
+        self.destination.records.check_app(app)  # before the archive is read
         self.scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="slipway-import-", dir=self.scratch) as work:
             unpacked = unpack(chunks, Path(work))

@@ -66,6 +66,11 @@ class BuildRecords(Protocol):
         """The environment of the app's latest release; empty for a new app."""
         ...
 
+    def check_app(self, app: str) -> None:
+        """NotFound (with how to create it) unless the app exists: builds move only into
+        apps that do."""
+        ...
+
 
 class MetadataRecords:
     """`BuildRecords` on the metadata service."""
@@ -95,6 +100,12 @@ class MetadataRecords:
         )
         return self._client.record_build(record, build.log_lines)
 
+    def check_app(self, app: str) -> None:
+        try:
+            self._client.get_app(app)
+        except NotFound:
+            raise NotFound.no_app(app) from None
+
     def app_env(self, app: str) -> dict[str, str]:
         try:
             releases = self._client.list_releases(app, limit=1)
@@ -123,4 +134,7 @@ class NoRecords:
         raise self._missing()
 
     def app_env(self, app: str) -> dict[str, str]:
+        raise self._missing()
+
+    def check_app(self, app: str) -> None:
         raise self._missing()

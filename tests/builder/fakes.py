@@ -60,6 +60,12 @@ class FakeStore:
         with self._cond:
             return self.apps.setdefault(name, types.App(name=name))
 
+    def get_app(self, name: str) -> types.App:
+        with self._cond:
+            if name not in self.apps:
+                raise NotFound.of("app", name)
+            return self.apps[name]
+
     def create_build(
         self,
         app: str,

@@ -45,6 +45,7 @@ class Pair:
     def queue(self, dockerfile: str, **options: object) -> str:
         archive = self.sources.add(make_archive({"convox.yml": MANIFEST, "Dockerfile": dockerfile}))
         req = BuildRequest(app="myapp", archive=archive, **options)  # type: ignore[arg-type]
+        self.store.create_app("myapp", exist_ok=True)
         return self.builders[0].start(req).id
 
     def ended(self, build_id: str) -> types.Build:

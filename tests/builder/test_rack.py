@@ -98,6 +98,7 @@ def _upload(rack: Rack, app: str, files: dict[str, str], tmp_path: Path) -> str:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+    rack.metadata.create_app(app, exist_ok=True)  # builds go only into apps that exist
     return rack.archive.upload_file(app, path)
 
 

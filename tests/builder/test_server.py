@@ -60,6 +60,7 @@ def rack(tmp_path: Path, token: str) -> Iterator[Rack]:
 
 def _start(rack: Rack, dockerfile: str, **options: object) -> types.Build:
     archive = rack.sources.add(make_archive({"convox.yml": MANIFEST, "Dockerfile": dockerfile}))
+    rack.store.create_app("myapp", exist_ok=True)
     return rack.client.start_build(BuildRequest(app="myapp", archive=archive, **options))  # type: ignore[arg-type]
 
 

@@ -67,6 +67,7 @@ def store() -> LockingStore:
 
 def _start(builder: Builder, sources: FakeSources, files: dict[str, str]) -> str:
     archive = sources.add(make_archive(files))
+    builder._deps.store.create_app("myapp", exist_ok=True)
     return builder.start(BuildRequest(app="myapp", archive=archive)).id
 
 

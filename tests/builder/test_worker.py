@@ -32,6 +32,7 @@ class Rig:
     def start(self, files: Mapping[str, str], app: str = "myapp", **options: object) -> str:
         archive = self.sources.add(make_archive(files))
         req = BuildRequest(app=app, archive=archive, **options)  # type: ignore[arg-type]
+        self.store.create_app(app, exist_ok=True)
         return self.builder.start(req).id
 
     def finish(self, build_id: str) -> types.Build:
@@ -239,11 +240,18 @@ def test_cancel_a_queued_build_and_unknown_builds(tmp_path: Path) -> None:
 def test_start_validates_before_recording(rig: Rig) -> None:
     with pytest.raises(InvalidArgument, match="invalid app name"):
         rig.builder.start(BuildRequest(app="Bad_Name", archive="x"))
+    archive = rig.sources.add(make_archive({"convox.yml": "services: {}\n"}))
+    # Nothing creates an app: an unknown one is refused, with how to create it.
+    with pytest.raises(NotFound) as unknown:
+        rig.builder.start(BuildRequest(app="newapp", archive=archive))
+    assert str(unknown.value) == (
+        "app not found: newapp (create it with: slipway apps create newapp)"
+    )
+    rig.store.create_app("newapp")
     with pytest.raises(NotFound, match="archive not found: nope"):
         rig.builder.start(BuildRequest(app="newapp", archive="nope"))
-    assert rig.store.builds == {} and rig.store.apps == {}
+    assert rig.store.builds == {} and set(rig.store.apps) == {"newapp"}
     build_id = rig.start({"convox.yml": "services: {}\n"}, app="fresh")
-    assert "fresh" in rig.store.apps
     assert rig.finish(build_id).status == "complete"
 
 

@@ -6,6 +6,7 @@ fresh database of its own)."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import random
 import secrets
@@ -85,6 +86,15 @@ class RackHandle:
         assert res.code == 0, f"slipway {' '.join(args)} failed ({res.code}):\n{res.out}\n{res.err}"
         assert "Traceback" not in res.err
         return res.out
+
+    def apps(self, *args: str) -> list[str]:
+        """The names of the apps `slipway apps --json` lists (`args`: e.g. `-r NAME`)."""
+        return [app["name"] for app in json.loads(self.ok("apps", "--json", *args))]
+
+
+def missing_app(name: str) -> str:
+    """The error of a command naming an app that does not exist (nothing creates one)."""
+    return f"ERROR: app not found: {name} (create it with: slipway apps create {name})"
 
 
 def _free_block(size: int = 5) -> int:

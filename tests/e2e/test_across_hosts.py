@@ -170,6 +170,7 @@ def test_builds_move_between_racks_on_two_hosts(
     assert _status(a.host, f"http://{b.registry}/v2/") == "400"
 
     # Two builds on rack a sharing their base layer.
+    a.ok("apps", "create", app, "-r", a.name)
     first = build_id_of(
         a.ok("build", str(_app(tmp_path / "one", "one")), "-a", app, "-r", a.name).stdout
     )
@@ -184,6 +185,8 @@ def test_builds_move_between_racks_on_two_hosts(
         "--ca", str(b.data / "tls" / "ca.pem"),
     )  # fmt: skip
 
+    # The copies go to the app of the same name, which rack b must have.
+    a.ok("apps", "create", app, "-r", "remote-b")
     copied = a.ok("builds", "copy", first, "-a", app, "-r", a.name, "--to", "remote-b", "--id")
     moved, blobs = _moved(copied.stderr)
     assert moved == blobs > 0, copied.stderr
@@ -199,6 +202,7 @@ def test_builds_move_between_racks_on_two_hosts(
 
     # export | import, from rack a to rack b, through this host's client.
     target = f"{app}-imported"
+    a.ok("apps", "create", target, "-r", "remote-b")
     pipe = (
         f"{shlex.quote(SLIPWAY)} builds export {second} -a {app} -r {a.name} | "
         f"{shlex.quote(SLIPWAY)} builds import -a {target} -r remote-b --id"

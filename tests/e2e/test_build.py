@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RackHandle
+from tests.e2e.conftest import RackHandle, missing_app
 from tests.helpers import run_docker, write_files
 
 pytestmark = pytest.mark.docker
@@ -56,6 +57,9 @@ def test_two_service_app_builds_pushes_and_releases(
             ".dockerignore": "*.log\n",
         },
     )
+    created = rack.slipway("apps", "create", app)
+    # Off a terminal the progress goes to stderr.
+    assert (created.code, created.out, created.err) == (0, "", f"Creating {app}... OK\n")
 
     out = rack.ok("build", str(src), "-a", app, "-d", "first build")
 
@@ -103,7 +107,21 @@ def test_two_service_app_builds_pushes_and_releases(
         "Description",
         "Started",
         "Elapsed",
+        "Images",
+        "cache",
+        "web",
     ]
+    # The images the build pushed, as `docker pull` takes them.
+    assert info[-2:] == [
+        f"  cache  {rack.registry}/{app}:cache.{build_id}",
+        f"  web    {rack.registry}/{app}:web.{build_id}",
+    ]
+    shown = json.loads(rack.ok("builds", "info", build_id, "-a", app, "--json"))
+    assert shown["images"] == {
+        "cache": f"{rack.registry}/{app}:cache.{build_id}",
+        "web": f"{rack.registry}/{app}:web.{build_id}",
+    }
+    assert (shown["id"], shown["status"], shown["release"]) == (build_id, "complete", release_id)
 
     logs = rack.ok("builds", "logs", build_id, "-a", app).splitlines()
     assert "Building: ." in logs
@@ -120,6 +138,7 @@ def test_failing_run_step_fails_the_build(rack: RackHandle, tmp_path: Path) -> N
             "Dockerfile": "FROM busybox\nRUN echo about-to-fail && exit 3\n",
         },
     )
+    rack.ok("apps", "create", app)
 
     res = rack.slipway("build", str(src), "-a", app)
 
@@ -141,17 +160,28 @@ def test_failing_run_step_fails_the_build(rack: RackHandle, tmp_path: Path) -> N
     assert logs[-1] == f"ERROR: {reason}"
 
 
-def test_unknown_build_and_app_say_so(rack: RackHandle) -> None:
+def test_unknown_build_and_app_say_so(rack: RackHandle, tmp_path: Path) -> None:
     res = rack.slipway("builds", "info", "BNOSUCHBUILD", "-a", "nosuchapp")
     assert (res.code, res.err.strip()) == (1, "ERROR: build not found: BNOSUCHBUILD")
     res = rack.slipway("builds", "-a", "nosuchapp")
     assert (res.code, res.err.strip()) == (1, "ERROR: app not found: nosuchapp")
     assert "Traceback" not in res.err
+    # Neither a build nor a deploy creates the app: both stop before anything is packed.
+    src = write_files(
+        tmp_path / "app",
+        {"convox.yml": "services:\n  web:\n    build: .\n", "Dockerfile": "FROM busybox\n"},
+    )
+    for command in ("build", "deploy"):
+        res = rack.slipway(command, str(src), "-a", "nosuchapp")
+        assert (res.code, res.out, res.err) == (1, "", missing_app("nosuchapp") + "\n")
+    assert "nosuchapp" not in rack.apps()
 
 
 def test_missing_manifest_fails_with_clear_reason(rack: RackHandle, tmp_path: Path) -> None:
+    app = f"nomanifest-{secrets.token_hex(3)}"
+    rack.ok("apps", "create", app)
     src = write_files(tmp_path / "app", {"Dockerfile": "FROM busybox\n"})
-    res = rack.slipway("build", str(src), "-a", "nomanifest")
+    res = rack.slipway("build", str(src), "-a", app)
     assert res.code == 1
     assert res.err.strip().splitlines()[-1] == "ERROR: build failed: no such file: convox.yml"
 

@@ -51,8 +51,8 @@ def test_build_args_come_from_flags_then_app_env_intact(rack: RackHandle, tmp_pa
             "Dockerfile": f"{dockerfile}RUN echo {marker}\n",
         },
     )
+    rack.ok("apps", "create", app)
     library = _library(rack)
-    library.metadata.create_app(app, exist_ok=True)
     library.metadata.create_release(
         app,
         env={
@@ -101,7 +101,9 @@ def test_build_args_come_from_flags_then_app_env_intact(rack: RackHandle, tmp_pa
 def test_bare_build_arg_missing_from_the_client_environment(rack: RackHandle) -> None:
     env = {k: v for k, v in rack.env.items() if k != "NOT_SET_ANYWHERE"}
     client = RackHandle(rack.name, rack.port, rack.data, env)
-    res = client.slipway("build", ".", "-a", "x", "--build-args", "NOT_SET_ANYWHERE")
+    app = f"bare-{secrets.token_hex(4)}"
+    client.ok("apps", "create", app)
+    res = client.slipway("build", ".", "-a", app, "--build-args", "NOT_SET_ANYWHERE")
     assert (res.code, res.err.strip().splitlines()[-1]) == (
         1,
         "ERROR: build arg NOT_SET_ANYWHERE is not set in the environment",
@@ -126,6 +128,7 @@ def test_development_builds_the_development_stage(rack: RackHandle, tmp_path: Pa
             "Dockerfile.plain": f"FROM busybox\nRUN echo plain-{marker} > /stage\n",
         },
     )
+    rack.ok("apps", "create", app)
 
     default = build_id_of(rack.ok("build", str(src), "-a", app))
     development = build_id_of(rack.ok("build", str(src), "-a", app, "--development"))
@@ -152,6 +155,7 @@ def test_no_cache_rebuilds_every_step(rack: RackHandle, tmp_path: Path) -> None:
             ),
         },
     )
+    rack.ok("apps", "create", app)
 
     def random_value(*flags: str) -> bytes:
         build_id = build_id_of(rack.ok("build", str(src), "-a", app, *flags))
@@ -195,6 +199,7 @@ def test_git_work_tree_gives_description_and_sha(rack: RackHandle, tmp_path: Pat
     _git(src, "add", "-A")
     _git(src, "commit", "-q", "-m", "Fix the header: a subject with spaces")
     sha = _git(src, "rev-parse", "HEAD")
+    rack.ok("apps", "create", app)
 
     clean = build_id_of(rack.ok("build", str(src), "-a", app))
     info = _info(rack, app, clean)
@@ -224,6 +229,7 @@ def test_entrypoint_is_recorded_on_the_build(rack: RackHandle, tmp_path: Path) -
             ),
         },
     )
+    rack.ok("apps", "create", app)
 
     build_id = build_id_of(rack.ok("build", str(src), "-a", app))
 

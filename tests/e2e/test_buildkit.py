@@ -26,7 +26,10 @@ STEP_OUTPUT = r"#\d+ \d+\.\d{3} "
 
 
 def _app(rack: RackHandle, prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(3)}"
+    """A new app's name, the app created on `rack` (nothing creates one implicitly)."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    rack.ok("apps", "create", name)
+    return name
 
 
 def _files_hold(folder: Path, needle: bytes) -> list[str]:
@@ -188,6 +191,7 @@ def test_a_missing_secret_fails_the_build_cleanly(rack: RackHandle, tmp_path: Pa
 
 
 def test_bad_secret_flags_fail_before_anything_is_sent(rack: RackHandle, tmp_path: Path) -> None:
+    app = _app(rack, "badsecret")
     src = write_files(tmp_path / "app", {"convox.yml": "services:\n  web:\n    build: .\n"})
     for flag, message in (
         ("tok", "invalid --secret: want id=ID,src=FILE or id=ID,env=VAR"),
@@ -195,7 +199,7 @@ def test_bad_secret_flags_fail_before_anything_is_sent(rack: RackHandle, tmp_pat
         ("id=tok,env=SLIPWAY_NO_SUCH_VAR", "secret tok: $SLIPWAY_NO_SUCH_VAR is not set"),
         ("id=bad id,env=HOME", "invalid secret id: 'bad id'"),
     ):
-        res = rack.slipway("build", str(src), "-a", "nosuchapp-x", "--secret", flag)
+        res = rack.slipway("build", str(src), "-a", app, "--secret", flag)
         assert res.code == 1 and "Traceback" not in res.err, res.err
         assert res.err.strip().splitlines()[-1].startswith(f"ERROR: {message}"), res.err
         assert "Packaging source" not in res.out

@@ -116,6 +116,7 @@ def test_ctrl_c_leaves_the_build_running_and_cancel_stops_it(
 ) -> None:
     marker = secrets.token_hex(4)
     app = f"cancel-{marker}"
+    rack.ok("apps", "create", app)
     build = _spawn(rack, "build", str(_slow_app(tmp_path, marker)), "-a", app)
     procs.append(build)
     build_id = _running_build(rack, app, f"started-{marker}")
@@ -154,6 +155,7 @@ def test_a_follower_can_cancel_the_build(
 ) -> None:
     marker = secrets.token_hex(4)
     app = f"stream-cancel-{marker}"
+    rack.ok("apps", "create", app)
     procs.append(_spawn(rack, "build", str(_slow_app(tmp_path, marker)), "-a", app))
     build_id = _running_build(rack, app, f"started-{marker}")
 
@@ -175,6 +177,7 @@ def test_concurrent_followers_see_every_line_once_in_order(
 ) -> None:
     marker = secrets.token_hex(4)
     app = f"follow-{marker}"
+    rack.ok("apps", "create", app)
     procs.append(_spawn(rack, "build", str(_numbered_app(tmp_path, marker)), "-a", app))
     build_id = _running_build(rack, app, "line-3")
     procs.extend(_spawn(rack, "builds", "logs", build_id, "-a", app) for _ in range(2))
@@ -198,6 +201,7 @@ def test_a_follower_resumes_from_the_offset_it_acknowledged(
 ) -> None:
     marker = secrets.token_hex(4)
     app = f"resume-{marker}"
+    rack.ok("apps", "create", app)
     procs.append(_spawn(rack, "build", str(_numbered_app(tmp_path, marker)), "-a", app))
     build_id = _running_build(rack, app, "line-1")
     builder = _library(rack).builder

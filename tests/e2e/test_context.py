@@ -312,6 +312,7 @@ def test_rack_receives_what_docker_sends(
     folder, ref = references[name]
     assert ref.error is None, ref.error
     app = f"ctx-{secrets.token_hex(3)}"
+    rack.ok("apps", "create", app)
     # The build needs the manifest and the Dockerfile: it succeeds only if they were sent.
     out = rack.ok("build", str(folder), "-a", app)
     build_id = re.search(r"^Build: +(B[A-Z]{10})$", out, re.M).group(1)  # type: ignore[union-attr]

@@ -180,6 +180,7 @@ def test_a_rack_on_ecr_builds_pushes_and_imports_through_the_tokens_endpoint(
             "convox.yml": "services:\n  web:\n    build: .\n",
         },
     )
+    rack.ok("apps", "create", app)
     out = rack.ok("build", str(src), "-a", app).stdout
     build = build_id_of(out)
     reference = f"{ECR_HOST}/{app}:web.{build}"
@@ -195,6 +196,7 @@ def test_a_rack_on_ecr_builds_pushes_and_imports_through_the_tokens_endpoint(
 
     # An import pushes its blobs itself (BatchCheckLayerAvailability first) to a new app.
     target = f"{app}-imported"
+    rack.ok("apps", "create", target)
     pipe = f"{SLIPWAY} builds export {build} -a {app} | {SLIPWAY} builds import -a {target} --id"
     imported = rack.host.pipeline(pipe, rack.env)
     assert imported.returncode == 0, imported.stderr

@@ -44,6 +44,7 @@ def _token(rack: RackHandle) -> str:
 def test_two_hundred_followers_of_one_build(rack: RackHandle, tmp_path: Path) -> None:
     marker = secrets.token_hex(4)
     app = f"fanout-{marker}"
+    rack.ok("apps", "create", app)
     folder = write_files(
         tmp_path / "app",
         {

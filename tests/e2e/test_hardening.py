@@ -41,7 +41,7 @@ def _file(tar: tarfile.TarFile, name: str, text: str) -> None:
 def test_a_repointed_link_cannot_chmod_a_file_outside(rack: RackHandle) -> None:
     marker = secrets.token_hex(4)
     app = f"chmod-{marker}"
-    rack.ok("env", "set", "X=1", "-a", app)  # the app exists
+    rack.ok("apps", "create", app)
     # The scratch folder is <data>/builder/<build>/src: four levels below the data
     # folder's parent, where the victim lives.
     victim = rack.data.parent / f"victim-{marker}"
@@ -74,7 +74,7 @@ def test_a_repointed_link_cannot_chmod_a_file_outside(rack: RackHandle) -> None:
 def test_a_database_locked_mid_build_loses_no_log_line(rack: RackHandle, tmp_path: Path) -> None:
     marker = secrets.token_hex(4)
     app = f"locked-{marker}"
-    rack.ok("env", "set", "X=1", "-a", app)
+    rack.ok("apps", "create", app)
     folder = write_files(
         tmp_path / "app",
         {
@@ -167,7 +167,7 @@ def _push_app(tmp_path: Path, marker: str) -> Path:
 def test_a_push_retries_while_the_registry_restarts(rack: RackHandle, tmp_path: Path) -> None:
     marker = secrets.token_hex(4)
     app = f"retry-{marker}"
-    rack.ok("env", "set", "X=1", "-a", app)
+    rack.ok("apps", "create", app)
     build = subprocess.Popen(
         [SLIPWAY, "build", str(_push_app(tmp_path, marker)), "-a", app],
         env=rack.env,
@@ -203,7 +203,7 @@ def test_a_registry_that_stays_down_fails_the_build_cleanly(
 ) -> None:
     marker = secrets.token_hex(4)
     app = f"down-{marker}"
-    rack.ok("env", "set", "X=1", "-a", app)
+    rack.ok("apps", "create", app)
     try:
         _stop_registry(rack)
         res = rack.slipway("build", str(_push_app(tmp_path, marker)), "-a", app, timeout=300)
@@ -229,6 +229,7 @@ def test_a_registry_that_stays_down_fails_the_build_cleanly(
 def test_the_data_folder_is_its_owners_alone(rack: RackHandle, tmp_path: Path) -> None:
     marker = secrets.token_hex(4)
     app = f"modes-{marker}"
+    rack.ok("apps", "create", app)
     rack.ok("env", "set", "SECRET=value", "-a", app)
     rack.ok("build", str(_push_app(tmp_path, marker)), "-a", app)
     assert rack.data.stat().st_mode & 0o777 == 0o700

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RackHandle
+from tests.e2e.conftest import RackHandle, missing_app
+from tests.e2e.test_transfer import registry_tags
 
 pytestmark = pytest.mark.docker
 
@@ -70,6 +71,13 @@ def test_import_image_makes_a_build_of_web_with_a_release(
 ) -> None:
     app = f"imp-{secrets.token_hex(3)}"
 
+    # Into an app that does not exist: refused before anything is pulled, nothing created.
+    refused = rack.slipway("builds", "import-image", source.ref, "-a", app, cwd=tmp_path)
+    assert (refused.code, refused.out, refused.err) == (1, "", missing_app(app) + "\n")
+    assert app not in rack.apps()
+    assert registry_tags(rack, app) == []
+
+    rack.ok("apps", "create", app)
     res = rack.slipway("builds", "import-image", source.ref, "-a", app, cwd=tmp_path)
 
     assert res.code == 0, res
@@ -95,6 +103,7 @@ def test_a_manifest_service_keeps_its_own_image_and_id_prints_the_release(
 ) -> None:
     other = push_source(rack)
     app = f"imp-{secrets.token_hex(3)}"
+    rack.ok("apps", "create", app)
     (tmp_path / "convox.yml").write_text(
         f"services:\n  web:\n    build: .\n  worker:\n    image: {other.ref}\n"
     )
@@ -114,6 +123,7 @@ def test_a_manifest_service_keeps_its_own_image_and_id_prints_the_release(
 def test_a_missing_image_fails_and_records_nothing(rack: RackHandle, tmp_path: Path) -> None:
     app = f"imp-{secrets.token_hex(3)}"
     missing = f"{rack.registry}/nosuch-{secrets.token_hex(3)}:v1"
+    rack.ok("apps", "create", app)
 
     res = rack.slipway("builds", "import-image", missing, "-a", app, cwd=tmp_path)
 
@@ -121,8 +131,9 @@ def test_a_missing_image_fails_and_records_nothing(rack: RackHandle, tmp_path: P
     assert "Traceback" not in res.err
     assert res.err.startswith("Importing image... \nERROR: cannot pull "), res.err
     assert "manifest unknown" in res.err.splitlines()[-1]
-    listed = rack.slipway("builds", "-a", app)
-    assert (listed.code, listed.err) == (1, f"ERROR: app not found: {app}\n")
+    assert rack.ok("builds", "-a", app).splitlines()[1:] == []  # no build recorded
+    assert rack.ok("releases", "-a", app).splitlines()[1:] == []
+    assert registry_tags(rack, app) == []
 
     no_manifest = rack.slipway("builds", "import-image", missing, "-a", app, "-m", "nope.yml")
     assert (no_manifest.code, no_manifest.err) == (1, "ERROR: no such file: nope.yml\n")

@@ -74,6 +74,7 @@ def test_only_what_the_rack_lacks_travels_and_the_image_has_it_all(
     (src / "big.bin").write_bytes(big)
     os.symlink("data/007.txt", src / "link")
     total = sum(len(t) for t in files.values()) + len(big)
+    rack.ok("apps", "create", app)
 
     first, sent, archive = build(rack, src, app)
     assert sent["sent"] == 120 + 1 + 2  # every distinct content, once
@@ -118,6 +119,7 @@ def test_rack_gc_removes_what_no_build_needs(rack: RackHandle, tmp_path: Path) -
             "keep.txt": f"kept {secrets.token_hex(8)}\n",
         },
     )
+    rack.ok("apps", "create", app)
     build_id, _sent, archive = build(rack, src, app)
     # What an abandoned upload leaves: a blob no context names, long ago.
     orphan = secrets.token_bytes(64)
@@ -128,14 +130,17 @@ def test_rack_gc_removes_what_no_build_needs(rack: RackHandle, tmp_path: Path) -
     old = time.time() - 3 * 24 * 3600
     os.utime(path, (old, old))
 
-    out = rack.ok("rack", "gc")  # the default grace: a day
-    assert out.splitlines()[0] == "Collecting garbage... OK"
-    assert re.match(r"Removed \d+ unused objects \(.*\); kept \d+ \(.*\)$", out.splitlines()[1])
+    gc = rack.slipway("rack", "gc")  # the default grace: a day
+    assert gc.code == 0, gc.err
+    # The status line on stderr (stdout is not a terminal here), the figures on stdout.
+    assert gc.err == "Collecting garbage... OK\n"
+    assert re.match(r"Removed \d+ unused objects \(.*\); kept \d+ \(.*\)$", gc.out.strip())
     assert digest not in objects(rack)
     assert archive in objects(rack)  # a build names it
 
     # With no grace, everything no build names goes, and builds still work after it.
     out = rack.ok("rack", "gc", "--grace", "0s")
+    assert out.startswith("Removed ")
     assert archive in objects(rack) and _sha((src / "keep.txt").read_bytes()) in objects(rack)
     again, _sent, same = build(rack, src, app)
     assert same == archive

@@ -70,6 +70,7 @@ def test_build_forms_defaults_image_and_shared_builds(
             "api/hello": "from the api folder\n",
         },
     )
+    rack.ok("apps", "create", app)
 
     out = rack.ok("build", str(src), "-a", app)
 
@@ -113,6 +114,7 @@ def test_independent_builds_run_in_parallel_up_to_the_limit(
             f"FROM busybox\nRUN echo start-{name}-{marker} && sleep 4 && echo end-{name}-{marker}\n"
         )
     src = write_files(tmp_path / "app", files)
+    rack.ok("apps", "create", app)
 
     lines = step_output(rack.ok("build", str(src), "-a", app).splitlines())
 
@@ -140,6 +142,7 @@ def test_environment_required_then_interpolated(rack: RackHandle, tmp_path: Path
             "chosen/Dockerfile": f"FROM busybox\nRUN echo chosen-{marker} > /which\n",
         },
     )
+    rack.ok("apps", "create", app)
 
     res = rack.slipway("build", str(src), "-a", app)
     assert res.code == 1
@@ -166,6 +169,7 @@ def test_invalid_service_names_are_validation_errors(rack: RackHandle, tmp_path:
             "Dockerfile": "FROM busybox\n",
         },
     )
+    rack.ok("apps", "create", app)
 
     res = rack.slipway("build", str(src), "-a", app)
 
@@ -195,6 +199,7 @@ def test_other_manifest_with_m_and_missing_manifests(rack: RackHandle, tmp_path:
             "alt/Dockerfile": f"FROM busybox\nRUN echo alt-{marker} > /which\n",
         },
     )
+    rack.ok("apps", "create", app)
 
     out = rack.ok("build", str(src), "-a", app, "-m", "deploy/other.yml")
 

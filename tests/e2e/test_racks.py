@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rich.filesize import decimal
 
-from tests.e2e.conftest import RackHandle
+from tests.e2e.conftest import RackHandle, missing_app
 from tests.e2e.test_transfer import build_app, pipe, registry_tags, run_from_registry
 
 pytestmark = pytest.mark.docker
@@ -52,6 +52,7 @@ def token() -> str:
 def first(rack: RackHandle, token: str, tmp_path_factory: pytest.TempPathFactory) -> Built:
     app = f"racks-{token}"
     marker = f"first-{token}"
+    rack.ok("apps", "create", app)
     build_id = build_app(
         rack, tmp_path_factory.mktemp("first") / app, app, dockerfile(token, marker)
     )
@@ -77,6 +78,7 @@ def test_export_from_one_rack_piped_into_import_on_the_other(
     rack: RackHandle, rack2: RackHandle, first: Built
 ) -> None:
     target = f"piped-{secrets.token_hex(3)}"
+    rack.ok("apps", "create", target, "-r", rack2.name)
 
     done = pipe(
         rack,
@@ -97,10 +99,17 @@ def test_copy_moves_only_the_layers_the_destination_lacks(
     rack: RackHandle, rack2: RackHandle, first: Built, token: str, tmp_path: Path
 ) -> None:
     target = f"copied-{secrets.token_hex(3)}"
+    copy = ("builds", "copy", first.id, "-a", first.app, "--to", rack2.name, "--to-app", target)
 
-    done = rack.slipway(
-        "builds", "copy", first.id, "-a", first.app, "--to", rack2.name, "--to-app", target
-    )
+    # Into an app the destination does not have: refused before anything moves, and
+    # nothing is created there.
+    refused = rack.slipway(*copy)
+    assert (refused.code, refused.out, refused.err) == (1, "", missing_app(target) + "\n")
+    assert target not in rack2.apps()
+    assert registry_tags(rack2, target) == []
+
+    rack2.ok("apps", "create", target)
+    done = rack.slipway(*copy)
 
     assert done.code == 0 and done.out == "", done
     copied = COPIED.match(done.err)
@@ -145,6 +154,8 @@ def test_copy_errors_leave_nothing_behind(
     rack: RackHandle, rack2: RackHandle, first: Built
 ) -> None:
     target = f"never-{secrets.token_hex(3)}"
+    # The destination app exists: the copies below fail for their own reasons.
+    rack2.ok("apps", "create", target)
     copy = ("builds", "copy", first.id, "-a", first.app, "--to", rack2.name, "--to-app", target)
 
     wrong = RackHandle(rack.name, rack.port, rack.data, dict(rack.env, SLIPWAY_TOKEN="nope"))
@@ -166,6 +177,6 @@ def test_copy_errors_leave_nothing_behind(
 
     for res in (refused, missing, nowhere):
         assert "Traceback" not in res.err
-    gone = rack2.slipway("builds", "-a", target)
-    assert gone.err.strip() == f"ERROR: app not found: {target}"
+    assert rack2.ok("builds", "-a", target).splitlines()[1:] == []  # no build recorded
+    assert rack2.ok("releases", "-a", target).splitlines()[1:] == []
     assert registry_tags(rack2, target) == []

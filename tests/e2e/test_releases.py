@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RackHandle
+from tests.e2e.conftest import RackHandle, missing_app
 from tests.helpers import run_docker, write_files
 
 pytestmark = pytest.mark.docker
@@ -22,6 +22,13 @@ TRICKY = 'he said "hi", it\'s a=b  c, $HOME'
 
 def _app(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
+
+
+def _new_app(rack: RackHandle, prefix: str) -> str:
+    """A new app's name, the app created on `rack` (nothing creates one implicitly)."""
+    name = _app(prefix)
+    rack.ok("apps", "create", name)
+    return name
 
 
 def _release_of(out: str) -> str:
@@ -44,7 +51,15 @@ def _ids(rack: RackHandle, app: str) -> list[str]:
 def test_env_set_unset_and_releases(rack: RackHandle) -> None:
     app = _app("env")
 
-    # The first change creates the app and a release without a build.
+    # A change to an app that does not exist is refused and creates nothing.
+    for argv in (["env", "set", "FOO=1", "BAR=a=b"], ["env", "unset", "FOO"]):
+        res = rack.slipway(*argv, "-a", app)
+        assert (res.code, res.err.splitlines()[-1]) == (1, missing_app(app)), res.err
+        assert "Traceback" not in res.err
+    assert app not in rack.apps()
+
+    # Once created, the first change makes a release without a build.
+    rack.ok("apps", "create", app)
     out = rack.ok("env", "set", "FOO=1", "BAR=a=b", "-a", app)
     first = _release_of(out)
     assert out.splitlines() == ["Updating environment... OK", f"Release: {first}"]
@@ -86,14 +101,14 @@ def test_env_set_unset_and_releases(rack: RackHandle) -> None:
 
 
 def test_values_keep_every_character(rack: RackHandle) -> None:
-    app = _app("values")
+    app = _new_app(rack, "values")
     multi = "line one\nline two"
     rack.ok("env", "set", f"TRICKY={TRICKY}", f"MULTI={multi}", "EMPTY=", "-a", app)
     assert rack.ok("env", "-a", app) == f"EMPTY=\nMULTI={multi}\nTRICKY={TRICKY}\n"
 
 
 def test_bad_input_creates_nothing(rack: RackHandle) -> None:
-    app = _app("bad")
+    app = _new_app(rack, "bad")
     rack.ok("env", "set", "A=1", "-a", app)
     before = _ids(rack, app)
     bad, rule = "invalid environment variable:", "(must match ^[A-Za-z_][A-Za-z0-9_]*$)"
@@ -113,7 +128,7 @@ def test_bad_input_creates_nothing(rack: RackHandle) -> None:
 
 
 def test_concurrent_env_sets_each_make_a_release_and_lose_nothing(rack: RackHandle) -> None:
-    app = _app("race")
+    app = _new_app(rack, "race")
     rack.ok("env", "set", "BASE=0", "-a", app)
     count = 6
     with ThreadPoolExecutor(count) as pool:
@@ -128,7 +143,7 @@ def test_concurrent_env_sets_each_make_a_release_and_lose_nothing(rack: RackHand
 
 
 def test_promote(rack: RackHandle, tmp_path: Path) -> None:
-    app = _app("promote")
+    app = _new_app(rack, "promote")
     first = _release_of(rack.ok("env", "set", "A=1", "-a", app))
     latest = _release_of(rack.ok("env", "set", "A=2", "-a", app))
 
@@ -142,8 +157,8 @@ def test_promote(rack: RackHandle, tmp_path: Path) -> None:
     res = rack.slipway("releases", "info", "RNOSUCHTHING", "-a", app)
     assert (res.code, res.err) == (1, "ERROR: release not found: RNOSUCHTHING\n")
 
-    # A failed build makes an app with no release at all.
-    empty = _app("empty")
+    # An app whose only build failed has no release at all.
+    empty = _new_app(rack, "empty")
     failed = rack.slipway(
         "build", str(write_files(tmp_path / "src", {"Dockerfile": "FROM busybox\n"})), "-a", empty
     )
@@ -156,7 +171,7 @@ def test_promote(rack: RackHandle, tmp_path: Path) -> None:
 
 
 def test_build_args_come_from_the_app_env(rack: RackHandle, tmp_path: Path) -> None:
-    app = _app("args")
+    app = _new_app(rack, "args")
     rack.ok("env", "set", f"GREETING={TRICKY}", "MULTI=one\ntwo", "UNDECLARED=x", "-a", app)
     src = write_files(
         tmp_path / "app",
@@ -190,7 +205,7 @@ def test_build_args_come_from_the_app_env(rack: RackHandle, tmp_path: Path) -> N
 
 
 def test_deploy_builds_and_promotes(rack: RackHandle, tmp_path: Path) -> None:
-    app = _app("deploy")
+    app = _new_app(rack, "deploy")
     marker = secrets.token_hex(4)
     src = write_files(
         tmp_path / "app",

@@ -25,6 +25,7 @@ def _status(rack: RackHandle, app: str, build_id: str) -> str:
 
 def test_builder_restart_fails_builds_it_left_running(rack: RackHandle, tmp_path: Path) -> None:
     app = f"restart-{secrets.token_hex(3)}"
+    rack.ok("apps", "create", app)
     (tmp_path / "convox.yml").write_text("services:\n  web:\n    build: .\n")
     (tmp_path / "Dockerfile").write_text(
         f"FROM busybox\nRUN echo slow-step-{secrets.token_hex(4)} && sleep 120\n"

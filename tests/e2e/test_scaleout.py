@@ -189,6 +189,8 @@ def test_twelve_builds_at_once_each_run_exactly_once(scaled: Scaled, tmp_path: P
         },
     )
     apps = [f"twelve-{marker}-{i}" for i in range(12)]
+    for app in apps:
+        rack.ok("apps", "create", app)
     procs = [
         spawn(rack, "build", str(src), "-a", app, "--build-args", f"N={i}")
         for i, app in enumerate(apps)
@@ -222,6 +224,7 @@ def test_a_killed_builder_loses_its_build_and_the_others_go_on(
     rack = scaled.rack
     marker = secrets.token_hex(4)
     app = f"killed-{marker}"
+    rack.ok("apps", "create", app)
     seconds = unique_sleep(marker, 60)
     follower = spawn(rack, "build", str(slow_app(tmp_path / "slow", marker, seconds)), "-a", app)
     try:
@@ -243,6 +246,7 @@ def test_a_killed_builder_loses_its_build_and_the_others_go_on(
         other = write_files(
             tmp_path / "other", {"convox.yml": MANIFEST, "Dockerfile": "FROM busybox\n"}
         )
+        survivor.ok("apps", "create", f"{app}-after")
         survivor.ok("build", str(other), "-a", f"{app}-after")
         time.sleep(3)
         assert claims(rack, build_id) == 1
@@ -267,6 +271,7 @@ def test_a_paused_builder_loses_its_build_and_writes_nothing_when_it_wakes(
     rack = scaled.rack
     marker = secrets.token_hex(4)
     app = f"paused-{marker}"
+    rack.ok("apps", "create", app)
     seconds = unique_sleep(marker, 300)
     follower = spawn(rack, "build", str(slow_app(tmp_path / "slow", marker, seconds)), "-a", app)
     try:
@@ -300,6 +305,7 @@ def test_cancel_through_another_builder_stops_the_run_step(scaled: Scaled, tmp_p
     rack = scaled.rack
     marker = secrets.token_hex(4)
     app = f"cancel-{marker}"
+    rack.ok("apps", "create", app)
     seconds = unique_sleep(marker, 500)
     follower = spawn(rack, "build", str(slow_app(tmp_path / "slow", marker, seconds)), "-a", app)
     try:
@@ -320,6 +326,7 @@ def test_a_build_past_its_timeout_is_stopped(scaled: Scaled, tmp_path: Path) -> 
     rack = scaled.rack
     marker = secrets.token_hex(4)
     app = f"timeout-{marker}"
+    rack.ok("apps", "create", app)
     seconds = unique_sleep(marker, 700)
     src = slow_app(tmp_path / "slow", marker, seconds)
     res = rack.slipway("build", str(src), "-a", app, "--timeout", "5s")
@@ -343,6 +350,7 @@ def test_a_builder_on_another_engine_builds_and_pushes(
     assert f"engine {second_engine}" in rack.ok("rack", "status", "--name", rack.name)
     marker = secrets.token_hex(4)
     app = f"engine2-{marker}"
+    rack.ok("apps", "create", app)
     src = write_files(
         tmp_path / "app",
         {"convox.yml": MANIFEST, "Dockerfile": f"FROM busybox\nRUN echo {marker} > /m\n"},

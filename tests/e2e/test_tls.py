@@ -118,6 +118,7 @@ def test_login_with_the_rack_ca_records_it(rack: RackHandle) -> None:
             (Path(rack.env["XDG_CONFIG_HOME"]) / "slipway" / "config.json").read_text()
         )
         assert config["racks"]["viaca"]["ca"] == ca.read_text()
+        rack.ok("apps", "create", "viaca-app", "-r", "viaca")
         rack.ok("env", "set", "K=v", "-a", "viaca-app", "-r", "viaca")
         assert rack.ok("env", "-a", "viaca-app").strip() == "K=v"  # the same rack
         without = rack.slipway("login", address, "--name", "noca", "--token", token)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import SLIPWAY, RackHandle
+from tests.e2e.conftest import SLIPWAY, RackHandle, missing_app
 
 pytestmark = pytest.mark.docker
 
@@ -47,6 +47,7 @@ def build_app(rack: RackHandle, folder: Path, app: str, dockerfile: str) -> str:
 def built(rack: RackHandle, tmp_path_factory: pytest.TempPathFactory) -> Built:
     marker = f"moved-{secrets.token_hex(6)}"
     app = f"src-{secrets.token_hex(3)}"
+    rack.ok("apps", "create", app)
     dockerfile = f'FROM busybox\nRUN echo {marker} > /marker\nENTRYPOINT ["cat", "/marker"]\n'
     build_id = build_app(rack, tmp_path_factory.mktemp("src") / "app", app, dockerfile)
     return Built(app, build_id, marker)
@@ -111,6 +112,13 @@ def test_export_to_a_file_and_import_into_another_app(
     assert "Building: ." in record["logs"]
 
     target = f"dst-{secrets.token_hex(3)}"
+    # Into an app that does not exist: refused before the archive is read, nothing created.
+    refused = rack.slipway("builds", "import", "-a", target, "-f", str(archive))
+    assert (refused.code, refused.out, refused.err) == (1, "", missing_app(target) + "\n")
+    assert target not in rack.apps()
+    assert registry_tags(rack, target) == []
+
+    rack.ok("apps", "create", target)
     imported = rack.slipway("builds", "import", "-a", target, "-f", str(archive))
 
     assert imported.code == 0 and imported.out == "", imported
@@ -128,6 +136,7 @@ def test_export_to_a_file_and_import_into_another_app(
 
 def test_export_piped_into_import(rack: RackHandle, built: Built) -> None:
     target = f"pipe-{secrets.token_hex(3)}"
+    rack.ok("apps", "create", target)
 
     done = pipe(
         rack,
@@ -164,10 +173,12 @@ def test_export_refuses_a_terminal(rack: RackHandle, built: Built) -> None:
 
 
 def test_import_refuses_a_terminal(rack: RackHandle) -> None:
+    app = f"never-{secrets.token_hex(3)}"
+    rack.ok("apps", "create", app)
     leader, follower = pty.openpty()
     try:
         proc = subprocess.run(
-            [SLIPWAY, "builds", "import", "-a", "never"],
+            [SLIPWAY, "builds", "import", "-a", app],
             env=rack.env,
             stdin=follower,
             capture_output=True,
@@ -202,14 +213,14 @@ def test_errors_leave_nothing_behind(rack: RackHandle, built: Built, tmp_path: P
     archive.unlink()
 
     target = f"bad-{secrets.token_hex(3)}"
+    rack.ok("apps", "create", target)
     garbage = tmp_path / "garbage.tgz"
     garbage.write_bytes(gzip.compress(b"this is no tar" * 1000))
     bad = rack.slipway("builds", "import", "-a", target, "-f", str(garbage))
     assert bad.code == 1
     assert bad.err.splitlines()[-1] == "ERROR: invalid archive: invalid header"
     assert "Traceback" not in bad.err
-    unknown = rack.slipway("builds", "-a", target)
-    assert unknown.err.strip() == f"ERROR: app not found: {target}"
+    assert rack.ok("builds", "-a", target).splitlines()[1:] == []  # no build recorded
     assert registry_tags(rack, target) == []
 
     # An export that fails half-way through a pipe fails the import too.
@@ -258,12 +269,14 @@ def test_a_large_build_moves_with_flat_client_memory(rack: RackHandle, tmp_path:
         f"RUN head -c {LAYER_MB * 1000 * 1000} /dev/urandom > /big && echo {app} > /marker\n"
         'ENTRYPOINT ["cat", "/marker"]\n'
     )
+    rack.ok("apps", "create", app)
     started = time.monotonic()
     build_id = build_app(rack, tmp_path / "big", app, dockerfile)
     wrapper = tmp_path / "hwm.py"
     wrapper.write_text(HWM_WRAPPER)
     py = f'"{sys.executable}" {wrapper}'
     target = f"{app}-copy"
+    rack.ok("apps", "create", target)
 
     done = pipe(
         rack,

@@ -31,6 +31,8 @@ from services.metadata.server import SERVICE_NAME, create_server
 from tests.helpers import eventually
 from tests.tls import ca, tls_channel, tls_files
 
+GHOST = "app not found: ghost (create it with: slipway apps create ghost)"
+
 
 @pytest.fixture
 def server(token: str, database_url: str, tmp_path: Path) -> Iterator[Server]:
@@ -81,7 +83,7 @@ def test_a_bad_app_name_is_invalid_argument(md: MetadataClient, name: str) -> No
 def test_unknown_records_are_not_found_with_the_exact_message(md: MetadataClient, app: str) -> None:
     cases = [
         (lambda: md.get_app("ghost"), "app not found: ghost"),
-        (lambda: md.create_build("ghost"), "app not found: ghost"),
+        (lambda: md.create_build("ghost"), GHOST),
         (lambda: md.list_releases("ghost"), "app not found: ghost"),
         (lambda: md.get_build("BNOTHEREXXX"), "build not found: BNOTHEREXXX"),
         (

@@ -74,7 +74,8 @@ def test_unknown_app_is_not_found(store: MetadataStore) -> None:
     ):
         with pytest.raises(NotFound) as caught:
             call()
-        assert str(caught.value) == "app not found: ghost"
+        # Putting something into an unknown app says how to create it; the rest is plain.
+        assert str(caught.value).startswith("app not found: ghost")
 
 
 # Builds.

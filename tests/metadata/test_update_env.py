@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from client.kernel.errors import AlreadyExists, InvalidArgument, NotFound
+from client.kernel.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from client.kernel.types import Build, Release
+from services.metadata import models
 from services.metadata import store as store_module
 from services.metadata.store import MetadataStore
 
@@ -20,9 +21,20 @@ def app(store: MetadataStore) -> str:
     return "web"
 
 
-def test_the_first_change_creates_the_app_and_a_release_without_a_build(
+def test_a_change_to_an_unknown_app_is_refused_and_creates_nothing(
     store: MetadataStore,
 ) -> None:
+    with pytest.raises(
+        NotFound, match=r"^app not found: ghost \(create it with: slipway apps create ghost\)$"
+    ):
+        store.update_env("ghost", {"A": "1"})
+    assert [a.name for a in store.list_apps()] == []
+
+
+def test_the_first_change_of_a_new_app_makes_a_release_without_a_build(
+    store: MetadataStore,
+) -> None:
+    store.create_app("fresh")
     release = store.update_env("fresh", {"B": "2", "A": "1"})
     assert store.get_app("fresh").release == ""  # made, not promoted
     assert (release.app, release.build, release.manifest) == ("fresh", "", "")
@@ -96,11 +108,11 @@ def test_unsetting_a_key_that_is_not_set_changes_nothing(store: MetadataStore, a
     assert store.list_releases(app) == [base]
 
 
-def test_a_failed_first_change_does_not_create_the_app(store: MetadataStore) -> None:
+def test_a_failed_first_change_makes_no_release(store: MetadataStore) -> None:
+    store.create_app("young")
     with pytest.raises(NotFound, match="env var not set: A"):
-        store.update_env("ghost", {}, ["A"])
-    with pytest.raises(NotFound, match="app not found: ghost"):
-        store.get_app("ghost")
+        store.update_env("young", {}, ["A"])
+    assert store.list_releases("young") == []
 
 
 @pytest.mark.parametrize(
@@ -171,9 +183,9 @@ def _race(count: int, change: Callable[[int], Release]) -> list[Release]:
 def test_concurrent_changes_each_make_a_release_and_lose_nothing(
     store: MetadataStore, existing: bool
 ) -> None:
-    app = "racy"
+    app = store.create_app("racy").name
     if existing:
-        store.create_release(store.create_app(app).name, env={"BASE": "b"})
+        store.create_release(app, env={"BASE": "b"})
     writers = 12
     for round_ in range(3):
         value = str(round_)
@@ -223,6 +235,7 @@ def _finished(build_id: str, app: str = "moved") -> Build:
 
 
 def test_record_build_keeps_build_log_and_release_together(store: MetadataStore) -> None:
+    store.create_app("moved")
     store.update_env("moved", {"KEY": "v"})
     build, release = store.record_build(_finished("BAAAAAAAAAA"), [["one", "two"], ["three"]])
     assert (build.id, build.status, build.release) == ("BAAAAAAAAAA", "complete", release.id)
@@ -240,12 +253,48 @@ def test_record_build_keeps_nothing_when_its_log_breaks(store: MetadataStore) ->
         yield ["first"]
         raise ConnectionError("the stream broke")
 
+    store.create_app("never")
     with pytest.raises(ConnectionError):
         store.record_build(_finished("BBBBBBBBBBB", app="never"), broken())
     with pytest.raises(NotFound):
-        store.get_app("never")
-    with pytest.raises(NotFound):
         store.get_build("BBBBBBBBBBB")
+    assert store.list_releases("never") == []
+
+
+def test_record_build_into_an_unknown_app_is_refused(store: MetadataStore) -> None:
+    with pytest.raises(NotFound, match=r"app not found: nowhere \(create it with"):
+        store.record_build(_finished("BCCCCCCCCCC", app="nowhere"), [["line"]])
+    with pytest.raises(NotFound):
+        store.get_build("BCCCCCCCCCC")
+    assert [a.name for a in store.list_apps()] == []
+
+
+def test_delete_app_removes_its_records_and_waits_for_its_builds(store: MetadataStore) -> None:
+    store.create_app("gone")
+    store.create_app("stays")
+    done, _ = store.record_build(_finished("BDDDDDDDDDD", app="gone"), [["a line"]])
+    store.update_env("gone", {"K": "v"})
+    other, _ = store.record_build(_finished("BEEEEEEEEEE", app="stays"), [["kept"]])
+    running = store.create_build("gone")
+    with pytest.raises(FailedPrecondition, match=f"build under way \\({running.id}\\)"):
+        store.delete_app("gone")
+    assert store.get_build(done.id).app == "gone"  # nothing removed
+    store.update_build(running.id, {"status": "cancelled"})
+    assert store.delete_app("gone").name == "gone"
+    with pytest.raises(NotFound):
+        store.get_app("gone")
+    for build_id in (done.id, running.id):
+        with pytest.raises(NotFound):
+            store.get_build(build_id)
+    with pytest.raises(NotFound):
+        list(store.stream_logs(done.id))
+    assert models.LogRow.select().where(models.LogRow.build == done.id).count() == 0
+    # Another app's records stay; deleting again says it is gone.
+    assert store.get_build(other.id).app == "stays"
+    assert [line.text for batch in store.stream_logs(other.id) for line in batch] == ["kept"]
+    with pytest.raises(NotFound):
+        store.delete_app("gone")
+    assert store.create_app("gone").release == ""  # the name is free again
 
 
 def test_record_build_rejects_a_malformed_id(store: MetadataStore) -> None:

@@ -218,8 +218,13 @@ def dest(
     return make_rack("dest", other_registry, metadata["dest"])
 
 
-def app_name() -> str:
-    return f"app{secrets.token_hex(4)}"
+def app_name(rack: Rack | None = None) -> str:
+    """A fresh app name; the app is created on `rack` when given (builds move only into
+    apps that exist)."""
+    name = f"app{secrets.token_hex(4)}"
+    if rack is not None:
+        rack.metadata.create_app(name)
+    return name
 
 
 def http(url: str, method: str = "GET") -> tuple[int, bytes]:
@@ -449,10 +454,14 @@ def test_copy_mounts_blobs_a_repository_of_the_source_app_holds(
     source: Rack, dest: Rack, builds: Builds
 ) -> None:
     made = builds.make()
+    with pytest.raises(NotFound, match=rf"^app not found: {made.app} \(create it with"):
+        copy(dest, source, made.app, made.id)  # nothing creates an app
+    assert registry_tags(dest.host, made.app) == []
+    dest.metadata.create_app(made.app)
     first, _ = copy(dest, source, made.app, made.id)  # into the app of the same name
     assert first.build.app == made.app and first.moved == 5
 
-    other = app_name()
+    other = app_name(dest)
     again, _ = copy(dest, source, made.app, made.id, to_app=other)
 
     assert (again.blobs, again.moved, again.mounted, again.bytes) == (5, 0, 5, 0)
@@ -461,7 +470,7 @@ def test_copy_mounts_blobs_a_repository_of_the_source_app_holds(
 
 def test_copy_errors_leave_nothing_behind(source: Rack, dest: Rack, builds: Builds) -> None:
     made = builds.make()
-    target = app_name()
+    target = app_name(dest)
 
     with pytest.raises(InvalidArgument, match="^source rack src refused the token$"):
         copy(dest, source, made.app, made.id, to_app=target, token="not-the-token")
@@ -558,7 +567,7 @@ def test_a_failed_copy_leaves_nothing_behind(
 ) -> None:
     dest = make_rack("failing", other_registry, metadata["dest"], **swap)
     made = builds.make()
-    target = app_name()
+    target = app_name(dest)
 
     with pytest.raises(error, match=message):
         copy(dest, source, made.app, made.id, to_app=target)

@@ -40,6 +40,11 @@ class FakeEngine:
 @dataclass
 class FakeRecords:
     recorded: list[tuple[str, str, ImportedBuild]] = field(default_factory=list)
+    apps: set[str] = field(default_factory=lambda: {"app"})
+
+    def check_app(self, app: str) -> None:
+        if app not in self.apps:
+            raise NotFound.no_app(app)
 
     def record_import(
         self, app: str, build_id: str, build: ImportedBuild
@@ -189,3 +194,12 @@ def test_imported_build_keeps_what_a_move_carries() -> None:
         reason="ignored",
     )
     assert ImportedBuild.of(build, ["x"]) == ImportedBuild("d", "m", "e", "g", ["x"], 1.0, 2.0)
+
+
+def test_nothing_moves_into_an_app_that_does_not_exist(
+    registry: FakeRegistry, records: FakeRecords, engine: FakeEngine
+) -> None:
+    with pytest.raises(NotFound, match=r"^app not found: ghost \(create it with"):
+        with moving(registry, records, "ghost", "import", engine):  # type: ignore[arg-type]
+            raise AssertionError("the move must not begin")
+    assert records.recorded == []

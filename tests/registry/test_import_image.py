@@ -148,8 +148,13 @@ def remove_quietly(docker_client: Any, ref: str) -> None:
         pass
 
 
-def app_name() -> str:
-    return f"app{secrets.token_hex(4)}"
+def app_name(rack: Rack | None = None) -> str:
+    """A fresh app name; the app is created on `rack` when given (builds move only into
+    apps that exist)."""
+    name = f"app{secrets.token_hex(4)}"
+    if rack is not None:
+        rack.metadata.create_app(name)
+    return name
 
 
 def registry_tags(host: str, repository: str) -> list[str]:
@@ -178,8 +183,8 @@ def local_names(docker_client: Any, host: str, app: str) -> list[str]:
 
 
 def assert_nothing_left(rack: Rack, app: str, docker_client: Any) -> None:
-    with pytest.raises(NotFound):
-        rack.metadata.get_app(app)
+    assert rack.metadata.list_builds(app) == []
+    assert rack.metadata.list_releases(app) == []
     assert registry_tags(rack.host, app) == []
     assert local_names(docker_client, rack.host, app) == []
 
@@ -209,7 +214,7 @@ def test_an_image_without_manifest_becomes_a_build_of_web(
     rack: Rack, source_of: Callable[[], Source], docker_client: Any
 ) -> None:
     source = source_of()
-    app = app_name()
+    app = app_name(rack)
     events: list[PushProgress] = []
 
     build, release = rack.registry.import_image(app, source.ref, progress=events.append)
@@ -237,8 +242,7 @@ def test_a_service_with_its_own_image_keeps_it(
     rack: Rack, source_of: Callable[[], Source], docker_client: Any
 ) -> None:
     main, other = source_of(), source_of()
-    app = app_name()
-    rack.metadata.create_app(app)
+    app = app_name(rack)
     rack.metadata.create_release(app, env={"WORKER_IMAGE": other.ref})
     text = (
         "services:\n  web:\n    build: .\n  worker:\n    image: ${WORKER_IMAGE}\n"
@@ -264,7 +268,7 @@ def test_a_missing_image_fails_with_the_engines_reason_and_leaves_nothing(
 ) -> None:
     present = source_of()
     missing = f"{registry_host}/nosuch-{secrets.token_hex(4)}:v1"
-    app = app_name()
+    app = app_name(rack)
 
     with pytest.raises(NotFound, match=rf"^cannot pull {missing}: .*manifest unknown"):
         rack.registry.import_image(app, missing)
@@ -294,7 +298,7 @@ def test_a_failure_after_the_pushes_untags_them(
     rack_of: Callable[..., Rack], source_of: Callable[[], Source], docker_client: Any
 ) -> None:
     rack = rack_of(records=RefusingRecords)
-    app = app_name()
+    app = app_name(rack)
     text = "services:\n  web:\n    build: .\n  worker:\n    build: .\n"
 
     with pytest.raises(Unavailable, match="^metadata refused the record$"):
@@ -315,17 +319,19 @@ def test_bad_input_is_refused_before_anything_happens(rack: Rack) -> None:
         rack.registry.import_image(app, "busybox", "services:\n  Web: {}\n")
     with pytest.raises(InvalidArgument, match="^required env: SECRET$"):
         rack.registry.import_image(app, "busybox", "services:\n  web:\n    environment: [SECRET]\n")
+    with pytest.raises(NotFound, match=rf"^app not found: {app} \(create it with"):
+        rack.registry.import_image(app, "busybox")
+    rack.metadata.create_app(app)
     with pytest.raises(InvalidArgument, match="^cannot pull Not/Valid:latest: invalid reference"):
         rack.registry.import_image(app, "Not/Valid")
-    with pytest.raises(NotFound):
-        rack.metadata.get_app(app)
+    assert rack.metadata.list_builds(app) == []
 
 
 def test_an_unreachable_registry_uses_the_engines_own_copy(rack: Rack, docker_client: Any) -> None:
     # Nothing listens on port 1: the engine's copy of the image is used, as in builds.
     offline = f"127.0.0.1:1/offline-{secrets.token_hex(4)}:v1"
     docker_client.images.get("busybox:latest").tag(offline)
-    app = app_name()
+    app = app_name(rack)
     try:
         build, _ = rack.registry.import_image(app, offline)
     finally:

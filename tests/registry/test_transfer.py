@@ -141,8 +141,13 @@ def rack(rack_of: Callable[..., Rack]) -> Rack:
     return rack_of()
 
 
-def app_name() -> str:
-    return f"app{secrets.token_hex(4)}"
+def app_name(rack: Rack | None = None) -> str:
+    """A fresh app name; the app is created on `rack` when given (builds move only into
+    apps that exist)."""
+    name = f"app{secrets.token_hex(4)}"
+    if rack is not None:
+        rack.metadata.create_app(name)
+    return name
 
 
 def http_json(url: str) -> Any:
@@ -423,9 +428,15 @@ def test_export_import_round_trip_into_another_app(
     assert list(rack.scratch.iterdir()) == []
 
 
-def test_import_creates_a_missing_app_and_imports_twice(rack: Rack, made: Made) -> None:
+def test_import_into_a_missing_app_is_refused_then_imports_twice(rack: Rack, made: Made) -> None:
     archive = export_bytes(rack, made.app, made.id)
     target = app_name()
+    with pytest.raises(NotFound, match=rf"^app not found: {target} \(create it with"):
+        rack.registry.import_build(target, chunked(archive))
+    assert registry_tags(rack.host, target) == []
+    with pytest.raises(NotFound):
+        rack.metadata.get_app(target)  # nothing creates an app
+    rack.metadata.create_app(target)
 
     first, _ = rack.registry.import_build(target, chunked(archive))
     second, _ = rack.registry.import_build(target, chunked(archive, 1000))
@@ -492,7 +503,7 @@ def test_import_of_a_plain_docker_save_archive(
     # As Convox names them: one with the registry in front, one without.
     names = {"web": f"{rack.host}/convox:web.{old}", "worker": f"convox:worker.{old}"}
     archive = plain_archive(docker_client, two_images, names, old)
-    target = app_name()
+    target = app_name(rack)
 
     build, release = rack.registry.import_build(target, chunked(archive))
 
@@ -544,7 +555,7 @@ def test_import_of_oci_archives_one_per_service(
         entries.append(
             (f"{service}.{old}.tar", oci_archive(docker_client, image, tmp_path / service))
         )
-    target = app_name()
+    target = app_name(rack)
 
     build, _ = rack.registry.import_build(target, chunked(archive_of(entries)))
 
@@ -639,7 +650,7 @@ def test_a_bad_archive_fails_and_leaves_nothing(
     error: type[SlipwayError],
     message: str,
 ) -> None:
-    target = app_name()
+    target = app_name(rack)
     with pytest.raises(error, match=message):
         rack.registry.import_build(target, chunked(damage(archive, made)))
     assert_nothing_left(rack, target, docker_client)
@@ -662,7 +673,7 @@ def test_an_oci_blob_whose_digest_does_not_match_fails(
         (n, d[:100] + bytes([d[100] ^ 1]) + d[101:] if n == biggest else d) for n, d in parts
     ]
     entries = [("build.json", convox_build_json(old)), (f"web.{old}.tar", _tar(damaged))]
-    target = app_name()
+    target = app_name(rack)
 
     with pytest.raises(InvalidArgument, match="^invalid OCI archive web.BOCIDIGESTX.tar: .*"):
         rack.registry.import_build(target, chunked(archive_of(entries)))
@@ -684,15 +695,14 @@ def test_an_unreachable_registry_fails_the_import_with_nothing_created(
 ) -> None:
     dead = f"127.0.0.1:{free_port()}"
     rack = rack_of(dead)
-    target = app_name()
+    target = app_name(rack)
 
     with pytest.raises(
         Unavailable, match=f"^cannot push (web|worker): registry unreachable at {dead}$"
     ):
         rack.registry.import_build(target, chunked(archive))
 
-    with pytest.raises(NotFound):
-        rack.metadata.list_builds(target)
+    assert rack.metadata.list_builds(target) == []
     assert import_names(docker_client) == []
     assert list(rack.scratch.iterdir()) == []
 
@@ -720,7 +730,7 @@ def test_a_failed_second_push_removes_the_first_one(
     rack_of: Callable[..., Rack], made: Made, archive: bytes, docker_client: Any
 ) -> None:
     rack = rack_of(registry=FailingSecondPush)
-    target = app_name()
+    target = app_name(rack)
 
     with pytest.raises(Unavailable, match="^cannot push worker: registry unreachable at"):
         rack.registry.import_build(target, chunked(archive))
@@ -745,7 +755,7 @@ def test_a_failure_after_the_pushes_keeps_other_tags_and_records_nothing(
     rack_of: Callable[..., Rack], made: Made, archive: bytes, docker_client: Any
 ) -> None:
     healthy = rack_of()
-    target = app_name()
+    target = app_name(healthy)
     earlier, _ = healthy.registry.import_build(target, chunked(archive))
     rack = rack_of(records=RefusingRecords)
 
@@ -763,7 +773,7 @@ def test_a_failure_after_the_pushes_keeps_other_tags_and_records_nothing(
 def test_a_source_that_breaks_cancels_the_import(
     rack: Rack, archive: bytes, docker_client: Any
 ) -> None:
-    target = app_name()
+    target = app_name(rack)
 
     def broken() -> Iterator[bytes]:
         yield archive[: len(archive) // 3]
@@ -819,7 +829,7 @@ def test_a_failed_engine_push_of_a_plain_archive_leaves_nothing(
     old = "BPLAINFAILS"
     names = {s: f"convox:{s}.{old}" for s in two_images}
     archive = plain_archive(docker_client, two_images, names, old)
-    target = app_name()
+    target = app_name(rack)
 
     with pytest.raises(Unavailable, match="^cannot push worker: registry unreachable at"):
         rack.registry.import_build(target, chunked(archive))

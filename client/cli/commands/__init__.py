@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from client.cli.config import ClientConfig
-from client.kernel.errors import InvalidArgument
+from client.kernel.errors import InvalidArgument, NotFound
 from client.kernel.types import check_app_name
 
 if TYPE_CHECKING:
@@ -77,3 +77,12 @@ class Context:
     def target(self, app: str) -> str:
         """The `-a`/`-r` flags naming this app and rack in a suggested command."""
         return f"-a {app}" + (f" -r {self.rack_flag}" if self.rack_flag else "")
+
+
+def require_app(rack: Rack, app: str) -> None:
+    """NotFound, with how to create it, unless `app` exists on `rack`: checked before
+    anything is packed, read or moved (nothing creates an app implicitly)."""
+    try:
+        rack.metadata.get_app(app)
+    except NotFound:
+        raise NotFound.no_app(app) from None

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from client.api.upload import ContextUpload
 from client.cli import gitinfo
-from client.cli.commands import Context
+from client.cli.commands import Context, require_app
 from client.cli.commands.follow import follow_build
 from client.cli.digestcache import DigestCache
 from client.cli.render import step, transfer, write_line
@@ -181,6 +181,7 @@ def execute(
     out = ctx.err if args.id else ctx.out
     rack = ctx.rack()
 
+    require_app(rack, app)  # before anything is packed
     if from_git:
         archive, git_sha, described = _fetch(rack, out, app, args.dir, args.manifest)
     else:

@@ -6,6 +6,7 @@ import argparse
 
 from client.cli.commands import Context, copy, importimage, transfer
 from client.cli.commands.follow import follow_build
+from client.cli.jsonout import build_json, emit, images_of
 from client.cli.render import build_info, builds_table, write_line
 from client.kernel.errors import FailedPrecondition, InvalidArgument
 
@@ -20,11 +21,15 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument(
         "--limit", type=int, default=10, metavar="N", help="how many builds to list (default 10)"
     )
+    p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=list_builds)
     sub = p.add_subparsers(dest="builds_command", metavar="COMMAND")
 
-    info = sub.add_parser("info", parents=[common], help="show a build")
+    info = sub.add_parser("info", parents=[common], help="show a build and its images")
     info.add_argument("build", metavar="BUILD")
+    info.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
+    )
     info.set_defaults(func=show_build)
 
     logs = sub.add_parser(
@@ -55,16 +60,30 @@ def list_builds(ctx: Context, args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise InvalidArgument(f"--limit must be at least 1, not {args.limit}")
     app = ctx.app()
-    builds = ctx.rack().metadata.list_builds(app, args.limit)
+    rack = ctx.rack()
+    builds = rack.metadata.list_builds(app, args.limit)
+    if args.json:
+        emit(ctx.out, [build_json(b, rack.info.registry_host) for b in builds])
+        return 0
     for line in builds_table(builds):
         ctx.out.print(line)
     return 0
 
 
 def show_build(ctx: Context, args: argparse.Namespace) -> int:
-    build = ctx.rack().metadata.get_build(args.build, ctx.app())
+    rack = ctx.rack()
+    build = rack.metadata.get_build(args.build, ctx.app())
+    if args.json:
+        emit(ctx.out, build_json(build, rack.info.registry_host))
+        return 0
     for line in build_info(build):
         ctx.out.print(line)
+    images = images_of(build, rack.info.registry_host)
+    if images:
+        width = max(len(s) for s in images)
+        ctx.out.print("Images")
+        for service, ref in sorted(images.items()):
+            ctx.out.print(f"  {service.ljust(width)}  {ref}")
     return 0
 
 

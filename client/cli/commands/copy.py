@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.filesize import decimal
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from client.cli.commands import Context
+from client.cli.commands import Context, require_app
 from client.cli.render import write_line
 from client.kernel import types
 from client.kernel.errors import NotFound
@@ -49,6 +49,7 @@ def copy_build(ctx: Context, args: argparse.Namespace) -> int:
     if target is None:
         raise NotFound(f"rack not found: {args.to} (see 'slipway racks')")
     rack = ctx.connect(target.host, target.token, target.ca_pem)
+    require_app(rack, to_app)  # on the destination, before anything moves
     with copying(ctx.err if args.id else ctx.status) as progress:
         result = rack.registry.copy_build(
             source.host,

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from client.cli.commands import Context
 from client.cli.commands.releases import promote
+from client.cli.jsonout import emit
 from client.cli.render import step, write_line
 from client.kernel.environment import check_env_name, env_lines, parse_assignments
 
@@ -24,6 +25,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         description="Prints the app's environment (that of its latest release) as KEY=VALUE "
         "lines, sorted by key.",
     )
+    p.add_argument("--json", action="store_true", help="print one JSON object of KEY: VALUE")
     p.set_defaults(func=show_env)
     sub = p.add_subparsers(dest="env_command", metavar="COMMAND")
 
@@ -52,7 +54,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def show_env(ctx: Context, args: argparse.Namespace) -> int:
     latest = ctx.rack().metadata.list_releases(ctx.app(), 1)
-    for line in env_lines(latest[0].env if latest else {}):
+    env = latest[0].env if latest else {}
+    if args.json:
+        emit(ctx.out, dict(sorted(env.items())))
+        return 0
+    for line in env_lines(env):
         write_line(ctx.out, line)
     return 0
 

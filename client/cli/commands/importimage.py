@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from client.cli.commands import Context
+from client.cli.commands import Context, require_app
 from client.cli.render import write_line
 from client.kernel import types
 from client.kernel.context import DEFAULT_MANIFEST
@@ -70,6 +70,7 @@ def import_image(ctx: Context, args: argparse.Namespace) -> int:
     text = read_manifest(ctx.cwd, args.manifest)
     status = ctx.err if args.id else ctx.status
     rack = ctx.rack()
+    require_app(rack, app)  # before anything is pulled
     with live_step(status, LABEL) as show:
         build, release = rack.registry.import_image(
             app, args.image, text, args.description or "", show

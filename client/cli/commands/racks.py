@@ -8,6 +8,7 @@ from pathlib import Path
 
 from client.cli.commands import Context
 from client.cli.config import RackEntry, read_ca
+from client.cli.jsonout import emit
 from client.cli.render import key_values, step, table, write_line
 from client.kernel.errors import InvalidArgument, NotFound
 from client.kernel.types import ENGINE_BUILDERS, parse_duration
@@ -23,6 +24,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="show or manage a rack",
         description="Shows the current rack.",
     )
+    rack.add_argument("--json", action="store_true", help="print one JSON object")
     rack.set_defaults(func=show_rack)
     sub = rack.add_subparsers(dest="rack_command", metavar="COMMAND")
 
@@ -96,6 +98,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
     status = sub.add_parser("status", parents=[common], help="report each part of a local rack")
     status.add_argument("--name", help="the rack (default: the current local one)")
+    status.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON list"
+    )
     status.set_defaults(func=rack_status)
 
     registry = sub.add_parser(
@@ -123,6 +128,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     gc.set_defaults(func=rack_gc)
 
     racks = commands.add_parser("racks", parents=[common], help="list the configured racks")
+    racks.add_argument("--json", action="store_true", help="print one JSON list")
     racks.set_defaults(func=list_racks)
 
     login = commands.add_parser(
@@ -159,6 +165,9 @@ def _local_name(ctx: Context, args: argparse.Namespace) -> str:
 
 def show_rack(ctx: Context, args: argparse.Namespace) -> int:
     entry = ctx.config().resolve(ctx.rack_flag)
+    if getattr(args, "json", False):
+        emit(ctx.out, {"name": entry.name, "host": entry.host, "local": bool(entry.local)})
+        return 0
     for line in key_values([("Name", entry.name), ("Host", entry.host)]):
         ctx.out.print(line)
     return 0
@@ -169,7 +178,7 @@ def rack_gc(ctx: Context, args: argparse.Namespace) -> int:
     if args.grace is not None:
         grace = 0.0 if args.grace.strip().lower() in ("0", "0s") else parse_duration(args.grace)
     rack = ctx.rack()
-    with step(ctx.out, "Collecting garbage"):
+    with step(ctx.status, "Collecting garbage"):
         done = rack.builder.collect_garbage(grace)
     write_line(
         ctx.out,
@@ -192,6 +201,15 @@ def human_bytes(count: int) -> str:
 def list_racks(ctx: Context, args: argparse.Namespace) -> int:
     config = ctx.config()
     current = ctx.env.get("SLIPWAY_RACK") or config.current
+    if args.json:
+        emit(
+            ctx.out,
+            [
+                {"name": name, "host": e.host, "current": name == current, "local": bool(e.local)}
+                for name, e in sorted(config.racks.items())
+            ],
+        )
+        return 0
     rows = [
         [name, entry.host, "*" if name == current else ""]
         for name, entry in sorted(config.racks.items())
@@ -240,6 +258,9 @@ def rack_status(ctx: Context, args: argparse.Namespace) -> int:
     from client.cli.localrack.rack import rack_status as status
 
     rows = [list(row) for row in status(_local_name(ctx, args))]
+    if getattr(args, "json", False):
+        emit(ctx.out, [{"part": p, "state": s, "detail": d} for p, s, d in rows])
+        return 0
     for line in table(["PART", "STATE", "DETAIL"], rows):
         ctx.out.print(line)
     return 0

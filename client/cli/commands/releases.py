@@ -9,6 +9,7 @@ from rich.console import Console
 
 from client.api.metadata import MetadataClient
 from client.cli.commands import Context
+from client.cli.jsonout import emit, release_json
 from client.cli.render import humanize_since, key_blocks, table, write_line
 from client.kernel import types
 from client.kernel.environment import env_lines
@@ -26,11 +27,15 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument(
         "--limit", type=int, default=10, metavar="N", help="how many releases to list (default 10)"
     )
+    p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=list_releases)
     sub = p.add_subparsers(dest="releases_command", metavar="COMMAND")
 
     info = sub.add_parser("info", parents=[common], help="show a release and its environment")
     info.add_argument("release", metavar="RELEASE")
+    info.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
+    )
     info.set_defaults(func=show_release)
 
     promote = sub.add_parser(
@@ -87,13 +92,22 @@ def list_releases(ctx: Context, args: argparse.Namespace) -> int:
     app = ctx.app()
     metadata = ctx.rack().metadata
     releases = metadata.list_releases(app, args.limit)
-    for line in releases_table(releases, metadata.get_app(app).release):
+    active = metadata.get_app(app).release
+    if args.json:
+        emit(ctx.out, [release_json(r, active) for r in releases])
+        return 0
+    for line in releases_table(releases, active):
         write_line(ctx.out, line)
     return 0
 
 
 def show_release(ctx: Context, args: argparse.Namespace) -> int:
-    release = ctx.rack().metadata.get_release(args.release, ctx.app())
+    metadata = ctx.rack().metadata
+    app = ctx.app()
+    release = metadata.get_release(args.release, app)
+    if args.json:
+        emit(ctx.out, release_json(release, metadata.get_app(app).release))
+        return 0
     for line in release_info(release):
         write_line(ctx.out, line)
     return 0

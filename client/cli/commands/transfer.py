@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from rich.console import Console
 
-from client.cli.commands import Context
+from client.cli.commands import Context, require_app
 from client.cli.render import metered, write_line
 from client.kernel.errors import InvalidArgument
 from client.kernel.streams import iter_chunks
@@ -91,6 +91,7 @@ def import_build(ctx: Context, args: argparse.Namespace) -> int:
     app = ctx.app()
     status = ctx.err if args.id else ctx.status
     rack = ctx.rack()
+    require_app(rack, app)  # before anything is read
     if args.file:
         try:
             source = open(args.file, "rb")  # noqa: SIM115 - closed below

@@ -10,7 +10,7 @@ from typing import Any
 from client.api.archive import Committed
 from client.kernel import types
 from client.kernel.entries import check_entry, encode
-from client.kernel.errors import FailedPrecondition, NotFound
+from client.kernel.errors import AlreadyExists, FailedPrecondition, NotFound
 
 Script = list[Any]
 """What one follow stream yields: LogLines, Builds, or exceptions to raise at that point."""
@@ -76,6 +76,28 @@ class FakeBuilder:
 class FakeMetadata:
     builds: dict[str, types.Build]
     logs: dict[str, list[str]] = field(default_factory=dict)
+    apps: dict[str, types.App] = field(default_factory=lambda: {"myapp": types.App("myapp")})
+
+    def get_app(self, name: str) -> types.App:
+        if name not in self.apps:
+            raise NotFound.of("app", name)
+        return self.apps[name]
+
+    def create_app(self, name: str, exist_ok: bool = False) -> types.App:
+        types.check_app_name(name)
+        if name in self.apps and not exist_ok:
+            raise AlreadyExists(f"app already exists: {name}")
+        return self.apps.setdefault(name, types.App(name, created=1_700_000_000.0))
+
+    def list_apps(self) -> list[types.App]:
+        return [self.apps[n] for n in sorted(self.apps)]
+
+    def delete_app(self, name: str) -> types.App:
+        app = self.get_app(name)
+        if any(b.app == name and not b.terminal for b in self.builds.values()):
+            raise FailedPrecondition(f"app {name} has a build under way; cancel it first")
+        del self.apps[name]
+        return app
 
     def get_build(self, build_id: str, app: str = "") -> types.Build:
         build = self.builds.get(build_id)

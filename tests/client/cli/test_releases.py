@@ -72,8 +72,10 @@ class ReleaseMetadata(FakeMetadata):
     def update_env(
         self, app: str, set_vars: Mapping[str, str], unset: Sequence[str] = ()
     ) -> types.Release:
+        if app not in self.apps:
+            raise NotFound.no_app(app)  # nothing creates an app
         self.updates.append((app, dict(set_vars), list(unset)))
-        latest = self.list_releases(app, 1) if app in self.apps else []
+        latest = self.list_releases(app, 1)
         base = latest[0] if latest else types.Release(id="", app=app)
         change = apply_change(base.env, set_vars, unset)
         return self.add_release(
@@ -207,7 +209,10 @@ def test_env_of_an_app_without_releases_prints_nothing(run: Any, rack: ReleaseRa
     rack.metadata.apps["myapp"] = types.App("myapp")
     assert (run("env").code, run("env").out) == (0, "")
     unknown = run("env", "-a", "ghost")
-    assert (unknown.code, unknown.err) == (1, "ERROR: app not found: ghost\n")
+    assert (unknown.code, unknown.err) == (
+        1,
+        "ERROR: app not found: ghost\n",
+    )
 
 
 def test_env_set(run: Any, rack: ReleaseRack) -> None:
@@ -222,7 +227,17 @@ def test_env_set(run: Any, rack: ReleaseRack) -> None:
     assert rack.metadata.apps["myapp"].release == ""  # not promoted
 
 
+def test_env_set_on_an_unknown_app_says_how_to_create_it(run: Any, rack: ReleaseRack) -> None:
+    result = run("env", "set", "A=1", "-a", "fresh")
+    assert (result.code, result.err) == (
+        1,
+        "ERROR: app not found: fresh (create it with: slipway apps create fresh)\n",
+    )
+    assert "fresh" not in rack.metadata.apps and rack.metadata.releases == []
+
+
 def test_env_set_promote(run: Any, rack: ReleaseRack) -> None:
+    rack.metadata.create_app("fresh")
     result = run("env", "set", "A=1", "--promote", "-a", "fresh")
     assert result.code == 0, result.err
     release = rack.metadata.releases[-1]
@@ -361,7 +376,10 @@ def test_releases_promote_refusals(run: Any, rack: ReleaseRack) -> None:
     cases = [
         (["releases", "promote", "-a", "empty"], "app empty has no releases to promote"),
         (["releases", "promote", "RNOSUCHTHING"], "release not found: RNOSUCHTHING"),
-        (["releases", "promote", "-a", "ghost"], "app not found: ghost"),
+        (
+            ["releases", "promote", "-a", "ghost"],
+            "app not found: ghost",
+        ),
     ]
     for argv, error in cases:
         result = run(*argv)
@@ -454,3 +472,27 @@ def test_deploy_has_the_build_flags(run: Any) -> None:
         assert flag in help_text
     result = run("deploy", "nope")
     assert (result.code, result.err) == (1, "ERROR: no such directory: nope\n")
+
+
+def test_releases_and_env_json(run: Any, rack: ReleaseRack) -> None:
+    import json
+
+    first = rack.metadata.add_release("myapp", env={"A": "1"}, created=NOW, description="one")
+    second = rack.metadata.add_release(
+        "myapp", build="BSOMEBUILDA", env={"B": "x=y", "A": "2"}, created=NOW + 60
+    )
+    rack.metadata.promote_release("myapp", first.id)
+    listed = json.loads(run("releases", "--json").out)
+    assert [(r["id"], r["status"]) for r in listed] == [(second.id, ""), (first.id, "active")]
+    assert listed[0] == {
+        "id": second.id,
+        "app": "myapp",
+        "status": "",
+        "build": "BSOMEBUILDA",
+        "description": "",
+        "created": "2023-11-14T22:14:20Z",
+        "env": {"A": "2", "B": "x=y"},
+        "manifest": "",
+    }
+    assert json.loads(run("releases", "info", first.id, "--json").out)["status"] == "active"
+    assert json.loads(run("env", "--json").out) == {"A": "2", "B": "x=y"}

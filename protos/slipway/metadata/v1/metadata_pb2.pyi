@@ -133,6 +133,49 @@ class ListAppsRequest(_message.Message):
 Global___ListAppsRequest: _TypeAlias = ListAppsRequest  # noqa: Y015
 
 @_typing.final
+class DeleteAppRequest(_message.Message):
+    """Which app to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAppRequest: _TypeAlias = DeleteAppRequest  # noqa: Y015
+
+@_typing.final
+class DeleteAppResponse(_message.Message):
+    """The app as it was."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def app(self) -> _common_pb2.App: ...
+    def __init__(
+        self,
+        *,
+        app: _common_pb2.App | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAppResponse: _TypeAlias = DeleteAppResponse  # noqa: Y015
+
+@_typing.final
 class ListAppsResponse(_message.Message):
     """The apps, by name."""
 

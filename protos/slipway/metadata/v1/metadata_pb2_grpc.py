@@ -50,6 +50,11 @@ class MetadataServiceStub:
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListAppsRequest.SerializeToString,
                 response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListAppsResponse.FromString,
                 _registered_method=True)
+        self.DeleteApp = channel.unary_unary(
+                '/slipway.metadata.v1.MetadataService/DeleteApp',
+                request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.DeleteAppRequest.SerializeToString,
+                response_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.DeleteAppResponse.FromString,
+                _registered_method=True)
         self.CreateBuild = channel.unary_unary(
                 '/slipway.metadata.v1.MetadataService/CreateBuild',
                 request_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.CreateBuildRequest.SerializeToString,
@@ -152,6 +157,14 @@ class MetadataServiceServicer:
 
     def ListApps(self, request, context):
         """ListApps returns every app, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteApp(self, request, context):
+        """DeleteApp removes an app with its builds, releases and logs; NOT_FOUND when unknown,
+        FAILED_PRECONDITION while one of its builds is queued or running.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -309,6 +322,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.ListApps,
                     request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListAppsRequest.FromString,
                     response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListAppsResponse.SerializeToString,
+            ),
+            'DeleteApp': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteApp,
+                    request_deserializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.DeleteAppRequest.FromString,
+                    response_serializer=slipway_dot_metadata_dot_v1_dot_metadata__pb2.DeleteAppResponse.SerializeToString,
             ),
             'CreateBuild': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateBuild,
@@ -473,6 +491,33 @@ class MetadataService:
             '/slipway.metadata.v1.MetadataService/ListApps',
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListAppsRequest.SerializeToString,
             slipway_dot_metadata_dot_v1_dot_metadata__pb2.ListAppsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteApp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slipway.metadata.v1.MetadataService/DeleteApp',
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.DeleteAppRequest.SerializeToString,
+            slipway_dot_metadata_dot_v1_dot_metadata__pb2.DeleteAppResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,10 @@ class MetadataServiceStub:
     """GetApp returns one app; NOT_FOUND when unknown."""
     ListApps: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.ListAppsRequest, _metadata_pb2.ListAppsResponse]
     """ListApps returns every app, by name."""
+    DeleteApp: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.DeleteAppRequest, _metadata_pb2.DeleteAppResponse]
+    """DeleteApp removes an app with its builds, releases and logs; NOT_FOUND when unknown,
+    FAILED_PRECONDITION while one of its builds is queued or running.
+    """
     CreateBuild: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.CreateBuildRequest, _metadata_pb2.CreateBuildResponse]
     """CreateBuild records a new build, status created, with a fresh id."""
     GetBuild: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.GetBuildRequest, _metadata_pb2.GetBuildResponse]
@@ -115,6 +119,10 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     """GetApp returns one app; NOT_FOUND when unknown."""
     ListApps: _aio.UnaryUnaryMultiCallable[_metadata_pb2.ListAppsRequest, _metadata_pb2.ListAppsResponse]  # type: ignore[assignment]
     """ListApps returns every app, by name."""
+    DeleteApp: _aio.UnaryUnaryMultiCallable[_metadata_pb2.DeleteAppRequest, _metadata_pb2.DeleteAppResponse]  # type: ignore[assignment]
+    """DeleteApp removes an app with its builds, releases and logs; NOT_FOUND when unknown,
+    FAILED_PRECONDITION while one of its builds is queued or running.
+    """
     CreateBuild: _aio.UnaryUnaryMultiCallable[_metadata_pb2.CreateBuildRequest, _metadata_pb2.CreateBuildResponse]  # type: ignore[assignment]
     """CreateBuild records a new build, status created, with a fresh id."""
     GetBuild: _aio.UnaryUnaryMultiCallable[_metadata_pb2.GetBuildRequest, _metadata_pb2.GetBuildResponse]  # type: ignore[assignment]
@@ -206,6 +214,16 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_pb2.ListAppsResponse, _abc.Awaitable[_metadata_pb2.ListAppsResponse]]:
         """ListApps returns every app, by name."""
+
+    @_abc_1.abstractmethod
+    def DeleteApp(
+        self,
+        request: _metadata_pb2.DeleteAppRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_pb2.DeleteAppResponse, _abc.Awaitable[_metadata_pb2.DeleteAppResponse]]:
+        """DeleteApp removes an app with its builds, releases and logs; NOT_FOUND when unknown,
+        FAILED_PRECONDITION while one of its builds is queued or running.
+        """
 
     @_abc_1.abstractmethod
     def CreateBuild(
