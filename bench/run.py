@@ -191,6 +191,7 @@ def main() -> int:
             env,
         )
         service_peaks = {name: _service_peaks(d) for name, d in racks.items()}
+        halves = _halves(env, home, build_id, image, ref)
 
         # builds copy: bench2 fetches the build from bench1 itself, into a fresh app.
         for data in racks.values():
@@ -225,6 +226,7 @@ def main() -> int:
                 "service_peak_rss_mib": {name: _service_peaks(d) for name, d in racks.items()},
             },
         }
+        results["export_import_halves"] = halves
         results["four_stage_build"] = _stage_builds(env, home)
         results["six_builds"] = _scale_out(env, home)
         results["context_builds"] = _context_builds(env, home, racks["bench1"])
@@ -237,6 +239,36 @@ def main() -> int:
             subprocess.run([SLIPWAY, "rack", "stop", "--name", name], env=env, capture_output=True)
         _remove_images(hosts)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _halves(
+    env: dict[str, str], home: Path, build_id: str, image: str, ref: str
+) -> dict[str, float]:
+    """Each half of the move through a file, next to the same halves of `docker save` and
+    `docker load`: where the pipe's time goes."""
+    spool = home / "halves.tar"
+    timings: dict[str, float] = {}
+
+    def timed(label: str, argv: list[str]) -> None:
+        start = time.monotonic()
+        subprocess.run(argv, env=env, check=True, capture_output=True)
+        timings[label] = round(time.monotonic() - start, 2)
+
+    subprocess.run(["docker", "tag", ref, f"{image}:halves"], check=True)
+    timed("docker_save_to_file", ["docker", "save", "-o", str(spool), f"{image}:halves"])
+    subprocess.run(["docker", "rmi", f"{image}:halves"], capture_output=True)
+    timed("docker_load_from_file", ["docker", "load", "-q", "-i", str(spool)])
+    subprocess.run(["docker", "rmi", f"{image}:halves"], capture_output=True)
+    spool.unlink()
+    export = [SLIPWAY, "builds", "export", build_id, "-a", "big", "-r", "bench1", "-f", str(spool)]
+    timed("slipway_export_to_file", export)
+    _slipway(env, "apps", "create", "halves", "-r", "bench2")
+    timed(
+        "slipway_import_from_file",
+        [SLIPWAY, "builds", "import", "-a", "halves", "-r", "bench2", "-f", str(spool), "--id"],
+    )
+    spool.unlink()
+    return timings
 
 
 FOUR_STAGES = (
