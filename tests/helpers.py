@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -122,3 +123,12 @@ def settle(root: Path, seconds: float = 10.0) -> None:
     when = time.time_ns() - int(seconds * 1e9)
     for path in [root, *root.rglob("*")]:
         os.utime(path, ns=(when, when), follow_symlinks=False)
+
+
+def app_name(rack: Any = None) -> str:
+    """A fresh app name; the app is created on `rack` (anything with a `metadata` client)
+    when given: builds move only into apps that exist."""
+    name = f"app{secrets.token_hex(4)}"
+    if rack is not None:
+        rack.metadata.create_app(name)
+    return name

@@ -8,7 +8,7 @@ import time
 
 from rich.console import Console
 
-from client.cli.render import write_line
+from client.cli.render import app_status, write_line
 from client.kernel import manifest, types
 from client.kernel.errors import InvalidArgument
 
@@ -28,7 +28,7 @@ def emit(console: Console, document: object) -> None:
 def app_json(app: types.App) -> dict[str, object]:
     return {
         "name": app.name,
-        "status": "running" if app.release else "new",
+        "status": app_status(app),
         "release": app.release,
         "created": rfc3339(app.created),
     }

@@ -54,6 +54,11 @@ def format_duration(seconds: float) -> str:
     return f"{whole // 60}m{whole % 60}s"
 
 
+def app_status(app: types.App) -> str:
+    """`running` for an app with a promoted release, `new` for one without."""
+    return "running" if app.release else "new"
+
+
 def build_started(build: types.Build) -> float:
     return build.started or build.created
 

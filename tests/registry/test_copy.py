@@ -46,7 +46,7 @@ from services.registry import server as registry_server
 from services.registry.config import Config
 from services.registry.records import BuildRecords, ImportedBuild
 from tests.conftest import _unavailable
-from tests.helpers import eventually, free_port, push_image
+from tests.helpers import app_name, eventually, free_port, push_image
 from tests.tls import ca, tls_env, tls_files
 
 pytestmark = pytest.mark.docker
@@ -216,15 +216,6 @@ def dest(
     make_rack: Callable[..., Rack], other_registry: str, metadata: dict[str, Metadata]
 ) -> Rack:
     return make_rack("dest", other_registry, metadata["dest"])
-
-
-def app_name(rack: Rack | None = None) -> str:
-    """A fresh app name; the app is created on `rack` when given (builds move only into
-    apps that exist)."""
-    name = f"app{secrets.token_hex(4)}"
-    if rack is not None:
-        rack.metadata.create_app(name)
-    return name
 
 
 def http(url: str, method: str = "GET") -> tuple[int, bytes]:

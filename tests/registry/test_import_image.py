@@ -32,6 +32,7 @@ from services.metadata.config import Config as MetadataConfig
 from services.registry import server as registry_server
 from services.registry.config import Config
 from services.registry.importimage import plan, split_reference
+from tests.helpers import app_name
 from tests.tls import ca, tls_files
 
 pytestmark = pytest.mark.docker
@@ -146,15 +147,6 @@ def remove_quietly(docker_client: Any, ref: str) -> None:
         docker_client.images.remove(ref, force=True)
     except docker.errors.ImageNotFound:
         pass
-
-
-def app_name(rack: Rack | None = None) -> str:
-    """A fresh app name; the app is created on `rack` when given (builds move only into
-    apps that exist)."""
-    name = f"app{secrets.token_hex(4)}"
-    if rack is not None:
-        rack.metadata.create_app(name)
-    return name
 
 
 def registry_tags(host: str, repository: str) -> list[str]:

@@ -40,7 +40,7 @@ from services.metadata.config import Config as MetadataConfig
 from services.registry import server as registry_server
 from services.registry.config import Config
 from services.registry.imports import LOCAL_NAME
-from tests.helpers import eventually, free_port, push_image
+from tests.helpers import app_name, eventually, free_port, push_image
 from tests.tls import ca, tls_files
 
 pytestmark = pytest.mark.docker
@@ -139,15 +139,6 @@ def rack_of(
 @pytest.fixture
 def rack(rack_of: Callable[..., Rack]) -> Rack:
     return rack_of()
-
-
-def app_name(rack: Rack | None = None) -> str:
-    """A fresh app name; the app is created on `rack` when given (builds move only into
-    apps that exist)."""
-    name = f"app{secrets.token_hex(4)}"
-    if rack is not None:
-        rack.metadata.create_app(name)
-    return name
 
 
 def http_json(url: str) -> Any:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from client.cli.commands import Context
 from client.cli.jsonout import app_json, emit
-from client.cli.render import humanize_since, key_values, table, write_line
+from client.cli.render import app_status, humanize_since, key_values, table, write_line
 from client.kernel import types
 from client.kernel.errors import InvalidArgument
 from client.kernel.types import check_app_name
@@ -51,12 +51,8 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     delete.set_defaults(func=delete_app)
 
 
-def status_of(app: types.App) -> str:
-    return "running" if app.release else "new"
-
-
 def apps_table(apps: Sequence[types.App]) -> list[str]:
-    rows = [[a.name, status_of(a), a.release] for a in apps]
+    rows = [[a.name, app_status(a), a.release] for a in apps]
     return table(["NAME", "STATUS", "RELEASE"], rows)
 
 
@@ -91,7 +87,7 @@ def show_app(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     pairs = [
         ("Name", app.name),
-        ("Status", status_of(app)),
+        ("Status", app_status(app)),
         ("Release", app.release),
         ("Created", humanize_since(app.created) if app.created else ""),
     ]
