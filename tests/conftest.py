@@ -50,12 +50,18 @@ def docker_client():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's registry (`registry_host`) keeps its files: `data/docker/...`."""
+    return tmp_path_factory.mktemp("registry")
+
+
+@pytest.fixture(scope="session")
+def registry_host(registry_root: Path) -> Iterator[str]:
     """A real Docker Distribution registry on 127.0.0.1 for this test session."""
     binary = shutil.which("docker-registry")
     if binary is None:
         _unavailable("docker-registry")
-    root = tmp_path_factory.mktemp("registry")
+    root = registry_root
     port = free_port()
     config = root / "config.yml"
     config.write_text(

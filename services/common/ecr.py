@@ -35,7 +35,7 @@ from client.kernel.errors import (
     Unavailable,
 )
 from services.common.config import RegistryCredentials
-from services.common.oci import DistributionRegistry, Manifest, Registry
+from services.common.oci import BlobUpload, DistributionRegistry, Manifest, Registry
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,9 @@ class EcrRegistry:
 
     def upload_blob(self, repository: str, digest: str, chunks: Iterable[bytes]) -> int:
         return self._current()[1].upload_blob(repository, digest, chunks)
+
+    def start_upload(self, repository: str) -> BlobUpload:
+        return self._current()[1].start_upload(repository)
 
 
 def _code(err: Any) -> str:

@@ -124,6 +124,28 @@ class Registry(Protocol):
         InvalidArgument, and nothing committed, when the bytes do not match the digest."""
         ...
 
+    def start_upload(self, repository: str) -> BlobUpload:
+        """Opens an upload into `repository` for a blob whose digest is known only once its
+        bytes are sent: nothing is stored under a digest until `commit`."""
+        ...
+
+
+class BlobUpload(Protocol):
+    """An open blob upload (`Registry.start_upload`): its bytes sent, then committed under
+    their digest or cancelled."""
+
+    def send(self, chunks: Iterable[bytes]) -> None:
+        """Sends the blob's bytes, in one request."""
+        ...
+
+    def commit(self, digest: str) -> None:
+        """Stores what was sent as the blob `digest`; the registry checks the digest."""
+        ...
+
+    def cancel(self) -> None:
+        """Drops what was sent; never raises (a failure is logged)."""
+        ...
+
 
 @contextlib.contextmanager
 def _map_errors(host: str, method: str, url: str) -> Iterator[None]:
@@ -278,7 +300,7 @@ class DistributionRegistry:
             return True
         # The registry opened an upload instead of mounting: `source` lacks the blob.
         if headers.get("Location"):
-            self._cancel(self._location(headers))
+            _Upload(self, self._location(headers)).cancel()
         return False
 
     def read_blob(self, repository: str, digest: str) -> Iterator[bytes]:
@@ -309,10 +331,7 @@ class DistributionRegistry:
 
     def upload_blob(self, repository: str, digest: str, chunks: Iterable[bytes]) -> int:
         check_digest(digest)
-        status, headers, _ = self._call("POST", self._url(f"{repository}/blobs/uploads/"), b"")
-        if status != 202 or not headers.get("Location"):
-            raise Internal(f"registry {self._host}: no upload of {repository} opened ({status})")
-        location = self._location(headers)
+        upload = self.start_upload(repository)
         hasher = hashlib.sha256()
         size = 0
 
@@ -324,32 +343,54 @@ class DistributionRegistry:
                 yield data
 
         try:
-            # One PATCH streams every piece (chunked transfer encoding), as `docker push` does.
-            _, headers, _ = self._call(
-                "PATCH",
-                location,
-                body=hashed(),
-                headers={"Content-Type": "application/octet-stream"},
-            )
-            location = self._location(headers) if headers.get("Location") else location
+            upload.send(hashed())
             actual = f"sha256:{hasher.hexdigest()}"
             if actual != digest:
                 raise InvalidArgument(f"blob {digest}: its content has the digest {actual}")
-            sep = "&" if urllib.parse.urlsplit(location).query else "?"
-            query = urllib.parse.urlencode({"digest": digest})
-            status, _, _ = self._call("PUT", f"{location}{sep}{query}", b"")
-            if status != 201:
-                raise Internal(f"registry {self._host}: {digest} not committed ({status})")
+            upload.commit(digest)
         except BaseException:
-            self._cancel(location)
+            upload.cancel()
             raise
         return size
 
-    def _cancel(self, location: str) -> None:
+    def start_upload(self, repository: str) -> _Upload:
+        status, headers, _ = self._call("POST", self._url(f"{repository}/blobs/uploads/"), b"")
+        if status != 202 or not headers.get("Location"):
+            raise Internal(f"registry {self._host}: no upload of {repository} opened ({status})")
+        return _Upload(self, self._location(headers))
+
+
+class _Upload:
+    """An upload session of a Distribution registry, at the URL its `Location` names."""
+
+    def __init__(self, registry: DistributionRegistry, location: str) -> None:
+        self._registry = registry
+        self._location = location
+
+    def send(self, chunks: Iterable[bytes]) -> None:
+        # One PATCH streams every piece (chunked transfer encoding), as `docker push` does.
+        _, headers, _ = self._registry._call(
+            "PATCH",
+            self._location,
+            body=chunks,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        if headers.get("Location"):
+            self._location = self._registry._location(headers)
+
+    def commit(self, digest: str) -> None:
+        check_digest(digest)
+        sep = "&" if urllib.parse.urlsplit(self._location).query else "?"
+        query = urllib.parse.urlencode({"digest": digest})
+        status, _, _ = self._registry._call("PUT", f"{self._location}{sep}{query}", b"")
+        if status != 201:
+            raise Internal(f"registry {self._registry.host}: {digest} not committed ({status})")
+
+    def cancel(self) -> None:
         try:
-            self._call("DELETE", location)
+            self._registry._call("DELETE", self._location)
         except (Internal, Unavailable) as err:
-            log.warning("cannot cancel the upload %s: %s", location, err)
+            log.warning("cannot cancel the upload %s: %s", self._location, err)
 
 
 def _media_type(body: bytes) -> str:

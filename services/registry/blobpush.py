@@ -2,10 +2,12 @@
 writes) straight into the registry, its blobs as they are: no engine, no decompressing to
 load, no compressing again to push (SPEC §7).
 
-Each layer file is read twice from the spooled tar: once to learn its digest and check it,
-decompressed, against the `diff_id` its config names (a layer that is not what the image
-says is refused, as `docker load` would refuse it), then, unless the registry holds the
-blob already, to upload it. The config goes up as a blob, then a Docker v2 manifest naming
+Every layer file is checked before anything is pushed: its digest as stored, and its
+content, decompressed, against the `diff_id` its config names (a layer that is not what
+the image says is refused, as `docker load` would refuse it). An import learns those
+digests while the archive arrives (`layerscan`); a layer it did not is read from the tar.
+Then the layers the registry lacks (HEAD first) are uploaded, several at once, each read
+from its place in the tar; the config goes up as a blob, then a Docker v2 manifest naming
 them all is put under the new tag.
 """
 
@@ -16,13 +18,13 @@ import json
 import logging
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from client.kernel.errors import InvalidArgument, SlipwayError
-from client.kernel.streams import iter_chunks
+from client.kernel.streams import CHUNK_SIZE, iter_chunks
 from services.common.oci import Manifest, Registry
 from services.common.push import ATTEMPTS, RETRY_DELAYS, transient
 from services.registry.imagetar import (
@@ -32,12 +34,13 @@ from services.registry.imagetar import (
     member_digest,
     parse_json,
 )
-from services.registry.tarstream import gunzip
+from services.registry.layerscan import GZIP_MAGIC, HeldUploads, LayerDigests, layer_digests
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG = "application/vnd.docker.container.image.v1+json"
 GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-GZIP_MAGIC = b"\x1f\x8b"
+# Layers uploaded at once: the registry hashes and writes each on a core of its own.
+UPLOADS = 3
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +91,14 @@ class Checked:
     """(member name, digest as stored, size) of each layer, in order."""
 
 
-def check_image(path: Path, layout: Layout) -> Checked:
-    """Reads the image `layout` of the tar at `path` whole, once, before anything is
-    pushed: every layer must be gzip whose content is the layer its config names.
-    InvalidArgument otherwise, naming the layer."""
+def check_image(
+    path: Path, layout: Layout, known: Mapping[str, LayerDigests] | None = None
+) -> Checked:
+    """Checks the image `layout` of the tar at `path` before anything is pushed: every
+    layer must be gzip whose content is the layer its config names. Layers whose digests
+    are `known` (scanned as they arrived) are not read again; the others are read whole,
+    once. InvalidArgument otherwise, naming the layer."""
+    known = known or {}
     with tarfile.open(path, mode="r:") as tar:
         members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isreg()}
         config_bytes = member_bytes(tar, members, layout.config)
@@ -102,13 +109,13 @@ def check_image(path: Path, layout: Layout) -> Checked:
             raise InvalidArgument(f"{layout.config[:200]}: its config does not list its layers")
         layers = []
         for name, diff_id in zip(layout.layers, diff_ids, strict=True):
-            digest, size, uncompressed = _layer_digests(member(tar, members, name), name)
-            if uncompressed != diff_id:
+            found = known.get(name) or layer_digests(iter_chunks(member(tar, members, name)), name)
+            if found.diff_id != diff_id:
                 raise InvalidArgument(
                     f"{name[:200]}: its content does not match the layer its image names "
-                    f"(diffID {str(diff_id)[:80]}, content {uncompressed})"
+                    f"(diffID {str(diff_id)[:80]}, content {found.diff_id})"
                 )
-            layers.append((name, digest, size))
+            layers.append((name, found.digest, found.size))
     return Checked(config_bytes, tuple(layers))
 
 
@@ -119,6 +126,7 @@ def push_with_retries(
     path: Path,
     image: Checked,
     sleep: Callable[[float], None] = time.sleep,
+    held: HeldUploads | None = None,
 ) -> Manifest:
     """`push_image`, tried again on a passing registry failure as every push is (SPEC §6:
     ATTEMPTS in all, RETRY_DELAYS apart, each retry logged); blobs already up are not sent
@@ -126,7 +134,7 @@ def push_with_retries(
     reference = f"{registry.host}/{repository}:{tag}"
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return push_image(registry, repository, tag, path, image)
+            return push_image(registry, repository, tag, path, image, held)
         except SlipwayError as err:
             if attempt == ATTEMPTS or not transient(err):
                 raise
@@ -138,15 +146,45 @@ def push_with_retries(
 
 
 def push_image(
-    registry: Registry, repository: str, tag: str, path: Path, image: Checked
+    registry: Registry,
+    repository: str,
+    tag: str,
+    path: Path,
+    image: Checked,
+    held: HeldUploads | None = None,
 ) -> Manifest:
     """Puts the checked `image` of the tar at `path` as `repository:tag`, uploading only
-    the blobs the registry lacks (HEAD first); returns the manifest put."""
+    the blobs the registry lacks (HEAD first): a layer sent as the archive arrived is
+    committed from the upload `held` for it, the others go up from the tar, up to UPLOADS
+    at once. Returns the manifest put."""
     with tarfile.open(path, mode="r:") as tar:
         members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isreg()}
-        for name, digest, _size in image.layers:
-            if not registry.has_blob(repository, digest):
-                registry.upload_blob(repository, digest, iter_chunks(member(tar, members, name)))
+    missing = {
+        digest: members[name]
+        for name, digest, _size in image.layers
+        if not registry.has_blob(repository, digest)
+    }
+    for digest in list(missing):
+        sent = held.take(digest) if held is not None else None
+        if sent is not None:
+            try:
+                sent.commit(digest)
+            except BaseException:
+                sent.cancel()  # tried again from the tar
+                raise
+            del missing[digest]
+
+    def upload(digest: str) -> int:
+        info = missing[digest]
+        return registry.upload_blob(repository, digest, _span(path, info.offset_data, info.size))
+
+    if missing:
+        pool = ThreadPoolExecutor(min(UPLOADS, len(missing)), "layer-upload")
+        try:
+            for _sent in pool.map(upload, missing):
+                pass
+        finally:
+            pool.shutdown(cancel_futures=True)  # after a failure, start no other upload
     config_digest = f"sha256:{hashlib.sha256(image.config).hexdigest()}"
     if not registry.has_blob(repository, config_digest):
         registry.upload_blob(repository, config_digest, [image.config])
@@ -166,22 +204,14 @@ def push_image(
     return manifest
 
 
-def _layer_digests(source: BinaryIO, name: str) -> tuple[str, int, str]:
-    """A gzip'd layer's digest and size as stored, and the digest of its tar (its diff_id),
-    decompressed a bounded piece at a time (a layer of zeros stays small in memory)."""
-    stored, content = hashlib.sha256(), hashlib.sha256()
-    size = 0
-
-    def compressed() -> Iterator[bytes]:
-        nonlocal size
-        for data in iter_chunks(source):
-            stored.update(data)
-            size += len(data)
+def _span(path: Path, offset: int, size: int) -> Iterator[bytes]:
+    """The `size` bytes of the file at `path` from `offset`, in chunks (a member's data,
+    read by a handle of its own)."""
+    with open(path, "rb") as source:
+        source.seek(offset)
+        while size > 0:
+            data = source.read(min(size, CHUNK_SIZE))
+            if not data:
+                raise InvalidArgument(f"{path.name}: the image tar ends early")
+            size -= len(data)
             yield data
-
-    try:
-        for piece in gunzip(compressed()):
-            content.update(piece)
-    except InvalidArgument as err:
-        raise InvalidArgument(f"{name[:200]}: the layer is not valid gzip ({err})") from None
-    return f"sha256:{stored.hexdigest()}", size, f"sha256:{content.hexdigest()}"

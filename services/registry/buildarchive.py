@@ -15,7 +15,8 @@ from typing import Any, BinaryIO, cast
 
 from client.kernel import types
 from client.kernel.errors import InvalidArgument
-from client.kernel.streams import CHUNK_SIZE, iter_chunks, reader, rechunk, write_stream_to
+from client.kernel.streams import CHUNK_SIZE, iter_chunks, reader, rechunk
+from services.registry.layerscan import HeldUploads, LayerDigests, Scan
 from services.registry.tarstream import GZIP_LEVEL, TarWriter, file_info, gunzip, gzip
 
 BUILD_JSON = "build.json"
@@ -159,11 +160,14 @@ class Unpacked:
     build_json: bytes | None = None
     #: Image tars by member name, each spooled to its own file.
     tars: dict[str, Path] = field(default_factory=dict)
+    #: The gzip'd members of each image tar, checked as it arrived (`layerscan`).
+    layers: dict[str, dict[str, LayerDigests]] = field(default_factory=dict)
 
 
-def unpack(chunks: Iterable[bytes], folder: Path) -> Unpacked:
+def unpack(chunks: Iterable[bytes], folder: Path, held: HeldUploads | None = None) -> Unpacked:
     """Reads the archive as it arrives: build.json into memory (bounded), every top-level
-    `*.tar` into a file of `folder`, anything else skipped. InvalidArgument for a corrupt or
+    `*.tar` into a file of `folder` (its compressed layers scanned on the way, and sent
+    into uploads `held` starts), anything else skipped. InvalidArgument for a corrupt or
     truncated archive, a member twice, or an oversized build.json."""
     found = Unpacked()
     stream = reader(gunzip(chunks))
@@ -181,10 +185,8 @@ def unpack(chunks: Iterable[bytes], folder: Path) -> Unpacked:
                     if name in found.tars:
                         raise InvalidArgument(f"the archive holds {name} twice")
                     path = folder / f"image{len(found.tars)}.tar"
-                    with open(path, "wb") as out:
-                        source = tar.extractfile(member)
-                        assert source is not None  # a regular file
-                        write_stream_to(out, iter_chunks(cast(BinaryIO, source)))
+                    source = cast(BinaryIO, tar.extractfile(member))
+                    found.layers[name] = _spool(iter_chunks(source), path, held)
                     found.tars[name] = path
         # Tar stops reading at its end-of-archive blocks: read on to the gzip trailer, so
         # that a truncated or corrupt end is caught too.
@@ -193,6 +195,21 @@ def unpack(chunks: Iterable[bytes], folder: Path) -> Unpacked:
     except (tarfile.TarError, EOFError) as err:
         raise InvalidArgument(f"invalid archive: {err}") from None
     return found
+
+
+def _spool(
+    chunks: Iterable[bytes], path: Path, held: HeldUploads | None
+) -> dict[str, LayerDigests]:
+    """Writes an image tar to `path`, scanning it as it goes; its scanned layers."""
+    scan = Scan(held)
+    try:
+        with open(path, "wb") as out:
+            for data in chunks:
+                out.write(data)
+                scan.feed(data)
+    finally:
+        layers = scan.finish()
+    return layers
 
 
 def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:

@@ -1,5 +1,6 @@
-"""Importing a build (SPEC §5): the archive is spooled to disk as it arrives, its images are
-loaded into the engine and pushed, and only then is the build recorded, under a new id.
+"""Importing a build (SPEC §5): the archive is spooled to disk as it arrives (compressed
+layers checked on the way), its images are pushed (loaded into the engine first unless their
+layers are compressed), and only then is the build recorded, under a new id.
 
 The new id is chosen first; each image is pushed as `{app}:{service}.{newId}`, and then
 metadata records the build, its log and its release in one transaction under that id
@@ -10,9 +11,11 @@ tags, local names, loaded images), and no record exists unless every push succee
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import secrets
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from services.registry.buildarchive import BuildRecord, decode_build, unpack
 from services.registry.engine import ImageEngine
 from services.registry.finish import Destination, Leftovers
 from services.registry.imagetar import DOCKER, OCI, kind_of, retag, saved_images, split_name
+from services.registry.layerscan import HeldUploads
 from services.registry.publish import push_as
 from services.registry.records import ImportedBuild
 
@@ -98,37 +102,49 @@ class Importer:
         types.check_app_name(app)
         self.destination.records.check_app(app)  # before the archive is read
         self.scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="slipway-import-", dir=self.scratch) as work:
-            unpacked = unpack(chunks, Path(work))
+        times = [time.monotonic()]
+        registry = self.destination.registry
+        registry.prepare(app)
+        with (
+            tempfile.TemporaryDirectory(prefix="slipway-import-", dir=self.scratch) as work,
+            HeldUploads(registry, app) as held,
+        ):
+            unpacked = unpack(chunks, Path(work), held)
+            times.append(time.monotonic())
             if unpacked.build_json is None:
                 raise InvalidArgument("invalid archive: it holds no build.json")
             record = decode_build(unpacked.build_json)
             sources = plan(record, unpacked.tars)
             with self.destination.moving(app, "import", self.engine) as moved:
-                registry = self.destination.registry
-                # Compressed layers (an export's) are checked whole before anything is
-                # pushed: a lying layer leaves no blob behind.
+                # Compressed layers (an export's) are checked whole before any blob is
+                # committed: a lying layer leaves no blob behind.
                 direct = {
-                    source.service: check_image(source.path, layout)
+                    source.service: check_image(source.path, layout, unpacked.layers[source.name])
                     for source, layout in _from_blobs(sources)
                 }
                 through_engine = [s for s in sources if s.service not in direct]
                 self._load(through_engine, secrets.token_hex(6), moved.made)
-                registry.prepare(app)
+                times.append(time.monotonic())
                 for source in sources:
                     if source.service in direct:
                         # Compressed layers (an export's): their blobs go up as they are.
                         tag = moved.tag(source.service, local=False)
                         with _pushing(source.service):
                             push_with_retries(
-                                registry, app, tag, source.path, direct[source.service]
+                                registry, app, tag, source.path, direct[source.service], held=held
                             )
                         continue
                     tag = moved.tag(source.service)
                     for _progress in push_as(self.pusher, source.image, app, tag, source.service):
                         pass
+                times.append(time.monotonic())
                 build, release = moved.record(ImportedBuild.of(record, record.log_lines))
-        log.info("imported %s/%s as %s/%s, %s", record.app, record.id, app, build.id, release.id)
+        received, checked, pushed = (after - before for before, after in itertools.pairwise(times))
+        log.info(
+            "imported %s/%s as %s/%s, %s: received in %.2f s, checked or loaded in %.2f s, "
+            "pushed in %.2f s",
+            record.app, record.id, app, build.id, release.id, received, checked, pushed,
+        )  # fmt: skip
         return build, release
 
     def _load(self, sources: list[Source], token: str, made: Leftovers) -> None:

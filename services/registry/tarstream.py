@@ -4,6 +4,7 @@ so that images of any size pass through in flat memory."""
 
 from __future__ import annotations
 
+import itertools
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -68,10 +69,38 @@ def gzip(pieces: Iterable[bytes], level: int = GZIP_LEVEL) -> Iterator[bytes]:
     yield compressor.flush()
 
 
+class Inflater:
+    """Decompresses a gzip stream fed piece by piece (several members allowed), checking
+    every CRC; `end` checks that the stream is complete. InvalidArgument says whether it is
+    corrupt or truncated."""
+
+    def __init__(self) -> None:
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The decompressed bytes of `data`, in pieces of at most CHUNK_SIZE."""
+        pending = data
+        while pending:
+            if self._inflater.eof:  # one gzip member ended and more bytes follow
+                self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                out = self._inflater.decompress(pending, CHUNK_SIZE)
+            except zlib.error as err:
+                raise InvalidArgument(f"the archive is corrupt: {err}") from None
+            if out:
+                yield out
+            eof = self._inflater.eof
+            pending = self._inflater.unused_data if eof else self._inflater.unconsumed_tail
+
+    def end(self) -> None:
+        if not self._inflater.eof:
+            raise InvalidArgument("the archive is truncated: the gzip stream ends early")
+
+
 def gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompresses a gzip stream (several members allowed), checking every CRC and that the
-    stream is complete; bytes that are not gzip at all pass through as they are (a plain tar).
-    InvalidArgument says whether the archive is corrupt or truncated."""
+    """Decompresses a gzip stream (`Inflater`); bytes that are not gzip at all pass
+    through as they are (a plain tar). InvalidArgument for an empty, corrupt or truncated
+    archive."""
     source = iter(chunks)
     first = b""
     for first in source:
@@ -83,19 +112,7 @@ def gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield first
         yield from source
         return
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    pending = first
-    while pending:
-        if inflater.eof:  # one gzip member ended and more bytes follow: the next member
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out = inflater.decompress(pending, CHUNK_SIZE)
-        except zlib.error as err:
-            raise InvalidArgument(f"the archive is corrupt: {err}") from None
-        if out:
-            yield out
-        pending = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
-        if not pending:
-            pending = next(source, b"")
-    if not inflater.eof:
-        raise InvalidArgument("the archive is truncated: the gzip stream ends early")
+    inflater = Inflater()
+    for data in itertools.chain([first], source):
+        yield from inflater.feed(data)
+    inflater.end()

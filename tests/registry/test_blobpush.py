@@ -10,7 +10,7 @@ import io
 import json
 import secrets
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from services.registry.blobpush import (
     push_image,
     push_with_retries,
 )
+from services.registry.layerscan import LayerDigests, Scan
 
 
 def sha(data: bytes) -> str:
@@ -174,3 +175,104 @@ def test_a_malformed_manifest_is_left_to_the_engine(tmp_path: Path) -> None:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     assert compressed_images(path) is None
+
+
+# Layers scanned while the archive arrives (services.registry.layerscan).
+
+
+def scanned(path: Path, piece: int = 1000) -> dict[str, LayerDigests]:
+    """What a Scan learns of the tar at `path`, fed in pieces of `piece` bytes."""
+    data = path.read_bytes()
+    scan = Scan()
+    for start in range(0, len(data), piece):
+        scan.feed(data[start : start + piece])
+    return scan.finish()
+
+
+def test_a_scan_learns_each_compressed_layer_as_a_read_of_the_file_would(tmp_path: Path) -> None:
+    layers = [layer_tar("one"), layer_tar("two" * 5000)]
+    path = saved(tmp_path, layers)
+    found = scanned(path)
+    assert sorted(d.diff_id for d in found.values()) == sorted(sha(layer) for layer in layers)
+    images = compressed_images(path)
+    assert images is not None
+    layout = next(iter(images.values()))
+    assert check_image(path, layout, found) == check_image(path, layout)
+    with tarfile.open(path) as tar:  # the stored bytes' digest and size, as the tar holds them
+        for name, digests in found.items():
+            data = tar.extractfile(name).read()  # type: ignore[union-attr]
+            assert (digests.digest, digests.size) == (sha(data), len(data))
+
+
+def test_a_scanned_layer_is_not_read_again(tmp_path: Path) -> None:
+    path = saved(tmp_path, [layer_tar("one")])
+    images = compressed_images(path)
+    assert images is not None
+    layout = next(iter(images.values()))
+    (name,) = layout.layers
+    told = LayerDigests(sha(b"x"), 1, sha(b"x"))
+    # What the scan learnt is what is checked: a diff_id it saw differ is refused.
+    with pytest.raises(InvalidArgument, match="does not match the layer its image names"):
+        check_image(path, layout, {name: told})
+
+
+def test_a_lying_layer_is_refused_after_a_scan_too(tmp_path: Path) -> None:
+    path = saved(tmp_path, [layer_tar("one")], lie=True)
+    images = compressed_images(path)
+    assert images is not None
+    with pytest.raises(InvalidArgument, match="does not match the layer its image names"):
+        check_image(path, next(iter(images.values())), scanned(path))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: b"not a tar at all" * 100,
+        lambda data: data[: len(data) // 2],  # cut in the middle
+        lambda data: data + b"\x1f\x8b" + b"junk" * 100,  # garbage past the end
+    ],
+)
+def test_a_scan_of_a_damaged_tar_ends_and_keeps_only_what_it_could_check(
+    damage: Callable[[bytes], bytes], tmp_path: Path
+) -> None:
+    path = saved(tmp_path, [layer_tar("one"), layer_tar("two")])
+    good = scanned(path)
+    path.write_bytes(damage(path.read_bytes()))
+    found = scanned(path)  # returns: the feeding side is never left blocked
+    assert all(good[name] == digests for name, digests in found.items())
+
+
+def test_a_layer_that_is_not_valid_gzip_is_left_out_of_the_scan(tmp_path: Path) -> None:
+    path = tmp_path / "image.tar"
+    with tarfile.open(path, "w") as tar:
+        data = b"\x1f\x8b" + b"not deflate" * 100
+        info = tarfile.TarInfo("abc/layer.tar")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    assert scanned(path) == {}  # and check_image, reading the file, says what is wrong
+
+
+def test_missing_layers_go_up_several_at_once(registry_host: str, tmp_path: Path) -> None:
+    import threading
+
+    class Watching(Counting):
+        def __init__(self, host: str) -> None:
+            super().__init__(host)
+            self.threads: set[str] = set()
+
+        def upload_blob(self, repository: str, digest: str, chunks: Iterable[bytes]) -> int:
+            self.threads.add(threading.current_thread().name)
+            return super().upload_blob(repository, digest, chunks)
+
+    registry = Watching(registry_host)
+    repo = f"blobs-{secrets.token_hex(4)}"
+    layers = [layer_tar(f"layer {n}" * 20000) for n in range(4)]
+    path = saved(tmp_path, layers)
+    images = compressed_images(path)
+    assert images is not None
+    checked = check_image(path, next(iter(images.values())), scanned(path))
+    manifest = push_image(registry, repo, "web.B1", path, checked)
+    doc = json.loads(manifest.body)
+    stored = [b"".join(registry.read_blob(repo, d["digest"])) for d in doc["layers"]]
+    assert [gzip.decompress(data) for data in stored] == layers  # each from its own span
+    assert len([t for t in registry.threads if t.startswith("layer-upload")]) > 1

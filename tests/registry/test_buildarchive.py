@@ -4,6 +4,7 @@ and which service each image of an archive belongs to. No engine, registry or gR
 from __future__ import annotations
 
 import gzip as gziplib
+import hashlib
 import io
 import json
 import os
@@ -301,3 +302,14 @@ def test_transfer_cores_import_no_grpc(module: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_unpack_scans_the_compressed_layers_of_each_image_tar(tmp_path: Path) -> None:
+    layer = gziplib.compress(b"a layer" * 1000)
+    image = tar_bytes([("manifest.json", b"[]"), ("abc/layer.tar", layer), ("c.json", b"{}")])
+    archive = gziplib.compress(tar_bytes([("build.json", b"{}"), ("web.B1.tar", image)]))
+    found = unpack(chunks_of(archive), tmp_path)
+    (digests,) = found.layers["web.B1.tar"].values()
+    assert digests.digest == f"sha256:{hashlib.sha256(layer).hexdigest()}"
+    assert digests.diff_id == f"sha256:{hashlib.sha256(b'a layer' * 1000).hexdigest()}"
+    assert list(found.layers["web.B1.tar"]) == ["abc/layer.tar"]

@@ -439,6 +439,73 @@ def test_import_into_a_missing_app_is_refused_then_imports_twice(rack: Rack, mad
     )
 
 
+class WatchingUploads:
+    """The real registry, noting which blobs go up whole (`upload_blob`) and how many
+    uploads are opened to be sent as the archive arrives (`start_upload`)."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+        self.whole: list[str] = []
+        self.started = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._registry, name)
+
+    def upload_blob(self, repository: str, digest: str, chunks: Any) -> int:
+        self.whole.append(digest)
+        return int(self._registry.upload_blob(repository, digest, chunks))
+
+    def start_upload(self, repository: str) -> Any:
+        self.started += 1
+        return self._registry.start_upload(repository)
+
+
+def stored_layers(registry_root: Path, app: str) -> list[str]:
+    """The blobs linked into repository `app`, and the bytes of its open uploads (a
+    cancelled upload keeps only its hash state: Distribution writes it after the delete)."""
+    repo = registry_root / "data" / "docker" / "registry" / "v2" / "repositories" / app
+    return sorted(
+        [f"sha256:{p.name}" for p in (repo / "_layers" / "sha256").glob("*")]
+        + [f"upload {p.parent.name}" for p in (repo / "_uploads").glob("*/data")]
+    )
+
+
+def test_an_exports_layers_are_sent_as_they_arrive_and_committed_once_checked(
+    rack_of: Callable[..., Rack], made: Made, registry_root: Path
+) -> None:
+    watching: list[WatchingUploads] = []
+
+    def watched(inner: Any) -> WatchingUploads:
+        watching.append(WatchingUploads(inner))
+        return watching[-1]
+
+    rack = rack_of(registry=watched)
+    archive = export_bytes(rack, made.app, made.id)
+    target = app_name(rack)
+
+    build, _ = rack.registry.import_build(target, chunked(archive))
+
+    layers = set()
+    for service in ("web", "worker"):
+        doc = json.loads(
+            http_json_bytes(f"http://{rack.host}/v2/{target}/manifests/{service}.{build.id}")
+        )
+        layers |= {layer["digest"] for layer in doc["layers"]}
+    (registry,) = watching
+    assert registry.started >= 1  # the layers this registry lacked went up as they arrived
+    assert layers.isdisjoint(registry.whole)  # none of them was sent again from the spool
+    assert not any(name.startswith("upload") for name in stored_layers(registry_root, target))
+    assert layers <= set(stored_layers(registry_root, target))
+
+
+def http_json_bytes(url: str) -> bytes:
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return bytes(resp.read())
+
+
 def save_tar(docker_client: Any, names: list[str]) -> bytes:
     proc = subprocess.run(["docker", "save", *names], capture_output=True, check=True)
     return proc.stdout
@@ -640,11 +707,14 @@ def test_a_bad_archive_fails_and_leaves_nothing(
     damage: Callable[[bytes, Made], bytes],
     error: type[SlipwayError],
     message: str,
+    registry_root: Path,
 ) -> None:
     target = app_name(rack)
     with pytest.raises(error, match=message):
         rack.registry.import_build(target, chunked(damage(archive, made)))
     assert_nothing_left(rack, target, docker_client)
+    # No layer sent as it arrived was committed, and no upload was left open.
+    assert stored_layers(registry_root, target) == []
 
 
 def test_an_oci_blob_whose_digest_does_not_match_fails(

@@ -1,0 +1,244 @@
+"""Checking, and sending, the compressed layers of an image tar while it arrives (SPEC §7).
+
+An import spools each image tar to disk as its bytes come in. A `Scan` reads the same
+bytes in a thread of its own, as a tar stream, and learns for every gzip'd member its
+digest and size as stored and the digest of its content (its `diff_id`): by the time the
+archive has arrived its layers are known, and they need not be read again to be checked.
+
+A layer file named by its digest (`<hex>/layer.tar`, as `builds export` writes them) that
+the registry lacks is also sent to it as it is scanned, into an upload held open
+(`HeldUploads`): committed under its digest only once the import has checked the whole
+image, cancelled otherwise. Receiving, hashing and pushing overlap; a lying layer leaves no
+blob behind.
+
+The scan only saves work: a member it could not read (not gzip, not valid gzip, an image
+tar that is no tar at all, too many members) or could not send is simply not in its
+result, and is checked and pushed from the spooled file as before, with the same errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import re
+import tarfile
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import chain
+from types import TracebackType
+from typing import BinaryIO, cast
+
+from client.kernel.errors import InvalidArgument, SlipwayError
+from client.kernel.streams import iter_chunks, reader
+from services.common.oci import BlobUpload, Registry
+from services.registry.tarstream import Inflater
+
+GZIP_MAGIC = b"\x1f\x8b"
+# An image tar holds a config and a few dozen layers per image: a scan stops remembering
+# past this many members (the rest are checked from the file).
+MAX_MEMBERS = 4096
+# Chunks waiting for the scanning thread: a few MiB at most.
+QUEUE_CHUNKS = 8
+# Uploads held open at once: past this, layers are pushed from the spooled file.
+MAX_HELD = 256
+# A layer file that names the digest of its bytes, as `builds export` writes them.
+NAMED_LAYER = re.compile(r"^([0-9a-f]{64})/layer\.tar\Z")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LayerDigests:
+    """A gzip'd layer file: its digest and size as stored, and the digest of its tar."""
+
+    digest: str
+    size: int
+    diff_id: str
+
+
+class LayerHasher:
+    """Learns a gzip'd layer's digests from its bytes fed in order, decompressed a bounded
+    piece at a time (a layer of zeros stays small in memory)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._stored, self._content = hashlib.sha256(), hashlib.sha256()
+        self._size = 0
+        self._inflater = Inflater()
+        self._error: InvalidArgument | None = None
+
+    def update(self, data: bytes) -> None:
+        self._stored.update(data)
+        self._size += len(data)
+        if self._error is None:
+            try:
+                for piece in self._inflater.feed(data):
+                    self._content.update(piece)
+            except InvalidArgument as err:
+                self._error = err
+
+    def result(self) -> LayerDigests:
+        """The digests; InvalidArgument, naming the layer, when it is not valid gzip."""
+        try:
+            if self._error is not None:
+                raise self._error
+            self._inflater.end()
+        except InvalidArgument as err:
+            raise InvalidArgument(
+                f"{self._name[:200]}: the layer is not valid gzip ({err})"
+            ) from None
+        return LayerDigests(
+            f"sha256:{self._stored.hexdigest()}", self._size, f"sha256:{self._content.hexdigest()}"
+        )
+
+    def valid(self) -> LayerDigests | None:
+        """The digests, or None when the layer is not valid gzip."""
+        try:
+            return self.result()
+        except InvalidArgument:
+            return None
+
+
+def layer_digests(chunks: Iterable[bytes], name: str) -> LayerDigests:
+    """The digests of the gzip'd layer `name` from its bytes (`LayerHasher`)."""
+    hasher = LayerHasher(name)
+    for data in chunks:
+        hasher.update(data)
+    return hasher.result()
+
+
+class HeldUploads:
+    """The layers an import sent to `repository` of `registry` while its archive arrived,
+    held uncommitted by digest until `take`n; whatever is left when the import ends (a
+    failure, a layer no image names) is cancelled."""
+
+    def __init__(self, registry: Registry, repository: str) -> None:
+        self._registry = registry
+        self._repository = repository
+        self._held: dict[str, BlobUpload] = {}
+        self._lock = threading.Lock()
+
+    def start(self, name: str) -> BlobUpload | None:
+        """An upload for the layer file `name` when it names a digest the registry lacks."""
+        named = NAMED_LAYER.match(name)
+        if named is None or len(self._held) >= MAX_HELD:
+            return None
+        try:
+            if self._registry.has_blob(self._repository, f"sha256:{named[1]}"):
+                return None  # HEAD first: the registry's blob is not sent again
+            return self._registry.start_upload(self._repository)
+        except SlipwayError as err:
+            log.warning("%s not sent as it arrived: %s", name[:200], err)
+            return None  # pushed from the spooled file, with retries, or the error then
+
+    def hold(self, digest: str, upload: BlobUpload) -> None:
+        with self._lock:
+            if digest in self._held:
+                upload.cancel()  # the same layer twice: one upload is enough
+            else:
+                self._held[digest] = upload
+
+    def take(self, digest: str) -> BlobUpload | None:
+        with self._lock:
+            return self._held.pop(digest, None)
+
+    def __enter__(self) -> HeldUploads:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        with self._lock:
+            left, self._held = list(self._held.values()), {}
+        for upload in left:
+            upload.cancel()
+
+
+class Scan:
+    """Scans one image tar fed chunk by chunk (`feed`), in a thread, sending the layers
+    `held` starts uploads for; `finish` waits for it and gives the layers it learnt by
+    member name. Always `finish` a scan, also when the stream failed: that ends its
+    thread."""
+
+    def __init__(self, held: HeldUploads | None = None) -> None:
+        self._held = held
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
+        self._found: dict[str, LayerDigests] = {}
+        self._thread = threading.Thread(target=self._run, name="layer-scan", daemon=True)
+        self._thread.start()
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.put(data)
+
+    def finish(self) -> dict[str, LayerDigests]:
+        self._chunks.put(None)
+        self._thread.join()
+        return self._found
+
+    def _incoming(self) -> Iterator[bytes]:
+        while (data := self._chunks.get()) is not None:
+            yield data
+
+    def _run(self) -> None:
+        incoming = self._incoming()
+        try:
+            with tarfile.open(fileobj=reader(incoming), mode="r|") as tar:
+                for count, info in enumerate(tar):
+                    if count >= MAX_MEMBERS:
+                        break
+                    if info.isreg():
+                        self._member(tar, info)
+        except (tarfile.TarError, EOFError, OSError) as err:
+            log.debug("image tar not scanned to its end: %s", err)
+        finally:
+            for _rest in incoming:  # never leave the feeding side blocked
+                pass
+
+    def _member(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+        source = cast(BinaryIO, tar.extractfile(info))
+        head = source.read(len(GZIP_MAGIC))
+        if head != GZIP_MAGIC:
+            return  # a config, manifest.json, or a layer the engine must load
+        name = info.name.removeprefix("./")
+        hasher = LayerHasher(name)
+        broken: list[BaseException] = []
+
+        def hashed() -> Iterator[bytes]:
+            try:
+                for data in chain([head], iter_chunks(source)):
+                    hasher.update(data)
+                    yield data
+            except (tarfile.TarError, EOFError, OSError) as err:
+                # The image tar broke off: the upload's request still ends cleanly, so that
+                # its cancelling is the registry's last word on it.
+                broken.append(err)
+
+        pieces = hashed()
+        upload = self._held.start(name) if self._held is not None else None
+        if upload is not None:
+            try:
+                upload.send(pieces)
+            except SlipwayError as err:
+                log.warning("%s not sent as it arrived: %s", name[:200], err)
+                upload.cancel()
+                upload = None
+            except BaseException:
+                upload.cancel()
+                raise
+        for _rest in pieces:  # what no upload took
+            pass
+        digests = None if broken else hasher.valid()
+        if digests is None:  # broken off, or not valid gzip (checked again from the file)
+            if upload is not None:
+                upload.cancel()
+            if broken:
+                raise broken[0]
+            return
+        self._found[name] = digests
+        if upload is not None and self._held is not None:
+            self._held.hold(digests.digest, upload)
