@@ -1,7 +1,8 @@
 """The one `convox.yml` schema: the subset a build reads (SPEC §4), used by the client to
 find the Dockerfiles it must send and by the rack to build.
 
-`${VAR}` is replaced from the app environment before the YAML is parsed; unknown keys
+`${VAR}` is replaced from the app environment before the YAML is parsed; the YAML is read
+as go-yaml reads it (`manifest_yaml`: anchors, merge keys plain or quoted); unknown keys
 are ignored; every structural problem is reported at once under `validation errors:`.
 """
 
@@ -14,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from client.kernel import manifest_yaml
 from client.kernel.entries import DiskSource, Source, read_file
 from client.kernel.errors import InvalidArgument
 from client.kernel.types import SERVICE_NAME
@@ -53,14 +53,12 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
     return _VARIABLE.sub(lambda m: env.get(m.group(1), ""), text)
 
 
-def parse(text: str, env: Mapping[str, str], check_env: bool = True) -> Manifest:
-    """Parses manifest text; InvalidArgument says what is wrong with it. With `check_env`,
-    a required key absent from `env` is an error too."""
-    try:
-        data = yaml.safe_load(interpolate(text, env))
-    except yaml.YAMLError as err:
-        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InvalidArgument(f"invalid manifest: {problem}") from None
+def parse(
+    text: str, env: Mapping[str, str], check_env: bool = True, name: str = DEFAULT_MANIFEST
+) -> Manifest:
+    """Parses manifest text (from the file `name`, for messages); InvalidArgument says what
+    is wrong with it. With `check_env`, a required key absent from `env` is an error too."""
+    data = manifest_yaml.load(interpolate(text, env), name)
     if data is None:
         data = {}
     errors: list[str] = []
@@ -92,7 +90,7 @@ def load(root: Path | Source, path: str, env: Mapping[str, str]) -> Manifest:
     source = DiskSource(root) if isinstance(root, Path) else root
     path = path or DEFAULT_MANIFEST
     text = read_file(source, path, MAX_MANIFEST).decode("utf-8", errors="replace")
-    manifest = parse(text, env)
+    manifest = parse(text, env, name=path)
     for service in manifest.services:
         if service.image:
             continue

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from client.kernel.errors import InvalidArgument
-from client.kernel.manifest import Service, interpolate, load, parse
+from client.kernel.manifest import Service, dockerfiles, interpolate, load, parse
 
 
 def test_build_string_and_map_with_defaults() -> None:
@@ -79,9 +79,13 @@ def test_structural_errors() -> None:
         parse("services: [web]\n", {})
 
 
-def test_invalid_yaml() -> None:
-    with pytest.raises(InvalidArgument, match="^invalid manifest: "):
-        parse("services:\n  web: [\n", {})
+def test_invalid_yaml_names_the_line_and_column() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        parse("services:\n  web:\n    build: .\n   image: x\n", {})
+    assert str(err.value) == (
+        "invalid manifest: convox.yml line 4, column 4: "
+        "expected <block end>, but found '<block mapping start>'"
+    )
 
 
 def test_missing_manifest_names_the_path_given(tmp_path: Path) -> None:
@@ -115,3 +119,25 @@ def test_load_reads_a_manifest_in_a_subfolder(tmp_path: Path) -> None:
     (tmp_path / "ops").mkdir()
     (tmp_path / "ops" / "convox.yml").write_text("services:\n  web:\n    build: .\n")
     assert load(tmp_path, "ops/convox.yml", {}).services[0].name == "web"
+
+
+def test_image_wins_over_build_given_by_a_merge() -> None:
+    m = parse(
+        "x-base: &base\n  build:\n    path: app\n    manifest: Dockerfile.app\n"
+        "services:\n"
+        "  built:\n    <<: *base\n"
+        "  pulled:\n    '<<': *base\n    image: busybox:latest\n",
+        {},
+    )
+    built, pulled = m.services
+    assert (built.path, built.dockerfile, built.image) == ("app", "Dockerfile.app", "")
+    assert pulled.image == "busybox:latest"
+    assert dockerfiles(m) == ["app/Dockerfile.app"]
+
+
+def test_load_names_the_manifest_in_yaml_errors(tmp_path: Path) -> None:
+    (tmp_path / "ops").mkdir()
+    (tmp_path / "ops" / "other.yml").write_text("services:\n  web: [\n")
+    with pytest.raises(InvalidArgument) as err:
+        load(tmp_path, "ops/other.yml", {})
+    assert str(err.value).startswith("invalid manifest: ops/other.yml line 3, column 1: ")
