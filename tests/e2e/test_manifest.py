@@ -175,15 +175,16 @@ def test_invalid_service_names_are_validation_errors(rack: RackHandle, tmp_path:
 
     assert res.code == 1
     assert "Traceback" not in res.err
-    rule = "invalid name (must match ^[a-z][a-z0-9-]*$)"
+    rule = "invalid, must contain only lowercase alphanumeric and dashes"
     assert _failure(res.err) == (
-        f"ERROR: build failed: validation errors: service Web: {rule}; service 9lives: {rule}"
+        f"ERROR: build failed: validation errors: service name Web {rule}; "
+        f"service name 9lives {rule}"
     )
     # The log keeps SPEC's layout: the heading, then one line per violation.
     assert res.out.splitlines()[-3:] == [
         "ERROR: validation errors:",
-        f"  service Web: {rule}",
-        f"  service 9lives: {rule}",
+        f"service name Web {rule}",
+        f"service name 9lives {rule}",
     ]
 
 
