@@ -1,5 +1,6 @@
 """The one `convox.yml` schema: the subset a build reads (SPEC §4), read as Convox reads it,
-used by the client to find the Dockerfiles it must send and by the rack to build.
+used by the client to check the manifest and find the Dockerfiles it must send, and by the
+rack to build.
 
 `${VAR}` is replaced from the app environment before the YAML is parsed (a missing one by
 nothing); the YAML is read as go-yaml reads it (`manifest_yaml`: anchors, merge keys plain
@@ -99,13 +100,16 @@ def dockerfiles(manifest: Manifest) -> list[str]:
     ]
 
 
-def load(root: Path | Source, path: str, env: Mapping[str, str]) -> Manifest:
+def load(
+    root: Path | Source, path: str, env: Mapping[str, str], check_env: bool = True
+) -> Manifest:
     """Reads and parses the manifest at `path` inside the source (a folder, or a `Source`),
-    and checks that every build path and Dockerfile stays inside it."""
+    and checks that every build path and Dockerfile stays inside it. The client checks a
+    folder with this before packing it; the builder, the source it assembled."""
     source = DiskSource(root) if isinstance(root, Path) else root
     path = path or DEFAULT_MANIFEST
     text = read_file(source, path, MAX_MANIFEST).decode("utf-8", errors="replace")
-    manifest = parse(text, env, name=path)
+    manifest = parse(text, env, check_env, name=path)
     for service in manifest.services:
         if service.image:
             continue

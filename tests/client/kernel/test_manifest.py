@@ -285,3 +285,10 @@ def test_load_names_the_manifest_in_yaml_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument) as err:
         load(tmp_path, "ops/other.yml", {})
     assert str(err.value).startswith("invalid manifest: ops/other.yml line 3, column 1: ")
+
+
+def test_load_without_env_checks_leaves_required_keys_to_the_rack(tmp_path: Path) -> None:
+    (tmp_path / "convox.yml").write_text("services:\n  web:\n    environment: [NEEDED]\n")
+    assert load(tmp_path, "convox.yml", {}, check_env=False).services[0].name == "web"
+    with pytest.raises(InvalidArgument, match="^required env: NEEDED$"):
+        load(tmp_path, "convox.yml", {})
