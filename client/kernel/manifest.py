@@ -1,8 +1,11 @@
-"""The one `convox.yml` schema: the subset a build reads (SPEC §4), used by the client to
-find the Dockerfiles it must send and by the rack to build.
+"""The one `convox.yml` schema: the subset a build reads (SPEC §4), read as Convox reads it,
+used by the client to check the manifest and find the Dockerfiles it must send, and by the
+rack to build.
 
-`${VAR}` is replaced from the app environment before the YAML is parsed; unknown keys
-are ignored; every structural problem is reported at once under `validation errors:`.
+`${VAR}` is replaced from the app environment before the YAML is parsed (a missing one by
+nothing); the YAML is read as go-yaml reads it (`manifest_yaml`: anchors, merge keys plain
+or quoted); unknown keys and sections are ignored; every structural problem is reported at
+once under `validation errors:`, in Convox's words where Convox has some.
 """
 
 from __future__ import annotations
@@ -14,16 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from client.kernel.entries import DiskSource, Source, read_file
+from client.kernel import manifest_yaml
+from client.kernel.entries import DiskSource, Source, read_file, shown
 from client.kernel.errors import InvalidArgument
 from client.kernel.types import SERVICE_NAME
 
-#: The largest manifest read, in bytes.
+#: The largest manifest read, in bytes, before and after `${VAR}`s are replaced.
 MAX_MANIFEST = 16 * 1024 * 1024
 DEFAULT_MANIFEST = "convox.yml"
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: As Convox: anything between `${` and the next `}` names a variable.
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+#: The most violations a `validation errors:` message lists one by one.
+MAX_LISTED = 20
+#: Convox's own words for a bad name, which its users search for.
+_NAME_RULE = "must contain only lowercase alphanumeric and dashes"
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class Service:
     #: The Dockerfile, relative to `path`.
     dockerfile: str = "Dockerfile"
     image: str = ""
+    #: The manifest's top-level `environment` entries, then the service's own.
     environment: tuple[str, ...] = ()
 
 
@@ -45,6 +53,7 @@ class Manifest:
 
     text: str
     services: tuple[Service, ...]
+    #: The top-level `environment` entries (each service's start with them).
     environment: tuple[str, ...] = ()
 
 
@@ -53,23 +62,28 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
     return _VARIABLE.sub(lambda m: env.get(m.group(1), ""), text)
 
 
-def parse(text: str, env: Mapping[str, str], check_env: bool = True) -> Manifest:
-    """Parses manifest text; InvalidArgument says what is wrong with it. With `check_env`,
-    a required key absent from `env` is an error too."""
-    try:
-        data = yaml.safe_load(interpolate(text, env))
-    except yaml.YAMLError as err:
-        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InvalidArgument(f"invalid manifest: {problem}") from None
+def parse(
+    text: str, env: Mapping[str, str], check_env: bool = True, name: str = DEFAULT_MANIFEST
+) -> Manifest:
+    """Parses manifest text (from the file `name`, for messages); InvalidArgument says what
+    is wrong with it. With `check_env`, a required key absent from `env` is an error too."""
+    grows = sum(len(env.get(m.group(1), "")) - len(m.group(0)) for m in _VARIABLE.finditer(text))
+    if len(text) + grows > MAX_MANIFEST:  # measured before the text is made
+        raise InvalidArgument(
+            f"{shown(name)} is larger than {MAX_MANIFEST} characters once its variables are set"
+        )
+    data = manifest_yaml.load(interpolate(text, env), name)
     if data is None:
         data = {}
     errors: list[str] = []
     if not isinstance(data, dict):
-        raise InvalidArgument("validation errors:\n  the manifest must be a map")
+        raise InvalidArgument("validation errors:\nthe manifest must be a map")
     environment = _environment(data.get("environment"), "environment", errors)
-    services = _services(data.get("services"), errors)
+    services = _services(data.get("services"), environment, errors)
     if errors:
-        raise InvalidArgument("validation errors:\n" + "\n".join(f"  {e}" for e in errors))
+        if len(errors) > MAX_LISTED:
+            errors[MAX_LISTED - 1 :] = [f"and {len(errors) - MAX_LISTED + 1} more"]
+        raise InvalidArgument("validation errors:\n" + "\n".join(errors))
     manifest = Manifest(text=text, services=tuple(services), environment=environment)
     if check_env:
         _check_required(manifest, env)
@@ -86,13 +100,16 @@ def dockerfiles(manifest: Manifest) -> list[str]:
     ]
 
 
-def load(root: Path | Source, path: str, env: Mapping[str, str]) -> Manifest:
+def load(
+    root: Path | Source, path: str, env: Mapping[str, str], check_env: bool = True
+) -> Manifest:
     """Reads and parses the manifest at `path` inside the source (a folder, or a `Source`),
-    and checks that every build path and Dockerfile stays inside it."""
+    and checks that every build path and Dockerfile stays inside it. The client checks a
+    folder with this before packing it; the builder, the source it assembled."""
     source = DiskSource(root) if isinstance(root, Path) else root
     path = path or DEFAULT_MANIFEST
     text = read_file(source, path, MAX_MANIFEST).decode("utf-8", errors="replace")
-    manifest = parse(text, env)
+    manifest = parse(text, env, check_env, name=path)
     for service in manifest.services:
         if service.image:
             continue
@@ -105,7 +122,7 @@ def load(root: Path | Source, path: str, env: Mapping[str, str]) -> Manifest:
     return manifest
 
 
-def _services(raw: Any, errors: list[str]) -> list[Service]:
+def _services(raw: Any, environment: tuple[str, ...], errors: list[str]) -> list[Service]:
     if raw is None:
         return []
     if not isinstance(raw, dict):
@@ -115,33 +132,37 @@ def _services(raw: Any, errors: list[str]) -> list[Service]:
     for name, body in raw.items():
         name = str(name)
         if not SERVICE_NAME.match(name):
-            errors.append(f"service {name}: invalid name (must match ^[a-z][a-z0-9-]*$)")
-        service = _service(name, body, errors)
+            errors.append(f"service name {shown(name)} invalid, {_NAME_RULE}")
+        service = _service(name, body, environment, errors)
         if service is not None:
             services.append(service)
     return services
 
 
-def _service(name: str, body: Any, errors: list[str]) -> Service | None:
+def _service(
+    name: str, body: Any, environment: tuple[str, ...], errors: list[str]
+) -> Service | None:
+    """One service; a service with no keys at all (`bar:`) builds `.` with `Dockerfile`."""
+    label = f"service {shown(name)}"
     if body is None:
         body = {}
     if not isinstance(body, dict):
-        errors.append(f"service {name}: must be a map")
+        errors.append(f"{label}: must be a map")
         return None
     path, dockerfile = ".", "Dockerfile"
     build = body.get("build")
     if isinstance(build, str):
         path = build or "."
     elif isinstance(build, dict):
-        path = _string(build.get("path"), ".", f"service {name}: build.path", errors)
+        path = _string(build.get("path"), ".", f"{label}: build.path", errors)
         dockerfile = _string(
-            build.get("manifest"), "Dockerfile", f"service {name}: build.manifest", errors
+            build.get("manifest"), "Dockerfile", f"{label}: build.manifest", errors
         )
     elif build is not None:
-        errors.append(f"service {name}: build must be a path or a map")
-    image = _string(body.get("image"), "", f"service {name}: image", errors)
-    environment = _environment(body.get("environment"), f"service {name}: environment", errors)
-    return Service(name, path, dockerfile, image, environment)
+        errors.append(f"{label}: build must be a path or a map")
+    image = _string(body.get("image"), "", f"{label}: image", errors)
+    own = _environment(body.get("environment"), f"{label}: environment", errors)
+    return Service(name, path, dockerfile, image, (*environment, *own))
 
 
 def _string(raw: Any, default: str, what: str, errors: list[str]) -> str:
@@ -154,32 +175,32 @@ def _string(raw: Any, default: str, what: str, errors: list[str]) -> str:
 
 
 def _environment(raw: Any, what: str, errors: list[str]) -> tuple[str, ...]:
+    """The entries of an `environment` list, as Convox takes them: strings, and the strings
+    of a list inside it (an alias of a shared list); anything else is skipped."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
         errors.append(f"{what} must be a list")
         return ()
-    entries = []
+    entries: list[str] = []
     for entry in raw:
-        if isinstance(entry, (dict, list)) or entry is None:
-            errors.append(f"{what}: entries must be KEY, KEY=default or *")
-            continue
-        entries.append(str(entry))
+        if isinstance(entry, str):
+            entries.append(entry)
+        elif isinstance(entry, list):
+            entries.extend(item for item in entry if isinstance(item, str))
     return tuple(entries)
 
 
 def required_keys(manifest: Manifest) -> list[str]:
-    """Keys named without a default, top-level then per service, each once."""
-    keys: list[str] = []
-    entries = list(manifest.environment)
+    """Keys some service names without a default (top-level entries count for every
+    service), each once, in the order they first appear."""
+    keys: dict[str, None] = {}
     for service in manifest.services:
-        entries.extend(service.environment)
-    for entry in entries:
-        entry = entry.strip()
-        if entry == "*" or "=" in entry or not entry or entry in keys:
-            continue
-        keys.append(entry)
-    return keys
+        for entry in service.environment:
+            entry = entry.strip()
+            if entry and entry != "*" and "=" not in entry:
+                keys.setdefault(entry)
+    return list(keys)
 
 
 def _check_required(manifest: Manifest, env: Mapping[str, str]) -> None:

@@ -132,7 +132,7 @@ def test_a_huge_error_is_recorded_as_one_short_line(tmp_path: Path, store: Locki
         builder.shutdown()
     assert build.status == types.FAILED
     assert len(build.reason) <= MAX_REASON and "\n" not in build.reason
-    assert build.reason.startswith("validation errors: service Bad0xxx")
+    assert build.reason.startswith("validation errors: service name Bad0xxx")
     assert build.reason.endswith("…")
     assert all(len(line) <= 2000 for line in store.log_text(build_id))
 

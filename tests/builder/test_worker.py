@@ -130,7 +130,8 @@ def test_engine_error_fails_with_the_engine_text(rig: Rig) -> None:
         ({"Dockerfile": WEB}, "no such file: convox.yml"),
         (
             {"convox.yml": "services:\n  Web: {}\n"},
-            "validation errors: service Web: invalid name (must match ^[a-z][a-z0-9-]*$)",
+            "validation errors: service name Web invalid, "
+            "must contain only lowercase alphanumeric and dashes",
         ),
         ({"convox.yml": "services:\n  web:\n    build: api\n"}, "no such file: api/Dockerfile"),
         ({"../evil": "x"}, "archive rejected: path escapes the build folder: ../evil"),
@@ -145,7 +146,7 @@ def test_bad_input_fails_the_build_with_a_one_line_reason(
     if reason.startswith("validation errors:"):  # the log keeps one line per violation
         assert rig.log(build.id)[-2:] == [
             "ERROR: validation errors:",
-            "  service Web: invalid name (must match ^[a-z][a-z0-9-]*$)",
+            "service name Web invalid, must contain only lowercase alphanumeric and dashes",
         ]
     else:
         assert rig.log(build.id)[-1] == f"ERROR: {reason}"

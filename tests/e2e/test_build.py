@@ -182,8 +182,9 @@ def test_missing_manifest_fails_with_clear_reason(rack: RackHandle, tmp_path: Pa
     rack.ok("apps", "create", app)
     src = write_files(tmp_path / "app", {"Dockerfile": "FROM busybox\n"})
     res = rack.slipway("build", str(src), "-a", app)
-    assert res.code == 1
-    assert res.err.strip().splitlines()[-1] == "ERROR: build failed: no such file: convox.yml"
+    # Checked on the client, before `Packaging source...`: nothing is sent or started.
+    assert (res.code, res.out, res.err) == (1, "", "ERROR: no such file: convox.yml\n")
+    assert json.loads(rack.ok("builds", "-a", app, "--json")) == []
 
 
 def test_wrong_token_is_unauthorized(rack: RackHandle) -> None:

@@ -3,8 +3,10 @@ and interpolation, validation, other manifests, shared and parallel builds."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -160,7 +162,7 @@ def test_environment_required_then_interpolated(rack: RackHandle, tmp_path: Path
     assert run_docker("run", "--rm", web, "cat", "/which") == f"chosen-{marker}\n"
 
 
-def test_invalid_service_names_are_validation_errors(rack: RackHandle, tmp_path: Path) -> None:
+def test_invalid_service_names_are_refused_before_packing(rack: RackHandle, tmp_path: Path) -> None:
     app = f"names-{secrets.token_hex(3)}"
     src = write_files(
         tmp_path / "app",
@@ -173,18 +175,21 @@ def test_invalid_service_names_are_validation_errors(rack: RackHandle, tmp_path:
 
     res = rack.slipway("build", str(src), "-a", app)
 
-    assert res.code == 1
-    assert "Traceback" not in res.err
-    rule = "invalid name (must match ^[a-z][a-z0-9-]*$)"
-    assert _failure(res.err) == (
-        f"ERROR: build failed: validation errors: service Web: {rule}; service 9lives: {rule}"
+    # The client reads the manifest as the builder does, before anything is packed.
+    rule = "invalid, must contain only lowercase alphanumeric and dashes"
+    assert (res.code, res.out) == (1, "")
+    assert res.err == (
+        f"ERROR: validation errors:\nservice name Web {rule}\nservice name 9lives {rule}\n"
     )
-    # The log keeps SPEC's layout: the heading, then one line per violation.
-    assert res.out.splitlines()[-3:] == [
-        "ERROR: validation errors:",
-        f"  service Web: {rule}",
-        f"  service 9lives: {rule}",
-    ]
+    assert json.loads(rack.ok("builds", "-a", app, "--json")) == []  # no build was started
+    (src / "convox.yml").write_text("services:\n  web:\n    build: .\n   image: x\n")
+    res = rack.slipway("build", str(src), "-a", app)
+    assert (res.code, res.out, res.err) == (
+        1,
+        "",
+        "ERROR: invalid manifest: convox.yml line 4, column 4: "
+        "expected <block end>, but found '<block mapping start>'\n",
+    )
 
 
 def test_other_manifest_with_m_and_missing_manifests(rack: RackHandle, tmp_path: Path) -> None:
@@ -211,7 +216,145 @@ def test_other_manifest_with_m_and_missing_manifests(rack: RackHandle, tmp_path:
     assert run_docker("run", "--rm", other, "cat", "/which") == f"alt-{marker}\n"
 
     res = rack.slipway("build", str(src), "-a", app, "-m", "missing.yml")
-    assert (res.code, _failure(res.err)) == (1, "ERROR: build failed: no such file: missing.yml")
+    assert (res.code, res.out, res.err) == (1, "", "ERROR: no such file: missing.yml\n")
     (src / "convox.yml").unlink()
     res = rack.slipway("build", str(src), "-a", app)
-    assert (res.code, _failure(res.err)) == (1, "ERROR: build failed: no such file: convox.yml")
+    assert (res.code, res.out, res.err) == (1, "", "ERROR: no such file: convox.yml\n")
+
+
+@pytest.fixture
+def local_image() -> Iterator[str]:
+    """An image only this machine's engine has (no registry serves it): the builder's pull
+    fails and it uses the local copy, as it does for `busybox`."""
+    marker = secrets.token_hex(4)
+    ref = f"slipway-e2e-local-{marker}:v1"
+    build = subprocess.run(
+        ["docker", "build", "-t", ref, "-"],
+        input=f"FROM busybox\nRUN echo local-{marker} > /which\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    yield ref
+    subprocess.run(["docker", "rmi", ref], capture_output=True, timeout=60)
+
+
+def test_a_convox_manifest_with_every_rule_builds_what_convox_builds(
+    rack: RackHandle, pulled_image: str, local_image: str, tmp_path: Path
+) -> None:
+    """Merge keys plain and quoted (one mapping, a list of them, explicit keys overriding),
+    anchors and aliases, `${VAR}` (set and missing), top-level environment, `build` as a
+    string and as a map, `image` over `build`, a service with no keys, and the sections
+    and keys a build ignores: each service gets the image Convox would give it."""
+    marker = secrets.token_hex(4)
+    app = f"convox-{marker}"
+    manifest = f"""\
+balancers:
+  main:
+    service: api
+    ports:
+      3000: 1000
+environment:
+  - GLOBAL=1
+  - TOP_REQUIRED
+params:
+  Foo: bar
+resources:
+  database:
+    type: postgres
+    options:
+      size: db.t2.large
+x-local: &local
+  image: {local_image}
+x-api-build: &api-build
+  path: api
+  manifest: Dockerfile.${{FLAVOUR}}
+services:
+  proxy: &proxy
+    image: {pulled_image}
+    command: bash
+    domain: ["bar.example.org", "*.example.org"]
+    port: https:2000
+    scale: {{cpu: 512, memory: 1024}}
+  inherit:
+    "<<": *proxy
+    command: inherit
+  plain:
+    <<: *proxy
+    health: /auth
+  first:
+    '<<': [*local, *proxy]
+  own:
+    "<<": *proxy
+    image: ${{NOT_SET}}
+  api:
+    build: *api-build
+    environment:
+      - SECRET
+    scale: 3-10
+  worker:
+    build: api
+    agent: true
+  web:
+    build: .
+    image: {local_image}
+  bar:
+timers:
+  alpha:
+    command: bin/alpha
+    service: api
+    schedule: "*/1 * * * ?"
+"""
+    src = write_files(
+        tmp_path / "app",
+        {
+            "convox.yml": manifest,
+            "Dockerfile": f"FROM busybox\nRUN echo root-{marker} > /which\n",
+            "api/Dockerfile.api": f"FROM busybox\nRUN echo api-{marker} > /which\n",
+            "api/Dockerfile": f"FROM busybox\nRUN echo worker-{marker} > /which\n",
+        },
+    )
+    rack.ok("apps", "create", app)
+
+    # The top-level environment is every service's: its required key is required.
+    res = rack.slipway("build", str(src), "-a", app)
+    assert (res.code, _failure(res.err)) == (
+        1,
+        "ERROR: build failed: required env: SECRET, TOP_REQUIRED",
+    )
+    rack.ok("env", "set", "FLAVOUR=api", "TOP_REQUIRED=yes", "SECRET=s", "-a", app)
+    out = rack.ok("build", str(src), "-a", app)
+
+    lines = out.splitlines()
+    build_id = build_id_of(out)
+    assert sorted(
+        line for line in lines if line.startswith(("Building: ", "Running: docker pull"))
+    ) == sorted(
+        [
+            "Building: .",  # own and bar: one build
+            "Building: api",  # api (Dockerfile.api, from ${FLAVOUR})
+            "Building: api",  # worker (api/Dockerfile)
+            f"Running: docker pull {local_image}",  # first and web: one pull
+            f"Running: docker pull {pulled_image}",  # proxy, inherit and plain: one pull
+        ]
+    )
+    local = run_docker("run", "--rm", local_image, "cat", "/which").strip()
+    expected = {
+        "proxy": "pulled-",
+        "inherit": "pulled-",  # the quoted "<<" merges: pulled, not built
+        "plain": "pulled-",
+        "first": local,  # in a list of aliases the earlier wins
+        "own": f"root-{marker}",  # the explicit (empty: unset variable) image wins: built
+        "api": f"api-{marker}",
+        "worker": f"worker-{marker}",
+        "web": local,  # image wins over build
+        "bar": f"root-{marker}",  # no keys at all: `.` and `Dockerfile`
+    }
+    images = {s: pull_back(rack.registry, app, s, build_id) for s in expected}
+    got = {s: run_docker("run", "--rm", ref, "cat", "/which").strip() for s, ref in images.items()}
+    assert {s: got[s] if expected[s] != "pulled-" else got[s][:7] for s in got} == expected
+    image_id = "{{.Id}}"
+    ids = {s: run_docker("inspect", "-f", image_id, ref).strip() for s, ref in images.items()}
+    assert ids["inherit"] == ids["plain"] == ids["proxy"]
+    assert ids["own"] == ids["bar"] and ids["first"] == ids["web"]

@@ -159,10 +159,12 @@ def test_promote(rack: RackHandle, tmp_path: Path) -> None:
 
     # An app whose only build failed has no release at all.
     empty = _new_app(rack, "empty")
-    failed = rack.slipway(
-        "build", str(write_files(tmp_path / "src", {"Dockerfile": "FROM busybox\n"})), "-a", empty
+    needs_env = {"convox.yml": "services:\n  web:\n    environment: [NEEDED]\n"}
+    failed = rack.slipway("build", str(write_files(tmp_path / "src", needs_env)), "-a", empty)
+    assert (failed.code, failed.err.splitlines()[-1]) == (
+        1,
+        "ERROR: build failed: required env: NEEDED",
     )
-    assert failed.code == 1
     res = rack.slipway("releases", "promote", "-a", empty)
     assert (res.code, res.err) == (1, f"ERROR: app {empty} has no releases to promote\n")
     assert rack.ok("env", "-a", empty) == ""

@@ -307,7 +307,7 @@ def test_bad_input_is_refused_before_anything_happens(rack: Rack) -> None:
         rack.registry.import_image(app, " ")
     with pytest.raises(InvalidArgument, match="^the manifest has no services$"):
         rack.registry.import_image(app, "busybox", "services: {}\n")
-    with pytest.raises(InvalidArgument, match="^validation errors:\n  service Web: invalid name"):
+    with pytest.raises(InvalidArgument, match="^validation errors:\nservice name Web invalid"):
         rack.registry.import_image(app, "busybox", "services:\n  Web: {}\n")
     with pytest.raises(InvalidArgument, match="^required env: SECRET$"):
         rack.registry.import_image(app, "busybox", "services:\n  web:\n    environment: [SECRET]\n")

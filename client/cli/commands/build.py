@@ -20,7 +20,7 @@ from client.cli.commands.follow import follow_build
 from client.cli.digestcache import DigestCache
 from client.cli.render import step, transfer, write_line
 from client.kernel import context as packing
-from client.kernel import types
+from client.kernel import manifest, types
 from client.kernel.errors import InvalidArgument, SlipwayError
 from client.kernel.types import BuildRequest, check_app_name
 
@@ -182,6 +182,8 @@ def execute(
     rack = ctx.rack()
 
     require_app(rack, app)  # before anything is packed
+    if not from_git:  # read as the builder reads it; the rack sets ${VAR}s and checks env
+        manifest.load(ctx.cwd / args.dir, args.manifest, {}, check_env=False)
     if from_git:
         archive, git_sha, described = _fetch(rack, out, app, args.dir, args.manifest)
     else:

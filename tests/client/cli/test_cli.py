@@ -298,9 +298,59 @@ def test_build_of_a_missing_folder(run: Any) -> None:
     assert (result.code, result.err) == (1, "ERROR: no such directory: nope\n")
 
 
+@pytest.mark.parametrize(
+    ("manifest", "error"),
+    [
+        (None, "ERROR: no such file: convox.yml"),
+        (
+            "services:\n  web:\n    build: .\n   image: x\n",
+            "ERROR: invalid manifest: convox.yml line 4, column 4: "
+            "expected <block end>, but found '<block mapping start>'",
+        ),
+        (
+            "services:\n  Bad_Name:\n    build: .\n",
+            "ERROR: validation errors:\nservice name Bad_Name invalid, "
+            "must contain only lowercase alphanumeric and dashes",
+        ),
+        (
+            "services:\n  web:\n    build: ../up\n",
+            "ERROR: build path escapes the build folder: ../up",
+        ),
+    ],
+    ids=["missing", "bad-yaml", "bad-name", "escapes"],
+)
+def test_the_manifest_is_checked_before_anything_is_packed(
+    run: Any, rack: FakeRack, project: Path, manifest: str | None, error: str
+) -> None:
+    if manifest is None:
+        (project / "convox.yml").unlink()
+    else:
+        (project / "convox.yml").write_text(manifest)
+    for command in ("build", "deploy"):
+        result = run(command)
+        assert (result.code, result.out, result.err) == (1, "", error + "\n")
+    assert rack.archive.uploads == [] and rack.builder.started == []
+
+
+def test_the_manifest_check_leaves_variables_and_env_to_the_rack(
+    run: Any, rack: FakeRack, project: Path
+) -> None:
+    (project / "convox.yml").write_text(
+        "services:\n  web:\n    build: ${WEB_DIR}\n    environment: [REQUIRED]\n"
+    )
+    (project / "deploy").mkdir()
+    (project / "deploy" / "other.yml").write_text("services:\n  web: {build: .}\n")
+    rack.builder.streams.append(_stream(rack, [], _done(rack)))
+    rack.builds[B] = _done(rack)
+    assert run("build").code == 0
+    missing = run("build", "-m", "deploy/missing.yml")
+    assert (missing.code, missing.err) == (1, "ERROR: no such file: deploy/missing.yml\n")
+
+
 def test_build_dir_names_the_app(run: Any, rack: FakeRack, project: Path, tmp_path: Path) -> None:
     other = tmp_path / "second-app"
     other.mkdir()
+    (other / "convox.yml").write_text("services:\n  web:\n    image: busybox\n")
     rack.builder.streams.append(_stream(rack, [], _done(rack, app="second-app")))
     rack.builds[B] = _done(rack, app="second-app")
     rack.metadata.create_app("second-app")
