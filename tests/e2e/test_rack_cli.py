@@ -1,0 +1,90 @@
+"""What the `slipway` command tells a person about racks, through the command itself (and
+make): a taken port names the base port and both ways to choose another, and a running
+rack keeps its port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import SLIPWAY, ClientHome, RackHandle, Result, _free_block
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def home(client_home: ClientHome, tmp_path: Path) -> dict[str, str]:
+    """A client home of this test's own: racks it starts never become the session's."""
+    return dict(
+        client_home.env,
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )
+
+
+def _run(env: dict[str, str], *argv: str) -> Result:
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def taken() -> Iterator[socket.socket]:
+    """A socket another program could hold: bind it to a port, and listen."""
+    with socket.socket() as held:
+        yield held
+
+
+def _hold(held: socket.socket, port: int) -> None:
+    held.bind(("127.0.0.1", port))
+    held.listen()
+
+
+def test_make_up_with_a_taken_port_names_the_base_port_and_both_ways_out(
+    home: dict[str, str], taken: socket.socket, tmp_path: Path
+) -> None:
+    base = _free_block()
+    _hold(taken, base + 4)
+    done = _run(home, "make", "-C", str(ROOT), "up", f"PORT={base}")
+    assert done.code != 0
+    assert (
+        f"ERROR: cannot start the rack: port {base + 4} (base port {base} + 4, the registry) "
+        "is in use; choose another base port with --port, or PORT=… for make"
+    ) in done.err.splitlines()
+    assert "Traceback" not in done.err
+    # Nothing started, nothing recorded.
+    assert not (tmp_path / "data" / "slipway" / "racks" / "local").exists()
+    assert not (tmp_path / "config" / "slipway" / "config.json").exists()
+
+
+def test_rack_start_on_a_taken_base_port_fails_in_one_line(
+    home: dict[str, str], taken: socket.socket, tmp_path: Path
+) -> None:
+    base = _free_block()
+    _hold(taken, base)
+    data = tmp_path / "rack"
+    done = _run(
+        home, SLIPWAY, "rack", "start", "--name", "taken", "--port", str(base), "--data", str(data)
+    )
+    assert (done.code, done.err) == (
+        1,
+        f"ERROR: cannot start the rack: port {base} (the base port, the builder) is in use; "
+        "choose another base port with --port, or PORT=… for make\n",
+    )
+    assert not data.exists()
+
+
+def test_a_running_rack_keeps_its_port(rack: RackHandle) -> None:
+    moved = rack.slipway("rack", "start", "--name", rack.name, "--port", str(_free_block()))
+    assert (moved.code, moved.err) == (
+        1,
+        f"ERROR: rack {rack.name} is running with other addresses or another registry: stop "
+        "it ('slipway rack stop') before changing --port, --listen, --advertise or --registry\n",
+    )
+    assert rack.ok("rack", "-r", rack.name).splitlines()[1] == f"Host  127.0.0.1:{rack.port}"
