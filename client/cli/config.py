@@ -17,6 +17,9 @@ from typing import Any
 from client.kernel.errors import InvalidArgument, NotFound
 from client.kernel.types import MAX_CA_BYTES, ca_problem
 
+#: The name `slipway rack start` gives a local rack unless told another.
+DEFAULT_LOCAL = "local"
+
 
 def config_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")

@@ -1,9 +1,10 @@
 """What the `slipway` command tells a person about racks, through the command itself (and
-make): a taken port names the base port and both ways to choose another, and a running
-rack keeps its port."""
+make): a taken port names the base port and both ways to choose another, a running rack
+keeps its port, and a local rack that does not answer says how to start it."""
 
 from __future__ import annotations
 
+import secrets
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -27,6 +28,19 @@ def home(client_home: ClientHome, tmp_path: Path) -> dict[str, str]:
         XDG_DATA_HOME=str(tmp_path / "data"),
         XDG_CACHE_HOME=str(tmp_path / "cache"),
     )
+
+
+@pytest.fixture
+def own_rack(home: dict[str, str]) -> Iterator[RackHandle]:
+    """A rack of this test's own, in its own client home, at its default data folder."""
+    name = f"own{secrets.token_hex(2)}"
+    data = Path(home["XDG_DATA_HOME"]) / "slipway" / "racks" / name
+    handle = RackHandle(name, _free_block(), data, home)
+    handle.ok("rack", "start", "--name", name, "--port", str(handle.port))
+    try:
+        yield handle
+    finally:
+        handle.slipway("rack", "stop", "--name", name, timeout=60)
 
 
 def _run(env: dict[str, str], *argv: str) -> Result:
@@ -88,3 +102,21 @@ def test_a_running_rack_keeps_its_port(rack: RackHandle) -> None:
         "it ('slipway rack stop') before changing --port, --listen, --advertise or --registry\n",
     )
     assert rack.ok("rack", "-r", rack.name).splitlines()[1] == f"Host  127.0.0.1:{rack.port}"
+
+
+def test_a_local_rack_that_does_not_answer_says_how_to_start_it(own_rack: RackHandle) -> None:
+    # The same rack logged in to as a remote one: not this machine's to start.
+    address = f"127.0.0.1:{own_rack.port}"
+    token = (own_rack.data / "token").read_text().strip()
+    ca = own_rack.data / "tls" / "ca.pem"
+    own_rack.ok("login", address, "--name", "far", "--token", token, "--ca", str(ca))
+    own_rack.ok("rack", "stop", "--name", own_rack.name)
+
+    local = own_rack.slipway("builds", "-a", "any", "-r", own_rack.name)
+    assert (local.code, local.err) == (
+        1,
+        f"ERROR: rack unreachable at {address} "
+        f"(is the rack running? start it with: slipway rack start --name {own_rack.name})\n",
+    )
+    remote = own_rack.slipway("builds", "-a", "any", "-r", "far")
+    assert (remote.code, remote.err) == (1, f"ERROR: rack unreachable at {address}\n")

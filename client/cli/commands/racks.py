@@ -7,13 +7,12 @@ import argparse
 from pathlib import Path
 
 from client.cli.commands import Context
-from client.cli.config import RackEntry, read_ca
+from client.cli.config import DEFAULT_LOCAL, RackEntry, read_ca
 from client.cli.jsonout import emit
 from client.cli.render import key_values, step, table, write_line
 from client.kernel.errors import InvalidArgument, NotFound
 from client.kernel.types import ENGINE_BUILDERS, parse_duration
 
-DEFAULT_LOCAL = "local"
 DEFAULT_PORT = 7400
 
 

@@ -15,7 +15,13 @@ from client.cli.commands.build import parse_build_args
 from client.cli.config import ClientConfig
 from client.cli.main import extract_globals, main
 from client.kernel import types
-from client.kernel.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable
+from client.kernel.errors import (
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+    Unreachable,
+)
 from tests.client.cli.fakes import FakeRack
 from tests.helpers import settle
 
@@ -421,6 +427,26 @@ def test_racks_and_rack(run: Any) -> None:
     ]
     assert run("rack").out.splitlines() == ["Name  local", "Host  127.0.0.1:7400"]
     assert run("rack", "-r", "remote").out.splitlines()[0] == "Name  remote"
+
+
+@pytest.mark.parametrize(
+    ("rack", "hint"),
+    [
+        ("local", " (is the rack running? start it with: slipway rack start)"),
+        ("remote", ""),  # not this machine's to start
+    ],
+)
+def test_a_rack_that_does_not_answer(config_path: Path, rack: str, hint: str) -> None:
+    def down(host: str, token: str, ca: bytes | None) -> Any:
+        raise Unreachable("rack", host)
+
+    err = io.StringIO()
+    argv = ["builds", "-a", "x", "-r", rack]
+    code = main(
+        argv, stdout=io.StringIO(), stderr=err, env={}, connect=down, config_path=config_path
+    )
+    host = ClientConfig.load(config_path).racks[rack].host
+    assert (code, err.getvalue()) == (1, f"ERROR: rack unreachable at {host}{hint}\n")
 
 
 def test_switch(run: Any, config_path: Path) -> None:
