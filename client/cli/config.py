@@ -26,6 +26,11 @@ def config_dir() -> Path:
     return Path(base) / "slipway"
 
 
+def config_file(path: Path | None = None) -> Path:
+    """The configuration file: `path`, else `config.json` in `config_dir()`."""
+    return path or config_dir() / "config.json"
+
+
 @dataclass(frozen=True)
 class RackEntry:
     """One rack the client knows: where its front door is and its token.
@@ -55,7 +60,7 @@ class ClientConfig:
 
     @classmethod
     def load(cls, path: Path | None = None) -> ClientConfig:
-        path = path or config_dir() / "config.json"
+        path = config_file(path)
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
@@ -76,7 +81,7 @@ class ClientConfig:
 
     def save(self, path: Path | None = None) -> None:
         """Writes atomically, readable by the user alone."""
-        path = path or config_dir() / "config.json"
+        path = config_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "current": self.current,

@@ -1,9 +1,11 @@
 """What the `slipway` command tells a person about racks, through the command itself (and
 make): a taken port names the base port and both ways to choose another, a running rack
-keeps its port, and a local rack that does not answer says how to start it."""
+keeps its port, a local rack that does not answer says how to start it, and `slipway rack`
+shows the registry `docker pull` names and where the token `login --token` wants is."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import SLIPWAY, ClientHome, RackHandle, Result, _free_block
+from tests.helpers import pull_back, write_files
 
 pytestmark = pytest.mark.docker
 
@@ -101,7 +104,9 @@ def test_a_running_rack_keeps_its_port(rack: RackHandle) -> None:
         f"ERROR: rack {rack.name} is running with other addresses or another registry: stop "
         "it ('slipway rack stop') before changing --port, --listen, --advertise or --registry\n",
     )
-    assert rack.ok("rack", "-r", rack.name).splitlines()[1] == f"Host  127.0.0.1:{rack.port}"
+    assert (
+        json.loads(rack.ok("rack", "-r", rack.name, "--json"))["host"] == f"127.0.0.1:{rack.port}"
+    )
 
 
 def test_a_local_rack_that_does_not_answer_says_how_to_start_it(own_rack: RackHandle) -> None:
@@ -120,3 +125,47 @@ def test_a_local_rack_that_does_not_answer_says_how_to_start_it(own_rack: RackHa
     )
     remote = own_rack.slipway("builds", "-a", "any", "-r", "far")
     assert (remote.code, remote.err) == (1, f"ERROR: rack unreachable at {address}\n")
+
+
+def test_rack_shows_the_registry_docker_pulls_from_and_where_the_token_is(
+    rack: RackHandle, home: dict[str, str], tmp_path: Path
+) -> None:
+    app = f"pull-{secrets.token_hex(3)}"
+    rack.ok("apps", "create", app)
+    files = {"convox.yml": "services:\n  web:\n    build: .\n", "Dockerfile": "FROM busybox\n"}
+    src = write_files(tmp_path / "src", files)
+    release = rack.ok("build", str(src), "-a", app, "--id").strip()
+    build = json.loads(rack.ok("releases", "info", release, "-a", app, "--json"))["build"]
+
+    shown = rack.ok("rack", "-r", rack.name).splitlines()
+    assert shown[2:] == [f"Registry  {rack.registry}", f"Token     {rack.data / 'token'}"]
+    shown_json = json.loads(rack.ok("rack", "-r", rack.name, "--json"))
+    assert (shown_json["registry"], shown_json["token_file"]) == (
+        rack.registry,
+        str(rack.data / "token"),
+    )
+    # The registry shown is the one `docker pull` names (this session is logged in to it).
+    pull_back(shown_json["registry"], app, "web", build)
+
+    # The token file shown is what `login --token` wants, on another client.
+    elsewhere = RackHandle("elsewhere", rack.port, rack.data, home)
+    token = Path(shown_json["token_file"]).read_text().strip()
+    ca = str(rack.data / "tls" / "ca.pem")
+    address = f"127.0.0.1:{rack.port}"
+    refused = elsewhere.slipway("login", address, "--token", "wrong", "--ca", ca)
+    assert (refused.code, refused.err.splitlines()[-1]) == (
+        1,
+        "ERROR: unauthorized: the rack refused the token (--token wants the contents of the "
+        "file 'slipway rack' shows as Token on the rack's machine, by default "
+        "~/.local/share/slipway/racks/local/token)",
+    )
+    elsewhere.ok("login", address, "--name", "far", "--token", token, "--ca", ca)
+    # A remote rack tells its registry itself; its token is in the client configuration.
+    far = json.loads(elsewhere.ok("rack", "--json"))
+    assert far == {
+        "name": "far",
+        "host": address,
+        "local": False,
+        "registry": rack.registry,
+        "token_file": str(Path(home["XDG_CONFIG_HOME"]) / "slipway" / "config.json"),
+    }

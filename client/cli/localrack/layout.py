@@ -75,6 +75,22 @@ class Layout:
     #: (`--registry`); empty for the rack's own Distribution registry.
     registry: str = ""
 
+    @classmethod
+    def of(cls, entry: RackEntry) -> Layout:
+        """The layout of a local rack as the client configuration records it."""
+        local = entry.local
+        return cls(
+            entry.name,
+            int(local.get("port") or DEFAULT_PORT),
+            Path(local["data"]) if local.get("data") else default_data(entry.name),
+            str(local.get("engine_builder") or BUILDKIT),
+            str(local.get("database") or ""),
+            str(local.get("archives") or ""),
+            str(local.get("listen") or LOOPBACK),
+            str(local.get("advertise") or ""),
+            str(local.get("registry") or ""),
+        )
+
     @property
     def parts(self) -> tuple[str, ...]:
         """What runs besides the builders, in start order: the rack's own registry (unless
@@ -108,6 +124,12 @@ class Layout:
     def bind(self, part: str) -> str:
         """What `part` listens on."""
         return join_host_port(self.listen, self.port + OFFSETS[part])
+
+    @property
+    def registry_host(self) -> str:
+        """The registry host of the rack's image references, what `docker pull` names:
+        its own registry as other machines reach it, or ECR."""
+        return ecr_host(self.registry) if self.registry else self.advertised("distribution")
 
     @property
     def tls(self) -> Path:

@@ -106,17 +106,7 @@ def _layout_of(name: str) -> Layout:
     entry = ClientConfig.load().racks.get(name)
     if entry is None or not entry.local:
         raise NotFound(f"rack not found: {name} (no local rack of that name; see 'slipway racks')")
-    return Layout(
-        name,
-        int(entry.local["port"]),
-        Path(entry.local["data"]),
-        str(entry.local.get("engine_builder") or BUILDKIT),
-        str(entry.local.get("database") or ""),
-        str(entry.local.get("archives") or ""),
-        str(entry.local.get("listen") or LOOPBACK),
-        str(entry.local.get("advertise") or ""),
-        str(entry.local.get("registry") or ""),
-    )
+    return Layout.of(entry)
 
 
 # What the supervisor and the parts it starts create is their owner's alone (SPEC §6):

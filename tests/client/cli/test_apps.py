@@ -159,10 +159,13 @@ def test_racks_rack_and_json_before_or_after_the_subcommand(run: Any) -> None:
         {"name": "local", "host": "127.0.0.1:7400", "current": True, "local": True},
         {"name": "remote", "host": "remote.example:443", "current": False, "local": False},
     ]
-    assert json.loads(run("rack", "--json").out) == {
+    shown = json.loads(run("rack", "--json").out)
+    assert shown == {
         "name": "local",
         "host": "127.0.0.1:7400",
         "local": True,
+        "registry": "127.0.0.1:7404",
+        "token_file": shown["token_file"],  # in the data folder (test_cli: test_racks_and_rack)
     }
     # `--json` counts wherever it is given.
     assert json.loads(run("apps", "--json", "info", "myapp").out)["name"] == "myapp"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -419,14 +420,35 @@ def test_builds_cancel(run: Any, rack: FakeRack) -> None:
 # --- racks -------------------------------------------------------------------------------
 
 
-def test_racks_and_rack(run: Any) -> None:
+def test_racks_and_rack(
+    run: Any, rack: FakeRack, config_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert run("racks").out.splitlines() == [
         "NAME    HOST                CURRENT",
         "local   127.0.0.1:7400      *",
         "remote  remote.example:443",
     ]
-    assert run("rack").out.splitlines() == ["Name  local", "Host  127.0.0.1:7400"]
-    assert run("rack", "-r", "remote").out.splitlines()[0] == "Name  remote"
+    # A local rack: its registry and token file from its layout, without asking it.
+    token = tmp_path / "data" / "slipway" / "racks" / "local" / "token"
+    assert run("rack").out.splitlines() == [
+        "Name      local",
+        "Host      127.0.0.1:7400",
+        "Registry  127.0.0.1:7404",
+        f"Token     {token}",
+    ]
+    assert run.connected == []
+    # A remote one is asked for its registry; its token is in the client configuration.
+    rack.info = dataclasses.replace(rack.info, registry_host="registry.example:5000")
+    assert json.loads(run("rack", "-r", "remote", "--json").out) == {
+        "name": "remote",
+        "host": "remote.example:443",
+        "local": False,
+        "registry": "registry.example:5000",
+        "token_file": str(config_path),
+    }
+    shown = run("rack", "-r", "remote", env={"SLIPWAY_TOKEN": "t"}).out.splitlines()
+    assert shown[2:] == ["Registry  registry.example:5000", "Token     $SLIPWAY_TOKEN"]
 
 
 @pytest.mark.parametrize(
@@ -465,21 +487,29 @@ def test_login_checks_the_token_first(run: Any, config_path: Path) -> None:
     assert config.racks["build.example.com"].token == "sekrit"
 
 
-def test_login_refused(run: Any, config_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("token", "why"), [([], "no token given"), (["--token", "bad"], "the rack refused the token")]
+)
+def test_login_refused_says_what_token_wants(config_path: Path, token: list[str], why: str) -> None:
     out, err = io.StringIO(), io.StringIO()
 
     def refuse(host: str, token: str, ca: bytes | None) -> Any:
         raise Unauthenticated()
 
     code = main(
-        ["login", "x.example:1", "--name", "x"],
+        ["login", "x.example:1", "--name", "x", *token],
         stdout=out,
         stderr=err,
         env={},
         connect=refuse,
         config_path=config_path,
     )
-    assert (code, err.getvalue().splitlines()[-1]) == (1, "ERROR: unauthorized")
+    assert (code, err.getvalue().splitlines()[-1]) == (
+        1,
+        f"ERROR: unauthorized: {why} (--token wants the contents of the file 'slipway rack' "
+        "shows as Token on the rack's machine, by default "
+        "~/.local/share/slipway/racks/local/token)",
+    )
     assert "x" not in ClientConfig.load(config_path).racks
 
 
