@@ -117,6 +117,7 @@ def test_builds_and_builds_info_json(run: Any, rack: FakeRack) -> None:
         created=1_700_000_000.0,
         started=1_700_000_001.0,
         ended=1_700_000_042.5,
+        builder="builder-2",
     )
     rack.add(id="BRUNNINGAAA", app="myapp", status="running", created=1_700_000_100.0)
     listed = json.loads(run("builds", "--json").out)
@@ -138,14 +139,20 @@ def test_builds_and_builds_info_json(run: Any, rack: FakeRack) -> None:
         "git_sha": "a" * 40,
         "manifest": manifest,
         "entrypoint": "cat /x",
+        "builder": "builder-2",
         "images": {
             "web": "registry.local/myapp:web.BCOMPLETEAA",
             "worker": "registry.local/myapp:worker.BCOMPLETEAA",
         },
     }
     assert json.loads(run("builds", "info", "BCOMPLETEAA", "--json").out) == complete
-    # The table form lists the images too.
+    # The table form shows the builder and lists the images too; a build no builder took
+    # yet has no Builder line.
     info = run("builds", "info", "BCOMPLETEAA").out.splitlines()
+    assert "Builder      builder-2" in info
+    assert not any(
+        line.startswith("Builder") for line in run("builds", "info", "BRUNNINGAAA").out.splitlines()
+    )
     assert info[-3:] == [
         "Images",
         "  web     registry.local/myapp:web.BCOMPLETEAA",
