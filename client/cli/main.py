@@ -24,6 +24,7 @@ from client.cli.commands import (
     apps,
     build,
     builds,
+    completion,
     deploy,
     env,
     racks,
@@ -131,6 +132,7 @@ def build_parser(out: IO[str], err: IO[str]) -> argparse.ArgumentParser:
     releases.register(commands, common)
     env.register(commands, common)
     deploy.register(commands, common)
+    completion.register(commands, common)
     return parser
 
 
@@ -164,6 +166,8 @@ def main(
     try:
         rest, app, rack = extract_globals(sys.argv[1:] if argv is None else argv)
         parser = build_parser(out_file, err_file)
+        if "_ARGCOMPLETE" in env:  # a completion script asking (slipway completion)
+            completion.complete_line(parser)
         args = parser.parse_args(rest)
         func = getattr(args, "func", None)
         if func is None:
