@@ -77,11 +77,14 @@ def extract_globals(argv: Sequence[str]) -> tuple[list[str], str | None, str | N
             found[_GLOBALS[name]] = value
         elif len(arg) > 2 and arg[:2] in ("-a", "-r") and not arg.startswith("--"):
             found[_GLOBALS[arg[:2]]] = arg[2:]
+        elif arg in VALUE_OPTIONS and i + 1 < len(argv):
+            # The next word is the option's value whatever it looks like (a token may start
+            # with `-`); argparse takes such a value only attached to its option.
+            value = argv[i + 1]
+            rest.extend([f"{arg}={value}"] if value.startswith("-") else [arg, value])
+            i += 1
         else:
             rest.append(arg)
-            if arg in VALUE_OPTIONS and i + 1 < len(argv):
-                rest.append(argv[i + 1])
-                i += 1
         i += 1
     return rest, found["app"], found["rack"]
 

@@ -62,7 +62,8 @@ def _stream(rack: FakeRack, lines: list[str], final: types.Build, start: int = 0
         (["builds", "info", "B1", "-a", "x", "-r", "y"], ["builds", "info", "B1"], "x", "y"),
         (["--app=x", "builds", "--rack=y"], ["builds"], "x", "y"),
         (["builds", "-ax", "-ry"], ["builds"], "x", "y"),
-        (["build", "-d", "-a", "-a", "z"], ["build", "-d", "-a"], "z", None),
+        (["build", "-d", "-a", "-a", "z"], ["build", "-d=-a"], "z", None),
+        (["login", "h:1", "--token", "-x=y"], ["login", "h:1", "--token=-x=y"], None, None),
         (["build", "--", "-a", "x"], ["build", "--", "-a", "x"], None, None),
         (["builds", "-a"], ["builds", "-a"], None, None),
     ],
@@ -485,6 +486,9 @@ def test_login_checks_the_token_first(run: Any, config_path: Path) -> None:
     config = ClientConfig.load(config_path)
     assert config.current == "build.example.com"
     assert config.racks["build.example.com"].token == "sekrit"
+    # A token may start with `-` (a rack's is URL-safe base64): it is still the value.
+    assert run("login", "other.example.com:8443", "--token", "-9Ld-x").code == 0
+    assert run.connected[-1] == ("other.example.com:8443", "-9Ld-x")
 
 
 @pytest.mark.parametrize(
