@@ -7,6 +7,10 @@ PY      := $(VENV)/bin/python
 SLIPWAY := $(VENV)/bin/slipway
 APT_PACKAGES := docker.io docker-registry busybox-static git skopeo iptables iproute2 procps
 PYTEST_ARGS ?=
+# The local rack's base port for up and demo, from make's command line alone (make demo
+# PORT=7500; unset: the rack's own, else 7400). A PORT in the environment is left alone:
+# it is often some app's.
+RACK_PORT := $(if $(filter command line,$(origin PORT)),$(PORT))
 
 .PHONY: help setup protos check-protos up down demo test lint bench
 
@@ -36,13 +40,13 @@ protos: $(VENV)/.installed ## Regenerate the Python code and its typed stubs (.p
 check-protos: $(VENV)/.installed ## Fail when the committed generated code or stubs differ from protos/
 	@PYTHON=$(PY) scripts/gen-protos --check
 
-up: setup ## Start the local rack (= slipway rack start)
-	@$(SLIPWAY) rack start
+up: setup ## Start the local rack (= slipway rack start; PORT=BASE for another base port)
+	@$(SLIPWAY) rack start $(if $(RACK_PORT),--port $(RACK_PORT))
 
 down: ## Stop the local rack (= slipway rack stop)
 	@$(SLIPWAY) rack stop
 
-demo: up ## Build examples/hello on the local rack and show the build
+demo: up ## Build examples/hello on the local rack and show the build (PORT=BASE as for up)
 	@scripts/demo $(SLIPWAY)
 
 test: setup lint check-protos ## Install what is missing, lint, check the generated code, run every test (end to end on SQLite, then again on PostgreSQL)

@@ -30,6 +30,7 @@ _BUILD_FIELDS = (
     "started",
     "ended",
     "archive",
+    "builder",
 )
 
 

@@ -15,6 +15,7 @@ from client.kernel.errors import (
     SlipwayError,
     Unauthenticated,
     Unavailable,
+    Unreachable,
     Unverified,
 )
 
@@ -41,9 +42,7 @@ def from_rpc_error(err: grpc.RpcError, address: str = "", service: str = "") -> 
         if why:
             what = f"{service} service" if service and service != "builder" else "rack"
             return Unverified(what, address or "its address", why)
-        where = f" at {address}" if address else ""
-        what = f"{service} service" if service else "rack"
-        return Unavailable(f"{what} unreachable{where}")
+        return Unreachable(f"{service} service" if service else "rack", address)
     if code == grpc.StatusCode.UNIMPLEMENTED:
         where = f"the {service} service" if service else "the rack"
         where += f" at {address}" if address else ""

@@ -17,10 +17,18 @@ from typing import Any
 from client.kernel.errors import InvalidArgument, NotFound
 from client.kernel.types import MAX_CA_BYTES, ca_problem
 
+#: The name `slipway rack start` gives a local rack unless told another.
+DEFAULT_LOCAL = "local"
+
 
 def config_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
     return Path(base) / "slipway"
+
+
+def config_file(path: Path | None = None) -> Path:
+    """The configuration file: `path`, else `config.json` in `config_dir()`."""
+    return path or config_dir() / "config.json"
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class ClientConfig:
 
     @classmethod
     def load(cls, path: Path | None = None) -> ClientConfig:
-        path = path or config_dir() / "config.json"
+        path = config_file(path)
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
@@ -73,7 +81,7 @@ class ClientConfig:
 
     def save(self, path: Path | None = None) -> None:
         """Writes atomically, readable by the user alone."""
-        path = path or config_dir() / "config.json"
+        path = config_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "current": self.current,

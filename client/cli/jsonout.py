@@ -66,6 +66,7 @@ def build_json(build: types.Build, registry: str = "") -> dict[str, object]:
         "git_sha": build.git_sha,
         "manifest": build.manifest,
         "entrypoint": build.entrypoint,
+        "builder": build.builder,
         "images": images_of(build, registry),
     }
 

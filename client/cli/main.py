@@ -24,6 +24,7 @@ from client.cli.commands import (
     apps,
     build,
     builds,
+    completion,
     deploy,
     env,
     racks,
@@ -76,11 +77,14 @@ def extract_globals(argv: Sequence[str]) -> tuple[list[str], str | None, str | N
             found[_GLOBALS[name]] = value
         elif len(arg) > 2 and arg[:2] in ("-a", "-r") and not arg.startswith("--"):
             found[_GLOBALS[arg[:2]]] = arg[2:]
+        elif arg in VALUE_OPTIONS and i + 1 < len(argv):
+            # The next word is the option's value whatever it looks like (a token may start
+            # with `-`); argparse takes such a value only attached to its option.
+            value = argv[i + 1]
+            rest.extend([f"{arg}={value}"] if value.startswith("-") else [arg, value])
+            i += 1
         else:
             rest.append(arg)
-            if arg in VALUE_OPTIONS and i + 1 < len(argv):
-                rest.append(argv[i + 1])
-                i += 1
         i += 1
     return rest, found["app"], found["rack"]
 
@@ -131,6 +135,7 @@ def build_parser(out: IO[str], err: IO[str]) -> argparse.ArgumentParser:
     releases.register(commands, common)
     env.register(commands, common)
     deploy.register(commands, common)
+    completion.register(commands, common)
     return parser
 
 
@@ -164,6 +169,8 @@ def main(
     try:
         rest, app, rack = extract_globals(sys.argv[1:] if argv is None else argv)
         parser = build_parser(out_file, err_file)
+        if "_ARGCOMPLETE" in env:  # a completion script asking (slipway completion)
+            completion.complete_line(parser)
         args = parser.parse_args(rest)
         func = getattr(args, "func", None)
         if func is None:

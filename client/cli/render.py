@@ -116,7 +116,8 @@ def builds_table(builds: Sequence[types.Build], now: float | None = None) -> lis
 
 
 def build_info(build: types.Build, now: float | None = None) -> list[str]:
-    """The `slipway builds info` key list."""
+    """The `slipway builds info` key list; `Builder` once a builder took the build (an
+    imported or copied one has none)."""
     pairs = [
         ("Id", build.id),
         ("Status", build.status),
@@ -125,6 +126,8 @@ def build_info(build: types.Build, now: float | None = None) -> list[str]:
         ("Started", humanize_since(build_started(build), now)),
         ("Elapsed", build_elapsed(build)),
     ]
+    if build.builder:
+        pairs.append(("Builder", build.builder))
     if build.status == types.FAILED:
         pairs.append(("Reason", build.reason))
     if build.git_sha:

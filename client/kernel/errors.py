@@ -71,6 +71,16 @@ class Unavailable(SlipwayError):
     code = "UNAVAILABLE"
 
 
+class Unreachable(Unavailable):
+    """Nothing answered at `address`: `what` (the rack, or one of its services) does not
+    run there, or the network does not reach it."""
+
+    def __init__(self, what: str, address: str = "") -> None:
+        super().__init__(f"{what} unreachable" + (f" at {address}" if address else ""))
+        self.what = what
+        self.address = address
+
+
 class Unverified(Unavailable):
     """A peer's TLS certificate did not verify: `what` at `address`, and why. Made from a
     message alone (as code rewording an error does), the message is kept as it is."""

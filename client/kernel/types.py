@@ -144,6 +144,9 @@ class Build:
     started: float = 0.0
     ended: float = 0.0
     archive: str = ""
+    #: The builder that took it from the queue and ran it (e.g. `builder-2`); empty while
+    #: queued, and for a build imported or copied in (no builder of the rack ran it).
+    builder: str = ""
 
     @property
     def terminal(self) -> bool:

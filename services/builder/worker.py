@@ -164,6 +164,9 @@ class Worker:
         parsed = manifest.load(source, req.manifest or manifest.DEFAULT_MANIFEST, env)
         store.update_build(job.id, lease=job.lease, manifest=parsed.text)
         steps = plan(parsed, source, req, env)
+        unused = unconsumed(req.build_args, steps)
+        if unused:  # said as Docker says it; the build goes on without them
+            job.log.line(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed")
         images = self._produce(job, steps)
         refs: dict[str, str] = {}
         for service in parsed.services:
@@ -425,6 +428,13 @@ def plan(
             bases=existing.bases,
         )
     return list(steps.values())
+
+
+def unconsumed(build_args: Mapping[str, str], steps: Iterable[Step]) -> list[str]:
+    """The `--build-args` names, sorted, that no Dockerfile of the build declares: each
+    build step passes the declared ones it was given (`plan`), and nothing else."""
+    passed = {name for step in steps if step.spec is not None for name in step.spec.buildargs}
+    return sorted(set(build_args) - passed)
 
 
 def _checked(chunks: Iterable[bytes], scope: CancelScope) -> Iterator[bytes]:

@@ -63,9 +63,10 @@ class BuildRow(_Model):
     log_count = peewee.BigIntegerField(default=0)
     # The queue (schema 2). `request`: how to build it, as JSON, never its secrets.
     request = peewee.TextField(default="")
-    # The builder holding its lease, the claim's attempt (the fencing token) and when the
-    # lease was last renewed; the seconds it may run; the builder that must run it (the
-    # one holding its secrets), empty for any.
+    # The builder holding its lease (kept once the build ends: the build's `builder`, the
+    # one that ran it), the claim's attempt (the fencing token) and when the lease was last
+    # renewed; the seconds it may run; the builder that must run it (the one holding its
+    # secrets), empty for any.
     owner = peewee.CharField(max_length=200, default="")
     attempt = peewee.IntegerField(default=0)
     renewed = peewee.DoubleField(default=0.0)

@@ -75,8 +75,10 @@ ID_ATTEMPTS = 20
 ACTIVE = (CREATED, RUNNING)
 # The notifier key a new queued build signals, for claimers waiting in this process.
 QUEUE = "queue"
-# Build fields UpdateBuild may change; id, app and created are fixed at creation.
-UPDATABLE = frozenset(f.name for f in dataclasses.fields(Build)) - {"id", "app", "created"}
+# Build fields UpdateBuild may change: id, app and created are fixed at creation, and the
+# builder is the queue's to set (claim_build leases the build to it).
+FIXED = frozenset({"id", "app", "created", "builder"})
+UPDATABLE = frozenset(f.name for f in dataclasses.fields(Build)) - FIXED
 TIME_FIELDS = frozenset({"started", "ended"})
 
 P = ParamSpec("P")
@@ -840,7 +842,11 @@ def _app(row: AppRow) -> App:
 
 
 def _build(row: BuildRow) -> Build:
-    return Build(**{f.name: getattr(row, f.name) for f in dataclasses.fields(Build)})
+    """The build a row records; its builder is the one its lease went to (`owner`)."""
+    values = {
+        f.name: getattr(row, f.name) for f in dataclasses.fields(Build) if f.name != "builder"
+    }
+    return Build(builder=row.owner, **values)
 
 
 def _release(row: ReleaseRow) -> Release:

@@ -104,7 +104,11 @@ def test_build_and_follow_to_the_end(rack: Rack) -> None:
     assert isinstance(last, types.Build)
     assert (last.status, last.entrypoint) == ("complete", "/app") and last.release
     texts = [e.text for e in events if isinstance(e, types.LogLine)]
-    assert texts[:2] == ["Building: .", "Step 1/2 : FROM busybox"]
+    assert texts[:3] == [
+        "[Warning] One or more build-args [X] were not consumed",  # no ARG X
+        "Building: .",
+        "Step 1/2 : FROM busybox",
+    ]
 
 
 def test_follow_resumes_at_an_offset_and_cancels_through_the_stream(rack: Rack) -> None:

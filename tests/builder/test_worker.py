@@ -182,6 +182,22 @@ def test_build_args_only_for_declared_args_flags_before_env(rig: Rig) -> None:
     )
     assert rig.finish(build_id).status == "complete"
     assert dict(rig.engine.builds[0].buildargs) == {"A": "flag, with = 'quotes'", "B": "env-b"}
+    # A flag no Dockerfile declares is said, as Docker says it, and the build goes on.
+    assert rig.log(build_id)[0] == "[Warning] One or more build-args [Z] were not consumed"
+
+
+def test_a_build_arg_one_of_the_dockerfiles_declares_is_consumed(rig: Rig) -> None:
+    manifest = (
+        "services:\n  web:\n    build: .\n  other:\n    build:\n      manifest: Dockerfile.other\n"
+        "  cache:\n    image: busybox:latest\n"
+    )
+    files = {"convox.yml": manifest, "Dockerfile": WEB, "Dockerfile.other": "FROM busybox\nARG O\n"}
+    consumed = rig.start(files, build_args={"O": "1"})
+    assert rig.finish(consumed).status == "complete"
+    assert not any("build-args" in line for line in rig.log(consumed))
+    unused = rig.start(files, build_args={"O": "1", "Y": "2", "X": "3"})
+    assert rig.finish(unused).status == "complete"
+    assert "[Warning] One or more build-args [X Y] were not consumed" in rig.log(unused)
 
 
 def test_development_target_and_no_cache(rig: Rig) -> None:

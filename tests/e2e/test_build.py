@@ -100,6 +100,7 @@ def test_two_service_app_builds_pushes_and_releases(
     assert info[1] == "Status       complete"
     assert info[2] == f"Release      {release_id}"
     assert info[3] == "Description  first build"
+    assert info[6] == "Builder      builder-1"  # the rack's one builder took it from the queue
     assert [line.split()[0] for line in info] == [
         "Id",
         "Status",
@@ -107,6 +108,7 @@ def test_two_service_app_builds_pushes_and_releases(
         "Description",
         "Started",
         "Elapsed",
+        "Builder",
         "Images",
         "cache",
         "web",
@@ -122,6 +124,7 @@ def test_two_service_app_builds_pushes_and_releases(
         "web": f"{rack.registry}/{app}:web.{build_id}",
     }
     assert (shown["id"], shown["status"], shown["release"]) == (build_id, "complete", release_id)
+    assert shown["builder"] == "builder-1"
 
     logs = rack.ok("builds", "logs", build_id, "-a", app).splitlines()
     assert "Building: ." in logs

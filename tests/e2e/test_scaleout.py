@@ -207,10 +207,14 @@ def test_twelve_builds_at_once_each_run_exactly_once(scaled: Scaled, tmp_path: P
         releases = rack.ok("releases", "-a", app).splitlines()[1:]
         assert len(releases) == 1 and build_id in releases[0], releases
         assert claims(rack, build_id) == 1
-        owners |= {
-            f.stem for f in (rack.data / "logs").glob("builder*.log")
+        claimed_by = [
+            "builder-1" if f.stem == "builder" else f.stem  # builder-1 logs as the part
+            for f in (rack.data / "logs").glob("builder*.log")
             if f"[{build_id}] claimed" in f.read_text()
-        }  # fmt: skip
+        ]
+        # `builds info` names the builder that took it, the one whose log says so.
+        assert [info(rack, app, build_id)["Builder"]] == claimed_by
+        owners |= set(claimed_by)
     assert len(owners) >= 2, owners  # 12 builds are more than one builder's 4 slots
     # The source is in S3, under its content address, and not on this machine's disk.
     keys = [o["Key"] for o in scaled.s3.client().list_objects_v2(Bucket=scaled.bucket)["Contents"]]
@@ -242,6 +246,7 @@ def test_a_killed_builder_loses_its_build_and_the_others_go_on(
         ended = eventually(lost, timeout=60)
         assert time.monotonic() - killed <= 60
         assert LOST.match(ended["Reason"]) and LOST.match(ended["Reason"]).group(1) == victim.id  # type: ignore[union-attr]
+        assert ended["Builder"] == victim.id  # the builder that ran it, and lost it
         # The others keep building; nothing restarted the lost build.
         other = write_files(
             tmp_path / "other", {"convox.yml": MANIFEST, "Dockerfile": "FROM busybox\n"}

@@ -132,6 +132,11 @@ def test_export_to_a_file_and_import_into_another_app(
     assert rack.ok("builds", "logs", new_id, "-a", target) == original_log
     assert registry_tags(rack, target) == [f"web.{new_id}"]
     assert run_from_registry(rack, target, f"web.{new_id}") == built.marker
+    # No builder of the rack ran the imported build: it has none (the original has its own).
+    shown = json.loads(rack.ok("builds", "info", new_id, "-a", target, "--json"))
+    assert shown["builder"] == ""
+    assert "Builder" not in rack.ok("builds", "info", new_id, "-a", target)
+    assert json.loads(rack.ok("builds", "info", built.id, "-a", built.app, "--json"))["builder"]
 
 
 def test_export_piped_into_import(rack: RackHandle, built: Built) -> None:

@@ -17,6 +17,7 @@ from client.kernel.types import (
     CREATED,
     FAILED,
     RUNNING,
+    Build,
     BuildRequest,
     Completion,
     Lease,
@@ -55,6 +56,29 @@ def test_a_pinned_build_is_claimed_only_by_its_builder(store: MetadataStore) -> 
     build_id = _queue(store, pinned="b1")
     assert store.claim_build("b2") is None
     assert store.claim_build("b1").build.id == build_id  # type: ignore[union-attr]
+
+
+def test_the_builder_that_took_a_build_stays_on_it(store: MetadataStore) -> None:
+    build_id = _queue(store)
+    assert store.get_build(build_id).builder == ""  # queued: no builder has it yet
+    claim = store.claim_build("builder-2")
+    assert claim is not None and claim.build.builder == "builder-2"
+    store.update_build(build_id, {"status": FAILED, "reason": "boom"}, lease=claim.lease)
+    assert store.get_build(build_id).builder == "builder-2"
+    assert [b.builder for b in store.list_builds("web")] == ["builder-2"]
+    # A build its builder lost keeps that builder's name, as its reason does.
+    lost = _queue(store)
+    store.claim_build("builder-3")
+    store.expire_builds(lease_seconds=-1)
+    assert (store.get_build(lost).builder, store.get_build(lost).reason) == (
+        "builder-3",
+        lost_reason("builder-3"),
+    )
+    # The queue alone sets it; a build recorded whole (an import) has none.
+    with pytest.raises(InvalidArgument, match="cannot be updated"):
+        store.update_build(build_id, {"builder": "builder-9"})
+    imported, _ = store.record_build(Build("BIMPORTEDAA", "web", builder="elsewhere-1"), [])
+    assert imported.builder == store.get_build("BIMPORTEDAA").builder == ""
 
 
 def test_a_build_recorded_without_a_request_is_never_claimed(store: MetadataStore) -> None:
@@ -202,7 +226,8 @@ def old_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_an_older_database_is_migrated_and_keeps_its_rows(old_sqlite: str) -> None:
     store = MetadataStore.open(old_sqlite)
     try:
-        assert store.get_build("BOLDBUILDAA").status == COMPLETE
+        old = store.get_build("BOLDBUILDAA")
+        assert (old.status, old.builder) == (COMPLETE, "")  # from before the queue: unknown
         with store.database.connection_context():
             columns = {c.name for c in store.database.get_columns("builds")}
             versions = [r.version for r in models.MigrationRow.select()]

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from client.cli.config import ClientConfig
-from client.kernel.errors import InvalidArgument, NotFound
+from client.cli.config import DEFAULT_LOCAL, ClientConfig, RackEntry
+from client.kernel.errors import InvalidArgument, NotFound, Unavailable, Unreachable
 from client.kernel.types import check_app_name
 
 if TYPE_CHECKING:
@@ -59,9 +59,21 @@ class Context:
     def rack(self) -> Rack:
         """The rack `-r` (or the configuration) names, connected once."""
         if self._rack is None:
-            entry = self.config().resolve(self.rack_flag)
-            self._rack = self.connect(entry.host, entry.token, entry.ca_pem)
+            self._rack = self.open_rack(self.config().resolve(self.rack_flag))
         return self._rack
+
+    def open_rack(self, entry: RackEntry) -> Rack:
+        """Connects to the rack `entry` names; a local rack that does not answer says how
+        to start it (a remote one is not this machine's to start)."""
+        try:
+            return self.connect(entry.host, entry.token, entry.ca_pem)
+        except Unreachable as err:
+            if not entry.local or err.what != "rack":
+                raise
+            start = "slipway rack start" + (
+                "" if entry.name == DEFAULT_LOCAL else f" --name {entry.name}"
+            )
+            raise Unavailable(f"{err} (is the rack running? start it with: {start})") from None
 
     def app(self, folder: str | os.PathLike[str] | None = None) -> str:
         """`-a NAME`, else the name of `folder` (default: the current folder)."""

@@ -48,7 +48,7 @@ def copy_build(ctx: Context, args: argparse.Namespace) -> int:
     target = config.racks.get(args.to)
     if target is None:
         raise NotFound(f"rack not found: {args.to} (see 'slipway racks')")
-    rack = ctx.connect(target.host, target.token, target.ca_pem)
+    rack = ctx.open_rack(target)
     require_app(rack, to_app)  # on the destination, before anything moves
     with copying(ctx.err if args.id else ctx.status) as progress:
         result = rack.registry.copy_build(

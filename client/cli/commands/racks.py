@@ -7,14 +7,18 @@ import argparse
 from pathlib import Path
 
 from client.cli.commands import Context
-from client.cli.config import RackEntry, read_ca
+from client.cli.config import DEFAULT_LOCAL, RackEntry, config_file, read_ca
 from client.cli.jsonout import emit
 from client.cli.render import key_values, step, table, write_line
-from client.kernel.errors import InvalidArgument, NotFound
+from client.kernel.errors import InvalidArgument, NotFound, Unauthenticated
 from client.kernel.types import ENGINE_BUILDERS, parse_duration
 
-DEFAULT_LOCAL = "local"
 DEFAULT_PORT = 7400
+# Where the token `login --token` takes is, said where a token is asked for or refused.
+TOKEN_FILE = (
+    "the file 'slipway rack' shows as Token on the rack's machine, by default "
+    "~/.local/share/slipway/racks/local/token"
+)
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -22,7 +26,8 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "rack",
         parents=[common],
         help="show or manage a rack",
-        description="Shows the current rack.",
+        description="Shows the current rack: its address, the registry its images are "
+        "pulled from (docker pull), and where its token is.",
     )
     rack.add_argument("--json", action="store_true", help="print one JSON object")
     rack.set_defaults(func=show_rack)
@@ -140,7 +145,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     )
     login.add_argument("address", metavar="ADDRESS", help="the rack's front door, host:port")
     login.add_argument("--name", help="what to call it (default: the host)")
-    login.add_argument("--token", help="the rack's token (default: $SLIPWAY_TOKEN)")
+    login.add_argument(
+        "--token", help=f"the rack's token: the contents of {TOKEN_FILE} (default: $SLIPWAY_TOKEN)"
+    )
     login.add_argument(
         "--ca",
         metavar="FILE",
@@ -165,12 +172,43 @@ def _local_name(ctx: Context, args: argparse.Namespace) -> str:
 
 def show_rack(ctx: Context, args: argparse.Namespace) -> int:
     entry = ctx.config().resolve(ctx.rack_flag)
+    registry, token_file = _registry_and_token(ctx, entry)
     if getattr(args, "json", False):
-        emit(ctx.out, {"name": entry.name, "host": entry.host, "local": bool(entry.local)})
+        emit(
+            ctx.out,
+            {
+                "name": entry.name,
+                "host": entry.host,
+                "local": bool(entry.local),
+                "registry": registry,
+                "token_file": token_file,
+            },
+        )
         return 0
-    for line in key_values([("Name", entry.name), ("Host", entry.host)]):
+    pairs = [
+        ("Name", entry.name),
+        ("Host", entry.host),
+        ("Registry", registry),
+        ("Token", token_file or "$SLIPWAY_TOKEN"),
+    ]
+    for line in key_values(pairs):
         ctx.out.print(line)
     return 0
+
+
+def _registry_and_token(ctx: Context, entry: RackEntry) -> tuple[str, str | None]:
+    """The registry host `docker pull` names for the rack's images, and the file its token
+    is in: a local rack's own (`<data>/token`, for 'slipway login --token' elsewhere), the
+    client configuration for a remote one; None when $SLIPWAY_TOKEN gives it. A remote
+    rack is asked for its registry."""
+    if entry.local:
+        from client.cli.localrack.layout import Layout
+
+        layout = Layout.of(entry)
+        registry, token_file = layout.registry_host, str(layout.token_file)
+    else:
+        registry, token_file = ctx.rack().info.registry_host, str(config_file(ctx.config_path))
+    return registry, None if "SLIPWAY_TOKEN" in ctx.env else token_file
 
 
 def rack_gc(ctx: Context, args: argparse.Namespace) -> int:
@@ -293,8 +331,14 @@ def login_rack(ctx: Context, args: argparse.Namespace) -> int:
     token = args.token if args.token is not None else ctx.env.get("SLIPWAY_TOKEN", "")
     name = args.name or _host_of(address)
     ca = read_ca(args.ca) if args.ca else ""
-    with step(ctx.status, f"Authenticating with {address}"):
-        ctx.connect(address, token, ca.encode() if ca else None)
+    try:
+        with step(ctx.status, f"Authenticating with {address}"):
+            ctx.connect(address, token, ca.encode() if ca else None)
+    except Unauthenticated:
+        why = "the rack refused the token" if token else "no token given"
+        raise Unauthenticated(
+            f"unauthorized: {why} (--token wants the contents of {TOKEN_FILE})"
+        ) from None
     config = ctx.config()
     config.add(RackEntry(name=name, host=address, token=token, ca=ca), make_current=True)
     config.save(ctx.config_path)

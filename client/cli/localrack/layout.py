@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from client.cli.config import RackEntry
-from client.kernel.errors import InvalidArgument, Unavailable
+from client.kernel.errors import FailedPrecondition, InvalidArgument, Unavailable
 from client.kernel.types import BUILDKIT
 
 DEFAULT_PORT = 7400
@@ -22,6 +22,14 @@ WILDCARDS = ("0.0.0.0", "::")
 # Start order: builders last, since each asks metadata to end the builds it left running.
 SERVICES = ("metadata", "archive", "registry")
 OFFSETS = {"builder": 0, "archive": 1, "metadata": 2, "registry": 3, "distribution": 4}
+# What listens on each port of the range, in a person's words.
+ROLES = {
+    "builder": "the builder",
+    "archive": "the archive service",
+    "metadata": "the metadata service",
+    "registry": "the registry service",
+    "distribution": "the registry",
+}
 MAX_BUILDERS = 32
 
 
@@ -67,6 +75,22 @@ class Layout:
     #: (`--registry`); empty for the rack's own Distribution registry.
     registry: str = ""
 
+    @classmethod
+    def of(cls, entry: RackEntry) -> Layout:
+        """The layout of a local rack as the client configuration records it."""
+        local = entry.local
+        return cls(
+            entry.name,
+            int(local.get("port") or DEFAULT_PORT),
+            Path(local["data"]) if local.get("data") else default_data(entry.name),
+            str(local.get("engine_builder") or BUILDKIT),
+            str(local.get("database") or ""),
+            str(local.get("archives") or ""),
+            str(local.get("listen") or LOOPBACK),
+            str(local.get("advertise") or ""),
+            str(local.get("registry") or ""),
+        )
+
     @property
     def parts(self) -> tuple[str, ...]:
         """What runs besides the builders, in start order: the rack's own registry (unless
@@ -100,6 +124,12 @@ class Layout:
     def bind(self, part: str) -> str:
         """What `part` listens on."""
         return join_host_port(self.listen, self.port + OFFSETS[part])
+
+    @property
+    def registry_host(self) -> str:
+        """The registry host of the rack's image references, what `docker pull` names:
+        its own registry as other machines reach it, or ECR."""
+        return ecr_host(self.registry) if self.registry else self.advertised("distribution")
 
     @property
     def tls(self) -> Path:
@@ -194,6 +224,18 @@ def record_builders(layout: Layout, slots: list[BuilderSlot]) -> None:
     partial = layout.builders_file.with_name(layout.builders_file.name + ".partial")
     partial.write_text(text + "\n")
     os.replace(partial, layout.builders_file)
+
+
+def port_taken(layout: Layout, part: str) -> FailedPrecondition:
+    """The rack cannot start: another program holds `part`'s port. Says which port of
+    the range it is and how to move the whole range (the CLI's flag and make's variable)."""
+    offset = OFFSETS[part]
+    port = layout.port + offset
+    where = "the base port" if offset == 0 else f"base port {layout.port} + {offset}"
+    return FailedPrecondition(
+        f"cannot start the rack: port {port} ({where}, {ROLES[part]}) is in use; "
+        "choose another base port with --port, or PORT=… for make"
+    )
 
 
 def port_of(address: str) -> int:

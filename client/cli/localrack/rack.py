@@ -57,6 +57,7 @@ from client.cli.localrack.layout import (
     ecr_host,
     join_host_port,
     port_of,
+    port_taken,
     record_builders,
     recorded_builders,
 )
@@ -105,17 +106,7 @@ def _layout_of(name: str) -> Layout:
     entry = ClientConfig.load().racks.get(name)
     if entry is None or not entry.local:
         raise NotFound(f"rack not found: {name} (no local rack of that name; see 'slipway racks')")
-    return Layout(
-        name,
-        int(entry.local["port"]),
-        Path(entry.local["data"]),
-        str(entry.local.get("engine_builder") or BUILDKIT),
-        str(entry.local.get("database") or ""),
-        str(entry.local.get("archives") or ""),
-        str(entry.local.get("listen") or LOOPBACK),
-        str(entry.local.get("advertise") or ""),
-        str(entry.local.get("registry") or ""),
-    )
+    return Layout.of(entry)
 
 
 # What the supervisor and the parts it starts create is their owner's alone (SPEC §6):
@@ -184,6 +175,14 @@ def _port_free(address: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def _check_port(part: str, layout: Layout) -> None:
+    """FailedPrecondition when `part` does not run and another program holds its port
+    (checked for every part before anything starts, and again as each starts)."""
+    running = _alive(_read_pid(layout.pidfile(part)), _marker(part, layout))
+    if not running and not _port_free(layout.bind(part)):
+        raise port_taken(layout, part)
 
 
 def _healthy(address: str, ca: bytes, timeout: float = 2.0) -> bool:
@@ -350,20 +349,23 @@ def start_rack(
         advertise = check_advertise(advertise)
     known = ClientConfig.load().racks.get(name)
     if known and known.local:
-        port = port or int(known.local["port"])
-        data = data or Path(known.local["data"])
+        was_layout = Layout(name, int(known.local["port"]), Path(known.local["data"]))
+        if port and port != was_layout.port:
+            _refuse_readdress(was_layout)
+        port = port or was_layout.port
+        data = data or was_layout.data
         engine_builder = engine_builder or str(known.local.get("engine_builder") or "")
         database = database or str(known.local.get("database") or "")
         archives = archives or str(known.local.get("archives") or "")
         was_registry = str(known.local.get("registry") or "")
         if registry and registry != was_registry:
-            _refuse_readdress(Layout(name, int(known.local["port"]), Path(known.local["data"])))
+            _refuse_readdress(was_layout)
         registry = registry or was_registry
         was = (str(known.local.get("listen") or LOOPBACK), str(known.local.get("advertise") or ""))
         if listen is None and advertise is None:
             listen, advertise = was
         elif (listen or was[0], advertise if advertise is not None else was[1]) != was:
-            _refuse_readdress(Layout(name, int(known.local["port"]), Path(known.local["data"])))
+            _refuse_readdress(was_layout)
         listen = listen or was[0]
         if advertise is None:
             advertise = was[1]
@@ -388,6 +390,8 @@ def start_rack(
         registry or "",
     )
     check_bindable(layout.listen)
+    for part in (*layout.parts, "builder"):  # builder-1; the others take any free port
+        _check_port(part, layout)
     _private(layout)
     token = _token(layout)
     ca = Authority(layout.tls, name).ensure()
@@ -440,8 +444,8 @@ def _refuse_readdress(layout: Layout) -> None:
         if _alive(_read_pid(layout.pidfile(part)), _marker(part, layout)):
             raise FailedPrecondition(
                 f"rack {layout.name} is running with other addresses or another registry: "
-                "stop it ('slipway rack stop') before changing --listen, --advertise or "
-                "--registry"
+                "stop it ('slipway rack stop') before changing --port, --listen, --advertise "
+                "or --registry"
             )
 
 
@@ -481,11 +485,9 @@ def _start_builder(
     if _alive(_read_pid(layout.pidfile(slot.part)), _marker("builder", layout)):
         console.print(f"{label}  already running")
         return slot
-    if not _port_free(join_host_port(layout.listen, port_of(slot.address))):
-        if slot.number == 1:
-            raise FailedPrecondition(
-                f"cannot start builder: {slot.address} is in use (choose another --port)"
-            )
+    if slot.number == 1:
+        _check_port("builder", layout)
+    elif not _port_free(join_host_port(layout.listen, port_of(slot.address))):
         slot = BuilderSlot(slot.number, _free_address(layout), slot.engine)
         label = f"{slot.id:<16} {slot.address}"
     env = _service_env("builder", layout, token, docker_host, slot)
@@ -503,10 +505,7 @@ def _start_part(part: str, layout: Layout, token: str, docker_host: str, console
     if _alive(_read_pid(layout.pidfile(part)), _marker(part, layout)):
         console.print(f"{label}  already running")
         return
-    if not _port_free(layout.bind(part)):
-        raise FailedPrecondition(
-            f"cannot start {part}: {address} is in use (choose another --port)"
-        )
+    _check_port(part, layout)
     if part == "distribution":
         argv = ["docker-registry", "serve", str(registry_config(layout))]
         proc = _spawn(part, argv, dict(os.environ), layout)

@@ -117,6 +117,7 @@ def test_builds_and_builds_info_json(run: Any, rack: FakeRack) -> None:
         created=1_700_000_000.0,
         started=1_700_000_001.0,
         ended=1_700_000_042.5,
+        builder="builder-2",
     )
     rack.add(id="BRUNNINGAAA", app="myapp", status="running", created=1_700_000_100.0)
     listed = json.loads(run("builds", "--json").out)
@@ -138,14 +139,20 @@ def test_builds_and_builds_info_json(run: Any, rack: FakeRack) -> None:
         "git_sha": "a" * 40,
         "manifest": manifest,
         "entrypoint": "cat /x",
+        "builder": "builder-2",
         "images": {
             "web": "registry.local/myapp:web.BCOMPLETEAA",
             "worker": "registry.local/myapp:worker.BCOMPLETEAA",
         },
     }
     assert json.loads(run("builds", "info", "BCOMPLETEAA", "--json").out) == complete
-    # The table form lists the images too.
+    # The table form shows the builder and lists the images too; a build no builder took
+    # yet has no Builder line.
     info = run("builds", "info", "BCOMPLETEAA").out.splitlines()
+    assert "Builder      builder-2" in info
+    assert not any(
+        line.startswith("Builder") for line in run("builds", "info", "BRUNNINGAAA").out.splitlines()
+    )
     assert info[-3:] == [
         "Images",
         "  web     registry.local/myapp:web.BCOMPLETEAA",
@@ -159,10 +166,13 @@ def test_racks_rack_and_json_before_or_after_the_subcommand(run: Any) -> None:
         {"name": "local", "host": "127.0.0.1:7400", "current": True, "local": True},
         {"name": "remote", "host": "remote.example:443", "current": False, "local": False},
     ]
-    assert json.loads(run("rack", "--json").out) == {
+    shown = json.loads(run("rack", "--json").out)
+    assert shown == {
         "name": "local",
         "host": "127.0.0.1:7400",
         "local": True,
+        "registry": "127.0.0.1:7404",
+        "token_file": shown["token_file"],  # in the data folder (test_cli: test_racks_and_rack)
     }
     # `--json` counts wherever it is given.
     assert json.loads(run("apps", "--json", "info", "myapp").out)["name"] == "myapp"

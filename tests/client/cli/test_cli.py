@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -15,7 +16,13 @@ from client.cli.commands.build import parse_build_args
 from client.cli.config import ClientConfig
 from client.cli.main import extract_globals, main
 from client.kernel import types
-from client.kernel.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable
+from client.kernel.errors import (
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+    Unreachable,
+)
 from tests.client.cli.fakes import FakeRack
 from tests.helpers import settle
 
@@ -55,7 +62,8 @@ def _stream(rack: FakeRack, lines: list[str], final: types.Build, start: int = 0
         (["builds", "info", "B1", "-a", "x", "-r", "y"], ["builds", "info", "B1"], "x", "y"),
         (["--app=x", "builds", "--rack=y"], ["builds"], "x", "y"),
         (["builds", "-ax", "-ry"], ["builds"], "x", "y"),
-        (["build", "-d", "-a", "-a", "z"], ["build", "-d", "-a"], "z", None),
+        (["build", "-d", "-a", "-a", "z"], ["build", "-d=-a"], "z", None),
+        (["login", "h:1", "--token", "-x=y"], ["login", "h:1", "--token=-x=y"], None, None),
         (["build", "--", "-a", "x"], ["build", "--", "-a", "x"], None, None),
         (["builds", "-a"], ["builds", "-a"], None, None),
     ],
@@ -463,14 +471,55 @@ def test_builds_cancel(run: Any, rack: FakeRack) -> None:
 # --- racks -------------------------------------------------------------------------------
 
 
-def test_racks_and_rack(run: Any) -> None:
+def test_racks_and_rack(
+    run: Any, rack: FakeRack, config_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert run("racks").out.splitlines() == [
         "NAME    HOST                CURRENT",
         "local   127.0.0.1:7400      *",
         "remote  remote.example:443",
     ]
-    assert run("rack").out.splitlines() == ["Name  local", "Host  127.0.0.1:7400"]
-    assert run("rack", "-r", "remote").out.splitlines()[0] == "Name  remote"
+    # A local rack: its registry and token file from its layout, without asking it.
+    token = tmp_path / "data" / "slipway" / "racks" / "local" / "token"
+    assert run("rack").out.splitlines() == [
+        "Name      local",
+        "Host      127.0.0.1:7400",
+        "Registry  127.0.0.1:7404",
+        f"Token     {token}",
+    ]
+    assert run.connected == []
+    # A remote one is asked for its registry; its token is in the client configuration.
+    rack.info = dataclasses.replace(rack.info, registry_host="registry.example:5000")
+    assert json.loads(run("rack", "-r", "remote", "--json").out) == {
+        "name": "remote",
+        "host": "remote.example:443",
+        "local": False,
+        "registry": "registry.example:5000",
+        "token_file": str(config_path),
+    }
+    shown = run("rack", "-r", "remote", env={"SLIPWAY_TOKEN": "t"}).out.splitlines()
+    assert shown[2:] == ["Registry  registry.example:5000", "Token     $SLIPWAY_TOKEN"]
+
+
+@pytest.mark.parametrize(
+    ("rack", "hint"),
+    [
+        ("local", " (is the rack running? start it with: slipway rack start)"),
+        ("remote", ""),  # not this machine's to start
+    ],
+)
+def test_a_rack_that_does_not_answer(config_path: Path, rack: str, hint: str) -> None:
+    def down(host: str, token: str, ca: bytes | None) -> Any:
+        raise Unreachable("rack", host)
+
+    err = io.StringIO()
+    argv = ["builds", "-a", "x", "-r", rack]
+    code = main(
+        argv, stdout=io.StringIO(), stderr=err, env={}, connect=down, config_path=config_path
+    )
+    host = ClientConfig.load(config_path).racks[rack].host
+    assert (code, err.getvalue()) == (1, f"ERROR: rack unreachable at {host}{hint}\n")
 
 
 def test_switch(run: Any, config_path: Path) -> None:
@@ -487,23 +536,34 @@ def test_login_checks_the_token_first(run: Any, config_path: Path) -> None:
     config = ClientConfig.load(config_path)
     assert config.current == "build.example.com"
     assert config.racks["build.example.com"].token == "sekrit"
+    # A token may start with `-` (a rack's is URL-safe base64): it is still the value.
+    assert run("login", "other.example.com:8443", "--token", "-9Ld-x").code == 0
+    assert run.connected[-1] == ("other.example.com:8443", "-9Ld-x")
 
 
-def test_login_refused(run: Any, config_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("token", "why"), [([], "no token given"), (["--token", "bad"], "the rack refused the token")]
+)
+def test_login_refused_says_what_token_wants(config_path: Path, token: list[str], why: str) -> None:
     out, err = io.StringIO(), io.StringIO()
 
     def refuse(host: str, token: str, ca: bytes | None) -> Any:
         raise Unauthenticated()
 
     code = main(
-        ["login", "x.example:1", "--name", "x"],
+        ["login", "x.example:1", "--name", "x", *token],
         stdout=out,
         stderr=err,
         env={},
         connect=refuse,
         config_path=config_path,
     )
-    assert (code, err.getvalue().splitlines()[-1]) == (1, "ERROR: unauthorized")
+    assert (code, err.getvalue().splitlines()[-1]) == (
+        1,
+        f"ERROR: unauthorized: {why} (--token wants the contents of the file 'slipway rack' "
+        "shows as Token on the rack's machine, by default "
+        "~/.local/share/slipway/racks/local/token)",
+    )
     assert "x" not in ClientConfig.load(config_path).racks
 
 

@@ -128,6 +128,7 @@ class Build(_message.Message):
     STARTED_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
     ARCHIVE_FIELD_NUMBER: _builtins.int
+    BUILDER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """`B` followed by 10 uppercase letters."""
     app: _builtins.str
@@ -154,6 +155,12 @@ class Build(_message.Message):
     """When it reached a terminal status, 0 before."""
     archive: _builtins.str
     """The archive (sha256) it was built from."""
+    builder: _builtins.str
+    """The builder that took it from the rack's queue and ran it (its name on the queue,
+    e.g. `builder-2`); empty while it is queued, and for a build imported or copied into
+    the rack, which no builder of the rack ran. Set by the queue alone: UpdateBuild
+    refuses it and RecordBuild ignores it.
+    """
     def __init__(
         self,
         *,
@@ -170,10 +177,11 @@ class Build(_message.Message):
         started: _builtins.float = ...,
         ended: _builtins.float = ...,
         archive: _builtins.str = ...,
+        builder: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "archive", b"archive", "created", b"created", "description", b"description", "ended", b"ended", "entrypoint", b"entrypoint", "git_sha", b"git_sha", "id", b"id", "manifest", b"manifest", "reason", b"reason", "release", b"release", "started", b"started", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "archive", b"archive", "builder", b"builder", "created", b"created", "description", b"description", "ended", b"ended", "entrypoint", b"entrypoint", "git_sha", b"git_sha", "id", b"id", "manifest", b"manifest", "reason", b"reason", "release", b"release", "started", b"started", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
