@@ -155,8 +155,8 @@ def push_image(
 ) -> Manifest:
     """Puts the checked `image` of the tar at `path` as `repository:tag`, uploading only
     the blobs the registry lacks (HEAD first): a layer sent as the archive arrived is
-    committed from the upload `held` for it, the others go up from the tar, up to UPLOADS
-    at once. Returns the manifest put."""
+    committed from the upload `held` for it (the tar lacks its bytes), the others go up
+    from the tar, up to UPLOADS at once. Returns the manifest put."""
     with tarfile.open(path, mode="r:") as tar:
         members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isreg()}
     missing = {
@@ -166,11 +166,12 @@ def push_image(
     }
     for digest in list(missing):
         sent = held.take(digest) if held is not None else None
-        if sent is not None:
+        if sent is not None and held is not None:
             try:
                 sent.commit(digest)
-            except BaseException:
-                sent.cancel()  # tried again from the tar
+            except SlipwayError as err:
+                sent.cancel()
+                held.lose(digest, err)  # its bytes were in that upload alone
                 raise
             del missing[digest]
 

@@ -30,7 +30,7 @@ from itertools import chain
 from types import TracebackType
 from typing import BinaryIO, cast
 
-from client.kernel.errors import InvalidArgument, SlipwayError
+from client.kernel.errors import Internal, InvalidArgument, SlipwayError
 from client.kernel.streams import iter_chunks, reader
 from services.common.oci import BlobUpload, Registry
 from services.registry.tarstream import Inflater
@@ -118,6 +118,7 @@ class HeldUploads:
         self._registry = registry
         self._repository = repository
         self._held: dict[str, BlobUpload] = {}
+        self._lost: dict[str, SlipwayError] = {}
         self._lock = threading.Lock()
 
     def start(self, name: str) -> BlobUpload | None:
@@ -141,8 +142,17 @@ class HeldUploads:
                 self._held[digest] = upload
 
     def take(self, digest: str) -> BlobUpload | None:
+        """The upload held for `digest`, now the caller's to commit or cancel. Raises what
+        made an earlier commit of it fail: its bytes were in that upload alone."""
         with self._lock:
+            if digest in self._lost:
+                raise self._lost[digest]
             return self._held.pop(digest, None)
+
+    def lose(self, digest: str, error: SlipwayError) -> None:
+        """Notes that the upload taken for `digest` could not be committed."""
+        with self._lock:
+            self._lost[digest] = error
 
     def __enter__(self) -> HeldUploads:
         return self
@@ -160,15 +170,24 @@ class HeldUploads:
 
 
 class Scan:
-    """Scans one image tar fed chunk by chunk (`feed`), in a thread, sending the layers
-    `held` starts uploads for; `finish` waits for it and gives the layers it learnt by
-    member name. Always `finish` a scan, also when the stream failed: that ends its
-    thread."""
+    """Writes one image tar fed chunk by chunk (`feed`) to `out` and scans it, in a thread,
+    sending the layers `held` starts uploads for; `finish` waits for it and gives the
+    layers it learnt by member name. Always `finish` a scan, also when the stream failed:
+    that ends its thread.
 
-    def __init__(self, held: HeldUploads | None = None) -> None:
+    The bytes of a layer sent as it arrives are not written (a hole is left in `out`,
+    after its first bytes): only its upload holds them, which is why such a layer is
+    committed from that upload or not at all."""
+
+    def __init__(self, out: BinaryIO, held: HeldUploads | None = None) -> None:
+        self._out = out
         self._held = held
         self._chunks: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
         self._found: dict[str, LayerDigests] = {}
+        #: Bytes pulled from the feed so far, and the ranges of them not to write.
+        self._pulled = 0
+        self._holes: list[tuple[int, int]] = []
+        self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, name="layer-scan", daemon=True)
         self._thread.start()
 
@@ -176,13 +195,36 @@ class Scan:
         self._chunks.put(data)
 
     def finish(self) -> dict[str, LayerDigests]:
+        """The layers learnt; Internal when the image tar could not be written."""
         self._chunks.put(None)
         self._thread.join()
+        if self._error is None:
+            try:
+                self._out.truncate(self._pulled)  # a hole at the end has its length too
+            except OSError as err:
+                self._error = err
+        if self._error is not None:
+            raise Internal(f"cannot spool the archive: {self._error.strerror or self._error}")
         return self._found
 
     def _incoming(self) -> Iterator[bytes]:
         while (data := self._chunks.get()) is not None:
+            self._write(data)
             yield data
+
+    def _write(self, data: bytes) -> None:
+        start = self._pulled
+        self._pulled += len(data)
+        if self._error is not None:
+            return
+        view = memoryview(data)
+        try:
+            for low, high in _outside(start, self._pulled, self._holes):
+                self._out.seek(low)
+                self._out.write(view[low - start : high - start])
+        except OSError as err:
+            self._error = err
+        self._holes = [hole for hole in self._holes if hole[1] > self._pulled]
 
     def _run(self) -> None:
         incoming = self._incoming()
@@ -196,7 +238,7 @@ class Scan:
         except (tarfile.TarError, EOFError, OSError) as err:
             log.debug("image tar not scanned to its end: %s", err)
         finally:
-            for _rest in incoming:  # never leave the feeding side blocked
+            for _rest in incoming:  # the rest is written, and the feeding side never blocks
                 pass
 
     def _member(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
@@ -221,6 +263,8 @@ class Scan:
         pieces = hashed()
         upload = self._held.start(name) if self._held is not None else None
         if upload is not None:
+            # What the feed has not given yet of this layer is the upload's alone.
+            self._holes.append((max(self._pulled, info.offset_data), info.offset_data + info.size))
             try:
                 upload.send(pieces)
             except SlipwayError as err:
@@ -242,3 +286,15 @@ class Scan:
         self._found[name] = digests
         if upload is not None and self._held is not None:
             self._held.hold(digests.digest, upload)
+
+
+def _outside(start: int, end: int, holes: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """The parts of [start, end) that no hole (sorted, apart) covers."""
+    for low, high in holes:
+        if high <= start or low >= end:
+            continue
+        if low > start:
+            yield start, low
+        start = max(start, high)
+    if start < end:
+        yield start, end

@@ -12,6 +12,7 @@ import secrets
 import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from services.registry.blobpush import (
     push_image,
     push_with_retries,
 )
-from services.registry.layerscan import LayerDigests, Scan
+from services.registry.layerscan import HeldUploads, LayerDigests, Scan
 
 
 def sha(data: bytes) -> str:
@@ -180,13 +181,20 @@ def test_a_malformed_manifest_is_left_to_the_engine(tmp_path: Path) -> None:
 # Layers scanned while the archive arrives (services.registry.layerscan).
 
 
-def scanned(path: Path, piece: int = 1000) -> dict[str, LayerDigests]:
-    """What a Scan learns of the tar at `path`, fed in pieces of `piece` bytes."""
+def scanned(
+    path: Path, piece: int = 1000, held: HeldUploads | None = None
+) -> dict[str, LayerDigests]:
+    """What a Scan learns of the tar at `path`, fed in pieces of `piece` bytes; the tar it
+    writes is `path` with `.spool` added, the same bytes unless layers are `held`."""
     data = path.read_bytes()
-    scan = Scan()
-    for start in range(0, len(data), piece):
-        scan.feed(data[start : start + piece])
-    return scan.finish()
+    with open(f"{path}.spool", "wb") as out:
+        scan = Scan(out, held)
+        for start in range(0, len(data), piece):
+            scan.feed(data[start : start + piece])
+        found = scan.finish()
+    if held is None:
+        assert Path(f"{path}.spool").read_bytes() == data
+    return found
 
 
 def test_a_scan_learns_each_compressed_layer_as_a_read_of_the_file_would(tmp_path: Path) -> None:
@@ -276,3 +284,62 @@ def test_missing_layers_go_up_several_at_once(registry_host: str, tmp_path: Path
     stored = [b"".join(registry.read_blob(repo, d["digest"])) for d in doc["layers"]]
     assert [gzip.decompress(data) for data in stored] == layers  # each from its own span
     assert len([t for t in registry.threads if t.startswith("layer-upload")]) > 1
+
+
+def test_a_layer_sent_as_it_arrives_is_not_spooled_and_is_committed_from_its_upload(
+    registry_host: str, tmp_path: Path
+) -> None:
+    registry = Counting(registry_host)
+    repo = f"blobs-{secrets.token_hex(4)}"
+    layers = [layer_tar(secrets.token_hex(1_000_000)), layer_tar("small")]
+    path = saved(tmp_path, layers)
+    spool = Path(f"{path}.spool")
+    with HeldUploads(registry, repo) as held:
+        found = scanned(path, 64 * 1024, held)
+        assert spool.stat().st_size == path.stat().st_size  # holes keep every offset
+        assert spool.read_bytes() != path.read_bytes()  # the layers' bytes are not in it
+        images = compressed_images(spool)  # its layers still start as gzip does
+        assert images is not None
+        checked = check_image(spool, next(iter(images.values())), found)
+        manifest = push_image(registry, repo, "web.B1", spool, checked, held)
+    doc = json.loads(manifest.body)
+    stored = [b"".join(registry.read_blob(repo, d["digest"])) for d in doc["layers"]]
+    assert [gzip.decompress(data) for data in stored] == layers
+    assert registry.uploads == [doc["config"]["digest"]]  # only the config went up whole
+
+
+def test_a_layer_whose_upload_cannot_be_committed_is_not_sent_from_the_spool(
+    registry_host: str, tmp_path: Path
+) -> None:
+    class RefusingCommit:
+        def __init__(self, upload: Any) -> None:
+            self.upload = upload
+
+        def send(self, chunks: Iterable[bytes]) -> None:
+            self.upload.send(chunks)
+
+        def commit(self, digest: str) -> None:
+            raise Unavailable("registry unreachable at the test's outage")
+
+        def cancel(self) -> None:
+            self.upload.cancel()
+
+    class Refusing(Counting):
+        def start_upload(self, repository: str) -> Any:
+            return RefusingCommit(super().start_upload(repository))
+
+    registry = Refusing(registry_host)
+    repo = f"blobs-{secrets.token_hex(4)}"
+    path = saved(tmp_path, [layer_tar("one" * 1000)])
+    spool = Path(f"{path}.spool")
+    with HeldUploads(registry, repo) as held:
+        found = scanned(path, 1000, held)
+        images = compressed_images(spool)
+        assert images is not None
+        checked = check_image(spool, next(iter(images.values())), found)
+        waits: list[float] = []
+        with pytest.raises(Unavailable, match="the test's outage"):
+            push_with_retries(registry, repo, "web.B1", spool, checked, waits.append, held)
+    assert len(waits) == 4  # tried again, each time the same error, never the spool's zeros
+    assert registry.uploads == []
+    assert registry.tags(repo) == []
