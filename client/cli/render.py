@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO
@@ -20,10 +22,18 @@ from rich.progress import (
 from client.kernel import types
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """A reader that went away (`| head -1`) ends the command as a closed pipe does
+        elsewhere (`main` exits 0), where rich's own handler exits 1."""
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
 def make_console(file: IO[str]) -> Console:
     """A console that prints text as given: no markup, highlighting, emoji or re-wrapping,
     so output piped elsewhere is exactly the text."""
-    return Console(file=file, highlight=False, markup=False, emoji=False, soft_wrap=True)
+    return _Console(file=file, highlight=False, markup=False, emoji=False, soft_wrap=True)
 
 
 def write_line(console: Console, text: str) -> None:

@@ -1,0 +1,81 @@
+"""What goes where, end to end (SPEC §3's opening): a reader that closes stdout early is a
+normal end, exit 0 and nothing said."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import SLIPWAY, RackHandle
+from tests.helpers import build_id_of, write_files
+
+pytestmark = pytest.mark.docker
+
+
+@dataclass(frozen=True)
+class Built:
+    app: str
+    id: str
+    src: Path
+
+
+@pytest.fixture(scope="module")
+def built(rack: RackHandle, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """An app with one complete build whose log is a few dozen lines."""
+    app = f"out-{secrets.token_hex(3)}"
+    src = write_files(
+        tmp_path_factory.mktemp("out") / "app",
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": "FROM busybox\nRUN for i in $(seq 1 40); do echo line-$i; done\n",
+        },
+    )
+    rack.ok("apps", "create", app)
+    return Built(app, build_id_of(rack.ok("build", str(src), "-a", app)), src)
+
+
+def closed_early(rack: RackHandle, *args: str) -> tuple[int, str]:
+    """Runs `slipway ARGS` with its stdout a pipe whose reader left before the first byte;
+    returns its exit status and stderr."""
+    proc = subprocess.Popen(
+        [SLIPWAY, *args], env=rack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    return proc.wait(timeout=300), err
+
+
+def test_a_closed_pipe_is_a_normal_end(rack: RackHandle, built: Built) -> None:
+    for args in (
+        ["builds"],
+        ["builds", "info", built.id],
+        ["builds", "logs", built.id],
+        ["releases"],
+    ):
+        assert closed_early(rack, *args, "-a", built.app) == (0, ""), args
+    # A build or an export to a closed pipe says nothing but its status lines.
+    for args in (["build", str(built.src)], ["builds", "export", built.id]):
+        code, err = closed_early(rack, *args, "-a", built.app)
+        assert code == 0 and "ERROR" not in err and "Traceback" not in err, (args, err)
+
+
+def test_head_1_exits_0_every_time(rack: RackHandle, built: Built) -> None:
+    script = (
+        f'for i in 1 2 3 4 5 6; do "$SLIPWAY" builds -a {built.app} | head -1 >/dev/null;'
+        ' echo "${PIPESTATUS[0]}"; done;'
+        f' "$SLIPWAY" builds logs {built.id} -a {built.app} | head -1 >/dev/null;'
+        ' echo "${PIPESTATUS[0]}"'
+    )
+    done = subprocess.run(
+        ["bash", "-c", script],
+        env=dict(rack.env, SLIPWAY=SLIPWAY),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (done.stdout.split(), done.stderr) == (["0"] * 7, "")
