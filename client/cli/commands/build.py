@@ -178,17 +178,19 @@ def execute(
     build_args = parse_build_args(args.build_args, ctx.env)
     secrets = parse_secrets(args.secret, ctx.env, ctx.cwd)
     app = _git_app(ctx, args.dir) if from_git else ctx.app(args.dir)
+    # The log is the command's data; the status lines go to stderr off a terminal (SPEC §3).
     out = ctx.err if args.id else ctx.out
+    status = ctx.err if args.id else ctx.status
     rack = ctx.rack()
 
     require_app(rack, app)  # before anything is packed
     if from_git:
-        archive, git_sha, described = _fetch(rack, out, app, args.dir, args.manifest)
+        archive, git_sha, described = _fetch(rack, status, app, args.dir, args.manifest)
     else:
-        archive, git_sha, described = _upload(rack, out, app, ctx, args.dir, args.manifest)
+        archive, git_sha, described = _upload(rack, status, app, ctx, args.dir, args.manifest)
     description = args.description or described
 
-    with step(out, "Starting build"):
+    with step(status, "Starting build"):
         build = rack.builder.start_build(
             BuildRequest(
                 app=app,
@@ -234,16 +236,16 @@ def _git_app(ctx: Context, source: str) -> str:
 
 
 def _upload(
-    rack: Rack, out: Console, app: str, ctx: Context, folder: str, manifest: str
+    rack: Rack, status: Console, app: str, ctx: Context, folder: str, manifest: str
 ) -> tuple[str, str, str]:
     """Packs and uploads a folder: (archive id, git sha, default description)."""
     path = ctx.cwd / folder
     git_sha, description = gitinfo.describe(path) or ("", "")
     with DigestCache.open(ctx.env, str(path)) as cache:
         upload = ContextUpload(rack.archive, app, path, manifest, cache)
-        with step(out, "Packaging source"):
+        with step(status, "Packaging source"):
             upload.scan()  # what the rack lacks starts on its way meanwhile
-        with transfer(out, "Uploading source", upload.to_send) as sent:
+        with transfer(status, "Uploading source", upload.to_send) as sent:
             done = upload.finish(sent)
     log.info(
         "uploaded %s: %d entries, %d bytes; %d files read, %d sent (%d bytes), %d resumes",
@@ -258,10 +260,12 @@ def _upload(
     return done.id, git_sha, description
 
 
-def _fetch(rack: Rack, out: Console, app: str, source: str, manifest: str) -> tuple[str, str, str]:
+def _fetch(
+    rack: Rack, status: Console, app: str, source: str, manifest: str
+) -> tuple[str, str, str]:
     """Has the rack fetch a repository: (archive id, git sha, default description)."""
     url, ref = gitinfo.split_ref(source)
-    with step(out, "Fetching source"):
+    with step(status, "Fetching source"):
         fetched = rack.archive.fetch_git(app, url, ref, manifest)
     return fetched.id, fetched.commit, gitinfo.description(fetched.commit, fetched.subject)
 

@@ -1,4 +1,5 @@
-"""Where output goes: a closed stdout is a normal end (exit 0, nothing said)."""
+"""Where output goes (SPEC §3): status lines on stdout on a terminal and on stderr
+otherwise; a closed stdout is a normal end (exit 0, nothing said)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from client.kernel import types
 from tests.client.cli.fakes import FakeRack
 
 B = "BNEWBUILDAA"
+
+
+class Terminal(io.StringIO):
+    """A stdout that is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 class ClosedAfter(io.StringIO):
@@ -31,8 +39,12 @@ class ClosedAfter(io.StringIO):
 
 @pytest.fixture
 def piped(rack: FakeRack, config_path: Path, project: Path) -> Any:
-    def invoke(*argv: str, lines: int = 1) -> tuple[int, str, str]:
-        out, err = ClosedAfter(lines), io.StringIO()
+    """Runs `slipway` with `stdout` (default: a pipe closed after one line)."""
+
+    def invoke(
+        *argv: str, lines: int = 1, stdout: io.StringIO | None = None
+    ) -> tuple[int, str, str]:
+        out, err = stdout if stdout is not None else ClosedAfter(lines), io.StringIO()
         code = main(
             list(argv),
             stdout=out,
@@ -69,3 +81,19 @@ def test_a_closed_pipe_ends_a_followed_log_quietly(piped: Any, rack: FakeRack) -
     _log_stream(rack, 5)
     assert piped("builds", "logs", B) == (0, "line 0\n", "")
     assert rack.builder.followers[0].closed  # the stream is let go
+
+
+def test_a_closed_pipe_ends_a_build_quietly(piped: Any, rack: FakeRack) -> None:
+    rack.builds[B] = _log_stream(rack, 5)
+    code, out, err = piped("build")
+    assert (code, out) == (0, "line 0\n")
+    # The status lines went to stderr (stdout is not a terminal), and nothing more.
+    assert err == "Packaging source... OK\nUploading source... OK\nStarting build... OK\n"
+
+
+def test_on_a_terminal_the_status_lines_are_on_stdout(piped: Any, rack: FakeRack) -> None:
+    rack.builds[B] = _log_stream(rack, 2)
+    code, out, err = piped("build", stdout=Terminal())
+    assert (code, err) == (0, "")
+    for line in ("Packaging source... OK", "Starting build... OK", "line 1", "Build:   " + B):
+        assert line + "\n" in out
