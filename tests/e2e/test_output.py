@@ -1,5 +1,5 @@
 """What goes where, end to end (SPEC §3's opening): a reader that closes stdout early is a
-normal end, exit 0 and nothing said."""
+normal end, exit 0 and nothing said; an error is said once."""
 
 from __future__ import annotations
 
@@ -79,3 +79,30 @@ def test_head_1_exits_0_every_time(rack: RackHandle, built: Built) -> None:
         timeout=300,
     )
     assert (done.stdout.split(), done.stderr) == (["0"] * 7, "")
+
+
+def test_a_failed_build_says_its_error_once(rack: RackHandle, tmp_path: Path) -> None:
+    app = f"fails-{secrets.token_hex(3)}"
+    src = write_files(
+        tmp_path / "app",
+        {
+            "convox.yml": "services:\n  web:\n    build: .\n",
+            "Dockerfile": "FROM busybox\nRUN exit 3\n",
+        },
+    )
+    rack.ok("apps", "create", app)
+    done = subprocess.run(
+        [SLIPWAY, "build", str(src), "-a", app],
+        env=rack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # what a terminal shows, in order
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stdout.splitlines() if line.startswith("ERROR")]
+    reason = "executor failed running [/bin/sh -c exit 3]: exit code: 3"
+    assert errors == [f"ERROR: build failed: {reason}"], done.stdout
+    # The stored log still ends with it, for `builds logs`.
+    build_id = rack.ok("builds", "-a", app).splitlines()[1].split()[0]
+    assert rack.ok("builds", "logs", build_id, "-a", app).splitlines()[-1] == f"ERROR: {reason}"

@@ -207,7 +207,9 @@ def execute(
         )
 
     try:
-        followed = follow_build(rack.builder, build.id, out, ctx.err, sleep=ctx.sleep)
+        followed = follow_build(
+            rack.builder, build.id, out, ctx.err, sleep=ctx.sleep, reports_failure=True
+        )
     except KeyboardInterrupt:
         target = ctx.target(app)
         ctx.err.print()

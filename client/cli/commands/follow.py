@@ -1,4 +1,4 @@
-"""Following a build's log live, re-attaching from the last line shown when the stream
+"""Following a build's log live, re-attaching from the last line received when the stream
 breaks (a rack restarting, a network hiccup)."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Followable(Protocol):
 
 @dataclass
 class Followed:
-    """Where following stopped: the offset after the last line shown and the terminal
+    """Where following stopped: the offset after the last line received and the terminal
     build record the stream ended with."""
 
     offset: int
@@ -51,6 +51,40 @@ class _StreamEnded(Exception):
     """The stream ended before the terminal build record arrived."""
 
 
+class _Closing:
+    """Holds back the lines that may close the log of a failed build: the builder's own
+    `ERROR: <reason>` (unprefixed) and what follows it, as `types.error_lines` writes them.
+    A caller that reports the failure itself (`ERROR: build failed: <reason>`) drops them
+    when the build's record says the build failed for that reason: each error once."""
+
+    PREFIX = "ERROR: "
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    def take(self, text: str) -> list[str]:
+        """The lines to print now; `text` may be held back instead."""
+        if text.startswith(self.PREFIX):
+            shown, self.held = self.held, [text]
+            return shown
+        if not self.held:
+            return [text]
+        self.held.append(text)
+        if len(self.held) > types.MAX_ERROR_LINES:  # more than a failure writes
+            shown, self.held = self.held, []
+            return shown
+        return []
+
+    def end(self, build: types.Build | None) -> list[str]:
+        """What is still held, unless it is `build`'s failure."""
+        held, self.held = self.held, []
+        if held and build is not None and build.status == types.FAILED:
+            message = "\n".join([held[0].removeprefix(self.PREFIX), *held[1:]])
+            if types.one_line(message) == build.reason:
+                return []
+        return held
+
+
 def follow_build(
     builder: Followable,
     build_id: str,
@@ -59,10 +93,38 @@ def follow_build(
     offset: int = 0,
     sleep: Callable[[float], None] = lambda _s: None,
     delays: tuple[float, ...] | None = None,
+    reports_failure: bool = False,
 ) -> Followed:
-    """Prints the log of `build_id` from `offset` as it comes until the build ends.
+    """Prints the log of `build_id` from `offset` as it comes until the build ends. With
+    `reports_failure` (the caller says why the build failed), the lines the log closes a
+    failure with are left out.
 
     Raises the stream's error after `len(delays)` failed re-attaches in a row."""
+    closing = _Closing()
+
+    def show(text: str) -> None:
+        for line in closing.take(text) if reports_failure else [text]:
+            write_line(console, line)
+
+    last: types.Build | None = None
+    try:
+        followed = _follow(builder, build_id, show, err, offset, sleep, delays)
+        last = followed.build
+        return followed
+    finally:  # however following ended, what was held back is shown unless it was the failure
+        for text in closing.end(last):
+            write_line(console, text)
+
+
+def _follow(
+    builder: Followable,
+    build_id: str,
+    show: Callable[[str], None],
+    err: Console,
+    offset: int,
+    sleep: Callable[[float], None],
+    delays: tuple[float, ...] | None,
+) -> Followed:
     delays = RECONNECT_DELAYS if delays is None else delays
     failures = 0
     while True:
@@ -71,9 +133,9 @@ def follow_build(
         try:
             for item in follower:
                 if isinstance(item, types.LogLine):
-                    if item.offset < offset:  # already shown before a re-attach
+                    if item.offset < offset:  # already received before a re-attach
                         continue
-                    write_line(console, item.text)
+                    show(item.text)
                     offset = item.offset + 1
                     if offset - acked >= ACK_EVERY:  # not one upstream message per line
                         follower.ack(offset)

@@ -222,6 +222,45 @@ def test_failed_build_exits_1_with_the_reason(run: Any, rack: FakeRack) -> None:
     assert "Build:" not in result.out and "oops\n" in result.out
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
+        "validation errors:\n  service Web: bad name\n  service 9: bad name",
+        "x" * 3000,  # its log line is cut at 2,000 characters, the reason at 500
+    ],
+)
+def test_a_failed_build_says_its_error_once(run: Any, rack: FakeRack, message: str) -> None:
+    """The lines the builder closes a failed build's log with are the failure the command
+    reports itself."""
+    closing = types.error_lines(message)
+    failed = _done(rack, "failed", reason=types.one_line(message))
+    rack.builder.streams.append(
+        _stream(rack, ["Building: .", "#5 ERROR: exit 3", *closing], failed)
+    )
+    rack.builds[B] = failed
+    result = run("build")
+    assert result.code == 1
+    assert result.out == "Building: .\n#5 ERROR: exit 3\n"  # the engine's step stays
+    assert result.err.splitlines()[-1] == f"ERROR: build failed: {failed.reason}"
+    assert result.err.count("ERROR") == 1
+    # The stored log keeps them, and `builds logs` shows them: it reports no failure.
+    rack.add(id="BFOLLOWED", app="myapp", status="running")
+    rack.builder.streams.append(_stream(rack, closing, failed))
+    assert run("builds", "logs", "BFOLLOWED").out == "".join(f"{line}\n" for line in closing)
+
+
+def test_error_lines_that_are_not_the_failure_are_shown(run: Any, rack: FakeRack) -> None:
+    lines = ["ERROR: a test said so", "going on", *[f"line {i}" for i in range(60)]]
+    failed = _done(rack, "failed", reason="something else")
+    rack.builder.streams.append(_stream(rack, [*lines, "ERROR: not quite"], failed))
+    rack.builds[B] = failed
+    assert run("build").out == "".join(f"{line}\n" for line in [*lines, "ERROR: not quite"])
+    rack.builder.streams.append(_stream(rack, ["ERROR: flaky, retried", "done"], _done(rack)))
+    rack.builds[B] = _done(rack)
+    assert run("build").out.startswith("ERROR: flaky, retried\ndone\nBuild:")
+
+
 def test_status_comes_from_the_record_not_the_stream(run: Any, rack: FakeRack) -> None:
     rack.builder.streams.append(_stream(rack, [], _done(rack)))
     rack.builds[B] = _done(rack, "cancelled")
