@@ -1,10 +1,19 @@
-"""What goes where, end to end (SPEC §3's opening): a reader that closes stdout early is a
-normal end, exit 0 and nothing said; an error is said once."""
+"""What goes where, end to end (SPEC §3's opening): progress drawn on a terminal and plain
+lines otherwise; a reader that closes stdout early is a normal end, exit 0 and nothing
+said; an error is said once."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import re
 import secrets
+import select
+import struct
 import subprocess
+import termios
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +45,37 @@ def built(rack: RackHandle, tmp_path_factory: pytest.TempPathFactory) -> Built:
     )
     rack.ok("apps", "create", app)
     return Built(app, build_id_of(rack.ok("build", str(src), "-a", app)), src)
+
+
+def on_a_terminal(rack: RackHandle, *args: str, timeout: float = 300) -> tuple[int, str]:
+    """Runs `slipway ARGS` with stdout and stderr on a terminal of 120 columns (a pty);
+    returns its exit status and everything the terminal received."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(
+        [SLIPWAY, *args],
+        env=dict(rack.env, TERM="xterm"),
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    received = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([leader], [], [], 1.0)[0]:
+                continue
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the command closed the terminal
+                break
+            if not data:
+                break
+            received += data
+    finally:
+        os.close(leader)
+    return proc.wait(timeout=30), received.decode(errors="replace")
 
 
 def closed_early(rack: RackHandle, *args: str) -> tuple[int, str]:
@@ -106,3 +146,38 @@ def test_a_failed_build_says_its_error_once(rack: RackHandle, tmp_path: Path) ->
     # The stored log still ends with it, for `builds logs`.
     build_id = rack.ok("builds", "-a", app).splitlines()[1].split()[0]
     assert rack.ok("builds", "logs", build_id, "-a", app).splitlines()[-1] == f"ERROR: {reason}"
+
+
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+DRAWN = ("\x1b", "━", "⠋")  # an escape sequence, a bar, a spinner
+
+
+def test_progress_is_drawn_on_a_terminal_and_never_when_piped(
+    rack: RackHandle, built: Built, tmp_path: Path
+) -> None:
+    (built.src / "data.bin").write_bytes(os.urandom(2_000_000))  # something to send
+    code, shown = on_a_terminal(rack, "build", str(built.src), "-a", built.app)
+    assert code == 0, shown
+    text = ESCAPE.sub("", shown)
+    assert "\x1b[" in shown  # drawn, then cleared
+    assert re.search(r"Packaging source\.\.\. [\d,]+ files \(.*\), .* hashed, .* sent", text)
+    assert "Uploading source... " in text and "Packaging source... OK" in text
+    assert re.search(r"\nRelease: R[A-Z]{10}\r\n$", text)
+
+    exported = tmp_path / "build.tgz"
+    code, shown = on_a_terminal(
+        rack, "builds", "export", built.id, "-a", built.app, "-f", str(exported)
+    )
+    assert code == 0, shown
+    # The size of an export is not known: bytes, no bar, no made-up total.
+    assert re.search(r"Exporting build\.\.\.  [\d.]+ (kB|MB|bytes)", ESCAPE.sub("", shown))
+    assert "━" not in shown and "/?" not in shown
+    code, shown = on_a_terminal(rack, "builds", "import", "-a", built.app, "-f", str(exported))
+    assert code == 0, shown
+    assert "━" in shown and re.search(r"[\d.]+ (kB|MB) of [\d.]+ (kB|MB)", shown)  # its size is
+
+    (built.src / "data.bin").write_bytes(os.urandom(2_000_000))
+    piped = rack.slipway("build", str(built.src), "-a", built.app)
+    assert piped.code == 0, piped
+    assert not any(mark in piped.out + piped.err for mark in DRAWN)
+    assert piped.err == "Packaging source... OK\nUploading source... OK\nStarting build... OK\n"

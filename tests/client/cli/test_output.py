@@ -91,9 +91,22 @@ def test_a_closed_pipe_ends_a_build_quietly(piped: Any, rack: FakeRack) -> None:
     assert err == "Packaging source... OK\nUploading source... OK\nStarting build... OK\n"
 
 
-def test_on_a_terminal_the_status_lines_are_on_stdout(piped: Any, rack: FakeRack) -> None:
+def test_on_a_terminal_the_status_lines_and_progress_are_on_stdout(
+    piped: Any, rack: FakeRack
+) -> None:
     rack.builds[B] = _log_stream(rack, 2)
     code, out, err = piped("build", stdout=Terminal())
     assert (code, err) == (0, "")
     for line in ("Packaging source... OK", "Starting build... OK", "line 1", "Build:   " + B):
         assert line + "\n" in out
+    # Drawn meanwhile: the files packed, the bytes sent.
+    assert "\x1b[" in out
+    assert "Packaging source... 2 files (" in out and "Uploading source..." in out
+
+
+def test_piped_nothing_is_drawn(piped: Any, rack: FakeRack) -> None:
+    rack.builds[B] = _log_stream(rack, 2)
+    code, out, err = piped("build", lines=100)
+    assert code == 0
+    assert out == f"line 0\nline 1\nBuild:   {B}\nRelease: RNEWRELEASE\n"
+    assert err == "Packaging source... OK\nUploading source... OK\nStarting build... OK\n"
