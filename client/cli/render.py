@@ -14,6 +14,7 @@ from typing import IO
 
 from rich.console import Console, RenderableType
 from rich.filesize import decimal
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     Progress,
@@ -24,6 +25,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.spinner import Spinner
 from rich.text import Text
 
 from client.kernel import types
@@ -329,3 +331,59 @@ class _Layers:
             total=total or None,
             completed=event.current if event.total else (total if done else None),
         )
+
+
+#: Seconds without a new log line before the line under a followed log says so.
+QUIET = 5.0
+
+
+class LogView:
+    """Where a followed build log goes: each line as it comes (verbatim off a terminal).
+    On a terminal a line under the log shows how long the build has been queued or
+    building, and how long the log has been quiet, so a silent step (the engine receiving
+    a large context, a layer pushing) still shows the clock."""
+
+    def __init__(
+        self, console: Console, build_id: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.console = console
+        self.build_id = build_id
+        self.clock = clock
+        self.status = ""
+        self.since = self.last = clock()
+        self.heard = False
+        self.drawn = False
+        self._spinner = Spinner("dots")
+
+    def line(self, text: str) -> None:
+        self.last, self.heard = self.clock(), True
+        if self.drawn:
+            self.console.print(text)  # above the status line
+        else:
+            write_line(self.console, text)
+
+    def record(self, build: types.Build) -> None:
+        """The build's record, as the stream sent it (first, and at each status change)."""
+        self.status = build.status
+        self.since = build_started(build) or self.since
+
+    def __rich__(self) -> RenderableType:
+        now = self.clock()
+        doing = "queued" if self.status == types.CREATED and not self.heard else "building"
+        text = f"{self.build_id} {doing} {format_duration(now - self.since)}"
+        if self.heard and now - self.last >= QUIET:
+            text += f", no new line for {format_duration(now - self.last)}"
+        self._spinner.update(text=text)
+        return self._spinner
+
+
+@contextlib.contextmanager
+def live_log(console: Console, build_id: str) -> Iterator[LogView]:
+    """A `LogView` of `build_id` on `console`, its status line drawn on a terminal."""
+    view = LogView(console, build_id)
+    if not console.is_terminal:
+        yield view
+        return
+    with Live(view, console=console, transient=True, redirect_stdout=False, redirect_stderr=False):
+        view.drawn = True
+        yield view

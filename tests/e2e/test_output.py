@@ -162,6 +162,7 @@ def test_progress_is_drawn_on_a_terminal_and_never_when_piped(
     assert "\x1b[" in shown  # drawn, then cleared
     assert re.search(r"Packaging source\.\.\. [\d,]+ files \(.*\), .* hashed, .* sent", text)
     assert "Uploading source... " in text and "Packaging source... OK" in text
+    assert re.search(r"B[A-Z]{10} (queued|building) \d+s", text)  # the clock under the log
     assert re.search(r"\nRelease: R[A-Z]{10}\r\n$", text)
 
     exported = tmp_path / "build.tgz"

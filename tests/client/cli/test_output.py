@@ -99,9 +99,10 @@ def test_on_a_terminal_the_status_lines_and_progress_are_on_stdout(
     assert (code, err) == (0, "")
     for line in ("Packaging source... OK", "Starting build... OK", "line 1", "Build:   " + B):
         assert line + "\n" in out
-    # Drawn meanwhile: the files packed, the bytes sent.
+    # Drawn meanwhile: the files packed, the bytes sent, a clock under the log.
     assert "\x1b[" in out
     assert "Packaging source... 2 files (" in out and "Uploading source..." in out
+    assert f"{B} building" in out
 
 
 def test_piped_nothing_is_drawn(piped: Any, rack: FakeRack) -> None:

@@ -8,7 +8,7 @@ import re
 
 from rich.console import Console
 
-from client.cli.render import layered, metered, transfer, watching
+from client.cli.render import LogView, layered, live_log, metered, transfer, watching
 from client.kernel import types
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -88,3 +88,29 @@ def test_a_push_shows_bytes_per_layer() -> None:
     assert re.search(r"ccc333: Pushing +━+.* 2\.0 MB of 8\.0 MB", last)
     assert re.search(r"ddd444: Pushed +━+ 3\.0 MB of 3\.0 MB", last)  # done: all of it
     assert _frames(buf).endswith("Importing image... OK\n")
+
+
+def test_a_followed_log_has_a_clock_under_it() -> None:
+    console, buf = _terminal()
+    with live_log(console, "BNEWBUILDAA") as view:
+        view.record(types.Build(id="BNEWBUILDAA", app="a", status="created"))
+        view.line("Building: .")
+        view.line("#5 [internal] load build context")
+    # Each line is printed above the status line, which is drawn again under it.
+    lines = [line.rsplit("\r", 1)[-1] for line in _frames(buf).split("\n")]
+    assert lines[:2] == ["Building: .", "#5 [internal] load build context"]
+    assert "⠋ BNEWBUILDAA building 0s" in _frames(buf)
+
+
+def test_the_clock_says_when_the_log_went_quiet() -> None:
+    now = [1000.0]
+    console, buf = _terminal()
+    view = LogView(console, "BNEWBUILDAA", clock=lambda: now[0])
+    view.record(types.Build(id="BNEWBUILDAA", app="a", status="created", created=995.0))
+    console.print(view)
+    view.record(types.Build(id="BNEWBUILDAA", app="a", status="running", started=1001.0))
+    view.line("#5 [internal] load build context")
+    now[0] = 1019.0
+    console.print(view)
+    frames = [line[2:] for line in _frames(buf).splitlines() if line.startswith("⠋")]
+    assert frames == ["BNEWBUILDAA queued 5s", "BNEWBUILDAA building 18s, no new line for 19s"]
