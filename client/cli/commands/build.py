@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from client.cli import gitinfo
 from client.cli.commands import Context, require_app
 from client.cli.commands.follow import follow_build
 from client.cli.digestcache import DigestCache
-from client.cli.render import step, transfer, watching, write_line
+from client.cli.render import format_duration, step, transfer, watching, write_line
 from client.kernel import context as packing
 from client.kernel import types
 from client.kernel.errors import InvalidArgument, SlipwayError
@@ -277,7 +278,8 @@ def _fetch(
 ) -> tuple[str, str, str]:
     """Has the rack fetch a repository: (archive id, git sha, default description)."""
     url, ref = gitinfo.split_ref(source)
-    with step(status, "Fetching source"):
+    began = time.monotonic()  # the rack says nothing until it has cloned: show the clock
+    with watching(status, "Fetching source", lambda: format_duration(time.monotonic() - began)):
         fetched = rack.archive.fetch_git(app, url, ref, manifest)
     return fetched.id, fetched.commit, gitinfo.description(fetched.commit, fetched.subject)
 
