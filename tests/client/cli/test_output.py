@@ -1,5 +1,5 @@
-"""Where output goes (SPEC §3): status lines on stdout on a terminal and on stderr
-otherwise; a closed stdout is a normal end (exit 0, nothing said)."""
+"""Where output goes (SPEC §3): status lines and progress on stdout on a terminal, plain
+status lines on stderr otherwise; a closed stdout is a normal end (exit 0, nothing said)."""
 
 from __future__ import annotations
 
