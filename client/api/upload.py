@@ -43,14 +43,16 @@ Progress = Callable[[int], None]
 
 @dataclass
 class Uploaded:
-    """What an upload did."""
+    """What an upload did; the counts grow as it goes, for a progress display to read."""
 
     id: str = ""
     entries: int = 0
-    #: Bytes of the context's files.
+    #: The context's files, and their bytes.
+    files: int = 0
     bytes: int = 0
-    #: Files read to hash them (not found in the digest cache).
+    #: Files read to hash them (not found in the digest cache), and their bytes.
     read: int = 0
+    read_bytes: int = 0
     #: File contents sent, and their bytes.
     sent_files: int = 0
     sent_bytes: int = 0
@@ -107,10 +109,13 @@ class ContextUpload:
         for item in packing.scan(self.folder, self.manifest, self.cache):
             entry = item.entry
             self._entries.append(entry)
+            self.result.entries += 1
             if entry.type != ctx.FILE:
                 continue
+            self.result.files += 1
             self.result.bytes += entry.size
             self.result.read += item.read
+            self.result.read_bytes += entry.size if item.read else 0
             if entry.sha256 not in self._by_digest:
                 self._by_digest[entry.sha256] = (entry, item.full)
                 if item.read:
@@ -120,7 +125,6 @@ class ContextUpload:
                 batch, ask_at = [], min(ask_at * 2, ASK_MOST)
         if batch:
             self._ask(batch)
-        self.result.entries = len(self._entries)
 
     def _ask(self, digests: list[str]) -> None:
         for digest in self.archive.find_missing(digests):

@@ -158,7 +158,8 @@ def main(
     cwd: Path | None = None,
 ) -> int:
     """Runs one `slipway` command line; returns its exit status. Every error a user may see
-    is `ERROR: <message>` on stderr with status 1; no traceback unless SLIPWAY_DEBUG=1."""
+    is `ERROR: <message>` on stderr with status 1; no traceback unless SLIPWAY_DEBUG=1. A
+    reader that closes stdout early ends the command quietly with status 0."""
     out_file = stdout if stdout is not None else sys.stdout
     err_file = stderr if stderr is not None else sys.stderr
     env = os.environ if env is None else env
@@ -197,11 +198,11 @@ def main(
     except KeyboardInterrupt:
         err.print()
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader left early (`slipway builds | head -1`): a normal end
         if out_file is sys.stdout:  # keep Python's exit-time flush from failing again
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-        return 141
+        return 0
     except Exception as error:  # noqa: BLE001 - the user sees one line, never a traceback
         return _fail(err, f"{type(error).__name__}: {error}", debug)
 

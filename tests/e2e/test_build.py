@@ -61,11 +61,18 @@ def test_two_service_app_builds_pushes_and_releases(
     # Off a terminal the progress goes to stderr.
     assert (created.code, created.out, created.err) == (0, "", f"Creating {app}... OK\n")
 
-    out = rack.ok("build", str(src), "-a", app, "-d", "first build")
+    res = rack.slipway("build", str(src), "-a", app, "-d", "first build")
 
+    assert res.code == 0, res
+    # Off a terminal the status lines go to stderr, and stdout carries the build log.
+    assert res.err.splitlines() == [
+        "Packaging source... OK",
+        "Uploading source... OK",
+        "Starting build... OK",
+    ]
+    out = res.out
     lines = out.splitlines()
-    assert lines[:3] == ["Packaging source... OK", "Uploading source... OK", "Starting build... OK"]
-    assert "Building: ." in lines
+    assert lines[0] == "Building: ."
     assert f"Running: docker pull {base_image}" in lines
     build_id = BUILD_ID.search(out).group(1)  # type: ignore[union-attr]
     release_id = RELEASE_ID.search(out).group(1)  # type: ignore[union-attr]

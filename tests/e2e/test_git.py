@@ -98,11 +98,11 @@ def test_default_branch_with_submodule_description_and_sha(
 ) -> None:
     app = served.name
     rack.ok("apps", "create", app)
-    out = rack.ok("build", served.url())  # the app defaults to the repository's name
+    res = rack.slipway("build", served.url())  # the app defaults to the repository's name
 
-    lines = out.splitlines()
-    assert lines[:2] == ["Fetching source... OK", "Starting build... OK"]
-    assert "Packaging source... OK" not in lines
+    assert res.code == 0, res
+    assert res.err.splitlines() == ["Fetching source... OK", "Starting build... OK"]
+    out = res.out
     build_id = BUILD_ID.search(out).group(1)  # type: ignore[union-attr]
     printed = _image_cat(rack, app, build_id, "/src/a.txt", "/src/vendor/lib/lib.txt")
     assert printed == "four\nfrom the submodule\n"
@@ -181,8 +181,8 @@ def test_fetch_failures_leave_nothing(
     res = rack.slipway("build", source, "-a", app)
 
     shown = source.split("#")[0].replace(":wrong@", ":***@")
-    assert (res.code, res.err) == (1, f"ERROR: cannot fetch {shown}: {reason}\n")
-    assert res.out == "Fetching source... \n"
+    assert (res.code, res.out) == (1, "")
+    assert res.err == f"Fetching source... \nERROR: cannot fetch {shown}: {reason}\n"
     assert "wrong" not in res.out + res.err
     assert _archive_state(rack) == before
     assert rack.ok("builds", "-a", app).splitlines()[1:] == []  # no build recorded
@@ -190,4 +190,5 @@ def test_fetch_failures_leave_nothing(
 
 def test_invalid_url(rack: RackHandle) -> None:
     res = rack.slipway("build", "https://", "-a", _app(rack))
-    assert (res.code, res.err) == (1, "ERROR: invalid git url: https://\n")
+    assert (res.code, res.out) == (1, "")
+    assert res.err == "Fetching source... \nERROR: invalid git url: https://\n"

@@ -39,8 +39,9 @@ def build(rack: RackHandle, src: Path, app: str) -> tuple[str, dict[str, int], s
     debug = dataclasses.replace(rack, env={**rack.env, "SLIPWAY_DEBUG": "1"})
     res = debug.slipway("build", str(src), "-a", app)
     assert res.code == 0, f"{res.out}\n{res.err[-3000:]}"
-    lines = res.out.splitlines()
-    assert lines[:3] == ["Packaging source... OK", "Uploading source... OK", "Starting build... OK"]
+    # The status lines, among the debug records on stderr.
+    status = [line for line in res.err.splitlines() if line.endswith("... OK")]
+    assert status == ["Packaging source... OK", "Uploading source... OK", "Starting build... OK"]
     match = UPLOADED.search(res.err)
     assert match, res.err[-3000:]
     figures = {k: int(v) for k, v in match.groupdict().items() if k != "id"}

@@ -60,22 +60,20 @@ def test_env_set_unset_and_releases(rack: RackHandle) -> None:
 
     # Once created, the first change makes a release without a build.
     rack.ok("apps", "create", app)
-    out = rack.ok("env", "set", "FOO=1", "BAR=a=b", "-a", app)
-    first = _release_of(out)
-    assert out.splitlines() == ["Updating environment... OK", f"Release: {first}"]
+    # Off a terminal the status lines go to stderr; the new release's id to stdout.
+    res = rack.slipway("env", "set", "FOO=1", "BAR=a=b", "-a", app)
+    first = _release_of(res.out)
+    assert (res.out, res.err) == (f"Release: {first}\n", "Updating environment... OK\n")
     assert rack.ok("env", "-a", app) == "BAR=a=b\nFOO=1\n"
 
-    out = rack.ok("env", "set", "FOO=2", "NEW=x", "-a", app, "--promote")
-    second = _release_of(out)
-    assert out.splitlines() == [
-        "Updating environment... OK",
-        f"Release: {second}",
-        f"Promoting {second}... OK",
-    ]
+    res = rack.slipway("env", "set", "FOO=2", "NEW=x", "-a", app, "--promote")
+    second = _release_of(res.out)
+    assert res.out == f"Release: {second}\n"
+    assert res.err == f"Updating environment... OK\nPromoting {second}... OK\n"
 
-    out = rack.ok("env", "unset", "BAR", "-a", app)
-    third = _release_of(out)
-    assert out.splitlines() == ["Updating environment... OK", f"Release: {third}"]
+    res = rack.slipway("env", "unset", "BAR", "-a", app)
+    third = _release_of(res.out)
+    assert (res.out, res.err) == (f"Release: {third}\n", "Updating environment... OK\n")
     assert rack.ok("env", "-a", app) == "FOO=2\nNEW=x\n"
 
     widths = (11, 6, 5, 7)
@@ -147,9 +145,11 @@ def test_promote(rack: RackHandle, tmp_path: Path) -> None:
     first = _release_of(rack.ok("env", "set", "A=1", "-a", app))
     latest = _release_of(rack.ok("env", "set", "A=2", "-a", app))
 
-    assert rack.ok("releases", "promote", "-a", app) == f"Promoting {latest}... OK\n"
+    res = rack.slipway("releases", "promote", "-a", app)
+    assert (res.code, res.out, res.err) == (0, "", f"Promoting {latest}... OK\n")
     assert rack.ok("releases", "-a", app).splitlines()[1].split()[:2] == [latest, "active"]
-    assert rack.ok("releases", "promote", first, "-a", app) == f"Promoting {first}... OK\n"
+    res = rack.slipway("releases", "promote", first, "-a", app)
+    assert (res.code, res.out, res.err) == (0, "", f"Promoting {first}... OK\n")
     assert rack.ok("releases", "-a", app).splitlines()[2].split()[:2] == [first, "active"]
 
     res = rack.slipway("releases", "promote", "RNOSUCHTHING", "-a", app)
@@ -216,14 +216,16 @@ def test_deploy_builds_and_promotes(rack: RackHandle, tmp_path: Path) -> None:
             "Dockerfile": f"FROM busybox\nRUN echo {marker} > /m\n",
         },
     )
-    out = rack.ok("deploy", str(src), "-a", app, "-d", "shipped")
-    lines = out.splitlines()
-    build_id = BUILD_LINE.search(out).group(1)  # type: ignore[union-attr]
-    release = _release_of(out)
-    assert lines[:3] == ["Packaging source... OK", "Uploading source... OK", "Starting build... OK"]
-    assert lines[-3:] == [
-        f"Build:   {build_id}",
-        f"Release: {release}",
+    res = rack.slipway("deploy", str(src), "-a", app, "-d", "shipped")
+    assert res.code == 0, res
+    build_id = BUILD_LINE.search(res.out).group(1)  # type: ignore[union-attr]
+    release = _release_of(res.out)
+    # The build log and the ids on stdout; the status lines, the promotion's too, on stderr.
+    assert res.out.splitlines()[-2:] == [f"Build:   {build_id}", f"Release: {release}"]
+    assert res.err.splitlines() == [
+        "Packaging source... OK",
+        "Uploading source... OK",
+        "Starting build... OK",
         f"Promoting {release}... OK",
     ]
     table = rack.ok("releases", "-a", app).splitlines()

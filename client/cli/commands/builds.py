@@ -107,7 +107,7 @@ def cancel_build(ctx: Context, args: argparse.Namespace) -> int:
     try:
         ctx.rack().builder.cancel_build(args.build, app)
     except FailedPrecondition as already:  # a terminal build: a no-op that says so
-        write_line(ctx.out, str(already))
+        write_line(ctx.status, str(already))
         return 0
-    ctx.out.print("Cancelling build... OK")
+    write_line(ctx.status, "Cancelling build... OK")
     return 0

@@ -4,15 +4,11 @@ service to service; only the blobs it lacks travel, and none passes through this
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Callable, Iterator
 
-from rich.console import Console
 from rich.filesize import decimal
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from client.cli.commands import Context, require_app
-from client.cli.render import write_line
+from client.cli.render import metered, write_line
 from client.kernel import types
 from client.kernel.errors import NotFound
 
@@ -50,7 +46,7 @@ def copy_build(ctx: Context, args: argparse.Namespace) -> int:
         raise NotFound(f"rack not found: {args.to} (see 'slipway racks')")
     rack = ctx.open_rack(target)
     require_app(rack, to_app)  # on the destination, before anything moves
-    with copying(ctx.err if args.id else ctx.status) as progress:
+    with metered(ctx.err if args.id else ctx.status, LABEL) as meter:
         result = rack.registry.copy_build(
             source.host,
             source.token,
@@ -59,9 +55,9 @@ def copy_build(ctx: Context, args: argparse.Namespace) -> int:
             to_app=to_app,
             source_ca=source.ca_pem,
             source_name=source.name,
-            progress=progress,
+            progress=lambda event: meter.update(event.current, event.total or None),
         )
-        progress.result = f", {result.release.id}"
+        meter.result = f", {result.release.id}"
     write_line(ctx.err, summary(result))
     if args.id:
         write_line(ctx.out, result.release.id)
@@ -72,40 +68,3 @@ def summary(result: types.CopyResult) -> str:
     """E.g. `moved 2 of 5 blobs (12.3 MB), mounted 1`: blobs are layers and image configs."""
     text = f"moved {result.moved} of {result.blobs} blobs ({decimal(result.bytes)})"
     return text + (f", mounted {result.mounted}" if result.mounted else "")
-
-
-class _Shown:
-    """The progress callback of a copy, and the words to put after `OK`."""
-
-    def __init__(self, update: Callable[[types.CopyProgress], None]) -> None:
-        self._update = update
-        self.result = ""
-
-    def __call__(self, event: types.CopyProgress) -> None:
-        self._update(event)
-
-
-@contextlib.contextmanager
-def copying(console: Console) -> Iterator[_Shown]:
-    """`Copying build... OK<result>` around a copy; on a terminal a bar shows the bytes
-    moved of those to move meanwhile."""
-    if not console.is_terminal:
-        shown = _Shown(lambda _event: None)
-        console.print(f"{LABEL}... ", end="")
-        try:
-            yield shown
-        except BaseException:
-            console.print()
-            raise
-        console.print(f"OK{shown.result}")
-        return
-    columns = (TextColumn(f"{LABEL}..."), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(LABEL, total=None)
-
-        def update(event: types.CopyProgress) -> None:
-            bar.update(task, completed=event.current, total=event.total or None)
-
-        shown = _Shown(update)
-        yield shown
-    console.print(f"{LABEL}... OK{shown.result}")

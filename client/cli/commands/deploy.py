@@ -24,9 +24,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
-    out = ctx.err if args.id else ctx.out
+    status = ctx.err if args.id else ctx.status
 
     def promote_release(rack: Rack, done: types.Build) -> None:
-        promote(rack.metadata, out, done.app, done.release)
+        promote(rack.metadata, status, done.app, done.release)
 
     return build.execute(ctx, args, then=promote_release)

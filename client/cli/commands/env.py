@@ -77,9 +77,9 @@ def _update(
     """Arguments are checked before the rack is contacted: bad input changes nothing."""
     app = ctx.app()
     metadata = ctx.rack().metadata
-    with step(ctx.out, "Updating environment"):
+    with step(ctx.status, "Updating environment"):
         release = metadata.update_env(app, set_vars, unset)
     write_line(ctx.out, f"Release: {release.id}")
     if promote_it:
-        promote(metadata, ctx.out, app, release.id)
+        promote(metadata, ctx.status, app, release.id)
     return 0

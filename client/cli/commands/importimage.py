@@ -7,16 +7,10 @@ IMAGE. Without a manifest the build has one service, `web`, of IMAGE."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn
-
 from client.cli.commands import Context, require_app
-from client.cli.render import write_line
-from client.kernel import types
+from client.cli.render import layered, write_line
 from client.kernel.context import DEFAULT_MANIFEST
 from client.kernel.errors import InvalidArgument
 
@@ -71,7 +65,7 @@ def import_image(ctx: Context, args: argparse.Namespace) -> int:
     status = ctx.err if args.id else ctx.status
     rack = ctx.rack()
     require_app(rack, app)  # before anything is pulled
-    with live_step(status, LABEL) as show:
+    with layered(status, LABEL) as show:
         build, release = rack.registry.import_image(
             app, args.image, text, args.description or "", show
         )
@@ -81,27 +75,3 @@ def import_image(ctx: Context, args: argparse.Namespace) -> int:
     if args.id:
         write_line(ctx.out, release.id)
     return 0
-
-
-@contextlib.contextmanager
-def live_step(console: Console, label: str) -> Iterator[Callable[[types.PushProgress], None]]:
-    """`label... OK` around a block; on a terminal the latest progress line shows beside a
-    spinner meanwhile. Yields the function to call with each update."""
-    if not console.is_terminal:
-        console.print(f"{label}... ", end="")
-        try:
-            yield lambda _event: None
-        except BaseException:
-            console.print()
-            raise
-        console.print("OK")
-        return
-    columns = (SpinnerColumn(), TextColumn("{task.description}"))
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(f"{label}...")
-
-        def show(event: types.PushProgress) -> None:
-            progress.update(task, description=f"{label}... {event.text}")
-
-        yield show
-    console.print(f"{label}... OK")

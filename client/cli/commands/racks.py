@@ -352,5 +352,5 @@ def switch_rack(ctx: Context, args: argparse.Namespace) -> int:
         raise NotFound(f"rack not found: {args.name} (see 'slipway racks')")
     config.current = args.name
     config.save(ctx.config_path)
-    ctx.out.print(f"Switched to {args.name}")
+    ctx.status.print(f"Switched to {args.name}")
     return 0

@@ -114,5 +114,5 @@ def show_release(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def promote_release(ctx: Context, args: argparse.Namespace) -> int:
-    promote(ctx.rack().metadata, ctx.out, ctx.app(), args.release)
+    promote(ctx.rack().metadata, ctx.status, ctx.app(), args.release)
     return 0

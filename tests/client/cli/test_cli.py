@@ -153,16 +153,11 @@ def test_build_output(run: Any, rack: FakeRack, project: Path) -> None:
     rack.builds[B] = _done(rack)  # what get_build returns once the stream ends
     result = run("build", "-d", "first", "--build-args", "A=1", "--no-cache")
     assert result.code == 0, result.err
+    # Off a terminal the status lines go to stderr; stdout carries the log and the ids.
     assert result.out == (
-        "Packaging source... OK\n"
-        "Uploading source... OK\n"
-        "Starting build... OK\n"
-        "Building: .\n"
-        "Step 1/1 : FROM busybox\n"
-        "Build:   BNEWBUILDAA\n"
-        "Release: RNEWRELEASE\n"
+        "Building: .\nStep 1/1 : FROM busybox\nBuild:   BNEWBUILDAA\nRelease: RNEWRELEASE\n"
     )
-    assert result.err == ""
+    assert result.err == "Packaging source... OK\nUploading source... OK\nStarting build... OK\n"
     upload = rack.archive.uploads[0]
     assert upload["app"] == "myapp"
     assert sorted(upload["names"]) == ["Dockerfile", "convox.yml"]
@@ -229,15 +224,56 @@ def test_failed_build_exits_1_with_the_reason(run: Any, rack: FakeRack) -> None:
     rack.builds[B] = failed
     result = run("build")
     assert result.code == 1
-    assert result.err == "ERROR: build failed: service web: exit code 1\n"
+    assert result.err.endswith(
+        "Starting build... OK\nERROR: build failed: service web: exit code 1\n"
+    )
     assert "Build:" not in result.out and "oops\n" in result.out
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
+        "validation errors:\n  service Web: bad name\n  service 9: bad name",
+        "x" * 3000,  # its log line is cut at 2,000 characters, the reason at 500
+    ],
+)
+def test_a_failed_build_says_its_error_once(run: Any, rack: FakeRack, message: str) -> None:
+    """The lines the builder closes a failed build's log with are the failure the command
+    reports itself."""
+    closing = types.error_lines(message)
+    failed = _done(rack, "failed", reason=types.one_line(message))
+    rack.builder.streams.append(
+        _stream(rack, ["Building: .", "#5 ERROR: exit 3", *closing], failed)
+    )
+    rack.builds[B] = failed
+    result = run("build")
+    assert result.code == 1
+    assert result.out == "Building: .\n#5 ERROR: exit 3\n"  # the engine's step stays
+    assert result.err.splitlines()[-1] == f"ERROR: build failed: {failed.reason}"
+    assert result.err.count("ERROR") == 1
+    # The stored log keeps them, and `builds logs` shows them: it reports no failure.
+    rack.add(id="BFOLLOWED", app="myapp", status="running")
+    rack.builder.streams.append(_stream(rack, closing, failed))
+    assert run("builds", "logs", "BFOLLOWED").out == "".join(f"{line}\n" for line in closing)
+
+
+def test_error_lines_that_are_not_the_failure_are_shown(run: Any, rack: FakeRack) -> None:
+    lines = ["ERROR: a test said so", "going on", *[f"line {i}" for i in range(60)]]
+    failed = _done(rack, "failed", reason="something else")
+    rack.builder.streams.append(_stream(rack, [*lines, "ERROR: not quite"], failed))
+    rack.builds[B] = failed
+    assert run("build").out == "".join(f"{line}\n" for line in [*lines, "ERROR: not quite"])
+    rack.builder.streams.append(_stream(rack, ["ERROR: flaky, retried", "done"], _done(rack)))
+    rack.builds[B] = _done(rack)
+    assert run("build").out.startswith("ERROR: flaky, retried\ndone\nBuild:")
 
 
 def test_status_comes_from_the_record_not_the_stream(run: Any, rack: FakeRack) -> None:
     rack.builder.streams.append(_stream(rack, [], _done(rack)))
     rack.builds[B] = _done(rack, "cancelled")
     result = run("build")
-    assert (result.code, result.err) == (1, "ERROR: build cancelled\n")
+    assert (result.code, result.err.splitlines()[-1]) == (1, "ERROR: build cancelled")
 
 
 def test_build_reattaches_after_a_broken_stream(run: Any, rack: FakeRack) -> None:
@@ -462,10 +498,11 @@ def test_builds_logs_no_follow(run: Any, rack: FakeRack) -> None:
 
 def test_builds_cancel(run: Any, rack: FakeRack) -> None:
     rack.add(id=B, app="myapp", status="running")
-    assert run("builds", "cancel", B).out == "Cancelling build... OK\n"
+    cancelled = run("builds", "cancel", B)
+    assert (cancelled.out, cancelled.err) == ("", "Cancelling build... OK\n")
     assert rack.builds[B].status == "cancelled"
     again = run("builds", "cancel", B)  # a no-op that relays the rack's reason
-    assert (again.code, again.out) == (0, f"build {B} has ended (cancelled)\n")
+    assert (again.code, again.err) == (0, f"build {B} has ended (cancelled)\n")
 
 
 # --- racks -------------------------------------------------------------------------------
@@ -523,7 +560,7 @@ def test_a_rack_that_does_not_answer(config_path: Path, rack: str, hint: str) ->
 
 
 def test_switch(run: Any, config_path: Path) -> None:
-    assert run("switch", "remote").out == "Switched to remote\n"
+    assert run("switch", "remote").err == "Switched to remote\n"
     assert json.loads(config_path.read_text())["current"] == "remote"
     result = run("switch", "nope")
     assert (result.code, result.err) == (1, "ERROR: rack not found: nope (see 'slipway racks')\n")

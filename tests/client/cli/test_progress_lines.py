@@ -7,7 +7,8 @@ import io
 import pytest
 from rich.console import Console
 
-from client.cli.render import metered, step, transfer
+from client.cli.render import layered, live_log, metered, step, transfer, watching
+from client.kernel import types
 
 
 def _console() -> tuple[Console, io.StringIO]:
@@ -37,3 +38,24 @@ def test_a_failing_step_ends_its_line_without_ok() -> None:
     with pytest.raises(RuntimeError), step(console, "Packaging source"):
         raise RuntimeError("no")
     assert buf.getvalue() == "Packaging source... \n"
+
+
+def test_off_a_terminal_nothing_is_drawn() -> None:
+    """Plain lines only: no escape sequence, bar, spinner or clock."""
+    console, buf = _console()
+    with metered(console, "Exporting build") as meter:
+        meter.advance(10)
+        meter.update(20, 40)
+    with watching(console, "Packaging source", lambda: "3 files"):
+        pass
+    with layered(console, "Importing image") as show:
+        show(types.PushProgress("aaa: Pushing 1B/2B", "aaa", "Pushing", 1, 2))
+    with live_log(console, "BNEWBUILDAA") as view:
+        view.record(types.Build(id="BNEWBUILDAA", app="a", status="running"))
+        view.line("Building: .\tx")
+    assert buf.getvalue() == (
+        "Exporting build... OK\n"
+        "Packaging source... OK\n"
+        "Importing image... OK\n"
+        "Building: .\tx\n"  # verbatim
+    )

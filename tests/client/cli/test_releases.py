@@ -220,7 +220,7 @@ def test_env_set(run: Any, rack: ReleaseRack) -> None:
     result = run("env", "set", 'NEW=a=b, "c"', "X=2", "EMPTY=")
     assert result.code == 0, result.err
     release = rack.metadata.releases[-1]
-    assert result.out == f"Updating environment... OK\nRelease: {release.id}\n"
+    assert (result.out, result.err) == (f"Release: {release.id}\n", "Updating environment... OK\n")
     assert rack.metadata.updates == [("myapp", {"NEW": 'a=b, "c"', "X": "2", "EMPTY": ""}, [])]
     assert release.description == "env add:NEW,EMPTY change:X"
     assert (release.build, release.manifest) == ("BOLD", "m")
@@ -231,6 +231,7 @@ def test_env_set_on_an_unknown_app_says_how_to_create_it(run: Any, rack: Release
     result = run("env", "set", "A=1", "-a", "fresh")
     assert (result.code, result.err) == (
         1,
+        "Updating environment... \n"
         "ERROR: app not found: fresh (create it with: slipway apps create fresh)\n",
     )
     assert "fresh" not in rack.metadata.apps and rack.metadata.releases == []
@@ -241,11 +242,8 @@ def test_env_set_promote(run: Any, rack: ReleaseRack) -> None:
     result = run("env", "set", "A=1", "--promote", "-a", "fresh")
     assert result.code == 0, result.err
     release = rack.metadata.releases[-1]
-    assert result.out.splitlines() == [
-        "Updating environment... OK",
-        f"Release: {release.id}",
-        f"Promoting {release.id}... OK",
-    ]
+    assert result.out == f"Release: {release.id}\n"
+    assert result.err == f"Updating environment... OK\nPromoting {release.id}... OK\n"
     assert rack.metadata.apps["fresh"].release == release.id
 
 
@@ -275,19 +273,16 @@ def test_env_unset(run: Any, rack: ReleaseRack) -> None:
     result = run("env", "unset", "C", "A", "--promote")
     assert result.code == 0, result.err
     release = rack.metadata.releases[-1]
-    assert result.out.splitlines() == [
-        "Updating environment... OK",
-        f"Release: {release.id}",
-        f"Promoting {release.id}... OK",
-    ]
+    assert result.out == f"Release: {release.id}\n"
+    assert result.err == f"Updating environment... OK\nPromoting {release.id}... OK\n"
     assert (release.env, release.description) == ({"B": "2"}, "env remove:C,A")
 
 
 def test_env_unset_of_a_key_that_is_not_set(run: Any, rack: ReleaseRack) -> None:
     rack.metadata.add_release("myapp", env={"A": "1"})
     result = run("env", "unset", "NOPE")
-    assert (result.code, result.err) == (1, "ERROR: env var not set: NOPE\n")
-    assert result.out == "Updating environment... \n"
+    assert (result.code, result.out) == (1, "")
+    assert result.err == "Updating environment... \nERROR: env var not set: NOPE\n"
     assert len(rack.metadata.releases) == 1
 
 
@@ -364,9 +359,9 @@ def test_releases_promote(run: Any, rack: ReleaseRack) -> None:
     first = rack.metadata.add_release("myapp")
     latest = rack.metadata.add_release("myapp")
     result = run("releases", "promote")
-    assert (result.code, result.out, result.err) == (0, f"Promoting {latest.id}... OK\n", "")
+    assert (result.code, result.out, result.err) == (0, "", f"Promoting {latest.id}... OK\n")
     assert rack.metadata.apps["myapp"].release == latest.id
-    assert run("releases", "promote", first.id).out == f"Promoting {first.id}... OK\n"
+    assert run("releases", "promote", first.id).err == f"Promoting {first.id}... OK\n"
     assert rack.metadata.apps["myapp"].release == first.id
 
 
@@ -408,16 +403,13 @@ def test_deploy_builds_then_promotes_its_release(run: Any, rack: ReleaseRack) ->
     rack.builds[B] = _complete()
     result = run("deploy", "-d", "shipped", "--no-cache", "--build-args", "A=1")
     assert result.code == 0, result.err
-    assert result.out == (
+    assert result.out == f"Building: .\nBuild:   {B}\nRelease: {R}\n"
+    assert result.err == (
         "Packaging source... OK\n"
         "Uploading source... OK\n"
         "Starting build... OK\n"
-        "Building: .\n"
-        f"Build:   {B}\n"
-        f"Release: {R}\n"
         f"Promoting {R}... OK\n"
     )
-    assert result.err == ""
     assert rack.metadata.apps["myapp"].release == R
     options = rack.builder.started[0]
     assert (options.description, options.no_cache, options.build_args) == (
@@ -454,7 +446,7 @@ def test_a_build_that_does_not_complete_promotes_nothing(
     rack.builder.streams.append(_stream(final, ["oops"]))
     rack.builds[B] = final
     result = run("deploy")
-    assert (result.code, result.err) == (1, f"ERROR: {error}\n")
+    assert (result.code, result.err.splitlines()[-1]) == (1, f"ERROR: {error}")
     assert "oops\n" in result.out and "Promoting" not in result.out + result.err
     assert rack.metadata.apps["myapp"].release == ""
 
