@@ -17,9 +17,14 @@ MAX_MESSAGE = 8 * 1024 * 1024
 # answers GOAWAY ENHANCE_YOUR_CALM "too_many_pings".
 KEEPALIVE_INTERVAL_MS = 30_000
 
+# The largest HTTP/2 frame each side accepts: a 512 KiB chunk travels in one frame instead
+# of thirty-two of gRPC core's default 16 KiB, which costs less CPU on either side.
+MAX_FRAME = 1024 * 1024
+
 MESSAGE_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.http2.max_frame_size", MAX_FRAME),
 ]
 
 

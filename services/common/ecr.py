@@ -289,8 +289,8 @@ class EcrRegistry:
     def mount_blob(self, repository: str, digest: str, source: str) -> bool:
         return self._current()[1].mount_blob(repository, digest, source)
 
-    def read_blob(self, repository: str, digest: str) -> Iterator[bytes]:
-        return self._current()[1].read_blob(repository, digest)
+    def read_blob(self, repository: str, digest: str, verify: bool = True) -> Iterator[bytes]:
+        return self._current()[1].read_blob(repository, digest, verify)
 
     def upload_blob(self, repository: str, digest: str, chunks: Iterable[bytes]) -> int:
         return self._current()[1].upload_blob(repository, digest, chunks)

@@ -114,9 +114,10 @@ class Registry(Protocol):
         its bytes; False when `source` does not hold it."""
         ...
 
-    def read_blob(self, repository: str, digest: str) -> Iterator[bytes]:
+    def read_blob(self, repository: str, digest: str, verify: bool = True) -> Iterator[bytes]:
         """The blob's bytes in pieces of at most 512 KiB; NotFound at once when
-        `repository` does not hold it."""
+        `repository` does not hold it. Unless not `verify` (for a reader that checks the
+        bytes itself), Internal after the last piece when they are not `digest`'s."""
         ...
 
     def upload_blob(self, repository: str, digest: str, chunks: Iterable[bytes]) -> int:
@@ -303,18 +304,19 @@ class DistributionRegistry:
             _Upload(self, self._location(headers)).cancel()
         return False
 
-    def read_blob(self, repository: str, digest: str) -> Iterator[bytes]:
+    def read_blob(self, repository: str, digest: str, verify: bool = True) -> Iterator[bytes]:
         check_digest(digest)
         url = self._url(f"{repository}/blobs/{digest}")
         resp = self._open("GET", url)
         if resp is None:
             raise NotFound(f"blob not found: {repository}@{digest}")
-        return self._pieces(resp, url, digest)
+        return self._pieces(resp, url, digest, verify)
 
-    def _pieces(self, resp: HTTPResponse, url: str, digest: str) -> Iterator[bytes]:
+    def _pieces(self, resp: HTTPResponse, url: str, digest: str, verify: bool) -> Iterator[bytes]:
         """The response's bytes; a body cut short is Unavailable (http.client ends a short
-        read quietly), one that is not `digest`'s is Internal, after its last piece."""
-        hasher = hashlib.sha256()
+        read quietly), one that is not `digest`'s is Internal, after its last piece, when
+        `verify`."""
+        hasher = hashlib.sha256() if verify else None
         with resp:
             while True:
                 with _map_errors(self._host, "GET", url):
@@ -323,8 +325,11 @@ class DistributionRegistry:
                         raise http.client.IncompleteRead(b"", resp.length)
                 if not data:
                     break
-                hasher.update(data)
+                if hasher is not None:
+                    hasher.update(data)
                 yield data
+        if hasher is None:
+            return
         actual = f"sha256:{hasher.hexdigest()}"
         if actual != digest:
             raise Internal(f"registry {self._host}: the blob {digest} has the digest {actual}")
@@ -382,7 +387,14 @@ class _Upload:
         check_digest(digest)
         sep = "&" if urllib.parse.urlsplit(self._location).query else "?"
         query = urllib.parse.urlencode({"digest": digest})
-        status, _, _ = self._registry._call("PUT", f"{self._location}{sep}{query}", b"")
+        try:
+            status, _, _ = self._registry._call("PUT", f"{self._location}{sep}{query}", b"")
+        except Internal as err:
+            if "DIGEST_INVALID" in str(err):  # the distribution API's code for it
+                raise InvalidArgument(
+                    f"blob {digest}: its content does not match its digest"
+                ) from None
+            raise
         if status != 201:
             raise Internal(f"registry {self._registry.host}: {digest} not committed ({status})")
 

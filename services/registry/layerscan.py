@@ -60,17 +60,21 @@ class LayerDigests:
 
 class LayerHasher:
     """Learns a gzip'd layer's digests from its bytes fed in order, decompressed a bounded
-    piece at a time (a layer of zeros stays small in memory)."""
+    piece at a time (a layer of zeros stays small in memory). Given the digest its bytes
+    are `claimed` to have, it takes that for the stored digest: for a layer sent into an
+    upload, whose commit the registry refuses unless the claim holds."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, claimed: str = "") -> None:
         self._name = name
+        self._claimed = claimed
         self._stored, self._content = hashlib.sha256(), hashlib.sha256()
         self._size = 0
         self._inflater = Inflater()
         self._error: InvalidArgument | None = None
 
     def update(self, data: bytes) -> None:
-        self._stored.update(data)
+        if not self._claimed:
+            self._stored.update(data)
         self._size += len(data)
         if self._error is None:
             try:
@@ -89,9 +93,8 @@ class LayerHasher:
             raise InvalidArgument(
                 f"{self._name[:200]}: the layer is not valid gzip ({err})"
             ) from None
-        return LayerDigests(
-            f"sha256:{self._stored.hexdigest()}", self._size, f"sha256:{self._content.hexdigest()}"
-        )
+        stored = self._claimed or f"sha256:{self._stored.hexdigest()}"
+        return LayerDigests(stored, self._size, f"sha256:{self._content.hexdigest()}")
 
     def valid(self) -> LayerDigests | None:
         """The digests, or None when the layer is not valid gzip."""
@@ -109,6 +112,12 @@ def layer_digests(chunks: Iterable[bytes], name: str) -> LayerDigests:
     return hasher.result()
 
 
+def claimed_digest(name: str) -> str:
+    """The digest a layer file's name claims (`<hex>/layer.tar`), or ""."""
+    named = NAMED_LAYER.match(name)
+    return f"sha256:{named[1]}" if named else ""
+
+
 class HeldUploads:
     """The layers an import sent to `repository` of `registry` while its archive arrived,
     held uncommitted by digest until `take`n; whatever is left when the import ends (a
@@ -123,11 +132,11 @@ class HeldUploads:
 
     def start(self, name: str) -> BlobUpload | None:
         """An upload for the layer file `name` when it names a digest the registry lacks."""
-        named = NAMED_LAYER.match(name)
-        if named is None or len(self._held) >= MAX_HELD:
+        claimed = claimed_digest(name)
+        if not claimed or len(self._held) >= MAX_HELD:
             return None
         try:
-            if self._registry.has_blob(self._repository, f"sha256:{named[1]}"):
+            if self._registry.has_blob(self._repository, claimed):
                 return None  # HEAD first: the registry's blob is not sent again
             return self._registry.start_upload(self._repository)
         except SlipwayError as err:
@@ -247,7 +256,10 @@ class Scan:
         if head != GZIP_MAGIC:
             return  # a config, manifest.json, or a layer the engine must load
         name = info.name.removeprefix("./")
-        hasher = LayerHasher(name)
+        upload = self._held.start(name) if self._held is not None else None
+        # A layer sent is hashed by the registry, which refuses to commit it under a
+        # digest its name claims falsely; any other is hashed here.
+        hasher = LayerHasher(name, claimed_digest(name) if upload is not None else "")
         broken: list[BaseException] = []
 
         def hashed() -> Iterator[bytes]:
@@ -261,7 +273,6 @@ class Scan:
                 broken.append(err)
 
         pieces = hashed()
-        upload = self._held.start(name) if self._held is not None else None
         if upload is not None:
             # What the feed has not given yet of this layer is the upload's alone.
             self._holes.append((max(self._pulled, info.offset_data), info.offset_data + info.size))
@@ -276,7 +287,9 @@ class Scan:
                 raise
         for _rest in pieces:  # what no upload took
             pass
-        digests = None if broken else hasher.valid()
+        digests = hasher.valid()
+        if broken:
+            digests = None
         if digests is None:  # broken off, or not valid gzip (checked again from the file)
             if upload is not None:
                 upload.cancel()

@@ -239,6 +239,9 @@ def test_a_blob_that_is_not_its_digest_is_internal() -> None:
         assert next(pieces) == b"0123456789"
         with pytest.raises(Internal, match=f"^registry {host}: the blob {digest} has the digest "):
             next(pieces)
+        # A reader that checks the bytes itself (an export's) takes them as they come.
+        unchecked = DistributionRegistry(host, timeout=5).read_blob("app", digest, verify=False)
+        assert list(unchecked) == [b"0123456789"]
 
 
 class _Storage(http.server.BaseHTTPRequestHandler):

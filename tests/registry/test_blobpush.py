@@ -343,3 +343,37 @@ def test_a_layer_whose_upload_cannot_be_committed_is_not_sent_from_the_spool(
     assert len(waits) == 4  # tried again, each time the same error, never the spool's zeros
     assert registry.uploads == []
     assert registry.tags(repo) == []
+
+
+def test_a_layer_sent_under_a_digest_its_name_claims_falsely_is_refused(
+    registry_host: str, tmp_path: Path
+) -> None:
+    registry = Counting(registry_host)
+    repo = f"blobs-{secrets.token_hex(4)}"
+    layer = layer_tar(secrets.token_hex(100_000))
+    path = saved(tmp_path, [layer])
+    false_name = f"{sha(b'another layer')[7:]}/layer.tar"
+    with tarfile.open(path) as tar:
+        parts = [(m.name, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
+    renamed = {name: false_name for name, _ in parts if name.endswith("/layer.tar")}
+    with tarfile.open(path, "w") as tar:
+        for name, data in parts:
+            if name == "manifest.json":
+                index = json.loads(data)
+                index[0]["Layers"] = [renamed.get(n, n) for n in index[0]["Layers"]]
+                data = json.dumps(index).encode()
+            info = tarfile.TarInfo(renamed.get(name, name))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    spool = Path(f"{path}.spool")
+    with HeldUploads(registry, repo) as held:
+        found = scanned(path, 64 * 1024, held)
+        images = compressed_images(spool)
+        assert images is not None
+        checked = check_image(spool, next(iter(images.values())), found)  # the content is right
+        with pytest.raises(InvalidArgument, match="its content does not match its digest"):
+            push_image(registry, repo, "web.B1", spool, checked, held)
+    assert not registry.has_blob(repo, sha(b"another layer"))
+    (real,) = [sha(data) for name, data in parts if name in renamed]
+    assert not registry.has_blob(repo, real)
+    assert registry.tags(repo) == []

@@ -49,7 +49,8 @@ class Blobs:
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         return self.manifests.get(reference)
 
-    def read_blob(self, repository: str, blob: str) -> Iterator[bytes]:
+    def read_blob(self, repository: str, blob: str, verify: bool = True) -> Iterator[bytes]:
+        assert not verify  # the export's reader checks the layers
         self.reads.append(blob)
         data = self.blobs[blob]
         return iter([data[: len(data) // 2], data[len(data) // 2 :]])
