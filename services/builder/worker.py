@@ -287,12 +287,17 @@ class Worker:
         tag = f"{service}.{job.id}"
         events = self._deps.pusher.push(image, job.request.app, tag)
         reference = ""
+        tenths: dict[str, int] = {}  # how far each big layer's push was last shown
         try:
             for event in events:
                 job.scope.check()
                 if isinstance(event, types.PushResult):
                     reference = event.reference
-                elif event.text and not (event.status == "Pushing" and event.current):
+                elif event.status == "Pushing":
+                    line = _push_progress(event, tenths)
+                    if line:
+                        job.sink(service)(line)
+                elif event.text:
                     if event.text.startswith("Running:"):
                         job.log.line(event.text)  # the builder's own line: no prefix
                     else:
@@ -442,3 +447,19 @@ def _checked(chunks: Iterable[bytes], scope: CancelScope) -> Iterator[bytes]:
     for chunk in chunks:
         scope.check()
         yield chunk
+
+
+#: Layers smaller than this push too fast to need progress lines.
+PUSH_PROGRESS_BYTES = 8 * 1024 * 1024
+
+
+def _push_progress(event: types.PushProgress, tenths: dict[str, int]) -> str:
+    """The event's line (`<layer>: Pushing 120MB/315MB`) each time a big layer's push passes
+    another tenth of its size; empty otherwise (the engine reports every few kilobytes)."""
+    if event.total < PUSH_PROGRESS_BYTES or not event.layer:
+        return ""
+    tenth = min(event.current * 10 // event.total, 9)
+    if tenth <= tenths.get(event.layer, 0):
+        return ""
+    tenths[event.layer] = tenth
+    return event.text

@@ -106,6 +106,28 @@ def test_success_records_release_entrypoint_and_complete(rig: Rig) -> None:
     assert not (rig.scratch / build_id).exists()
 
 
+def test_a_big_layers_push_shows_each_tenth_of_its_bytes(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mib = 1024 * 1024
+    plain_push = rig.pusher.push
+
+    def push(image: str, repository: str, tag: str) -> Iterator[object]:
+        for current in range(0, 300 * mib + 1, mib):  # the engine's many small updates
+            for layer, total in (("big1", 300 * mib), ("small1", 2 * mib)):
+                if current <= total:
+                    text = f"{layer}: Pushing {current // mib}MB/{total // mib}MB"
+                    yield types.PushProgress(text, layer, "Pushing", current, total)
+        yield from plain_push(image, repository, tag)
+
+    monkeypatch.setattr(rig.pusher, "push", push)
+    build = rig.finish(rig.start({"convox.yml": "services:\n  web:\n    build: .\n",
+                                  "Dockerfile": WEB}))  # fmt: skip
+    assert build.status == "complete", build.reason
+    shown = [line for line in rig.log(build.id) if "Pushing" in line]
+    assert shown == [f"big1: Pushing {n * 30}MB/300MB" for n in range(1, 10)]
+
+
 def test_engine_error_fails_with_the_engine_text(rig: Rig) -> None:
     build_id = rig.start(
         {

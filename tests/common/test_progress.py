@@ -94,6 +94,40 @@ def test_cached_errors_numbering_and_transfers() -> None:
     ]
 
 
+def test_a_long_transfer_shows_its_bytes_every_two_seconds_then_done() -> None:
+    def going(at: float, current: int) -> pb.VertexStatus:
+        return pb.VertexStatus(
+            ID="transferring context:", vertex="d1", current=current, started=_at(10),
+            timestamp=_at(at),
+        )  # fmt: skip
+
+    lines = _rendered(
+        pb.StatusResponse(
+            vertexes=[pb.Vertex(digest="d1", name="[internal] load build context", started=_at(9))],
+            statuses=[going(10.5, 1_000), going(11.9, 50_000_000), going(12.1, 60_000_000)],
+        ),
+        pb.StatusResponse(
+            statuses=[
+                going(13.0, 90_000_000),  # under two seconds since the last line
+                going(14.2, 120_300_000),
+                pb.VertexStatus(
+                    ID="transferring context:",
+                    vertex="d1",
+                    current=314_590_000,
+                    completed=_at(15),
+                ),  # fmt: skip
+                going(16.5, 314_590_000),  # after its end: nothing more
+            ]
+        ),
+    )
+    assert lines == [
+        "#1 [internal] load build context",
+        "#1 transferring context: 60.00MB 2.1s",
+        "#1 transferring context: 120.30MB 4.2s",
+        "#1 transferring context: 314.59MB done",
+    ]
+
+
 def test_a_partial_line_is_printed_at_the_end_and_bounded() -> None:
     lines = _rendered(
         pb.StatusResponse(vertexes=[pb.Vertex(digest="d", name="RUN x", started=_at(0))]),

@@ -10,7 +10,11 @@
 Steps are numbered in the order they first appear. A step's header is printed once, when
 it starts (or is found cached); its output lines carry the seconds since it started; its
 end is `DONE <s>s`, `CACHED` or `ERROR: <why>`. Transfers (`transferring context: 2.1kB`)
-are printed when they finish, not at every update.
+are printed when they finish, and while they last every PROGRESS_EVERY seconds (of the
+engine's own clock) with the bytes so far, not at every update:
+
+    #5 transferring context: 120.30MB 2.0s
+    #5 transferring context: 314.59MB done
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from services.common.docker.types import LineSink
 #: The longest partial output line kept for a step before it is printed as it is: a step
 #: that prints megabytes without a newline must not grow the builder's memory.
 MAX_PARTIAL = 64 * 1024
+#: Seconds between the lines of a transfer still going (the engine receiving a context).
+PROGRESS_EVERY = 2.0
 
 
 @dataclass
@@ -41,6 +47,9 @@ class _Step:
     offset: float = 0.0
     #: Transfers of this step already reported finished.
     reported: set[str] = field(default_factory=set)
+    #: Transfers still going: when each began, and when its bytes were last printed.
+    began: dict[str, float] = field(default_factory=dict)
+    shown: dict[str, float] = field(default_factory=dict)
 
 
 def _seconds(stamp: Timestamp) -> float:
@@ -136,10 +145,11 @@ class PlainProgress:
                 self._emit(f"#{step.number} DONE {took:.1f}s")
 
     def _status(self, update: control_pb2.VertexStatus) -> None:
-        if not update.HasField("completed"):
-            return
         step = self._step(update.vertex)
         key = update.ID or update.name
+        if not update.HasField("completed"):
+            self._going(step, key, update)
+            return
         if key in step.reported:
             return
         step.reported.add(key)
@@ -149,6 +159,21 @@ class PlainProgress:
         if update.total and update.total != update.current:
             amount = f"{_size(update.current)} / {_size(update.total)}"
         self._emit(f"#{step.number} {what} {amount} done".replace("  ", " "))
+
+    def _going(self, step: _Step, key: str, update: control_pb2.VertexStatus) -> None:
+        """A line with the bytes so far, PROGRESS_EVERY seconds after the last one."""
+        if key in step.reported or not update.current or not update.HasField("timestamp"):
+            return
+        when = _seconds(update.timestamp)
+        began = step.began.setdefault(key, _seconds(update.started) or when)
+        if when - step.shown.get(key, began) < PROGRESS_EVERY:
+            return
+        step.shown[key] = when
+        self._announce(step)
+        amount = _size(update.current)
+        if update.total:
+            amount = f"{amount} / {_size(update.total)}"
+        self._emit(f"#{step.number} {update.name or update.ID} {amount} {when - began:.1f}s")
 
     def _log(self, entry: control_pb2.VertexLog) -> None:
         step = self._step(entry.vertex)
