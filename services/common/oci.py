@@ -374,12 +374,16 @@ class _Upload:
 
     def send(self, chunks: Iterable[bytes]) -> None:
         # One PATCH streams every piece (chunked transfer encoding), as `docker push` does.
-        _, headers, _ = self._registry._call(
+        status, headers, _ = self._registry._call(
             "PATCH",
             self._location,
             body=chunks,
             headers={"Content-Type": "application/octet-stream"},
         )
+        if status != 202:
+            raise Unavailable(
+                f"registry {self._registry.host}: the upload was not taken ({status})"
+            )
         if headers.get("Location"):
             self._location = self._registry._location(headers)
 

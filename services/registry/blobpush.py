@@ -155,8 +155,8 @@ def push_image(
 ) -> Manifest:
     """Puts the checked `image` of the tar at `path` as `repository:tag`, uploading only
     the blobs the registry lacks (HEAD first): a layer sent as the archive arrived is
-    committed from the upload `held` for it (the tar lacks its bytes), the others go up
-    from the tar, up to UPLOADS at once. Returns the manifest put."""
+    committed from the upload `held` for it, the others (and one whose commit failed) go
+    up from the tar, up to UPLOADS at once. Returns the manifest put."""
     with tarfile.open(path, mode="r:") as tar:
         members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isreg()}
     missing = {
@@ -166,14 +166,18 @@ def push_image(
     }
     for digest in list(missing):
         sent = held.take(digest) if held is not None else None
-        if sent is not None and held is not None:
-            try:
-                sent.commit(digest)
-            except SlipwayError as err:
-                sent.cancel()
-                held.lose(digest, err)  # its bytes were in that upload alone
-                raise
-            del missing[digest]
+        if sent is None:
+            continue
+        try:
+            sent.commit(digest)
+        except SlipwayError as err:
+            log.warning("layer %s sent as it arrived not committed: %s", digest, err)
+            sent.cancel()  # it goes up from the tar instead
+            continue
+        except BaseException:
+            sent.cancel()
+            raise
+        del missing[digest]
 
     def upload(digest: str) -> int:
         info = missing[digest]

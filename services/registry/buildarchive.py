@@ -201,13 +201,14 @@ def _spool(
     chunks: Iterable[bytes], path: Path, held: HeldUploads | None
 ) -> dict[str, LayerDigests]:
     """Writes an image tar to `path`, scanning it as it goes (`Scan`); its scanned layers."""
-    with open(path, "wb") as out:
-        scan = Scan(cast(BinaryIO, out), held)
-        try:
+    scan = Scan(held)
+    try:
+        with open(path, "wb") as out:
             for data in chunks:
+                out.write(data)
                 scan.feed(data)
-        finally:
-            layers = scan.finish()
+    finally:
+        layers = scan.finish()
     return layers
 
 

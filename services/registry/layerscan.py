@@ -5,15 +5,16 @@ bytes in a thread of its own, as a tar stream, and learns for every gzip'd membe
 digest and size as stored and the digest of its content (its `diff_id`): by the time the
 archive has arrived its layers are known, and they need not be read again to be checked.
 
-A layer file named by its digest (`<hex>/layer.tar`, as `builds export` writes them) that
-the registry lacks is also sent to it as it is scanned, into an upload held open
-(`HeldUploads`): committed under its digest only once the import has checked the whole
-image, cancelled otherwise. Receiving, hashing and pushing overlap; a lying layer leaves no
-blob behind.
+A big layer file named by its digest (`<hex>/layer.tar`, as `builds export` writes them)
+that the registry lacks is also sent to it as it is scanned, into an upload held open
+(`HeldUploads`) when the digest computed here is the one its name gives: committed only once
+the import has checked the whole image, cancelled otherwise. Receiving, hashing and pushing
+overlap; a lying layer leaves no blob behind.
 
-The scan only saves work: a member it could not read (not gzip, not valid gzip, an image
-tar that is no tar at all, too many members) or could not send is simply not in its
-result, and is checked and pushed from the spooled file as before, with the same errors.
+The scan only saves work: the spooled tar holds every byte. A member it could not read
+(not gzip, not valid gzip, an image tar that is no tar at all, too many members) or could
+not send is simply not in its result or not held, and is checked and pushed from the
+spooled file as before, with the same errors.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from itertools import chain
 from types import TracebackType
 from typing import BinaryIO, cast
 
-from client.kernel.errors import Internal, InvalidArgument, SlipwayError
+from client.kernel.errors import InvalidArgument, SlipwayError
 from client.kernel.streams import iter_chunks, reader
 from services.common.oci import BlobUpload, Registry
 from services.registry.tarstream import Inflater
@@ -41,8 +42,11 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_MEMBERS = 4096
 # Chunks waiting for the scanning thread: a few MiB at most.
 QUEUE_CHUNKS = 8
-# Uploads held open at once: past this, layers are pushed from the spooled file.
+# Uploads started per import: past this, layers are pushed from the spooled file.
 MAX_HELD = 256
+# Layers smaller than this are pushed from the spooled file: sending them early gains
+# little, and each costs two requests more.
+MIN_SENT = 1024 * 1024
 # A layer file that names the digest of its bytes, as `builds export` writes them.
 NAMED_LAYER = re.compile(r"^([0-9a-f]{64})/layer\.tar\Z")
 
@@ -60,21 +64,17 @@ class LayerDigests:
 
 class LayerHasher:
     """Learns a gzip'd layer's digests from its bytes fed in order, decompressed a bounded
-    piece at a time (a layer of zeros stays small in memory). Given the digest its bytes
-    are `claimed` to have, it takes that for the stored digest: for a layer sent into an
-    upload, whose commit the registry refuses unless the claim holds."""
+    piece at a time (a layer of zeros stays small in memory)."""
 
-    def __init__(self, name: str, claimed: str = "") -> None:
+    def __init__(self, name: str) -> None:
         self._name = name
-        self._claimed = claimed
         self._stored, self._content = hashlib.sha256(), hashlib.sha256()
         self._size = 0
         self._inflater = Inflater()
         self._error: InvalidArgument | None = None
 
     def update(self, data: bytes) -> None:
-        if not self._claimed:
-            self._stored.update(data)
+        self._stored.update(data)
         self._size += len(data)
         if self._error is None:
             try:
@@ -93,7 +93,7 @@ class LayerHasher:
             raise InvalidArgument(
                 f"{self._name[:200]}: the layer is not valid gzip ({err})"
             ) from None
-        stored = self._claimed or f"sha256:{self._stored.hexdigest()}"
+        stored = f"sha256:{self._stored.hexdigest()}"
         return LayerDigests(stored, self._size, f"sha256:{self._content.hexdigest()}")
 
     def valid(self) -> LayerDigests | None:
@@ -121,27 +121,38 @@ def claimed_digest(name: str) -> str:
 class HeldUploads:
     """The layers an import sent to `repository` of `registry` while its archive arrived,
     held uncommitted by digest until `take`n; whatever is left when the import ends (a
-    failure, a layer no image names) is cancelled."""
+    failure, a layer no image names) is cancelled. After a failure to start or send one,
+    no other is sent early (the registry is in trouble: the push from the spool retries)."""
 
     def __init__(self, registry: Registry, repository: str) -> None:
         self._registry = registry
         self._repository = repository
         self._held: dict[str, BlobUpload] = {}
-        self._lost: dict[str, SlipwayError] = {}
+        self._started = 0
+        self._failed = False
         self._lock = threading.Lock()
 
-    def start(self, name: str) -> BlobUpload | None:
-        """An upload for the layer file `name` when it names a digest the registry lacks."""
+    def start(self, name: str, size: int) -> BlobUpload | None:
+        """An upload for the big layer file `name` when it names a digest the registry
+        lacks."""
         claimed = claimed_digest(name)
-        if not claimed or len(self._held) >= MAX_HELD:
-            return None
+        with self._lock:
+            if not claimed or size < MIN_SENT or self._failed or self._started >= MAX_HELD:
+                return None
+            self._started += 1
         try:
             if self._registry.has_blob(self._repository, claimed):
                 return None  # HEAD first: the registry's blob is not sent again
             return self._registry.start_upload(self._repository)
         except SlipwayError as err:
-            log.warning("%s not sent as it arrived: %s", name[:200], err)
-            return None  # pushed from the spooled file, with retries, or the error then
+            self.failed(name, err)
+            return None
+
+    def failed(self, name: str, error: SlipwayError) -> None:
+        """Notes that the layer `name` could not be sent as it arrived."""
+        log.warning("%s not sent as it arrived: %s", name[:200], error)
+        with self._lock:
+            self._failed = True
 
     def hold(self, digest: str, upload: BlobUpload) -> None:
         with self._lock:
@@ -151,17 +162,9 @@ class HeldUploads:
                 self._held[digest] = upload
 
     def take(self, digest: str) -> BlobUpload | None:
-        """The upload held for `digest`, now the caller's to commit or cancel. Raises what
-        made an earlier commit of it fail: its bytes were in that upload alone."""
+        """The upload held for `digest`, now the caller's to commit or cancel."""
         with self._lock:
-            if digest in self._lost:
-                raise self._lost[digest]
             return self._held.pop(digest, None)
-
-    def lose(self, digest: str, error: SlipwayError) -> None:
-        """Notes that the upload taken for `digest` could not be committed."""
-        with self._lock:
-            self._lost[digest] = error
 
     def __enter__(self) -> HeldUploads:
         return self
@@ -179,24 +182,16 @@ class HeldUploads:
 
 
 class Scan:
-    """Writes one image tar fed chunk by chunk (`feed`) to `out` and scans it, in a thread,
-    sending the layers `held` starts uploads for; `finish` waits for it and gives the
-    layers it learnt by member name. Always `finish` a scan, also when the stream failed:
-    that ends its thread.
+    """Scans one image tar fed chunk by chunk (`feed`), in a thread, sending the layers
+    `held` starts uploads for; `finish` waits for it and gives the layers it learnt by
+    member name. Always `finish` a scan, also when the stream failed: that ends its
+    thread."""
 
-    The bytes of a layer sent as it arrives are not written (a hole is left in `out`,
-    after its first bytes): only its upload holds them, which is why such a layer is
-    committed from that upload or not at all."""
-
-    def __init__(self, out: BinaryIO, held: HeldUploads | None = None) -> None:
-        self._out = out
+    def __init__(self, held: HeldUploads | None = None) -> None:
         self._held = held
         self._chunks: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
         self._found: dict[str, LayerDigests] = {}
-        #: Bytes pulled from the feed so far, and the ranges of them not to write.
-        self._pulled = 0
-        self._holes: list[tuple[int, int]] = []
-        self._error: OSError | None = None
+        self._ended = False  # the feed's end was read
         self._thread = threading.Thread(target=self._run, name="layer-scan", daemon=True)
         self._thread.start()
 
@@ -204,51 +199,28 @@ class Scan:
         self._chunks.put(data)
 
     def finish(self) -> dict[str, LayerDigests]:
-        """The layers learnt; Internal when the image tar could not be written."""
         self._chunks.put(None)
         self._thread.join()
-        if self._error is None:
-            try:
-                self._out.truncate(self._pulled)  # a hole at the end has its length too
-            except OSError as err:
-                self._error = err
-        if self._error is not None:
-            raise Internal(f"cannot spool the archive: {self._error.strerror or self._error}")
         return self._found
 
     def _incoming(self) -> Iterator[bytes]:
         while (data := self._chunks.get()) is not None:
-            self._write(data)
             yield data
-
-    def _write(self, data: bytes) -> None:
-        start = self._pulled
-        self._pulled += len(data)
-        if self._error is not None:
-            return
-        view = memoryview(data)
-        try:
-            for low, high in _outside(start, self._pulled, self._holes):
-                self._out.seek(low)
-                self._out.write(view[low - start : high - start])
-        except OSError as err:
-            self._error = err
-        self._holes = [hole for hole in self._holes if hole[1] > self._pulled]
+        self._ended = True
 
     def _run(self) -> None:
-        incoming = self._incoming()
         try:
-            with tarfile.open(fileobj=reader(incoming), mode="r|") as tar:
+            with tarfile.open(fileobj=reader(self._incoming()), mode="r|") as tar:
                 for count, info in enumerate(tar):
                     if count >= MAX_MEMBERS:
                         break
-                    if info.isreg():
+                    if info.isreg() and not info.issparse():
                         self._member(tar, info)
-        except (tarfile.TarError, EOFError, OSError) as err:
+        except Exception as err:  # noqa: BLE001 - whatever it is, the file is checked again
             log.debug("image tar not scanned to its end: %s", err)
         finally:
-            for _rest in incoming:  # the rest is written, and the feeding side never blocks
-                pass
+            while not self._ended and self._chunks.get() is not None:
+                pass  # the rest: the feeding side never blocks
 
     def _member(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
         source = cast(BinaryIO, tar.extractfile(info))
@@ -256,10 +228,8 @@ class Scan:
         if head != GZIP_MAGIC:
             return  # a config, manifest.json, or a layer the engine must load
         name = info.name.removeprefix("./")
-        upload = self._held.start(name) if self._held is not None else None
-        # A layer sent is hashed by the registry, which refuses to commit it under a
-        # digest its name claims falsely; any other is hashed here.
-        hasher = LayerHasher(name, claimed_digest(name) if upload is not None else "")
+        upload = self._held.start(name, info.size) if self._held is not None else None
+        hasher = LayerHasher(name)
         broken: list[BaseException] = []
 
         def hashed() -> Iterator[bytes]:
@@ -267,47 +237,33 @@ class Scan:
                 for data in chain([head], iter_chunks(source)):
                     hasher.update(data)
                     yield data
-            except (tarfile.TarError, EOFError, OSError) as err:
+            except Exception as err:  # noqa: BLE001 - raised again below
                 # The image tar broke off: the upload's request still ends cleanly, so that
                 # its cancelling is the registry's last word on it.
                 broken.append(err)
 
         pieces = hashed()
         if upload is not None:
-            # What the feed has not given yet of this layer is the upload's alone.
-            self._holes.append((max(self._pulled, info.offset_data), info.offset_data + info.size))
             try:
                 upload.send(pieces)
             except SlipwayError as err:
-                log.warning("%s not sent as it arrived: %s", name[:200], err)
                 upload.cancel()
                 upload = None
+                if self._held is not None:
+                    self._held.failed(name, err)
             except BaseException:
                 upload.cancel()
                 raise
         for _rest in pieces:  # what no upload took
             pass
-        digests = hasher.valid()
+        digests = None if broken else hasher.valid()
+        if upload is not None and (digests is None or digests.digest != claimed_digest(name)):
+            upload.cancel()  # broken off, not valid gzip, or not the digest its name gives
+            upload = None
         if broken:
-            digests = None
-        if digests is None:  # broken off, or not valid gzip (checked again from the file)
-            if upload is not None:
-                upload.cancel()
-            if broken:
-                raise broken[0]
-            return
+            raise broken[0]
+        if digests is None:
+            return  # not valid gzip: checked again from the file, where the error is raised
         self._found[name] = digests
         if upload is not None and self._held is not None:
             self._held.hold(digests.digest, upload)
-
-
-def _outside(start: int, end: int, holes: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    """The parts of [start, end) that no hole (sorted, apart) covers."""
-    for low, high in holes:
-        if high <= start or low >= end:
-            continue
-        if low > start:
-            yield start, low
-        start = max(start, high)
-    if start < end:
-        yield start, end

@@ -184,17 +184,12 @@ def test_a_malformed_manifest_is_left_to_the_engine(tmp_path: Path) -> None:
 def scanned(
     path: Path, piece: int = 1000, held: HeldUploads | None = None
 ) -> dict[str, LayerDigests]:
-    """What a Scan learns of the tar at `path`, fed in pieces of `piece` bytes; the tar it
-    writes is `path` with `.spool` added, the same bytes unless layers are `held`."""
+    """What a Scan learns of the tar at `path`, fed in pieces of `piece` bytes."""
     data = path.read_bytes()
-    with open(f"{path}.spool", "wb") as out:
-        scan = Scan(out, held)
-        for start in range(0, len(data), piece):
-            scan.feed(data[start : start + piece])
-        found = scan.finish()
-    if held is None:
-        assert Path(f"{path}.spool").read_bytes() == data
-    return found
+    scan = Scan(held)
+    for start in range(0, len(data), piece):
+        scan.feed(data[start : start + piece])
+    return scan.finish()
 
 
 def test_a_scan_learns_each_compressed_layer_as_a_read_of_the_file_would(tmp_path: Path) -> None:
@@ -286,29 +281,35 @@ def test_missing_layers_go_up_several_at_once(registry_host: str, tmp_path: Path
     assert len([t for t in registry.threads if t.startswith("layer-upload")]) > 1
 
 
-def test_a_layer_sent_as_it_arrives_is_not_spooled_and_is_committed_from_its_upload(
+def pushed_with_held(
+    registry: Counting, repo: str, path: Path, piece: int = 64 * 1024
+) -> tuple[dict[str, Any], HeldUploads]:
+    """The manifest of the image of the tar at `path`, scanned with uploads held as an
+    import does, then pushed; and the HeldUploads (closed)."""
+    with HeldUploads(registry, repo) as held:
+        found = scanned(path, piece, held)
+        images = compressed_images(path)
+        assert images is not None
+        checked = check_image(path, next(iter(images.values())), found)
+        manifest = push_image(registry, repo, "web.B1", path, checked, held)
+    return json.loads(manifest.body), held
+
+
+def test_a_big_layer_sent_as_it_arrives_is_committed_from_its_upload(
     registry_host: str, tmp_path: Path
 ) -> None:
     registry = Counting(registry_host)
     repo = f"blobs-{secrets.token_hex(4)}"
-    layers = [layer_tar(secrets.token_hex(1_000_000)), layer_tar("small")]
-    path = saved(tmp_path, layers)
-    spool = Path(f"{path}.spool")
-    with HeldUploads(registry, repo) as held:
-        found = scanned(path, 64 * 1024, held)
-        assert spool.stat().st_size == path.stat().st_size  # holes keep every offset
-        assert spool.read_bytes() != path.read_bytes()  # the layers' bytes are not in it
-        images = compressed_images(spool)  # its layers still start as gzip does
-        assert images is not None
-        checked = check_image(spool, next(iter(images.values())), found)
-        manifest = push_image(registry, repo, "web.B1", spool, checked, held)
-    doc = json.loads(manifest.body)
+    layers = [layer_tar(secrets.token_hex(2_000_000)), layer_tar("small")]
+    doc, _ = pushed_with_held(registry, repo, saved(tmp_path, layers))
     stored = [b"".join(registry.read_blob(repo, d["digest"])) for d in doc["layers"]]
     assert [gzip.decompress(data) for data in stored] == layers
-    assert registry.uploads == [doc["config"]["digest"]]  # only the config went up whole
+    big, small = (d["digest"] for d in doc["layers"])
+    # The big layer went up as it arrived; the small one and the config from the tar.
+    assert sorted(registry.uploads) == sorted([small, doc["config"]["digest"]])
 
 
-def test_a_layer_whose_upload_cannot_be_committed_is_not_sent_from_the_spool(
+def test_a_layer_whose_upload_cannot_be_committed_goes_up_from_the_spool(
     registry_host: str, tmp_path: Path
 ) -> None:
     class RefusingCommit:
@@ -318,8 +319,13 @@ def test_a_layer_whose_upload_cannot_be_committed_is_not_sent_from_the_spool(
         def send(self, chunks: Iterable[bytes]) -> None:
             self.upload.send(chunks)
 
+        refused: list[str] = []
+
         def commit(self, digest: str) -> None:
-            raise Unavailable("registry unreachable at the test's outage")
+            if not self.refused:  # the first commit only: an outage that passes
+                self.refused.append(digest)
+                raise Unavailable("registry unreachable at the test's outage")
+            self.upload.commit(digest)
 
         def cancel(self) -> None:
             self.upload.cancel()
@@ -330,27 +336,20 @@ def test_a_layer_whose_upload_cannot_be_committed_is_not_sent_from_the_spool(
 
     registry = Refusing(registry_host)
     repo = f"blobs-{secrets.token_hex(4)}"
-    path = saved(tmp_path, [layer_tar("one" * 1000)])
-    spool = Path(f"{path}.spool")
-    with HeldUploads(registry, repo) as held:
-        found = scanned(path, 1000, held)
-        images = compressed_images(spool)
-        assert images is not None
-        checked = check_image(spool, next(iter(images.values())), found)
-        waits: list[float] = []
-        with pytest.raises(Unavailable, match="the test's outage"):
-            push_with_retries(registry, repo, "web.B1", spool, checked, waits.append, held)
-    assert len(waits) == 4  # tried again, each time the same error, never the spool's zeros
-    assert registry.uploads == []
-    assert registry.tags(repo) == []
+    layer = layer_tar(secrets.token_hex(2_000_000))
+    doc, _ = pushed_with_held(registry, repo, saved(tmp_path, [layer]))
+    (digest,) = (d["digest"] for d in doc["layers"])
+    assert RefusingCommit.refused == [digest]  # the upload sent as it arrived
+    assert digest in registry.uploads  # then the tar's bytes
+    assert gzip.decompress(b"".join(registry.read_blob(repo, digest))) == layer
 
 
-def test_a_layer_sent_under_a_digest_its_name_claims_falsely_is_refused(
+def test_a_layer_whose_name_claims_another_digest_goes_up_under_its_own(
     registry_host: str, tmp_path: Path
 ) -> None:
     registry = Counting(registry_host)
     repo = f"blobs-{secrets.token_hex(4)}"
-    layer = layer_tar(secrets.token_hex(100_000))
+    layer = layer_tar(secrets.token_hex(2_000_000))
     path = saved(tmp_path, [layer])
     false_name = f"{sha(b'another layer')[7:]}/layer.tar"
     with tarfile.open(path) as tar:
@@ -365,15 +364,76 @@ def test_a_layer_sent_under_a_digest_its_name_claims_falsely_is_refused(
             info = tarfile.TarInfo(renamed.get(name, name))
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    spool = Path(f"{path}.spool")
-    with HeldUploads(registry, repo) as held:
-        found = scanned(path, 64 * 1024, held)
-        images = compressed_images(spool)
-        assert images is not None
-        checked = check_image(spool, next(iter(images.values())), found)  # the content is right
-        with pytest.raises(InvalidArgument, match="its content does not match its digest"):
-            push_image(registry, repo, "web.B1", spool, checked, held)
-    assert not registry.has_blob(repo, sha(b"another layer"))
+    doc, _ = pushed_with_held(registry, repo, path)
     (real,) = [sha(data) for name, data in parts if name in renamed]
-    assert not registry.has_blob(repo, real)
-    assert registry.tags(repo) == []
+    assert [d["digest"] for d in doc["layers"]] == [real]
+    assert real in registry.uploads  # not the upload sent under the name's claim
+    assert not registry.has_blob(repo, sha(b"another layer"))
+
+
+def test_the_same_layer_name_twice_is_checked_as_the_tar_reads_it(
+    registry_host: str, tmp_path: Path
+) -> None:
+    """Two members named by one digest, the first honest, the second what the config
+    names: the pushed layer is the one checked, never an upload of the other."""
+    registry = Counting(registry_host)
+    repo = f"blobs-{secrets.token_hex(4)}"
+    honest, named = layer_tar(secrets.token_hex(2_000_000)), layer_tar("what the config says")
+    path = saved(tmp_path, [named])
+    with tarfile.open(path) as tar:
+        parts = [(m.name, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
+    honest_gz = gzip.compress(honest)
+    layer_name = f"{sha(honest_gz)[7:]}/layer.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in parts:
+            if name == "manifest.json":
+                index = json.loads(data)
+                index[0]["Layers"] = [layer_name]
+                data = json.dumps(index).encode()
+            if name.endswith("/layer.tar"):
+                for copy in (honest_gz, data):
+                    info = tarfile.TarInfo(layer_name)
+                    info.size = len(copy)
+                    tar.addfile(info, io.BytesIO(copy))
+                continue
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    doc, _ = pushed_with_held(registry, repo, path)
+    (digest,) = (d["digest"] for d in doc["layers"])
+    assert gzip.decompress(b"".join(registry.read_blob(repo, digest))) == named
+
+
+def test_a_layer_whose_sending_breaks_off_goes_up_from_the_spool(
+    registry_host: str, tmp_path: Path
+) -> None:
+    class BreakingSend:
+        def __init__(self, upload: Any) -> None:
+            self.upload = upload
+
+        def send(self, chunks: Iterable[bytes]) -> None:
+            next(iter(chunks))
+            raise Unavailable("registry unreachable at the test's outage")
+
+        def commit(self, digest: str) -> None:
+            self.upload.commit(digest)
+
+        def cancel(self) -> None:
+            self.upload.cancel()
+
+    class Breaking(Counting):
+        started = 0
+
+        def start_upload(self, repository: str) -> Any:
+            self.started += 1
+            upload = super().start_upload(repository)
+            return BreakingSend(upload) if self.started == 1 else upload
+
+    registry = Breaking(registry_host)
+    repo = f"blobs-{secrets.token_hex(4)}"
+    layers = [layer_tar(secrets.token_hex(2_000_000)), layer_tar(secrets.token_hex(2_000_001))]
+    doc, _ = pushed_with_held(registry, repo, saved(tmp_path, layers))
+    stored = [b"".join(registry.read_blob(repo, d["digest"])) for d in doc["layers"]]
+    assert [gzip.decompress(data) for data in stored] == layers
+    # After the failure no other layer was sent early: both went up from the tar.
+    assert {d["digest"] for d in doc["layers"]} <= set(registry.uploads)

@@ -37,6 +37,7 @@ from client.kernel.types import COMPLETE, PushResult
 from services.common.server import Server
 from services.metadata import server as metadata_server
 from services.metadata.config import Config as MetadataConfig
+from services.registry import layerscan
 from services.registry import server as registry_server
 from services.registry.config import Config
 from services.registry.imports import LOCAL_NAME
@@ -70,6 +71,13 @@ class Rack:
     metadata: MetadataClient
     host: str
     scratch: Path
+
+
+@pytest.fixture(autouse=True)
+def send_small_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Imports here send layers to the registry as they arrive however small (the tests'
+    layers are far below layerscan.MIN_SENT), so that the early uploads are exercised."""
+    monkeypatch.setattr(layerscan, "MIN_SENT", 0)
 
 
 @pytest.fixture
