@@ -30,7 +30,7 @@ from client.cli.commands import (
     racks,
     releases,
 )
-from client.cli.render import make_console
+from client.cli.render import make_console, silence_stdout
 from client.kernel.errors import InvalidArgument, SlipwayError
 
 # Options of any command that take a value, so that a value such as `-d -a` is never
@@ -200,8 +200,7 @@ def main(
         return 130
     except BrokenPipeError:  # the reader left early (`slipway builds | head -1`): a normal end
         if out_file is sys.stdout:  # keep Python's exit-time flush from failing again
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            silence_stdout()
         return 0
     except Exception as error:  # noqa: BLE001 - the user sees one line, never a traceback
         return _fail(err, f"{type(error).__name__}: {error}", debug)

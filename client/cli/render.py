@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO
@@ -41,8 +42,27 @@ class _Console(Console):
 
 def make_console(file: IO[str]) -> Console:
     """A console that prints text as given: no markup, highlighting, emoji or re-wrapping,
-    so output piped elsewhere is exactly the text."""
-    return _Console(file=file, highlight=False, markup=False, emoji=False, soft_wrap=True)
+    so output piped elsewhere is exactly the text. It is a terminal only when its file is
+    one: FORCE_COLOR or TTY_COMPATIBLE in the environment may colour it, but never make
+    a pipe take status lines and progress bars, or refuse an export."""
+    isatty = getattr(file, "isatty", None)
+    terminal = bool(isatty()) if callable(isatty) else False
+    return _Console(
+        file=file,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=True,
+        force_terminal=terminal,
+    )
+
+
+def silence_stdout() -> None:
+    """Points the process's stdout at /dev/null once its reader has gone (`| head -1`):
+    what is still written, and Python's flush at exit, no longer fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def write_line(console: Console, text: str) -> None:

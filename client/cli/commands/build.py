@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,7 +22,14 @@ from client.cli import gitinfo
 from client.cli.commands import Context, require_app
 from client.cli.commands.follow import follow_build
 from client.cli.digestcache import DigestCache
-from client.cli.render import format_duration, step, transfer, watching, write_line
+from client.cli.render import (
+    format_duration,
+    silence_stdout,
+    step,
+    transfer,
+    watching,
+    write_line,
+)
 from client.kernel import context as packing
 from client.kernel import manifest, types
 from client.kernel.errors import InvalidArgument, SlipwayError
@@ -186,8 +195,10 @@ def execute(
     rack = ctx.rack()
 
     require_app(rack, app)  # before anything is packed
-    if not from_git:  # read as the builder reads it; the rack sets ${VAR}s and checks env
-        manifest.load(ctx.cwd / args.dir, args.manifest, {}, check_env=False)
+    if not from_git:  # read as the builder reads it, ${VAR}s from the app's latest release
+        releases = rack.metadata.list_releases(app, limit=1)
+        env = dict(releases[0].env) if releases else {}
+        manifest.load(ctx.cwd / args.dir, args.manifest, env, check_env=False)
     if from_git:
         archive, git_sha, described = _fetch(rack, status, app, args.dir, args.manifest)
     else:
@@ -211,9 +222,19 @@ def execute(
         )
 
     try:
-        followed = follow_build(
-            rack.builder, build.id, out, ctx.err, sleep=ctx.sleep, reports_failure=True
-        )
+        try:
+            followed = follow_build(
+                rack.builder, build.id, out, ctx.err, sleep=ctx.sleep, reports_failure=True
+            )
+        except BrokenPipeError:
+            # The reader left (`slipway deploy | head`): the build goes on, so the command
+            # sees it to its end quietly; its outcome (exit code, promotion) still counts.
+            if out.file is sys.stdout:
+                silence_stdout()
+            out.file = open(os.devnull, "w")  # noqa: SIM115 - as long as the command runs
+            followed = follow_build(
+                rack.builder, build.id, out, ctx.err, sleep=ctx.sleep, reports_failure=True
+            )
     except KeyboardInterrupt:
         target = ctx.target(app)
         ctx.err.print()

@@ -77,6 +77,12 @@ class FakeMetadata:
     builds: dict[str, types.Build]
     logs: dict[str, list[str]] = field(default_factory=dict)
     apps: dict[str, types.App] = field(default_factory=lambda: {"myapp": types.App("myapp")})
+    #: Each app's releases, newest first (what `${VAR}`s of a manifest are read from).
+    releases: dict[str, list[types.Release]] = field(default_factory=dict)
+
+    def list_releases(self, app: str, limit: int = 10) -> list[types.Release]:
+        self.get_app(app)
+        return self.releases.get(app, [])[:limit]
 
     def get_app(self, name: str) -> types.App:
         if name not in self.apps:

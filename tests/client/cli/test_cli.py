@@ -391,6 +391,26 @@ def test_the_manifest_check_leaves_variables_and_env_to_the_rack(
     assert (missing.code, missing.err) == (1, "ERROR: no such file: deploy/missing.yml\n")
 
 
+def test_the_manifest_check_reads_variables_from_the_apps_release(
+    run: Any, rack: FakeRack, project: Path
+) -> None:
+    # `${MIN}` empty would make `[, 3]`, which is no YAML: the rack fills it in, so must
+    # the check, from the app's latest release.
+    (project / "convox.yml").write_text(
+        "services:\n  web:\n    build: .\n    scale:\n      count: [${MIN}, 3]\n"
+    )
+    rack.metadata.releases["myapp"] = [
+        types.Release(id="RNEWEST", app="myapp", env={"MIN": "1"}),
+        types.Release(id="ROLDER", app="myapp", env={}),
+    ]
+    rack.builder.streams.append(_stream(rack, [], _done(rack)))
+    rack.builds[B] = _done(rack)
+    assert run("build").code == 0
+    rack.metadata.releases["myapp"] = []
+    res = run("build")
+    assert res.code == 1 and "convox.yml line 5" in res.err and not rack.builder.started[1:]
+
+
 def test_build_dir_names_the_app(run: Any, rack: FakeRack, project: Path, tmp_path: Path) -> None:
     other = tmp_path / "second-app"
     other.mkdir()

@@ -85,10 +85,22 @@ def test_a_closed_pipe_ends_a_followed_log_quietly(piped: Any, rack: FakeRack) -
 
 def test_a_closed_pipe_ends_a_build_quietly(piped: Any, rack: FakeRack) -> None:
     rack.builds[B] = _log_stream(rack, 5)
+    _log_stream(rack, 5)  # the build is seen to its end after the reader left
     code, out, err = piped("build")
     assert (code, out) == (0, "line 0\n")
     # The status lines went to stderr (stdout is not a terminal), and nothing more.
     assert err == "Packaging source... OK\nUploading source... OK\nStarting build... OK\n"
+    assert len(rack.builder.followers) == 2
+
+
+def test_a_build_that_fails_after_the_reader_left_still_fails(piped: Any, rack: FakeRack) -> None:
+    log = [types.LogLine(i, f"line {i}") for i in range(5)]
+    failed = types.Build(id=B, app="myapp", status="failed", reason="exit code: 3")
+    rack.builder.streams.extend([[*log, failed], [*log, failed]])
+    rack.builds[B] = failed
+    code, out, err = piped("build")
+    assert (code, out) == (1, "line 0\n")  # the outcome is the build's, not the pipe's
+    assert err.splitlines()[-1] == "ERROR: build failed: exit code: 3"
 
 
 def test_on_a_terminal_the_status_lines_and_progress_are_on_stdout(
@@ -111,3 +123,15 @@ def test_piped_nothing_is_drawn(piped: Any, rack: FakeRack) -> None:
     assert code == 0
     assert out == f"line 0\nline 1\nBuild:   {B}\nRelease: RNEWRELEASE\n"
     assert err == "Packaging source... OK\nUploading source... OK\nStarting build... OK\n"
+
+
+@pytest.mark.parametrize("variable", ["FORCE_COLOR", "TTY_COMPATIBLE"])
+def test_the_environment_never_makes_a_pipe_a_terminal(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from client.cli.render import make_console
+
+    monkeypatch.setenv(variable, "1")
+    assert not make_console(io.StringIO()).is_terminal  # status lines stay off stdout
