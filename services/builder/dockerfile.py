@@ -60,17 +60,28 @@ def has_stage(text: str, stage: str) -> bool:
     return False
 
 
+#: The ARGs every Dockerfile has without declaring them (Docker's predefined ARGs).
+PREDEFINED_ARGS = frozenset(
+    name
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+    for name in (proxy, proxy.lower())
+)
+
+
 def select_args(
     declared: list[str], given: Mapping[str, str], env: Mapping[str, str]
 ) -> dict[str, str]:
     """The build args to pass: each declared name from `given` first, then `env`;
-    names that neither has are not passed."""
+    names that neither has are not passed. Docker's predefined ARGs (the proxies) are
+    passed when given, declared or not, as `docker build` passes them."""
     chosen: dict[str, str] = {}
     for name in declared:
         if name in given:
             chosen[name] = given[name]
         elif name in env:
             chosen[name] = env[name]
+    for name in PREDEFINED_ARGS & set(given):
+        chosen.setdefault(name, given[name])
     return chosen
 
 

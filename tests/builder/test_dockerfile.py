@@ -48,6 +48,15 @@ def test_build_args_only_for_declared_names_given_first_then_env() -> None:
     }
 
 
+def test_the_predefined_proxy_args_pass_undeclared_when_given() -> None:
+    given = {"HTTP_PROXY": "http://proxy:3128", "no_proxy": "localhost", "UNDECLARED": "x"}
+    env = {"HTTPS_PROXY": "from the app env: not a build arg"}
+    assert select_args(["A"], given, env) == {
+        "HTTP_PROXY": "http://proxy:3128",
+        "no_proxy": "localhost",
+    }
+
+
 def test_base_images_resolve_args_and_skip_stages() -> None:
     from services.builder.dockerfile import base_images
 

@@ -53,6 +53,11 @@ class Context:
         """Where progress lines go: stdout on a terminal, stderr when stdout is piped."""
         return self.out if self.out.is_terminal else self.err
 
+    def status_for(self, only_id: bool) -> Console:
+        """Where a command's status lines go: stderr with `--id` (stdout holds the id
+        alone), else `status`."""
+        return self.err if only_id else self.status
+
     def config(self) -> ClientConfig:
         return ClientConfig.load(self.config_path)
 

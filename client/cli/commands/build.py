@@ -191,7 +191,7 @@ def execute(
     app = _git_app(ctx, args.dir) if from_git else ctx.app(args.dir)
     # The log is the command's data; the status lines go to stderr off a terminal (SPEC §3).
     out = ctx.err if args.id else ctx.out
-    status = ctx.err if args.id else ctx.status
+    status = ctx.status_for(args.id)
     rack = ctx.rack()
 
     require_app(rack, app)  # before anything is packed

@@ -46,7 +46,8 @@ def copy_build(ctx: Context, args: argparse.Namespace) -> int:
         raise NotFound(f"rack not found: {args.to} (see 'slipway racks')")
     rack = ctx.open_rack(target)
     require_app(rack, to_app)  # on the destination, before anything moves
-    with metered(ctx.err if args.id else ctx.status, LABEL) as meter:
+    status = ctx.status_for(args.id)
+    with metered(status, LABEL) as meter:
         result = rack.registry.copy_build(
             source.host,
             source.token,
@@ -58,7 +59,7 @@ def copy_build(ctx: Context, args: argparse.Namespace) -> int:
             progress=lambda event: meter.update(event.current, event.total or None),
         )
         meter.result = f", {result.release.id}"
-    write_line(ctx.err, summary(result))
+    write_line(status, summary(result))
     if args.id:
         write_line(ctx.out, result.release.id)
     return 0

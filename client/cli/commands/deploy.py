@@ -24,7 +24,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
-    status = ctx.err if args.id else ctx.status
+    status = ctx.status_for(args.id)
 
     def promote_release(rack: Rack, done: types.Build) -> None:
         promote(rack.metadata, status, done.app, done.release)

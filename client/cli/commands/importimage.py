@@ -62,7 +62,7 @@ def read_manifest(cwd: Path, path: str | None) -> str:
 def import_image(ctx: Context, args: argparse.Namespace) -> int:
     app = ctx.app()
     text = read_manifest(ctx.cwd, args.manifest)
-    status = ctx.err if args.id else ctx.status
+    status = ctx.status_for(args.id)
     rack = ctx.rack()
     require_app(rack, app)  # before anything is pulled
     with layered(status, LABEL) as show:

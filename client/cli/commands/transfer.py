@@ -94,7 +94,7 @@ def _export_to_file(ctx: Context, app: str, build: str, path: str) -> int:
 
 def import_build(ctx: Context, args: argparse.Namespace) -> int:
     app = ctx.app()
-    status = ctx.err if args.id else ctx.status
+    status = ctx.status_for(args.id)
     rack = ctx.rack()
     require_app(rack, app)  # before anything is read
     if args.file:
