@@ -165,12 +165,12 @@ def build_info(build: types.Build, now: float | None = None) -> list[str]:
         ("Started", humanize_since(build_started(build), now)),
         ("Elapsed", build_elapsed(build)),
     ]
-    if build.builder:
-        pairs.append(("Builder", build.builder))
     if build.status == types.FAILED:
         pairs.append(("Reason", build.reason))
     if build.git_sha:
         pairs.append(("Git Sha", build.git_sha))
+    if build.builder:  # after SPEC's keys, which scripts may read by position
+        pairs.append(("Builder", build.builder))
     return key_values(pairs)
 
 
