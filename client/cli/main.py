@@ -33,33 +33,29 @@ from client.cli.commands import (
 from client.cli.render import make_console, silence_stdout
 from client.kernel.errors import InvalidArgument, SlipwayError
 
-# Options of any command that take a value, so that a value such as `-d -a` is never
-# mistaken for the global flags when they are lifted out of the command line.
-VALUE_OPTIONS = frozenset(
-    {
-        "-d",
-        "--description",
-        "-m",
-        "--manifest",
-        "--build-args",
-        "--limit",
-        "--name",
-        "--port",
-        "--data",
-        "--token",
-        "-f",
-        "--file",
-        "--to",
-        "--to-app",
-    }
-)
 _GLOBALS = {"-a": "app", "--app": "app", "-r": "rack", "--rack": "rack"}
 
 
-def extract_globals(argv: Sequence[str]) -> tuple[list[str], str | None, str | None]:
+def value_options(parser: argparse.ArgumentParser) -> frozenset[str]:
+    """The options of any command of `parser` that take one value (`-d`, `--token`, ...),
+    read from the command tree itself, so that none is forgotten."""
+    found: set[str] = set()
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps its tree there
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                found |= value_options(sub)
+        elif action.option_strings and action.nargs is None:
+            found.update(action.option_strings)
+    return frozenset(found - set(_GLOBALS))
+
+
+def extract_globals(
+    argv: Sequence[str], values: frozenset[str]
+) -> tuple[list[str], str | None, str | None]:
     """Lifts `-a/--app NAME` and `-r/--rack NAME` out of `argv`, wherever they stand (the
-    last one wins); returns the rest, the app and the rack. A flag missing its value is left
-    for argparse to report."""
+    last one wins); returns the rest, the app and the rack. `values` are the options that
+    take a value (`value_options`): a value such as `-d -a` is never taken for a global
+    flag. A flag missing its value is left for argparse to report."""
     rest: list[str] = []
     found: dict[str, str | None] = {"app": None, "rack": None}
     i = 0
@@ -77,7 +73,7 @@ def extract_globals(argv: Sequence[str]) -> tuple[list[str], str | None, str | N
             found[_GLOBALS[name]] = value
         elif len(arg) > 2 and arg[:2] in ("-a", "-r") and not arg.startswith("--"):
             found[_GLOBALS[arg[:2]]] = arg[2:]
-        elif arg in VALUE_OPTIONS and i + 1 < len(argv):
+        elif arg in values and i + 1 < len(argv):
             # The next word is the option's value whatever it looks like (a token may start
             # with `-`); argparse takes such a value only attached to its option.
             value = argv[i + 1]
@@ -168,8 +164,10 @@ def main(
     if debug:
         logging.basicConfig(level=logging.DEBUG, stream=err_file)
     try:
-        rest, app, rack = extract_globals(sys.argv[1:] if argv is None else argv)
         parser = build_parser(out_file, err_file)
+        rest, app, rack = extract_globals(
+            sys.argv[1:] if argv is None else argv, value_options(parser)
+        )
         if "_ARGCOMPLETE" in env:  # a completion script asking (slipway completion)
             completion.complete_line(parser)
         args = parser.parse_args(rest)

@@ -14,7 +14,7 @@ import pytest
 
 from client.cli.commands.build import parse_build_args
 from client.cli.config import ClientConfig
-from client.cli.main import extract_globals, main
+from client.cli.main import build_parser, extract_globals, main, value_options
 from client.kernel import types
 from client.kernel.errors import (
     InvalidArgument,
@@ -66,12 +66,18 @@ def _stream(rack: FakeRack, lines: list[str], final: types.Build, start: int = 0
         (["login", "h:1", "--token", "-x=y"], ["login", "h:1", "--token=-x=y"], None, None),
         (["build", "--", "-a", "x"], ["build", "--", "-a", "x"], None, None),
         (["builds", "-a"], ["builds", "-a"], None, None),
+        (["login", "h:1", "--ca", "-ca.pem"], ["login", "h:1", "--ca=-ca.pem"], None, None),
+        (["build", "--secret", "-id"], ["build", "--secret=-id"], None, None),
     ],
 )
 def test_extract_globals(
     argv: list[str], rest: list[str], app: str | None, rack: str | None
 ) -> None:
-    assert extract_globals(argv) == (rest, app, rack)
+    import io
+
+    values = value_options(build_parser(io.StringIO(), io.StringIO()))
+    assert extract_globals(argv, values) == (rest, app, rack)
+    assert {"--no-cache", "--json", "--id", "-a", "-r"}.isdisjoint(values)  # flags, globals
 
 
 def test_build_args() -> None:
