@@ -281,6 +281,22 @@ def test_missing_layers_go_up_several_at_once(registry_host: str, tmp_path: Path
     assert len([t for t in registry.threads if t.startswith("layer-upload")]) > 1
 
 
+class PassedUpload:
+    """A registry upload passed through as it is; a test's subclass breaks one step."""
+
+    def __init__(self, upload: Any) -> None:
+        self.upload = upload
+
+    def send(self, chunks: Iterable[bytes]) -> None:
+        self.upload.send(chunks)
+
+    def commit(self, digest: str) -> None:
+        self.upload.commit(digest)
+
+    def cancel(self) -> None:
+        self.upload.cancel()
+
+
 def pushed_with_held(
     registry: Counting, repo: str, path: Path, piece: int = 64 * 1024
 ) -> tuple[dict[str, Any], HeldUploads]:
@@ -312,13 +328,7 @@ def test_a_big_layer_sent_as_it_arrives_is_committed_from_its_upload(
 def test_a_layer_whose_upload_cannot_be_committed_goes_up_from_the_spool(
     registry_host: str, tmp_path: Path
 ) -> None:
-    class RefusingCommit:
-        def __init__(self, upload: Any) -> None:
-            self.upload = upload
-
-        def send(self, chunks: Iterable[bytes]) -> None:
-            self.upload.send(chunks)
-
+    class RefusingCommit(PassedUpload):
         refused: list[str] = []
 
         def commit(self, digest: str) -> None:
@@ -326,9 +336,6 @@ def test_a_layer_whose_upload_cannot_be_committed_goes_up_from_the_spool(
                 self.refused.append(digest)
                 raise Unavailable("registry unreachable at the test's outage")
             self.upload.commit(digest)
-
-        def cancel(self) -> None:
-            self.upload.cancel()
 
     class Refusing(Counting):
         def start_upload(self, repository: str) -> Any:
@@ -407,19 +414,10 @@ def test_the_same_layer_name_twice_is_checked_as_the_tar_reads_it(
 def test_a_layer_whose_sending_breaks_off_goes_up_from_the_spool(
     registry_host: str, tmp_path: Path
 ) -> None:
-    class BreakingSend:
-        def __init__(self, upload: Any) -> None:
-            self.upload = upload
-
+    class BreakingSend(PassedUpload):
         def send(self, chunks: Iterable[bytes]) -> None:
             next(iter(chunks))
             raise Unavailable("registry unreachable at the test's outage")
-
-        def commit(self, digest: str) -> None:
-            self.upload.commit(digest)
-
-        def cancel(self) -> None:
-            self.upload.cancel()
 
     class Breaking(Counting):
         started = 0
