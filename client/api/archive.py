@@ -11,7 +11,6 @@ from typing import BinaryIO
 import grpc
 from slipway.archive.v1 import archive_pb2 as pb
 from slipway.archive.v1 import archive_pb2_grpc as pb_grpc
-from slipway.common.v1 import common_pb2
 
 from client.api.convert import entry_to_pb
 from client.api.grpcerrors import iter_rpc, rpc_errors
@@ -103,7 +102,9 @@ class ArchiveClient:
         def requests() -> Iterator[pb.UploadRequest]:
             yield pb.UploadRequest(header=pb.UploadHeader(app=app, size=size, sha256=sha256))
             for data in iter_chunks(fileobj):
-                yield pb.UploadRequest(chunk=common_pb2.Chunk(data=data))
+                request = pb.UploadRequest()
+                request.chunk.data = data  # in place: Chunk(...) would copy it again
+                yield request
                 if progress:
                     progress(len(data))
 
@@ -179,7 +180,9 @@ class ArchiveClient:
                 header = pb.BlobHeader(sha256=blob.sha256, size=blob.size, offset=blob.offset)
                 yield pb.PutBlobsRequest(header=header)
                 for data in blob.chunks():
-                    yield pb.PutBlobsRequest(chunk=common_pb2.Chunk(data=data))
+                    request = pb.PutBlobsRequest()
+                    request.chunk.data = data  # in place: Chunk(...) would copy it again
+                    yield request
                     if progress:
                         progress(len(data))
             if small:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 import grpc
-from slipway.common.v1 import common_pb2
 from slipway.registry.v1 import registry_pb2 as pb
 from slipway.registry.v1 import registry_pb2_grpc as pb_grpc
 
@@ -46,7 +45,9 @@ class RegistryClient:
             yield pb.ImportBuildRequest(header=pb.ImportHeader(app=app))
             try:
                 for data in chunks:
-                    yield pb.ImportBuildRequest(chunk=common_pb2.Chunk(data=data))
+                    request = pb.ImportBuildRequest()
+                    request.chunk.data = data  # in place: Chunk(...) would copy it again
+                    yield request
             except Exception as err:  # noqa: BLE001 - re-raised by the caller below
                 failure.append(err)
                 for call in calls:

@@ -32,6 +32,7 @@ from client.cli.commands import (
 )
 from client.cli.render import make_console, silence_stdout
 from client.kernel.errors import InvalidArgument, SlipwayError
+from client.kernel.memory import keep_freed_chunks
 
 _GLOBALS = {"-a": "app", "--app": "app", "-r": "rack", "--rack": "rack"}
 
@@ -156,6 +157,7 @@ def main(
     """Runs one `slipway` command line; returns its exit status. Every error a user may see
     is `ERROR: <message>` on stderr with status 1; no traceback unless SLIPWAY_DEBUG=1. A
     reader that closes stdout early ends the command quietly with status 0."""
+    keep_freed_chunks()  # uploads, exports and imports stream chunks: no page faults per chunk
     out_file = stdout if stdout is not None else sys.stdout
     err_file = stderr if stderr is not None else sys.stderr
     env = os.environ if env is None else env

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from slipway.archive.v1 import archive_pb2 as pb
-from slipway.common.v1 import common_pb2
 
 from client.api.convert import entry_from_pb
 from client.kernel.entries import Entry
@@ -46,7 +45,9 @@ def upload_response(info: ArchiveInfo) -> pb.UploadResponse:
 
 
 def download_response(data: bytes) -> pb.DownloadResponse:
-    return pb.DownloadResponse(chunk=common_pb2.Chunk(data=data))
+    response = pb.DownloadResponse()
+    response.chunk.data = data  # in place: Chunk(...) would copy it again
+    return response
 
 
 def stat_response(info: ArchiveInfo) -> pb.StatArchiveResponse:
@@ -112,7 +113,9 @@ def put_context_response(done: Committed) -> pb.PutContextResponse:
 def read_blobs_response(part: BlobHeader | bytes) -> pb.ReadBlobsResponse:
     if isinstance(part, BlobHeader):
         return pb.ReadBlobsResponse(header=pb.BlobHeader(sha256=part.sha256, size=part.size))
-    return pb.ReadBlobsResponse(chunk=common_pb2.Chunk(data=part))
+    response = pb.ReadBlobsResponse()
+    response.chunk.data = part  # in place: Chunk(...) would copy it again
+    return response
 
 
 def split_garbage(

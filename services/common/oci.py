@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from http.client import HTTPResponse
-from typing import Protocol
+from typing import Protocol, cast
 
 from client.kernel.errors import Internal, InvalidArgument, NotFound, Unavailable
 from client.kernel.streams import CHUNK_SIZE
@@ -45,7 +45,7 @@ ACCEPT = {"Accept": ",".join(MANIFEST_TYPES)}
 HTTP_TIMEOUT = 60
 DIGEST = re.compile(r"^sha256:[a-f0-9]{64}\Z")
 
-Body = bytes | Iterable[bytes] | None
+Body = bytes | Iterable[bytes] | Iterable[bytes | memoryview] | None
 """A request's body: bytes, or pieces sent with chunked transfer encoding."""
 Headers = Mapping[str, str] | None
 Opened = HTTPResponse | None
@@ -135,7 +135,7 @@ class BlobUpload(Protocol):
     """An open blob upload (`Registry.start_upload`): its bytes sent, then committed under
     their digest or cancelled."""
 
-    def send(self, chunks: Iterable[bytes]) -> None:
+    def send(self, chunks: Iterable[bytes | memoryview]) -> None:
         """Sends the blob's bytes, in one request."""
         ...
 
@@ -212,7 +212,9 @@ class DistributionRegistry:
     def _open(self, method: str, url: str, body: Body = None, headers: Headers = None) -> Opened:
         """One API call, its response open for reading; None for a 404, other failures
         raise. The caller closes the response."""
-        request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+        # http.client sends each piece of an iterable body as it is: views of bytes too.
+        data = cast(bytes | Iterable[bytes] | None, body)
+        request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
         if self._credentials is not None and urllib.parse.urlsplit(url).netloc == self._host:
             # Never to another host, a redirect's included (ECR and S3-backed registries
             # send blob reads to pre-signed storage URLs, which refuse a second credential).
@@ -372,7 +374,7 @@ class _Upload:
         self._registry = registry
         self._location = location
 
-    def send(self, chunks: Iterable[bytes]) -> None:
+    def send(self, chunks: Iterable[bytes | memoryview]) -> None:
         # One PATCH streams every piece (chunked transfer encoding), as `docker push` does.
         status, headers, _ = self._registry._call(
             "PATCH",

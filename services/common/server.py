@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from client.api.channel import KEEPALIVE_INTERVAL_MS, MESSAGE_OPTIONS, open_channel
 from client.kernel.errors import SlipwayError, Unavailable
+from client.kernel.memory import keep_freed_chunks
 from services.common.config import TlsFiles
 from services.common.interceptor import ServiceInterceptor
 from services.common.logs import configure_logging
@@ -149,6 +150,7 @@ def run_service(name: str, create: Callable[[], Server], describe: Callable[[Ser
     # Everything a service writes (its database, archives, scratch folders, logs) is its
     # owner's alone: files 0600, folders 0700 (SPEC §6).
     os.umask(PRIVATE_UMASK)
+    keep_freed_chunks()  # every service streams chunks: no page faults per chunk
     configure_logging()
     log = logging.getLogger(f"services.{name}")
     try:

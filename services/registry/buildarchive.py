@@ -11,13 +11,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 from client.kernel import types
 from client.kernel.errors import InvalidArgument
-from client.kernel.streams import CHUNK_SIZE, iter_chunks, reader, rechunk
+from client.kernel.streams import rechunk
 from services.registry.layerscan import HeldUploads, LayerDigests, Scan
-from services.registry.tarstream import GZIP_LEVEL, TarWriter, file_info, gunzip, gzip
+from services.registry.tarstream import (
+    GZIP_LEVEL,
+    TarReader,
+    TarWriter,
+    file_info,
+    gunzip,
+    gzip,
+)
 
 BUILD_JSON = "build.json"
 # build.json carries the whole build log: generous, yet bounded, since it is read in memory.
@@ -170,35 +177,32 @@ def unpack(chunks: Iterable[bytes], folder: Path, held: HeldUploads | None = Non
     into uploads `held` starts), anything else skipped. InvalidArgument for a corrupt or
     truncated archive, a member twice, or an oversized build.json."""
     found = Unpacked()
-    stream = reader(gunzip(chunks))
+    tar = TarReader(gunzip(chunks))
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                name = member.name.removeprefix("./")
-                if not member.isreg():
-                    continue
-                if name == BUILD_JSON:
-                    if found.build_json is not None:
-                        raise InvalidArgument("the archive holds build.json twice")
-                    found.build_json = _read_small(tar, member, MAX_BUILD_JSON)
-                elif name.endswith(".tar") and "/" not in name:
-                    if name in found.tars:
-                        raise InvalidArgument(f"the archive holds {name} twice")
-                    path = folder / f"image{len(found.tars)}.tar"
-                    source = cast(BinaryIO, tar.extractfile(member))
-                    found.layers[name] = _spool(iter_chunks(source), path, held)
-                    found.tars[name] = path
-        # Tar stops reading at its end-of-archive blocks: read on to the gzip trailer, so
-        # that a truncated or corrupt end is caught too.
-        while stream.read(CHUNK_SIZE):
-            pass
+        for member in tar.members():
+            name = member.name.removeprefix("./")
+            if not member.isreg() or member.issparse():
+                continue
+            if name == BUILD_JSON:
+                if found.build_json is not None:
+                    raise InvalidArgument("the archive holds build.json twice")
+                found.build_json = _read_small(tar, member, MAX_BUILD_JSON)
+            elif name.endswith(".tar") and "/" not in name:
+                if name in found.tars:
+                    raise InvalidArgument(f"the archive holds {name} twice")
+                path = folder / f"image{len(found.tars)}.tar"
+                found.layers[name] = _spool(tar.data(member), path, held)
+                found.tars[name] = path
+        # The tar ends at its end-of-archive blocks: read on to the gzip trailer, so that a
+        # truncated or corrupt end is caught too.
+        tar.drain()
     except (tarfile.TarError, EOFError) as err:
         raise InvalidArgument(f"invalid archive: {err}") from None
     return found
 
 
 def _spool(
-    chunks: Iterable[bytes], path: Path, held: HeldUploads | None
+    chunks: Iterable[bytes | memoryview], path: Path, held: HeldUploads | None
 ) -> dict[str, LayerDigests]:
     """Writes an image tar to `path`, scanning it as it goes (`Scan`); its scanned layers."""
     scan = Scan(held)
@@ -212,9 +216,7 @@ def _spool(
     return layers
 
 
-def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
+def _read_small(tar: TarReader, member: tarfile.TarInfo, limit: int) -> bytes:
     if member.size > limit:
         raise InvalidArgument(f"{member.name} is too large ({member.size} bytes, at most {limit})")
-    source = tar.extractfile(member)
-    assert source is not None  # a regular file
-    return source.read()
+    return b"".join(bytes(piece) for piece in tar.data(member))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from slipway.common.v1 import common_pb2
 from slipway.registry.v1 import registry_pb2 as pb
 
 from client.api import convert
@@ -36,7 +35,9 @@ def registry_response(host: str) -> pb.GetRegistryResponse:
 
 
 def export_response(data: bytes) -> pb.ExportBuildResponse:
-    return pb.ExportBuildResponse(chunk=common_pb2.Chunk(data=data))
+    response = pb.ExportBuildResponse()
+    response.chunk.data = data  # in place: Chunk(...) would copy it again
+    return response
 
 
 def import_request(requests: Iterator[pb.ImportBuildRequest]) -> tuple[str, Iterator[bytes]]:
@@ -86,7 +87,9 @@ def manifests_response(images: list[ImageManifest]) -> pb.GetManifestsResponse:
 
 
 def blob_response(data: bytes) -> pb.ReadBlobResponse:
-    return pb.ReadBlobResponse(chunk=common_pb2.Chunk(data=data))
+    response = pb.ReadBlobResponse()
+    response.chunk.data = data  # in place: Chunk(...) would copy it again
+    return response
 
 
 def copy_request(request: pb.CopyBuildRequest) -> CopyRequest:

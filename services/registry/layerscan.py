@@ -29,12 +29,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from types import TracebackType
-from typing import BinaryIO, cast
 
 from client.kernel.errors import InvalidArgument, SlipwayError
-from client.kernel.streams import iter_chunks, reader
 from services.common.oci import BlobUpload, Registry
-from services.registry.tarstream import Inflater
+from services.registry.tarstream import Inflater, TarReader
 
 GZIP_MAGIC = b"\x1f\x8b"
 # An image tar holds a config and a few dozen layers per image: a scan stops remembering
@@ -73,7 +71,7 @@ class LayerHasher:
         self._inflater = Inflater()
         self._error: InvalidArgument | None = None
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self._stored.update(data)
         self._size += len(data)
         if self._error is None:
@@ -189,13 +187,13 @@ class Scan:
 
     def __init__(self, held: HeldUploads | None = None) -> None:
         self._held = held
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
+        self._chunks: queue.Queue[bytes | memoryview | None] = queue.Queue(QUEUE_CHUNKS)
         self._found: dict[str, LayerDigests] = {}
         self._ended = False  # the feed's end was read
         self._thread = threading.Thread(target=self._run, name="layer-scan", daemon=True)
         self._thread.start()
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         self._chunks.put(data)
 
     def finish(self) -> dict[str, LayerDigests]:
@@ -203,38 +201,40 @@ class Scan:
         self._thread.join()
         return self._found
 
-    def _incoming(self) -> Iterator[bytes]:
+    def _incoming(self) -> Iterator[bytes | memoryview]:
         while (data := self._chunks.get()) is not None:
             yield data
         self._ended = True
 
     def _run(self) -> None:
         try:
-            with tarfile.open(fileobj=reader(self._incoming()), mode="r|") as tar:
-                for count, info in enumerate(tar):
-                    if count >= MAX_MEMBERS:
-                        break
-                    if info.isreg() and not info.issparse():
-                        self._member(tar, info)
+            tar = TarReader(self._incoming())
+            for count, info in enumerate(tar.members()):
+                if count >= MAX_MEMBERS:
+                    break
+                if info.isreg() and not info.issparse():
+                    self._member(tar, info)
         except Exception as err:  # noqa: BLE001 - whatever it is, the file is checked again
             log.debug("image tar not scanned to its end: %s", err)
         finally:
             while not self._ended and self._chunks.get() is not None:
                 pass  # the rest: the feeding side never blocks
 
-    def _member(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
-        source = cast(BinaryIO, tar.extractfile(info))
-        head = source.read(len(GZIP_MAGIC))
-        if head != GZIP_MAGIC:
+    def _member(self, tar: TarReader, info: tarfile.TarInfo) -> None:
+        source = tar.data(info)
+        head: list[bytes | memoryview] = []
+        while sum(map(len, head)) < len(GZIP_MAGIC) and (piece := next(source, None)):
+            head.append(piece)
+        if b"".join(head)[: len(GZIP_MAGIC)] != GZIP_MAGIC:
             return  # a config, manifest.json, or a layer the engine must load
         name = info.name.removeprefix("./")
         upload = self._held.start(name, info.size) if self._held is not None else None
         hasher = LayerHasher(name)
         broken: list[BaseException] = []
 
-        def hashed() -> Iterator[bytes]:
+        def hashed() -> Iterator[bytes | memoryview]:
             try:
-                for data in chain([head], iter_chunks(source)):
+                for data in chain(head, source):
                     hasher.update(data)
                     yield data
             except Exception as err:  # noqa: BLE001 - raised again below
