@@ -181,8 +181,12 @@ def unpack(chunks: Iterable[bytes], folder: Path, held: HeldUploads | None = Non
     try:
         for member in tar.members():
             name = member.name.removeprefix("./")
-            if not member.isreg() or member.issparse():
+            if not member.isreg():
                 continue
+            if member.issparse() and (
+                name == BUILD_JSON or (name.endswith(".tar") and "/" not in name)
+            ):
+                raise InvalidArgument(f"{name[:200]}: a sparse file is not supported here")
             if name == BUILD_JSON:
                 if found.build_json is not None:
                     raise InvalidArgument("the archive holds build.json twice")

@@ -225,7 +225,7 @@ class Scan:
         head: list[bytes | memoryview] = []
         while sum(map(len, head)) < len(GZIP_MAGIC) and (piece := next(source, None)):
             head.append(piece)
-        if b"".join(head)[: len(GZIP_MAGIC)] != GZIP_MAGIC:
+        if b"".join(bytes(piece[:2]) for piece in head)[:2] != GZIP_MAGIC:
             return  # a config, manifest.json, or a layer the engine must load
         name = info.name.removeprefix("./")
         upload = self._held.start(name, info.size) if self._held is not None else None

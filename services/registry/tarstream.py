@@ -119,9 +119,11 @@ def gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
     inflater.end()
 
 
-# The most a member's extended headers (pax records, GNU long names) may hold: their bytes
-# are read whole, and no honest name or record list comes near this.
+# The most a member's extended headers (pax records, GNU long names) may hold in all, and
+# how many headers one member may chain: they are read whole, and no honest name or record
+# list comes near either.
 MAX_EXTENDED = 1024 * 1024
+MAX_HEADERS = 16
 # The kinds of bad header `TarInfo.fromtarfile` raises (tarfile.HeaderError's subclasses,
 # which typeshed does not list).
 _EOF_HEADER: type[Exception] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
@@ -151,14 +153,20 @@ class TarReader:
         self.errors = "surrogateescape"
         self.pax_headers: dict[str, str] = {}
         self.offset = 0  # where the next header starts (set by fromtarfile)
+        self._headers = 0  # this member's headers and extended bytes read so far
+        self._extended = 0
 
     def tell(self) -> int:
         return self._pos
 
     def read(self, size: int) -> bytes:
         """`size` bytes (fewer at the end of the stream), copied: headers only."""
-        if size > MAX_EXTENDED:
-            raise tarfile.ReadError(f"an extended header of {size} bytes is too large")
+        self._headers += 1
+        self._extended += size
+        if self._extended > MAX_EXTENDED:
+            raise tarfile.ReadError(f"extended headers of {self._extended} bytes are too large")
+        if self._headers > 2 * MAX_HEADERS:
+            raise tarfile.ReadError(f"a member has more than {MAX_HEADERS} extended headers")
         return b"".join(bytes(piece) for piece in self._take(size))
 
     def _take(self, size: int) -> Iterator[memoryview]:
@@ -170,7 +178,7 @@ class TarReader:
                 except StopIteration:
                     return
                 continue
-            piece = self._view[:size]
+            piece = self._view[: min(size, CHUNK_SIZE)]  # big messages: bounded pieces
             self._view = self._view[len(piece) :]
             self._pos += len(piece)
             size -= len(piece)
@@ -189,10 +197,13 @@ class TarReader:
             if self.offset > self._pos:
                 self._skip(self.offset - self._pos)
             start = self._pos
+            self._headers = self._extended = 0
             try:
                 info = tarfile.TarInfo.fromtarfile(self)  # type: ignore[arg-type]
             except _SUBSEQUENT_HEADER as err:
                 raise tarfile.ReadError(str(err)) from None
+            except (ValueError, IndexError, RecursionError):  # a malformed pax or sparse map
+                raise tarfile.ReadError("a member's extended header is malformed") from None
             except _EMPTY_HEADER:
                 if start == 0:
                     raise tarfile.ReadError("empty file") from None
@@ -203,6 +214,10 @@ class TarReader:
                 return
             except _EOF_HEADER:
                 return
+            if info.size < 0 or (
+                info.isreg() and not info.issparse() and info.offset_data + info.size > self.offset
+            ):  # a pax record changed the size its data occupies (GNU.sparse.realsize alone)
+                raise tarfile.ReadError(f"{info.name[:200]}: its size does not match its header")
             yield info
 
     def data(self, info: tarfile.TarInfo) -> Iterator[memoryview]:

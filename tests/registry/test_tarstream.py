@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -141,12 +142,76 @@ def test_an_extended_header_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         info = tarfile.TarInfo("x")
         info.pax_headers = {"comment": "c" * 5000}
         tar.addfile(info)
-    with pytest.raises(tarfile.ReadError, match="extended header of 5120 bytes is too large"):
+    with pytest.raises(tarfile.ReadError, match="extended headers of 5632 bytes are too large"):
         list(TarReader([out.getvalue()]).members())
 
 
-def test_unpack_names_a_broken_archive(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unpack_names_a_broken_archive(tmp_path: Path) -> None:
     data = archive()
     for broken in (b"x" * 1024, data[: len(data) - 200_000]):
         with pytest.raises(InvalidArgument, match="invalid archive"):
             unpack(split(broken, 4096), tmp_path)
+
+
+def pax_member(name: str, data: bytes, records: dict[str, str]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.pax_headers = records
+        tar.addfile(info, io.BytesIO(data))
+        follower = tarfile.TarInfo("b.tar")
+        follower.size = 3
+        tar.addfile(follower, io.BytesIO(b"bbb"))
+    return out.getvalue()
+
+
+def test_a_size_its_data_does_not_occupy_is_refused() -> None:
+    # A pax record that changes the size alone would hand out the next member as data.
+    data = pax_member("a.tar", b"a" * 10, {"GNU.sparse.realsize": "1536"})
+    with pytest.raises(tarfile.ReadError, match="a.tar: its size does not match its header"):
+        by_reader(split(data, 4096), {"a.tar"})
+
+
+def test_chained_extended_headers_are_bounded() -> None:
+    # GNU long names, each naming the next: past MAX_HEADERS, refused, however small.
+    chain = b""
+    for i in range(tarstream.MAX_HEADERS + 2):
+        info = tarfile.TarInfo("././@LongLink")
+        info.type = tarfile.GNUTYPE_LONGNAME
+        name = f"name{i}".encode() + b"\0"
+        info.size = len(name)
+        chain += info.tobuf(tarfile.GNU_FORMAT) + name + b"\0" * (-len(name) % 512)
+    data = chain + archive(tarfile.GNU_FORMAT)
+    with pytest.raises(tarfile.ReadError, match="more than 16 extended headers"):
+        list(TarReader(split(data, 4096)).members())
+    ok = chain[: 512 * 2 * 3] + archive(tarfile.GNU_FORMAT)  # three in a row: fine
+    first = next(iter(tarfile.open(fileobj=io.BytesIO(ok), mode="r|")))
+    assert next(TarReader([ok]).members()).name == first.name == "name0"
+
+
+def test_a_malformed_extended_header_is_a_read_error(tmp_path: Path) -> None:
+    data = pax_member("a.tar", b"a", {"GNU.sparse.major": "1", "GNU.sparse.minor": "0"})
+    with pytest.raises(tarfile.ReadError, match="malformed|size does not match"):
+        by_reader([data], {"a.tar"})
+    with pytest.raises(InvalidArgument, match="invalid archive"):
+        unpack([data], tmp_path)
+
+
+def test_unpack_refuses_a_sparse_image_tar(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("web.B1.tar")
+        info.size = 4
+        info.pax_headers = {"GNU.sparse.map": "0,4", "GNU.sparse.realsize": "4", "size": "4"}
+        tar.addfile(info, io.BytesIO(b"xxxx"))
+    with pytest.raises(InvalidArgument, match="web.B1.tar: a sparse file is not supported"):
+        unpack([out.getvalue()], tmp_path)
+
+
+def test_big_chunks_come_out_in_bounded_views() -> None:
+    data = archive()
+    reader = TarReader([data + b"\0" * (9 * 1024 * 1024)])  # one 9 MiB message
+    for info in reader.members():
+        if info.name == "big":
+            assert max(len(piece) for piece in reader.data(info)) <= 512 * 1024
