@@ -45,7 +45,7 @@ ACCEPT = {"Accept": ",".join(MANIFEST_TYPES)}
 HTTP_TIMEOUT = 60
 DIGEST = re.compile(r"^sha256:[a-f0-9]{64}\Z")
 
-Body = bytes | Iterable[bytes] | Iterable[bytes | memoryview] | None
+Body = bytes | Iterable[bytes | memoryview] | None
 """A request's body: bytes, or pieces sent with chunked transfer encoding."""
 Headers = Mapping[str, str] | None
 Opened = HTTPResponse | None

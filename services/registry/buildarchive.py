@@ -181,19 +181,18 @@ def unpack(chunks: Iterable[bytes], folder: Path, held: HeldUploads | None = Non
     try:
         for member in tar.members():
             name = member.name.removeprefix("./")
-            if not member.isreg():
+            image_tar = name.endswith(".tar") and "/" not in name
+            if not member.isreg() or not (name == BUILD_JSON or image_tar):
                 continue
-            if member.issparse() and (
-                name == BUILD_JSON or (name.endswith(".tar") and "/" not in name)
-            ):
+            if member.issparse():
                 raise InvalidArgument(f"{name[:200]}: a sparse file is not supported here")
             if name == BUILD_JSON:
                 if found.build_json is not None:
                     raise InvalidArgument("the archive holds build.json twice")
                 found.build_json = _read_small(tar, member, MAX_BUILD_JSON)
-            elif name.endswith(".tar") and "/" not in name:
+            else:
                 if name in found.tars:
-                    raise InvalidArgument(f"the archive holds {name} twice")
+                    raise InvalidArgument(f"the archive holds {name[:200]} twice")
                 path = folder / f"image{len(found.tars)}.tar"
                 found.layers[name] = _spool(tar.data(member), path, held)
                 found.tars[name] = path
@@ -223,4 +222,4 @@ def _spool(
 def _read_small(tar: TarReader, member: tarfile.TarInfo, limit: int) -> bytes:
     if member.size > limit:
         raise InvalidArgument(f"{member.name} is too large ({member.size} bytes, at most {limit})")
-    return b"".join(bytes(piece) for piece in tar.data(member))
+    return b"".join(tar.data(member))

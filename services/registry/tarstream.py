@@ -167,7 +167,7 @@ class TarReader:
             raise tarfile.ReadError(f"extended headers of {self._extended} bytes are too large")
         if self._headers > 2 * MAX_HEADERS:
             raise tarfile.ReadError(f"a member has more than {MAX_HEADERS} extended headers")
-        return b"".join(bytes(piece) for piece in self._take(size))
+        return b"".join(self._take(size))
 
     def _take(self, size: int) -> Iterator[memoryview]:
         """The next `size` bytes as views, fewer if the stream ends first."""
